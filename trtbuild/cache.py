@@ -1,0 +1,166 @@
+"""Content-addressed artifact store, action records, per-recipe state, locks and gc.
+
+Layout under the cache root:
+
+    objects/ab/<sha256>        immutable artifacts, named by their content digest
+    actions/ab/<key>.json      step key -> output digests (written last: the commit point)
+    state/<recipe>.json        the last key and key components of each step ("why did it rebuild?")
+    out/<recipe>/...           stable, human-facing links to the current outputs
+    locks/, tmp/, logs/, timing/
+
+Nothing here knows about TensorRT or ONNX.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+from filelock import FileLock
+
+from trtbuild.fsutil import atomic_write, fsync_file, publish_link
+from trtbuild.hashing import StatCache, canonical_json, digest_file
+
+
+class Cache:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).resolve()
+        self.objects = self.root / "objects"
+        self.actions = self.root / "actions"
+        self.state_dir = self.root / "state"
+        self.out = self.root / "out"
+        self.locks = self.root / "locks"
+        self.tmp = self.root / "tmp"
+        self.logs = self.root / "logs"
+        self.timing = self.root / "timing"
+        self._stat_cache: StatCache | None = None
+
+    # -- artifacts -------------------------------------------------------------------------
+
+    def object_path(self, digest: str) -> Path:
+        return self.objects / digest[:2] / digest
+
+    def ingest(self, file: Path) -> tuple[str, int]:
+        """Move a finished file (on the cache's filesystem) into the store; return (digest, size)."""
+        digest = digest_file(file)
+        size = file.stat().st_size
+        dest = self.object_path(digest)
+        if dest.exists():
+            file.unlink()
+        else:
+            fsync_file(file)
+            file.chmod(0o444)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, dest)
+        return digest, size
+
+    # -- action records --------------------------------------------------------------------
+
+    def _action_path(self, key: str) -> Path:
+        return self.actions / key[:2] / f"{key}.json"
+
+    def get_action(self, key: str) -> dict | None:
+        """The record for `key` if it and every object it names exist."""
+        try:
+            record = json.loads(self._action_path(key).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        if all(self.object_path(o["digest"]).exists() for o in record["outputs"].values()):
+            return record
+        return None
+
+    def put_action(self, key: str, record: dict) -> None:
+        atomic_write(self._action_path(key), canonical_json(record))
+
+    def iter_actions(self) -> Iterator[dict]:
+        for path in self.actions.glob("*/*.json"):
+            with contextlib.suppress(ValueError, FileNotFoundError):
+                yield json.loads(path.read_text())
+
+    # -- per-recipe state (the build log) ----------------------------------------------------
+
+    def read_state(self, recipe: str) -> dict:
+        try:
+            return json.loads((self.state_dir / f"{recipe}.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def record_state(self, recipe: str, step_id: str, entry: dict) -> None:
+        """Merge one step's entry into the recipe's state under a lock (parallel steps share the file)."""
+        path = self.state_dir / f"{recipe}.json"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.locks_dir() / f"state-{recipe}.lock")):
+            state = self.read_state(recipe)
+            state[step_id] = entry
+            atomic_write(path, canonical_json(state))
+
+    # -- published outputs -------------------------------------------------------------------
+
+    def publish(self, dest_dir: Path, outputs: dict[str, dict]) -> dict[str, str]:
+        """Link each output under its name into `dest_dir`; skip links already in place."""
+        paths = {}
+        for name, obj in outputs.items():
+            dest = dest_dir / name
+            src = self.object_path(obj["digest"])
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.samefile(src, dest):
+                    paths[name] = str(dest)
+                    continue
+            publish_link(src, dest)
+            paths[name] = str(dest)
+        return paths
+
+    # -- locks, scratch space --------------------------------------------------------------
+
+    def locks_dir(self) -> Path:
+        self.locks.mkdir(parents=True, exist_ok=True)
+        return self.locks
+
+    def step_lock(self, key: str) -> FileLock:
+        return FileLock(str(self.locks_dir() / f"{key}.lock"))
+
+    @contextlib.contextmanager
+    def using(self, exclusive: bool = False) -> Iterator[None]:
+        """Builds share the cache; gc needs it alone. flock is released even on SIGKILL."""
+        fd = os.open(self.locks_dir() / "cache.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    def workdir(self, prefix: str) -> Path:
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=self.tmp, prefix=f"{prefix}-"))
+
+    @property
+    def stat_cache(self) -> StatCache:
+        if self._stat_cache is None:
+            self._stat_cache = StatCache(self.root / "statcache.json")
+        return self._stat_cache
+
+    # -- garbage collection ----------------------------------------------------------------
+
+    def gc(self) -> dict:
+        """Delete objects no action references, and scratch left by killed runs."""
+        with self.using(exclusive=True):
+            live = {o["digest"] for record in self.iter_actions() for o in record["outputs"].values()}
+            removed, freed = 0, 0
+            for path in self.objects.glob("*/*"):
+                if path.name not in live:
+                    freed += path.stat().st_size
+                    path.unlink()
+                    removed += 1
+            if self.tmp.exists():
+                shutil.rmtree(self.tmp)
+            for lock in self.locks.glob("*.lock"):
+                if lock.name != "cache.lock" and time.time() - lock.stat().st_mtime > 3600:
+                    lock.unlink(missing_ok=True)
+        return {"removed_objects": removed, "freed_bytes": freed, "kept_objects": len(live)}

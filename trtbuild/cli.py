@@ -1,0 +1,229 @@
+"""Command line: a thin layer over recipe loading, graph compilation and the runner."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from trtbuild import __version__
+from trtbuild.errors import EXIT_BUILD_FAILED, EXIT_OK, EXIT_USAGE, RecipeError, TrtbuildError, UsageError
+
+COMMANDS = ("build", "status", "gc", "schema")
+
+DESCRIPTION = """\
+Build TensorRT engines from YAML recipes, rebuilding only what is stale.
+
+  trtbuild RECIPE_OR_DIR...          build (a directory means every *.yaml in it)
+  trtbuild status RECIPE_OR_DIR...   fresh / stale / missing, and why
+  trtbuild gc                        delete cache objects no action references
+  trtbuild schema                    print the recipe JSON Schema
+
+Each recipe compiles into steps (check -> simplify -> engine) keyed by a hash of their
+inputs, parameters, tool versions and target. Outputs appear under CACHE/out/NAME/.
+Exit codes: 0 built or cached, 1 a step failed, 2 bad usage or bad recipe.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        argv.insert(0, "build")
+    parser = _parser()
+    if not argv:
+        parser.print_help()
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return args.func(args)
+    except TrtbuildError as exc:
+        print(f"trtbuild: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("trtbuild: interrupted; nothing partial was recorded", file=sys.stderr)
+        return 130
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trtbuild", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"trtbuild {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    cache_opt = argparse.ArgumentParser(add_help=False)
+    cache_opt.add_argument(
+        "--cache-dir", type=Path, default=Path(os.environ.get("TRTBUILD_CACHE_DIR", "cache")),
+        help="cache directory (env TRTBUILD_CACHE_DIR, default ./cache)",
+    )
+    graph_opt = argparse.ArgumentParser(add_help=False)
+    graph_opt.add_argument("recipes", nargs="+", metavar="RECIPE_OR_DIR", help="recipe files or directories of *.yaml")
+    graph_opt.add_argument("--backend", choices=["auto", "tensorrt", "tensorrt-rtx"], help="override engine.backend")
+
+    build = sub.add_parser("build", parents=[graph_opt, cache_opt], help="build recipes (the default command)",
+                           description="Build recipes; only steps whose key changed run.")
+    build.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="run up to N independent steps at once")
+    build.add_argument("-n", "--dry-run", action="store_true", help="say which steps would run and why; build nothing")
+    build.add_argument("--report", type=Path, metavar="PATH", help="write a JSON report of every step")
+    build.add_argument("-q", "--quiet", action="store_true", help="print only steps that ran, failed or were skipped")
+    build.set_defaults(func=cmd_build)
+
+    status = sub.add_parser("status", parents=[graph_opt, cache_opt], help="show fresh / stale / missing per step",
+                            description="Show whether each step's cached result is fresh, stale (and why) or missing.")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+
+    gc = sub.add_parser("gc", parents=[cache_opt], help="delete cache objects that no action references",
+                        description="Delete unreferenced objects and scratch files left by killed runs.")
+    gc.set_defaults(func=cmd_gc)
+
+    schema = sub.add_parser("schema", help="print the recipe JSON Schema (for editor completion)")
+    schema.set_defaults(func=cmd_schema)
+    return parser
+
+
+def _recipe_files(paths: list[str]) -> list[Path]:
+    files = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+            if not found:
+                raise UsageError(f"{path}: no *.yaml recipes in this directory")
+            files += found
+        elif path.exists():
+            files.append(path)
+        else:
+            raise UsageError(f"{path}: no such recipe file or directory")
+    return files
+
+
+def _compile(args, cache) -> tuple[list, list[str]]:
+    """Steps of every valid recipe, plus the problems of the invalid ones."""
+    from trtbuild.graph import compile_recipe
+    from trtbuild.recipe import load_recipe
+
+    steps, problems, names = [], [], {}
+    for file in _recipe_files(args.recipes):
+        try:
+            loaded = load_recipe(file)
+            name = loaded.recipe.name
+            if name in names:
+                raise RecipeError([f"{loaded.where('name')}: name: {name!r} is also the name of {names[name]}"])
+            names[name] = file
+            steps += compile_recipe(loaded, cache, args.backend)
+        except RecipeError as exc:
+            problems += exc.problems
+        except UsageError as exc:
+            problems.append(f"{file}: {exc}")
+    return steps, problems
+
+
+def cmd_build(args) -> int:
+    from trtbuild.cache import Cache
+    from trtbuild.progress import Progress
+    from trtbuild.run import Runner
+
+    started = time.perf_counter()
+    cache = Cache(args.cache_dir)
+    steps, problems = _compile(args, cache)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    progress = Progress(quiet=args.quiet)
+    try:
+        results = Runner(cache, progress, jobs=args.jobs, dry_run=args.dry_run).run(steps) if steps else []
+    finally:
+        progress.close()
+    failed = [r for r in results if r.status == "failed"]
+    if problems or any(r.user_error for r in failed):
+        code = EXIT_USAGE
+    else:
+        code = EXIT_BUILD_FAILED if failed else EXIT_OK
+    if args.report:
+        from trtbuild.fsutil import atomic_write
+
+        report = {
+            "ok": code == EXIT_OK,
+            "exit_code": code,
+            "dry_run": args.dry_run,
+            "seconds": round(time.perf_counter() - started, 3),
+            "cache_dir": str(cache.root),
+            "recipe_errors": problems,
+            "steps": [r.to_json() for r in results],
+        }
+        atomic_write(args.report, (json.dumps(report, indent=2) + "\n").encode())
+    _summary(results, problems, time.perf_counter() - started, progress)
+    return code
+
+
+def _summary(results, problems, seconds: float, progress) -> None:
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    parts = [f"{n} {status}" for status, n in counts.items()]
+    if problems:
+        parts.append(f"{len(problems)} recipe error(s)")
+    progress.message(f"{len(results)} steps: {', '.join(parts) or 'nothing to do'} in {seconds:.2f}s")
+    for r in results:
+        if r.step.name == "engine" and r.status in ("built", "cached") and "model.plan" in r.outputs:
+            progress.message(f"  {r.step.recipe.recipe.name}: {r.outputs['model.plan']}")
+
+
+def cmd_status(args) -> int:
+    from trtbuild.cache import Cache
+    from trtbuild.progress import Progress
+    from trtbuild.run import Runner
+
+    cache = Cache(args.cache_dir)
+    steps, problems = _compile(args, cache)
+    results = Runner(cache, Progress(stream=open(os.devnull, "w"), quiet=True), dry_run=True).run(steps) if steps else []
+    rows = []
+    for r in results:
+        previous = cache.read_state(r.step.recipe.recipe.name).get(r.step.id)
+        if r.status == "cached":
+            state = "fresh"
+        elif previous is None:
+            state = "missing"
+        elif previous.get("status") == "failed" and r.reason == "last attempt failed":
+            state = "failed"
+        else:
+            state = "stale"
+        rows.append({"recipe": r.step.recipe.recipe.name, "step": r.step.name,
+                     "target": r.step.target.id if r.step.target else None, "state": state,
+                     "reason": "" if state == "fresh" else r.reason, "outputs": r.outputs})
+    if args.json:
+        print(json.dumps({"recipes_with_errors": problems, "steps": rows}, indent=2))
+    else:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        for row in rows:
+            target = f" [{row['target']}]" if row["target"] else ""
+            print(f"{row['state']:<8} {row['recipe']}/{row['step']}{target}  {row['reason']}".rstrip())
+    if problems:
+        return EXIT_USAGE
+    return EXIT_OK if all(row["state"] == "fresh" for row in rows) else EXIT_BUILD_FAILED
+
+
+def cmd_gc(args) -> int:
+    from trtbuild.cache import Cache
+
+    stats = Cache(args.cache_dir).gc()
+    print(f"removed {stats['removed_objects']} objects ({stats['freed_bytes'] / 2**20:.1f} MiB); "
+          f"kept {stats['kept_objects']} referenced by actions")
+    return EXIT_OK
+
+
+def cmd_schema(args) -> int:
+    from trtbuild.recipe import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return EXIT_OK

@@ -1,0 +1,35 @@
+"""Errors that reach the user as a message, not a traceback."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_BUILD_FAILED = 1
+EXIT_USAGE = 2
+
+
+class TrtbuildError(Exception):
+    """A problem the user can fix; the CLI prints it without a traceback."""
+
+    exit_code = EXIT_BUILD_FAILED
+
+
+class UsageError(TrtbuildError):
+    """Bad command line, bad recipe, or a recipe that does not match its model."""
+
+    exit_code = EXIT_USAGE
+
+
+class RecipeError(UsageError):
+    """One or more problems in a recipe, each located at file:line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class StepError(TrtbuildError):
+    """A step failed while running; `user_error` marks failures caused by the recipe."""
+
+    def __init__(self, message: str, user_error: bool = False):
+        super().__init__(message)
+        self.user_error = user_error

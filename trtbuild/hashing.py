@@ -1,0 +1,71 @@
+"""Content digests, canonical JSON, and a stat cache that skips re-hashing unchanged files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from trtbuild.fsutil import atomic_write
+
+_CHUNK = 1 << 20
+# A file modified this recently may change again within the same mtime tick (git's "racy" case).
+_RACY_SECONDS = 2.0
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def digest_json(obj: Any) -> str:
+    return hashlib.sha256(canonical_json(obj)).hexdigest()
+
+
+def digest_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class StatCache:
+    """Memoizes facts about files (their digest, the files they reference) by (size, mtime, ctime, inode).
+
+    Entries for files modified in the last couple of seconds are not trusted, so an edit made right
+    after a build is still seen. Concurrent runs may overwrite each other's saves; that only costs a re-hash.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._dirty = False
+        try:
+            self._entries: dict[str, dict] = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            self._entries = {}
+
+    def memo(self, file: Path, fact: str, compute: Callable[[Path], Any]) -> Any:
+        st = os.stat(file)
+        signature = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        key = str(Path(file).resolve())
+        entry = self._entries.get(key)
+        if entry and entry["stat"] == signature and fact in entry["facts"]:
+            return entry["facts"][fact]
+        value = compute(file)
+        if time.time() - st.st_mtime_ns / 1e9 > _RACY_SECONDS:
+            if not entry or entry["stat"] != signature:
+                entry = self._entries[key] = {"stat": signature, "facts": {}}
+            entry["facts"][fact] = value
+            self._dirty = True
+        return value
+
+    def digest(self, file: Path) -> str:
+        return self.memo(file, "sha256", digest_file)
+
+    def save(self) -> None:
+        if self._dirty:
+            atomic_write(self.path, canonical_json(self._entries))
+            self._dirty = False

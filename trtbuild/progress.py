@@ -1,0 +1,83 @@
+"""Progress lines: colors and a live line of running steps on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+_STYLE = {"built": "green", "cached": "dim", "failed": "bold red", "skipped": "yellow", "would-run": "cyan"}
+
+
+class Progress:
+    def __init__(self, stream=None, quiet: bool = False):
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self._lock = threading.Lock()
+        self._running: dict[str, str] = {}
+        self._console = self._status = None
+        if self.stream.isatty():
+            from rich.console import Console
+
+            self._console = Console(file=self.stream, highlight=False)
+
+    def started(self, step, reason: str) -> None:
+        with self._lock:
+            self._running[_name(step)] = reason
+            if self._console:
+                self._refresh()
+            elif not self.quiet:
+                print(f"  start     {_name(step)}  ({reason})", file=self.stream, flush=True)
+
+    def waiting(self, step) -> None:
+        self._line("waiting", f"{_name(step)}  (another trtbuild run is building it)", "yellow")
+
+    def finished(self, result) -> None:
+        with self._lock:
+            self._running.pop(_name(result.step), None)
+            if self._console:
+                self._refresh()
+        if self.quiet and result.status in ("cached", "would-run"):
+            return
+        seconds = f"{result.seconds:6.2f}s" if result.seconds else " " * 7
+        self._line(result.status, f"{_name(result.step)}  {seconds}  {result.reason}", _STYLE.get(result.status))
+        if result.error:
+            detail = "\n".join("      " + line for line in result.error.splitlines())
+            self._line("", detail, "red")
+            if result.log:
+                self._line("", f"      log: {result.log}", "dim")
+
+    def message(self, text: str, style: str | None = None) -> None:
+        self._line("", text, style, indent=False)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._status:
+                self._status.stop()
+                self._status = None
+
+    def _line(self, status: str, text: str, style: str | None, indent: bool = True) -> None:
+        line = f"  {status:<9} {text}" if indent and status else text
+        with self._lock:
+            if self._console:
+                from rich.markup import escape
+
+                self._console.print(f"[{style}]{escape(line)}[/]" if style else escape(line))
+            else:
+                print(line, file=self.stream, flush=True)
+
+    def _refresh(self) -> None:
+        if not self._running:
+            if self._status:
+                self._status.stop()
+                self._status = None
+            return
+        text = "building " + ", ".join(self._running)
+        if self._status is None:
+            self._status = self._console.status(text)
+            self._status.start()
+        else:
+            self._status.update(text)
+
+
+def _name(step) -> str:
+    return step.label + (f" [{step.target.id}]" if step.target else "")

@@ -1,0 +1,247 @@
+"""Recipe schema (pydantic v2) and YAML loading with file:line errors.
+
+The pydantic models are the single source of truth: validation, defaults, the
+`trtbuild schema` JSON Schema and the README's reference all come from them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trtbuild.errors import RecipeError
+
+DType = Literal["float32", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool"]
+
+# Compute capabilities TensorRT-RTX can target ahead of time (ComputeCapability.SM75 ...).
+RTX_COMPUTE_CAPABILITIES = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    """Where the model comes from. Paths are relative to the recipe file."""
+
+    framework: Literal["onnx"] = Field(description="Source format: onnx (pytorch, tensorflow and keras come next).")
+    path: str = Field(description="Model file, relative to the recipe. External-data files beside it are found.")
+
+
+class InputSpec(_Strict):
+    """One network input. Dynamic dims (-1) need a min/opt/max range for the optimization profile."""
+
+    dtype: DType = "float32"
+    shape: list[Annotated[int, Field(ge=-1)]] = Field(description="Dims; -1 marks a dynamic dim.")
+    min: list[Annotated[int, Field(ge=1)]] | None = None
+    opt: list[Annotated[int, Field(ge=1)]] | None = None
+    max: list[Annotated[int, Field(ge=1)]] | None = None
+
+    @field_validator("shape")
+    @classmethod
+    def _no_zero_dims(cls, shape: list[int]) -> list[int]:
+        if 0 in shape:
+            raise ValueError("dims must be positive or -1 (dynamic)")
+        return shape
+
+    @model_validator(mode="after")
+    def _check_profile(self) -> InputSpec:
+        ranges = {k: getattr(self, k) for k in ("min", "opt", "max")}
+        dynamic = -1 in self.shape
+        given = [k for k, v in ranges.items() if v is not None]
+        if dynamic and len(given) != 3:
+            missing = ", ".join(k for k in ranges if ranges[k] is None)
+            raise ValueError(f"shape {self.shape} has dynamic dims (-1): add {missing} (one value per dim)")
+        for k in given:
+            if len(ranges[k]) != len(self.shape):
+                raise ValueError(f"{k} has rank {len(ranges[k])} but shape has rank {len(self.shape)}")
+        for i, dim in enumerate(self.shape):
+            if dim != -1:
+                for k in given:
+                    if ranges[k][i] != dim:
+                        raise ValueError(f"{k}[{i}]={ranges[k][i]} but shape[{i}] is fixed at {dim}")
+        if len(given) == 3:
+            for i in range(len(self.shape)):
+                lo, mid, hi = self.min[i], self.opt[i], self.max[i]
+                if not lo <= mid <= hi:
+                    raise ValueError(f"dim {i} needs min <= opt <= max, got min={lo} opt={mid} max={hi}")
+        return self
+
+    def profile(self) -> tuple[list[int], list[int], list[int]]:
+        """(min, opt, max) shapes; a static input has all three equal to its shape."""
+        if self.min is None:
+            return list(self.shape), list(self.shape), list(self.shape)
+        return list(self.min), list(self.opt), list(self.max)
+
+
+class OnnxOptions(_Strict):
+    opset: int = Field(17, ge=7, le=23, description="ONNX opset used by the exporters.")
+    simplify: bool = Field(True, description="Run onnx-simplifier before building the engine.")
+
+
+class EngineOptions(_Strict):
+    backend: Literal["auto", "tensorrt", "tensorrt-rtx"] = Field(
+        "auto", description="auto: TensorRT if it imports and a GPU is present, else TensorRT-RTX."
+    )
+    precision: Literal["fp32"] = Field("fp32", description="Network precision (strongly typed build).")
+    workspace: ByteSize = Field(ByteSize(1 << 30), description='Workspace memory-pool limit: "512MiB", "4GiB" or bytes.')
+    optimization_level: int = Field(3, ge=0, le=5, description="Builder optimization level, 0 (fast build) to 5.")
+    compute_capabilities: list[str] = Field(
+        default_factory=list,
+        description="TensorRT-RTX only: compute capabilities to build for, e.g. ['8.6', '12.0']. "
+        "Empty = a portable plan for every supported GPU.",
+    )
+
+    @field_validator("workspace")
+    @classmethod
+    def _positive(cls, value: ByteSize) -> ByteSize:
+        if value <= 0:
+            raise ValueError("workspace must be positive")
+        return value
+
+    @field_validator("compute_capabilities")
+    @classmethod
+    def _known_caps(cls, caps: list[str]) -> list[str]:
+        for cap in caps:
+            if cap not in RTX_COMPUTE_CAPABILITIES:
+                raise ValueError(f"unknown compute capability {cap!r}; choose from {', '.join(RTX_COMPUTE_CAPABILITIES)}")
+        return sorted(set(caps), key=RTX_COMPUTE_CAPABILITIES.index)
+
+
+class Recipe(_Strict):
+    """A trtbuild recipe: one model, how to turn it into ONNX, and how to build its engine."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Recipe name; names the output directory.")
+    source: Source
+    inputs: dict[str, InputSpec] = Field(min_length=1, description="Network inputs by tensor name.")
+    onnx: OnnxOptions = OnnxOptions()
+    engine: EngineOptions = EngineOptions()
+
+
+class LoadedRecipe(typing.NamedTuple):
+    recipe: Recipe
+    file: Path  # the recipe file
+    lines: dict[tuple, int]  # key path -> line number, for errors found after loading
+
+    def source_path(self) -> Path:
+        return (self.file.parent / self.recipe.source.path).resolve()
+
+    def where(self, *loc) -> str:
+        """`file:line` of the deepest known key on `loc`."""
+        return f"{self.file}:{_line_for(self.lines, tuple(loc))}"
+
+
+def load_recipe(file: str | Path) -> LoadedRecipe:
+    """Parse and validate one recipe; raise RecipeError with every problem at file:line."""
+    file = Path(file)
+    try:
+        text = file.read_text()
+    except FileNotFoundError:
+        raise RecipeError([f"{file}: no such recipe file"]) from None
+    except (IsADirectoryError, UnicodeDecodeError) as exc:
+        raise RecipeError([f"{file}: cannot read recipe: {exc}"]) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise RecipeError([f"{file}{line}: invalid YAML: {getattr(exc, 'problem', None) or exc}"]) from None
+    lines: dict[tuple, int] = {}
+    problems: list[str] = []
+    _index_lines(root, (), lines, problems, file)
+    if problems:
+        raise RecipeError(problems)
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise RecipeError([f"{file}:1: a recipe must be a mapping with keys: {', '.join(Recipe.model_fields)}"])
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError([_describe(err, file, lines) for err in exc.errors()]) from None
+    loaded = LoadedRecipe(recipe, file, lines)
+    if not loaded.source_path().is_file():
+        raise RecipeError([f"{loaded.where('source', 'path')}: source.path: no such file: {loaded.source_path()}"])
+    return loaded
+
+
+def _index_lines(node, path: tuple, lines: dict, problems: list, file: Path) -> None:
+    """Record the line of every key; report duplicate keys, which PyYAML silently overwrites."""
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                problems.append(f"{file}:{key_node.start_mark.line + 1}: {_dotted(path + (key,))}: duplicate key")
+            seen.add(key)
+            _index_lines(value_node, path + (key,), lines, problems, file)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index_lines(item, path + (i,), lines, problems, file)
+
+
+def _line_for(lines: dict, loc: tuple) -> int:
+    while loc and loc not in lines:
+        loc = loc[:-1]
+    return lines.get(loc, 1)
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        name = part if part.replace("_", "a").isalnum() else f'"{part}"'
+        out += f".{name}" if out else name
+    return out
+
+
+def _describe(err: dict, file: Path, lines: dict) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-after", "function-"))))
+    where = f"{file}:{_line_for(lines, loc)}"
+    if err["type"] == "extra_forbidden":
+        allowed = _fields_at(loc[:-1])
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        fix = f"did you mean {hint[0]!r}?" if hint else f"allowed keys: {', '.join(allowed)}"
+        return f"{where}: {_dotted(loc)}: unknown key ({fix})"
+    if err["type"] == "missing":
+        return f"{where}: {_dotted(loc)}: required key is missing"
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {_dotted(loc) or 'recipe'}: {message}"
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """Field names valid at `loc`, found by walking the schema's type annotations."""
+    tp: object = Recipe
+    for part in loc:
+        tp = _strip_optional(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if part not in tp.model_fields:
+                return []
+            tp = tp.model_fields[part].annotation
+        elif typing.get_origin(tp) in (dict, list):
+            tp = typing.get_args(tp)[-1]  # `part` is a dict key or list index
+        else:
+            return []
+    tp = _strip_optional(tp)
+    return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+
+
+def _strip_optional(tp: object) -> object:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1 else tp
+
+
+def json_schema() -> dict:
+    schema = Recipe.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "trtbuild recipe"
+    return schema

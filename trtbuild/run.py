@@ -1,0 +1,200 @@
+"""Executes step graphs: dependency order, -j parallelism, worker processes, locks, progress."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trtbuild.cache import Cache
+from trtbuild.graph import Step, explain, key_components, step_key
+from trtbuild.progress import Progress
+
+# Statuses a step can end in. "would-run" only appears with --dry-run.
+BUILT, CACHED, FAILED, SKIPPED, WOULD_RUN = "built", "cached", "failed", "skipped", "would-run"
+
+
+@dataclass
+class StepResult:
+    step: Step
+    status: str
+    reason: str
+    seconds: float = 0.0
+    outputs: dict[str, str] = field(default_factory=dict)
+    key: str | None = None
+    record: dict | None = None  # the action record, for downstream keys
+    error: str | None = None
+    user_error: bool = False
+    log: str | None = None
+
+    def to_json(self) -> dict:
+        data = {
+            "recipe": self.step.recipe.recipe.name,
+            "recipe_file": str(self.step.recipe.file),
+            "step": self.step.name,
+            "target": self.step.target.id if self.step.target else None,
+            "status": self.status,
+            "reason": self.reason,
+            "seconds": round(self.seconds, 3),
+            "outputs": self.outputs,
+            "key": self.key,
+        }
+        if self.record:
+            data["meta"] = self.record.get("meta", {})
+        if self.error:
+            data["error"] = self.error
+        if self.log:
+            data["log"] = self.log
+        return data
+
+
+class Runner:
+    def __init__(self, cache: Cache, progress: Progress, jobs: int = 1, dry_run: bool = False):
+        self.cache = cache
+        self.progress = progress
+        self.jobs = max(1, jobs)
+        self.dry_run = dry_run
+        self._procs: set[subprocess.Popen] = set()
+        self._procs_lock = threading.Lock()
+
+    def run(self, steps: list[Step]) -> list[StepResult]:
+        """Run every step once its dependencies are done; results in the order of `steps`."""
+        results: dict[Step, StepResult] = {}
+        pending = list(steps)
+        running: dict[Future, Step] = {}
+        with self.cache.using(), ThreadPoolExecutor(self.jobs) as pool:
+            try:
+                while pending or running:
+                    for step in [s for s in pending if all(d in results for d in s.deps)]:
+                        pending.remove(step)
+                        running[pool.submit(self._run_step, step, {d: results[d] for d in step.deps})] = step
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        results[running.pop(future)] = future.result()
+            except BaseException:
+                self._kill_workers()
+                raise
+        self.cache.stat_cache.save()
+        return [results[s] for s in steps]
+
+    def _run_step(self, step: Step, deps: dict[Step, StepResult]) -> StepResult:
+        blocked = [d for d in deps.values() if d.status in (FAILED, SKIPPED)]
+        if blocked:
+            result = StepResult(step, SKIPPED, f"{blocked[0].step.name} did not complete")
+            self.progress.finished(result)
+            return result
+        waiting = [d for d in deps.values() if d.status == WOULD_RUN]
+        if waiting:
+            result = StepResult(step, WOULD_RUN, f"after {waiting[0].step.name} runs, if its output changes")
+            self.progress.finished(result)
+            return result
+        components = key_components(step, self.cache, {d: r.record for d, r in deps.items()})
+        key = step_key(components)
+        result = self._cached(step, key, "up to date") or self._build(step, key, components, deps)
+        self.progress.finished(result)
+        return result
+
+    def _cached(self, step: Step, key: str, reason: str) -> StepResult | None:
+        record = self.cache.get_action(key)
+        if record is None:
+            return None
+        outputs = {} if self.dry_run else self.cache.publish(self.cache.out / step.publish_dir, record["outputs"])
+        return StepResult(step, CACHED, reason, outputs=outputs, key=key, record=record)
+
+    def _build(self, step: Step, key: str, components: dict, deps: dict[Step, StepResult]) -> StepResult:
+        previous = self.cache.read_state(step.recipe.recipe.name).get(step.id)
+        reason = explain(previous, components)
+        if self.dry_run:
+            return StepResult(step, WOULD_RUN, reason, key=key)
+        lock = self.cache.step_lock(key)
+        if not lock.acquire(blocking=False):
+            self.progress.waiting(step)
+            lock.acquire()
+        try:
+            # Another run may have built it while we waited for the lock.
+            cached = self._cached(step, key, "built by a concurrent run")
+            if cached:
+                return cached
+            return self._execute(step, key, components, reason, deps)
+        finally:
+            lock.release()
+
+    def _execute(self, step: Step, key: str, components: dict, reason: str, deps: dict[Step, StepResult]) -> StepResult:
+        self.progress.started(step, reason)
+        workdir = self.cache.workdir(step.name)
+        log = self.cache.logs / f"{key}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        try:
+            outdir = workdir / "out"
+            outdir.mkdir()
+            job = {
+                "kind": step.kind.NAME,
+                "params": step.params,
+                "inputs": {name: str(self._materialize(src, workdir / f"in-{name}", deps)) for name, src in step.inputs.items()},
+                "outdir": str(outdir),
+                "context": step.context,
+            }
+            result = self._run_worker(job, workdir, log)
+            seconds = time.perf_counter() - started
+            entry = {"key": key, "components": components, "time": time.time()}
+            if not result["ok"]:
+                self.cache.record_state(step.recipe.recipe.name, step.id, entry | {"status": "failed"})
+                return StepResult(step, FAILED, reason, seconds, key=key, error=result["error"],
+                                  user_error=result.get("user_error", False), log=str(log))
+            outputs = {p.name: dict(zip(("digest", "size"), self.cache.ingest(p))) for p in sorted(outdir.iterdir())}
+            record = {
+                "key": key, "recipe": step.recipe.recipe.name, "step": step.id, "components": components,
+                "outputs": outputs, "meta": result["meta"], "seconds": round(seconds, 3), "created": time.time(),
+            }
+            self.cache.put_action(key, record)  # the commit point: from here on the result is valid
+            self.cache.record_state(step.recipe.recipe.name, step.id, entry | {"status": "built"})
+            published = self.cache.publish(self.cache.out / step.publish_dir, outputs)
+            return StepResult(step, BUILT, reason, seconds, published, key, record, log=str(log))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _materialize(self, source, where: Path, deps: dict[Step, StepResult]) -> Path:
+        """The path a worker opens for an input: the user's file, or upstream outputs linked under their names."""
+        if not isinstance(source, Step):
+            return source.main
+        self.cache.publish(where, deps[source].record["outputs"])
+        return where / source.kind.MAIN_OUTPUT
+
+    def _run_worker(self, job: dict, workdir, log) -> dict:
+        job_file, result_file = workdir / "job.json", workdir / "result.json"
+        job_file.write_text(json.dumps(job))
+        with open(log, "wb") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "trtbuild.worker", str(job_file), str(result_file)],
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+            with self._procs_lock:
+                self._procs.add(proc)
+            try:
+                code = proc.wait()
+            finally:
+                with self._procs_lock:
+                    self._procs.discard(proc)
+        if result_file.exists():
+            return json.loads(result_file.read_text())
+        return {"ok": False, "error": f"worker process died (exit code {code}); see the log: {log}\n{_tail(log)}"}
+
+    def _kill_workers(self) -> None:
+        with self._procs_lock:
+            for proc in self._procs:
+                proc.kill()
+
+
+def _tail(path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return ""
+    return "\n".join("    " + line for line in text[-lines:])

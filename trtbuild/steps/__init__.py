@@ -1,0 +1,47 @@
+"""Step kinds. Each module defines NAME, VERSION (bump when its output for the same inputs changes),
+TOOLS (distributions whose versions go into the step key), MAIN_OUTPUT and run(job) -> metadata.
+A step writes its outputs into job.outdir; every file there becomes an artifact.
+
+MAIN_OUTPUT names the file a downstream step opens.
+
+Modules import heavy libraries inside run(), which executes in a worker process.
+Adding a step kind: one new module plus one line in KINDS.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+KINDS = {
+    "check": "trtbuild.steps.check",
+    "simplify": "trtbuild.steps.simplify",
+    "engine": "trtbuild.steps.engine",
+}
+
+
+@dataclass
+class Job:
+    """What a worker gets: parameters (in the key), input files, an output directory, context (not in the key)."""
+
+    kind: str
+    params: dict
+    inputs: dict[str, Path]
+    outdir: Path
+    context: dict
+
+
+def load_kind(name: str) -> ModuleType:
+    return importlib.import_module(KINDS[name])
+
+
+@functools.lru_cache(maxsize=None)
+def tool_version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"

@@ -1,0 +1,34 @@
+"""engine: build a serialized TensorRT plan for one target."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from trtbuild.engine import build_engine
+from trtbuild.steps import Job
+from trtbuild.target import Target
+
+NAME = "engine"
+VERSION = 1
+TOOLS = ()  # the backend and its version are part of the target, which is in the key
+MAIN_OUTPUT = "model.plan"
+
+
+def run(job: Job) -> dict:
+    params = job.params
+    profile = {name: (s["min"], s["opt"], s["max"]) for name, s in params["inputs"].items()}
+    target = Target(params["target"]["backend"], params["target"]["version"], tuple(params["target"]["compute_capabilities"]))
+    timing_cache = job.context.get("timing_cache")
+    meta = build_engine(
+        onnx_path=job.inputs["model"],
+        plan_path=job.outdir / "model.plan",
+        target=target,
+        profile=profile,
+        workspace=params["workspace"],
+        optimization_level=params["optimization_level"],
+        timing_cache=Path(timing_cache) if timing_cache else None,
+    )
+    meta["precision"] = params["precision"]
+    (job.outdir / "model.json").write_text(json.dumps(meta, indent=2))
+    return meta
