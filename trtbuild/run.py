@@ -12,6 +12,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from filelock import Timeout
+
 from trtbuild.cache import Cache
 from trtbuild.graph import Step, explain, key_components, step_key
 from trtbuild.progress import Progress
@@ -108,12 +110,17 @@ class Runner:
         return StepResult(step, CACHED, reason, outputs=outputs, key=key, record=record)
 
     def _build(self, step: Step, key: str, components: dict, deps: dict[Step, StepResult]) -> StepResult:
-        previous = self.cache.read_state(step.recipe.recipe.name).get(step.id)
+        state = self.cache.read_state(step.recipe.recipe.name)
+        # A target never built before is explained against the step's latest build for another target.
+        same_step = [e for sid, e in state.items() if sid.split("@")[0] == step.name]
+        previous = state.get(step.id) or max(same_step, key=lambda e: e["time"], default=None)
         reason = explain(previous, components)
         if self.dry_run:
             return StepResult(step, WOULD_RUN, reason, key=key)
         lock = self.cache.step_lock(key)
-        if not lock.acquire(blocking=False):
+        try:
+            lock.acquire(blocking=False)
+        except Timeout:
             self.progress.waiting(step)
             lock.acquire()
         try:

@@ -1,0 +1,91 @@
+"""Shared fixtures: small real ONNX models, recipe files, and the CLI run in-process."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import yaml
+from onnx import TensorProto, helper, numpy_helper
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "recipes" / "models"))
+
+
+def conv_model(seed: int = 0, channels: int = 8, extra_op: str | None = None) -> onnx.ModelProto:
+    """x[N,3,16,16] -> Conv -> BatchNorm -> Relu (-> extra_op) -> y; seeded random weights."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((channels, 3, 3, 3)).astype(np.float32), "w"),
+        *(numpy_helper.from_array(rng.uniform(0.5, 1.5, channels).astype(np.float32), n) for n in ("s", "b", "m", "v")),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"], name="bn1"),
+        helper.make_node("Relu", ["n"], ["r"], name="relu1"),
+    ]
+    out_shape = ["N", channels, 16, 16]
+    if extra_op == "Det":  # a standard ONNX op that TensorRT has no importer for
+        nodes.append(helper.make_node("Det", ["r"], ["y"], name="det_node"))
+        out_shape = ["N", channels]
+    else:
+        nodes.append(helper.make_node("Identity", ["r"], ["y"], name="out"))
+    graph = helper.make_graph(
+        nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def recipe_dict(model_path: str, **engine) -> dict:
+    return {
+        "name": "conv",
+        "source": {"framework": "onnx", "path": model_path},
+        "inputs": {"x": {"dtype": "float32", "shape": [-1, 3, 16, 16], "min": [1, 3, 16, 16],
+                         "opt": [2, 3, 16, 16], "max": [4, 3, 16, 16]}},
+        "onnx": {"opset": 17, "simplify": True},
+        "engine": {"backend": "tensorrt-rtx", "workspace": "256MiB", "optimization_level": 0, **engine},
+    }
+
+
+class Project:
+    """A recipe directory and a cache; `build()` runs the real CLI and returns (exit code, report)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.cache = root / "cache"
+        self.recipe = root / "conv.yaml"
+        self.model = root / "conv.onnx"
+
+    def write_model(self, model: onnx.ModelProto, **save_args) -> None:
+        onnx.save(model, self.model, **save_args)
+
+    def write_recipe(self, data: dict) -> None:
+        self.recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def build(self, *args: str) -> tuple[int, dict]:
+        from trtbuild.cli import main
+
+        report = self.root / "report.json"
+        report.unlink(missing_ok=True)
+        code = main(["build", str(self.recipe), "--cache-dir", str(self.cache), "--report", str(report), *args])
+        return code, json.loads(report.read_text())
+
+    def actions(self) -> list[dict]:
+        return [json.loads(p.read_text()) for p in (self.cache / "actions").glob("*/*.json")]
+
+
+def statuses(report: dict) -> dict[str, str]:
+    return {s["step"]: s["status"] for s in report["steps"]}
+
+
+@pytest.fixture
+def project(tmp_path) -> Project:
+    p = Project(tmp_path)
+    p.write_model(conv_model())
+    p.write_recipe(recipe_dict("conv.onnx"))
+    return p
