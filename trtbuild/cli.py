@@ -161,11 +161,11 @@ def cmd_build(args) -> int:
             "steps": [r.to_json() for r in results],
         }
         atomic_write(args.report, (json.dumps(report, indent=2) + "\n").encode())
-    _summary(results, problems, time.perf_counter() - started, progress)
+    _summary(results, problems, time.perf_counter() - started, progress, cache, args.quiet)
     return code
 
 
-def _summary(results, problems, seconds: float, progress) -> None:
+def _summary(results, problems, seconds: float, progress, cache, quiet: bool) -> None:
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
@@ -173,9 +173,14 @@ def _summary(results, problems, seconds: float, progress) -> None:
     if problems:
         parts.append(f"{len(problems)} recipe error(s)")
     progress.message(f"{len(results)} steps: {', '.join(parts) or 'nothing to do'} in {seconds:.2f}s")
-    for r in results:
-        if r.step.name == "engine" and r.status in ("built", "cached") and "model.plan" in r.outputs:
-            progress.message(f"  {r.step.recipe.recipe.name}: {r.outputs['model.plan']}")
+    plans = [r for r in results if r.status in ("built", "cached") and "model.plan" in r.outputs]
+    if quiet or not plans:
+        return
+    if len(plans) > 10:
+        progress.message(f"  {len(plans)} engines under {cache.out}/<recipe>/<target>/model.plan")
+        return
+    for r in plans:
+        progress.message(f"  {r.step.recipe.recipe.name}: {r.outputs['model.plan']}")
 
 
 def cmd_status(args) -> int:

@@ -147,17 +147,17 @@ def load_recipe(file: str | Path) -> LoadedRecipe:
     except (IsADirectoryError, UnicodeDecodeError) as exc:
         raise RecipeError([f"{file}: cannot read recipe: {exc}"]) from None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root, data = _parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         raise RecipeError([f"{file}{line}: invalid YAML: {getattr(exc, 'problem', None) or exc}"]) from None
     lines: dict[tuple, int] = {}
     problems: list[str] = []
-    _index_lines(root, (), lines, problems, file)
+    if root is not None:
+        _index_lines(root, (), lines, problems, file)
     if problems:
         raise RecipeError(problems)
-    data = yaml.safe_load(text)
     if not isinstance(data, dict):
         raise RecipeError([f"{file}:1: a recipe must be a mapping with keys: {', '.join(Recipe.model_fields)}"])
     try:
@@ -168,6 +168,16 @@ def load_recipe(file: str | Path) -> LoadedRecipe:
     if not loaded.source_path().is_file():
         raise RecipeError([f"{loaded.where('source', 'path')}: source.path: no such file: {loaded.source_path()}"])
     return loaded
+
+
+def _parse_yaml(text: str):
+    """One safe parse (libyaml when available) giving both the node tree, for line numbers, and the data."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    try:
+        root = loader.get_single_node()
+        return root, (loader.construct_document(root) if root is not None else None)
+    finally:
+        loader.dispose()
 
 
 def _index_lines(node, path: tuple, lines: dict, problems: list, file: Path) -> None:

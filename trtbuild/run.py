@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import queue
 import shutil
 import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,19 +69,32 @@ class Runner:
     def run(self, steps: list[Step]) -> list[StepResult]:
         """Run every step once its dependencies are done; results in the order of `steps`."""
         results: dict[Step, StepResult] = {}
-        pending = list(steps)
-        running: dict[Future, Step] = {}
+        blockers = {s: len(s.deps) for s in steps}
+        dependents: dict[Step, list[Step]] = {s: [] for s in steps}
+        for step in steps:
+            for dep in step.deps:
+                dependents[dep].append(step)
+        finished: queue.Queue[tuple[Step, Future]] = queue.Queue()
         with self.cache.using(), ThreadPoolExecutor(self.jobs) as pool:
+
+            def submit(step: Step) -> None:
+                future = pool.submit(self._run_step, step, {d: results[d] for d in step.deps})
+                future.add_done_callback(lambda f: finished.put((step, f)))
+
             try:
-                while pending or running:
-                    for step in [s for s in pending if all(d in results for d in s.deps)]:
-                        pending.remove(step)
-                        running[pool.submit(self._run_step, step, {d: results[d] for d in step.deps})] = step
-                    done, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        results[running.pop(future)] = future.result()
+                for step in steps:
+                    if not blockers[step]:
+                        submit(step)
+                while len(results) < len(steps):
+                    step, future = finished.get()
+                    results[step] = future.result()
+                    for after in dependents[step]:
+                        blockers[after] -= 1
+                        if not blockers[after]:
+                            submit(after)
             except BaseException:
                 self._kill_workers()
+                pool.shutdown(cancel_futures=True)
                 raise
         self.cache.stat_cache.save()
         return [results[s] for s in steps]
