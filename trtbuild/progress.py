@@ -61,7 +61,7 @@ class Progress:
             if self._console:
                 from rich.markup import escape
 
-                self._console.print(f"[{style}]{escape(line)}[/]" if style else escape(line))
+                self._console.print(f"[{style}]{escape(line)}[/]" if style else escape(line), soft_wrap=True)
             else:
                 print(line, file=self.stream, flush=True)
 
