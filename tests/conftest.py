@@ -80,7 +80,9 @@ class Project:
 
 
 def statuses(report: dict) -> dict[str, str]:
-    return {s["step"]: s["status"] for s in report["steps"]}
+    """Step -> status, leaving out `verify`, which needs a GPU and is skipped on these machines
+    (test_verify_is_skipped_without_a_gpu checks that)."""
+    return {s["step"]: s["status"] for s in report["steps"] if s["step"] != "verify"}
 
 
 @pytest.fixture

@@ -136,11 +136,12 @@ def test_two_concurrent_runs_build_each_step_once(tmp_path):
 def test_status_reports_fresh_stale_and_missing(project, capsys):
     assert main(["status", str(project.recipe), "--cache-dir", str(project.cache), "--json"]) == 1
     rows = json.loads(capsys.readouterr().out)["steps"]
-    assert [r["state"] for r in rows] == ["missing", "missing", "missing"]
+    assert [r["state"] for r in rows] == ["missing", "missing", "missing", "skipped"]
+    assert "needs a GPU" in rows[3]["reason"]
     project.build()
     capsys.readouterr()
     assert main(["status", str(project.recipe), "--cache-dir", str(project.cache), "--json"]) == 0
-    assert [r["state"] for r in json.loads(capsys.readouterr().out)["steps"]] == ["fresh"] * 3
+    assert [r["state"] for r in json.loads(capsys.readouterr().out)["steps"]] == ["fresh"] * 3 + ["skipped"]
     project.write_recipe(recipe_dict("conv.onnx", optimization_level=2))
     assert main(["status", str(project.recipe), "--cache-dir", str(project.cache)]) == 1
     out = capsys.readouterr().out.splitlines()

@@ -194,7 +194,9 @@ def cmd_status(args) -> int:
     rows = []
     for r in results:
         previous = cache.read_state(r.step.recipe.recipe.name).get(r.step.id)
-        if r.status == "cached":
+        if r.step.skip_reason:
+            state = "skipped"
+        elif r.status == "cached":
             state = "fresh"
         elif previous is None:
             state = "missing"
@@ -204,7 +206,7 @@ def cmd_status(args) -> int:
             state = "stale"
         rows.append({"recipe": r.step.recipe.recipe.name, "step": r.step.name,
                      "target": r.step.target.id if r.step.target else None, "state": state,
-                     "reason": "" if state == "fresh" else r.reason, "outputs": r.outputs})
+                     "reason": "" if state == "fresh" else r.reason})
     if args.json:
         print(json.dumps({"recipes_with_errors": problems, "steps": rows}, indent=2))
     else:
@@ -215,7 +217,7 @@ def cmd_status(args) -> int:
             print(f"{row['state']:<8} {row['recipe']}/{row['step']}{target}  {row['reason']}".rstrip())
     if problems:
         return EXIT_USAGE
-    return EXIT_OK if all(row["state"] == "fresh" for row in rows) else EXIT_BUILD_FAILED
+    return EXIT_OK if all(row["state"] in ("fresh", "skipped") for row in rows) else EXIT_BUILD_FAILED
 
 
 def cmd_gc(args) -> int:

@@ -28,8 +28,12 @@ class RecipeError(UsageError):
 
 
 class StepError(TrtbuildError):
-    """A step failed while running; `user_error` marks failures caused by the recipe."""
+    """A step failed while running; `user_error` marks failures caused by the recipe.
 
-    def __init__(self, message: str, user_error: bool = False):
+    `details` (numbers behind the failure, such as parity errors) go into the report.
+    """
+
+    def __init__(self, message: str, user_error: bool = False, details: dict | None = None):
         super().__init__(message)
         self.user_error = user_error
+        self.details = details or {}

@@ -15,9 +15,10 @@ from types import ModuleType
 from trtbuild.cache import Cache
 from trtbuild.hashing import digest_json
 from trtbuild.recipe import LoadedRecipe
-from trtbuild.sources import onnx_files
+from trtbuild.frameworks import require
+from trtbuild.sources import glob_files, module_file, onnx_files, tree_files
 from trtbuild.steps import load_kind, tool_version
-from trtbuild.target import Target, resolve_target
+from trtbuild.target import Target, cannot_run_here, resolve_target
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,12 @@ class Step:
     name: str
     kind: ModuleType
     params: dict
-    inputs: dict[str, SourceFiles | Step]
+    inputs: dict[str, SourceFiles | Step]  # hashed into the key
     publish_dir: Path  # relative to the cache's out/ directory
     target: Target | None = None
     context: dict = field(default_factory=dict)  # handed to the worker, not part of the key
+    after: list[Step] = field(default_factory=list)  # gates: must succeed first, not part of the key
+    skip_reason: str | None = None  # set when this machine cannot run the step (e.g. no suitable GPU)
 
     @property
     def id(self) -> str:
@@ -49,28 +52,43 @@ class Step:
 
     @property
     def deps(self) -> list[Step]:
-        return [i for i in self.inputs.values() if isinstance(i, Step)]
+        return [i for i in self.inputs.values() if isinstance(i, Step)] + self.after
 
 
 def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = None) -> list[Step]:
-    """The steps of one recipe in dependency order."""
+    """The steps of one recipe in dependency order:
+    [export -> check -> parity ->] simplify -> engine -> verify (the bracketed part for framework sources)."""
     recipe = loaded.recipe
-    model = loaded.source_path()
-    source = SourceFiles(model, tuple(onnx_files(model, cache.stat_cache)))
-    inputs = {name: _input_params(spec) for name, spec in recipe.inputs.items()}
     out = Path(recipe.name)
+    inputs = {name: _input_params(spec) for name, spec in recipe.inputs.items()}
+    steps: list[Step] = []
+    gates: list[Step] = []
+
+    export = None
+    if recipe.source.framework == "onnx":
+        model: SourceFiles | Step = _files(onnx_files(loaded.source_path(), cache.stat_cache))
+    else:
+        export = _export_step(loaded, inputs, out)
+        steps.append(export)
+        model = export
 
     check = Step(
-        loaded, "check", load_kind("check"), {"inputs": inputs}, {"model": source}, out,
+        loaded, "check", load_kind("check"), {"inputs": inputs}, {"model": model}, out,
         context={"where": {name: loaded.where("inputs", name) for name in inputs}, "recipe": str(loaded.file)},
     )
-    steps = [check]
-    model_input: SourceFiles | Step = source
+    steps.append(check)
+    gates.append(check)
+    parity_data = {"data": _files([loaded.resolve(recipe.parity.data)])} if recipe.parity.data else {}
+    if export is not None and recipe.parity.enabled:
+        tolerance = {"atol": recipe.parity.atol, "rtol": recipe.parity.rtol, "seed": recipe.parity.seed}
+        parity = Step(loaded, "parity", load_kind("parity"), export.params | tolerance,
+                      export.inputs | {"onnx": export} | parity_data, out, context=export.context, after=[check])
+        steps.append(parity)
+        gates.append(parity)
     if recipe.onnx.simplify:
-        # Depends on check so an invalid model fails there, with the clearer message.
-        simplify = Step(loaded, "simplify", load_kind("simplify"), {"inputs": inputs}, {"model": source, "checked": check}, out)
+        simplify = Step(loaded, "simplify", load_kind("simplify"), {"inputs": inputs}, {"model": model}, out, after=list(gates))
         steps.append(simplify)
-        model_input = simplify
+        model = simplify
     target = resolve_target(backend or recipe.engine.backend, recipe.engine.compute_capabilities)
     engine_params = {
         "inputs": inputs,
@@ -79,13 +97,44 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         "optimization_level": recipe.engine.optimization_level,
         "target": target.to_dict(),
     }
-    engine_inputs = {"model": model_input} if model_input is not source else {"model": source, "checked": check}
-    timing_cache = cache.timing / f"{target.id}.cache"
-    steps.append(
-        Step(loaded, "engine", load_kind("engine"), engine_params, engine_inputs, out / target.id, target,
-             context={"timing_cache": str(timing_cache)})
-    )
+    engine = Step(loaded, "engine", load_kind("engine"), engine_params, {"model": model}, out / target.id, target,
+                  context={"timing_cache": str(cache.timing / f"{target.id}.cache")}, after=list(gates))
+    steps.append(engine)
+    verify_params = {"inputs": inputs, "target": target.to_dict(), "atol": recipe.parity.atol,
+                     "rtol": recipe.parity.rtol, "seed": recipe.parity.seed}
+    steps.append(Step(loaded, "verify", load_kind("verify"), verify_params,
+                      {"plan": engine, "onnx": model} | parity_data, out / target.id, target,
+                      skip_reason=cannot_run_here(target)))
     return steps
+
+
+def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path) -> Step:
+    recipe, source = loaded.recipe, loaded.recipe.source
+    require(source.framework)
+    search = [loaded.resolve(p) for p in source.python_path]
+    files: dict[str, SourceFiles] = {}
+    if source.path:
+        files["model"] = _files(tree_files(loaded.source_path()), main=loaded.source_path())
+    if source.checkpoint:
+        files["checkpoint"] = _files([loaded.resolve(source.checkpoint)])
+    code = []
+    if source.entrypoint:
+        code.append(module_file(source.entrypoint.split(":")[0], search))
+    code += glob_files(loaded.file.parent, source.deps)
+    if code:
+        files["code"] = _files(code)
+    params = {
+        "framework": source.framework, "opset": recipe.onnx.opset, "inputs": inputs,
+        "entrypoint": source.entrypoint, "args": source.args, "kwargs": source.kwargs,
+        "exporter": source.exporter if source.framework == "pytorch" else None,
+        "outputs": source.outputs, "inputs_as_nchw": source.inputs_as_nchw,
+    }
+    return Step(loaded, "export", load_kind("export"), params, files, out,
+                context={"python_path": [str(p) for p in search]})
+
+
+def _files(paths: list[Path], main: Path | None = None) -> SourceFiles:
+    return SourceFiles(main or paths[0], tuple(paths))
 
 
 def _input_params(spec) -> dict:
@@ -100,16 +149,24 @@ def key_components(step: Step, cache: Cache, upstream: dict[Step, dict]) -> dict
         if isinstance(source, Step):
             inputs[name] = {out: o["digest"] for out, o in sorted(upstream[source]["outputs"].items())}
         else:
-            base = source.main.parent
-            inputs[name] = {str(f.relative_to(base)) if f != source.main else "(model)": cache.stat_cache.digest(f)
-                            for f in source.files}
+            inputs[name] = {_file_label(f, source): cache.stat_cache.digest(f) for f in source.files}
     return {
         "kind": step.kind.NAME,
         "version": step.kind.VERSION,
         "params": step.params,
         "inputs": inputs,
-        "tools": {dist: tool_version(dist) for dist in step.kind.TOOLS},
+        "tools": {dist: tool_version(dist) for dist in step.kind.tools(step.params)},
     }
+
+
+def _file_label(file: Path, source: SourceFiles) -> str:
+    """How a file is named in a key: its path relative to the main file's directory, else absolute."""
+    if file == source.main:
+        return "(main)"
+    try:
+        return str(file.relative_to(source.main.parent))
+    except ValueError:
+        return str(file)
 
 
 def step_key(components: dict) -> str:

@@ -10,7 +10,7 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -30,8 +30,53 @@ class _Strict(BaseModel):
 class Source(_Strict):
     """Where the model comes from. Paths are relative to the recipe file."""
 
-    framework: Literal["onnx"] = Field(description="Source format: onnx (pytorch, tensorflow and keras come next).")
-    path: str = Field(description="Model file, relative to the recipe. External-data files beside it are found.")
+    framework: Literal["onnx", "pytorch", "tensorflow", "keras"] = Field(
+        description="onnx: an ONNX file. pytorch: an entrypoint or a TorchScript / ExportedProgram file. "
+        "tensorflow: a SavedModel directory or a TF1 frozen graph (.pb). keras: a .keras / .h5 file."
+    )
+    path: str | None = Field(None, description="Model file or directory, relative to the recipe.")
+    entrypoint: str | None = Field(
+        None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
+        description='pytorch: "module:callable" returning a torch.nn.Module, e.g. "torchvision.models:resnet50".',
+    )
+    args: list[Any] = Field(default_factory=list, description="pytorch: positional arguments for the entrypoint.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="pytorch: keyword arguments for the entrypoint.")
+    checkpoint: str | None = Field(None, description="pytorch: a state_dict file, loaded with weights_only=True.")
+    exporter: Literal["torchscript", "dynamo"] = Field(
+        "torchscript", description="pytorch: torch.onnx exporter. torchscript keeps the opset asked for; "
+        "dynamo is the torch.export-based one."
+    )
+    python_path: list[str] = Field(
+        default_factory=lambda: ["."], description="Directories (relative to the recipe) searched for the entrypoint's module."
+    )
+    deps: list[str] = Field(
+        default_factory=list, description="Globs (relative to the recipe) of further files the model's code depends on."
+    )
+    outputs: list[str] = Field(
+        default_factory=list, description="Output tensor names: ONNX output names for pytorch; "
+        "required for a TF1 frozen graph ('logits:0')."
+    )
+    inputs_as_nchw: list[str] = Field(
+        default_factory=list, description="tensorflow / keras: inputs to transpose from NHWC to NCHW in the ONNX model "
+        "(the recipe's shapes for them are NCHW)."
+    )
+
+    @model_validator(mode="after")
+    def _one_model(self) -> Source:
+        fw = self.framework
+        if fw == "pytorch":
+            if (self.path is None) == (self.entrypoint is None):
+                raise ValueError("pytorch needs exactly one of path (TorchScript / ExportedProgram) or entrypoint")
+        elif self.path is None:
+            raise ValueError(f"{fw} needs path")
+        torch_only = ("entrypoint", "checkpoint", "args", "kwargs")
+        if fw != "pytorch" and any(k in self.model_fields_set for k in torch_only + ("exporter",)):
+            raise ValueError(f"entrypoint, args, kwargs, checkpoint and exporter apply to pytorch only, not {fw}")
+        if fw in ("onnx", "pytorch") and self.inputs_as_nchw:
+            raise ValueError("inputs_as_nchw applies to tensorflow and keras only")
+        if fw == "tensorflow" and self.path.endswith(".pb") and not self.outputs:
+            raise ValueError("a TF1 frozen graph (.pb) needs outputs: the output tensor names, e.g. ['logits:0']")
+        return self
 
 
 class InputSpec(_Strict):
@@ -114,6 +159,18 @@ class EngineOptions(_Strict):
         return sorted(set(caps), key=RTX_COMPUTE_CAPABILITIES.index)
 
 
+class Parity(_Strict):
+    """Framework vs ONNX Runtime on the same inputs, after export (framework sources only)."""
+
+    enabled: bool = Field(True, description="Compare the exported ONNX model with the source framework.")
+    atol: float = Field(1e-4, ge=0, description="Absolute tolerance.")
+    rtol: float = Field(1e-3, ge=0, description="Relative tolerance: |onnx - framework| <= atol + rtol * |framework|.")
+    seed: int = Field(0, description="Seed of the random inputs.")
+    data: str | None = Field(
+        None, description="Inputs to use instead of random ones: a .npz keyed by input name, relative to the recipe."
+    )
+
+
 class Recipe(_Strict):
     """A trtbuild recipe: one model, how to turn it into ONNX, and how to build its engine."""
 
@@ -121,7 +178,17 @@ class Recipe(_Strict):
     source: Source
     inputs: dict[str, InputSpec] = Field(min_length=1, description="Network inputs by tensor name.")
     onnx: OnnxOptions = OnnxOptions()
+    parity: Parity = Parity()
     engine: EngineOptions = EngineOptions()
+
+    @model_validator(mode="after")
+    def _nchw_inputs_exist(self) -> Recipe:
+        unknown = [n for n in self.source.inputs_as_nchw if n not in self.inputs]
+        if unknown:
+            raise ValueError(f"source.inputs_as_nchw names {unknown}, which are not in inputs")
+        if any(len(self.inputs[n].shape) != 4 for n in self.source.inputs_as_nchw):
+            raise ValueError("inputs_as_nchw inputs must have rank 4")
+        return self
 
 
 class LoadedRecipe(typing.NamedTuple):
@@ -129,8 +196,11 @@ class LoadedRecipe(typing.NamedTuple):
     file: Path  # the recipe file
     lines: dict[tuple, int]  # key path -> line number, for errors found after loading
 
-    def source_path(self) -> Path:
-        return (self.file.parent / self.recipe.source.path).resolve()
+    def resolve(self, relative: str) -> Path:
+        return (self.file.parent / relative).resolve()
+
+    def source_path(self) -> Path | None:
+        return self.resolve(self.recipe.source.path) if self.recipe.source.path else None
 
     def where(self, *loc) -> str:
         """`file:line` of the deepest known key on `loc`."""
@@ -165,8 +235,17 @@ def load_recipe(file: str | Path) -> LoadedRecipe:
     except ValidationError as exc:
         raise RecipeError([_describe(err, file, lines) for err in exc.errors()]) from None
     loaded = LoadedRecipe(recipe, file, lines)
-    if not loaded.source_path().is_file():
-        raise RecipeError([f"{loaded.where('source', 'path')}: source.path: no such file: {loaded.source_path()}"])
+    missing = [
+        f"{loaded.where(*loc)}: {_dotted(loc)}: no such file: {loaded.resolve(value)}"
+        for loc, value in (
+            (("source", "path"), recipe.source.path),
+            (("source", "checkpoint"), recipe.source.checkpoint),
+            (("parity", "data"), recipe.parity.data),
+        )
+        if value is not None and not loaded.resolve(value).exists()
+    ]
+    if missing:
+        raise RecipeError(missing)
     return loaded
 
 

@@ -32,6 +32,7 @@ class StepResult:
     outputs: dict[str, str] = field(default_factory=dict)
     key: str | None = None
     record: dict | None = None  # the action record, for downstream keys
+    meta: dict = field(default_factory=dict)  # what the step reported (also on failure)
     error: str | None = None
     user_error: bool = False
     log: str | None = None
@@ -48,8 +49,8 @@ class StepResult:
             "outputs": self.outputs,
             "key": self.key,
         }
-        if self.record:
-            data["meta"] = self.record.get("meta", {})
+        if self.meta or self.record:
+            data["meta"] = self.meta or self.record.get("meta", {})
         if self.error:
             data["error"] = self.error
         if self.log:
@@ -100,6 +101,10 @@ class Runner:
         return [results[s] for s in steps]
 
     def _run_step(self, step: Step, deps: dict[Step, StepResult]) -> StepResult:
+        if step.skip_reason:
+            result = StepResult(step, SKIPPED, step.skip_reason)
+            self.progress.finished(result)
+            return result
         blocked = [d for d in deps.values() if d.status in (FAILED, SKIPPED)]
         if blocked:
             result = StepResult(step, SKIPPED, f"{blocked[0].step.name} did not complete")
@@ -110,7 +115,7 @@ class Runner:
             result = StepResult(step, WOULD_RUN, f"after {waiting[0].step.name} runs, if its output changes")
             self.progress.finished(result)
             return result
-        components = key_components(step, self.cache, {d: r.record for d, r in deps.items()})
+        components = key_components(step, self.cache, {d: r.record for d, r in deps.items() if r.record})
         key = step_key(components)
         result = self._cached(step, key, "up to date") or self._build(step, key, components, deps)
         self.progress.finished(result)
@@ -167,8 +172,8 @@ class Runner:
             entry = {"key": key, "components": components, "time": time.time()}
             if not result["ok"]:
                 self.cache.record_state(step.recipe.recipe.name, step.id, entry | {"status": "failed"})
-                return StepResult(step, FAILED, reason, seconds, key=key, error=result["error"],
-                                  user_error=result.get("user_error", False), log=str(log))
+                return StepResult(step, FAILED, reason, seconds, key=key, meta=result.get("meta") or {},
+                                  error=result["error"], user_error=result.get("user_error", False), log=str(log))
             outputs = {p.name: dict(zip(("digest", "size"), self.cache.ingest(p))) for p in sorted(outdir.iterdir())}
             record = {
                 "key": key, "recipe": step.recipe.recipe.name, "step": step.id, "components": components,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from trtbuild.errors import UsageError
@@ -34,3 +35,50 @@ def _external_data_locations(model: Path) -> list[str]:
             entries = {e.key: e.value for e in tensor.external_data}
             locations.add(entries["location"])
     return sorted(locations)
+
+
+def tree_files(path: Path) -> list[Path]:
+    """A file, or every file under a directory (a SavedModel), in a stable order."""
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file())
+
+
+def glob_files(base: Path, patterns: list[str]) -> list[Path]:
+    files = set()
+    for pattern in patterns:
+        matched = [p for p in base.glob(pattern) if p.is_file()]
+        if not matched:
+            raise UsageError(f"source.deps: {pattern!r} matches no file under {base}")
+        files.update(p.resolve() for p in matched)
+    return sorted(files)
+
+
+def module_file(module: str, search: list[Path]) -> Path:
+    """The file defining `module`, found on `search` + sys.path without importing (or running) anything."""
+    import sys
+    from importlib.machinery import PathFinder
+
+    paths = [str(p) for p in search] + sys.path
+    spec = None
+    for depth, part in enumerate(module.split(".")):
+        name = ".".join(module.split(".")[: depth + 1])
+        spec = PathFinder.find_spec(name, paths if depth == 0 else list(spec.submodule_search_locations or []))
+        if spec is None:
+            raise UsageError(f"source.entrypoint: cannot find module {name!r} (searched source.python_path and sys.path)")
+    if not spec.origin or not Path(spec.origin).is_file():
+        raise UsageError(f"source.entrypoint: module {module!r} has no source file to hash")
+    return Path(spec.origin).resolve()
+
+
+def distribution_of(module: str) -> str | None:
+    """The installed distribution that provides the top-level package of `module`, if any."""
+    dists = _packages_distributions().get(module.split(".")[0])
+    return dists[0] if dists else None
+
+
+@functools.lru_cache(maxsize=1)
+def _packages_distributions() -> dict:
+    import importlib.metadata
+
+    return importlib.metadata.packages_distributions()

@@ -74,3 +74,25 @@ def resolve_target(backend: str, compute_capabilities: list[str]) -> Target:
     if not gpus:
         raise UsageError("backend 'tensorrt' builds for the local GPU and none was found; use --backend tensorrt-rtx")
     return Target(backend, version, (gpus[0].compute_capability,))
+
+
+def target_from_dict(data: dict) -> Target:
+    return Target(data["backend"], data["version"], tuple(data["compute_capabilities"]))
+
+
+def cannot_run_here(target: Target) -> str | None:
+    """Why no local GPU can run engines built for `target`; None when one can."""
+    gpus = detect_gpus()
+    if target.backend == "tensorrt-rtx":
+        # Portable TensorRT-RTX plans run on Ampere, Ada and Blackwell client GPUs (8.x, 12.x), not Hopper.
+        wanted = target.compute_capabilities
+        usable = [g for g in gpus if (g.compute_capability in wanted if wanted else
+                                      g.compute_capability.split(".")[0] in ("8", "12"))]
+        need = " or ".join(wanted) if wanted else "8.x or 12.x"
+    else:
+        usable = [g for g in gpus if g.compute_capability in target.compute_capabilities]
+        need = " or ".join(target.compute_capabilities)
+    if usable:
+        return None
+    here = ", ".join(f"{g.name} ({g.compute_capability})" for g in gpus) or "no NVIDIA GPU"
+    return f"running this engine needs a GPU with compute capability {need}; this machine has {here}"

@@ -44,7 +44,7 @@ def main(job_file: str, result_file: str) -> int:
         meta = load_kind(job.kind).run(job)
         result = {"ok": True, "meta": meta}
     except StepError as exc:
-        result = {"ok": False, "error": str(exc), "user_error": exc.user_error}
+        result = {"ok": False, "error": str(exc), "user_error": exc.user_error, "meta": exc.details}
     except Exception as exc:  # an unexpected failure: keep the traceback in the step log
         traceback.print_exc()
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "user_error": False}

@@ -1,8 +1,9 @@
-"""Step kinds. Each module defines NAME, VERSION (bump when its output for the same inputs changes),
-TOOLS (distributions whose versions go into the step key), MAIN_OUTPUT and run(job) -> metadata.
-A step writes its outputs into job.outdir; every file there becomes an artifact.
+"""Step kinds. Each module defines:
 
-MAIN_OUTPUT names the file a downstream step opens.
+    NAME, VERSION      VERSION is bumped when the output for the same inputs changes
+    MAIN_OUTPUT        the file a downstream step opens
+    tools(params)      distributions whose versions go into the step key (must not import them)
+    run(job)           does the work, writing every output file into job.outdir; returns metadata
 
 Modules import heavy libraries inside run(), which executes in a worker process.
 Adding a step kind: one new module plus one line in KINDS.
@@ -19,8 +20,11 @@ from types import ModuleType
 
 KINDS = {
     "check": "trtbuild.steps.check",
+    "export": "trtbuild.steps.export",
+    "parity": "trtbuild.steps.parity",
     "simplify": "trtbuild.steps.simplify",
     "engine": "trtbuild.steps.engine",
+    "verify": "trtbuild.steps.verify",
 }
 
 

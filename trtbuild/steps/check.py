@@ -9,8 +9,12 @@ from trtbuild.steps import Job
 
 NAME = "check"
 VERSION = 1
-TOOLS = ("onnx",)
 MAIN_OUTPUT = "io.json"
+
+
+def tools(params: dict) -> tuple[str, ...]:
+    return ("onnx",)
+
 
 _DTYPES = {
     "float32": "FLOAT", "float16": "FLOAT16", "bfloat16": "BFLOAT16", "int64": "INT64",

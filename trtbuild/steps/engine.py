@@ -7,18 +7,21 @@ from pathlib import Path
 
 from trtbuild.engine import build_engine
 from trtbuild.steps import Job
-from trtbuild.target import Target
+from trtbuild.target import target_from_dict
 
 NAME = "engine"
 VERSION = 1
-TOOLS = ()  # the backend and its version are part of the target, which is in the key
 MAIN_OUTPUT = "model.plan"
+
+
+def tools(params: dict) -> tuple[str, ...]:
+    return ()  # the backend and its version are part of the target, which is in the params
 
 
 def run(job: Job) -> dict:
     params = job.params
     profile = {name: (s["min"], s["opt"], s["max"]) for name, s in params["inputs"].items()}
-    target = Target(params["target"]["backend"], params["target"]["version"], tuple(params["target"]["compute_capabilities"]))
+    target = target_from_dict(params["target"])
     timing_cache = job.context.get("timing_cache")
     meta = build_engine(
         onnx_path=job.inputs["model"],

@@ -1,0 +1,67 @@
+"""Framework front-ends: load a source model, export it to ONNX, and run it for parity checks.
+
+Each module offers load(spec), export(model, spec, out_path) -> metadata and
+predict(model, spec, feeds) -> outputs (a list in output order, or a dict by ONNX output name).
+They import their framework inside those functions, in worker processes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+from trtbuild.errors import UsageError
+
+MODULES = {
+    "pytorch": "trtbuild.frameworks.pytorch",
+    "tensorflow": "trtbuild.frameworks.tensorflow",
+    "keras": "trtbuild.frameworks.tensorflow",
+}
+# framework -> (modules that must import, the extra that installs them)
+REQUIREMENTS = {
+    "pytorch": (("torch",), "torch"),
+    "tensorflow": (("tensorflow", "tf2onnx"), "tensorflow"),
+    "keras": (("tensorflow", "keras", "tf2onnx"), "tensorflow"),
+}
+# framework -> distributions whose versions go into the export and parity keys
+TOOLS = {
+    "pytorch": ("torch", "onnx"),
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tf2onnx", "onnx"),
+    "keras": ("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx"),
+}
+
+
+@dataclass
+class ModelSpec:
+    """What a framework needs to load and export a model; built from a step's params and inputs."""
+
+    framework: str
+    opset: int
+    inputs: dict[str, dict]  # name -> {dtype, shape, min, opt, max}, in the ONNX model's layout
+    path: Path | None = None
+    entrypoint: str | None = None
+    args: list = field(default_factory=list)
+    kwargs: dict = field(default_factory=dict)
+    checkpoint: Path | None = None
+    exporter: str = "torchscript"
+    outputs: list[str] = field(default_factory=list)
+    inputs_as_nchw: list[str] = field(default_factory=list)
+    python_path: list[str] = field(default_factory=list)
+
+
+def require(framework: str) -> None:
+    """Fail early (exit 2) with the install command when a framework is missing. No import happens."""
+    modules, extra = REQUIREMENTS[framework]
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(
+            f"source.framework {framework!r} needs {', '.join(missing)}, which is not installed: "
+            f"pip install 'trtbuild[{extra}]'"
+        )
+
+
+def load_framework(framework: str) -> ModuleType:
+    return importlib.import_module(MODULES[framework])

@@ -1,0 +1,40 @@
+"""verify: the engine and ONNX Runtime agree on the same inputs. Needs a GPU that runs the engine;
+elsewhere the graph marks this step skipped with the reason."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from trtbuild.errors import StepError
+from trtbuild.steps import Job
+from trtbuild.target import BACKENDS, target_from_dict
+from trtbuild.tensors import compare, example_inputs, format_table, run_onnxruntime
+
+NAME = "verify"
+VERSION = 1
+MAIN_OUTPUT = "verify.json"
+
+
+def tools(params: dict) -> tuple[str, ...]:
+    return ("onnxruntime", "polygraphy")
+
+
+def run(job: Job) -> dict:
+    target = target_from_dict(job.params["target"])
+    # Polygraphy picks its TensorRT module from this variable when first imported.
+    os.environ["POLYGRAPHY_USE_TENSORRT_RTX"] = "1" if target.backend == "tensorrt-rtx" else "0"
+    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+    feeds = example_inputs(job.params["inputs"], job.params["seed"], job.inputs.get("data"))
+    names, expected = run_onnxruntime(job.inputs["onnx"], feeds)
+    with TrtRunner(EngineFromBytes(job.inputs["plan"].read_bytes())) as runner:
+        outputs = runner.infer(feeds)
+    atol, rtol = job.params["atol"], job.params["rtol"]
+    rows = compare(names, expected, [outputs[n] for n in names], atol, rtol)
+    result = {"atol": atol, "rtol": rtol, "backend": BACKENDS[target.backend][0], "outputs": rows}
+    if not all(r["ok"] for r in rows):
+        raise StepError(f"the engine disagrees with ONNX Runtime:\n{format_table(rows, atol, rtol)}",
+                        details={"verify": result})
+    (job.outdir / MAIN_OUTPUT).write_text(json.dumps(result, indent=2))
+    return {"verify": result}

@@ -1,0 +1,104 @@
+"""Inputs for parity checks and the comparison of two sets of outputs.
+
+Shared by framework-vs-ONNX Runtime parity and ONNX Runtime-vs-engine verification.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from trtbuild.errors import StepError
+
+NUMPY_DTYPES = {
+    "float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32,
+    "int8": np.int8, "uint8": np.uint8, "bool": np.bool_,
+}
+
+
+def example_inputs(inputs: dict[str, dict], seed: int, data: Path | None = None) -> dict[str, np.ndarray]:
+    """Arrays at each input's `opt` shape: from a .npz keyed by input name, or seeded random values."""
+    if data is not None:
+        return _load_npz(data, inputs)
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name, spec in inputs.items():
+        shape, dtype = spec["opt"], spec["dtype"]
+        if dtype in ("float32", "float16", "bfloat16"):
+            array = rng.standard_normal(shape).astype(np.float32)
+            feeds[name] = array if dtype != "float16" else array.astype(np.float16)
+        elif dtype == "bool":
+            feeds[name] = rng.integers(0, 2, shape).astype(np.bool_)
+        else:
+            feeds[name] = rng.integers(0, 10, shape).astype(NUMPY_DTYPES[dtype])
+    return feeds
+
+
+def _load_npz(path: Path, inputs: dict[str, dict]) -> dict[str, np.ndarray]:
+    with np.load(path) as npz:
+        missing = [n for n in inputs if n not in npz.files]
+        if missing:
+            raise StepError(f"parity.data {path} has no array for inputs {missing} (it has {npz.files})", user_error=True)
+        feeds = {n: npz[n] for n in inputs}
+    for name, array in feeds.items():
+        spec = inputs[name]
+        if len(array.shape) != len(spec["shape"]) or any(
+            not lo <= d <= hi for d, lo, hi in zip(array.shape, spec["min"], spec["max"])
+        ):
+            raise StepError(f"parity.data: {name} has shape {list(array.shape)}, outside {spec['min']}..{spec['max']}",
+                            user_error=True)
+    return feeds
+
+
+def compare(names: list[str], expected, actual: list[np.ndarray], atol: float, rtol: float) -> list[dict]:
+    """One row per output: max absolute / relative error and whether |a - e| <= atol + rtol * |e| holds everywhere.
+
+    `expected` is a list in output order or a dict by output name; `actual` follows `names`.
+    """
+    if isinstance(expected, dict):
+        unknown = [n for n in names if n not in expected]
+        if unknown:
+            raise StepError(f"outputs {unknown} are missing from the reference outputs {sorted(expected)}")
+        expected = [expected[n] for n in names]
+    if len(expected) != len(actual):
+        raise StepError(f"the reference has {len(expected)} outputs, the ONNX model {len(actual)}")
+    rows = []
+    for name, exp, act in zip(names, expected, actual):
+        exp, act = np.asarray(exp), np.asarray(act)
+        row = {"output": name, "shape": list(act.shape)}
+        if exp.shape != act.shape:
+            rows.append(row | {"ok": False, "max_abs": None, "max_rel": None, "error": f"shape {list(exp.shape)} != {list(act.shape)}"})
+            continue
+        exp64, act64 = exp.astype(np.float64), act.astype(np.float64)
+        diff = np.abs(act64 - exp64)
+        rel = diff / np.maximum(np.abs(exp64), np.finfo(np.float32).tiny)
+        bad = ~(diff <= atol + rtol * np.abs(exp64))  # NaN counts as a mismatch
+        rows.append(row | {
+            "ok": not bool(bad.any()),
+            "max_abs": float(diff.max()) if diff.size else 0.0,
+            "max_rel": float(rel.max()) if rel.size else 0.0,
+            "mismatched": f"{int(bad.sum())}/{bad.size}",
+        })
+    return rows
+
+
+def format_table(rows: list[dict], atol: float, rtol: float) -> str:
+    lines = [f"{'output':<24} {'shape':<18} {'max abs err':>12} {'max rel err':>12} {'mismatched':>12}  (atol={atol:g}, rtol={rtol:g})"]
+    for r in rows:
+        if r.get("error"):
+            lines.append(f"{r['output']:<24} {r['error']}")
+            continue
+        mark = "" if r["ok"] else "  FAIL"
+        lines.append(f"{r['output']:<24} {str(r['shape']):<18} {r['max_abs']:>12.3e} {r['max_rel']:>12.3e} {r['mismatched']:>12}{mark}")
+    return "\n".join(lines)
+
+
+def run_onnxruntime(model: Path, feeds: dict[str, np.ndarray]) -> tuple[list[str], list[np.ndarray]]:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return names, session.run(names, feeds)
