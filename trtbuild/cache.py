@@ -25,7 +25,7 @@ from typing import Iterator
 
 from filelock import FileLock
 
-from trtbuild.fsutil import atomic_write, fsync_file, publish_link
+from trtbuild.fsutil import atomic_write, fsync_file, publish_copy, publish_link
 from trtbuild.hashing import StatCache, canonical_json, digest_file
 
 
@@ -104,16 +104,23 @@ class Cache:
     # -- published outputs -------------------------------------------------------------------
 
     def publish(self, dest_dir: Path, outputs: dict[str, dict]) -> dict[str, str]:
-        """Link each output under its name into `dest_dir`; skip links already in place."""
+        """Link each output under its name into `dest_dir`; skip links already in place.
+
+        ONNX external-data files (*.onnx.data) are copied: onnx refuses to read hard-linked ones.
+        """
         paths = {}
         for name, obj in outputs.items():
             dest = dest_dir / name
             src = self.object_path(obj["digest"])
-            with contextlib.suppress(FileNotFoundError):
-                if os.path.samefile(src, dest):
-                    paths[name] = str(dest)
-                    continue
-            publish_link(src, dest)
+            if name.endswith(".onnx.data"):
+                if not dest.exists() or dest.stat().st_size != obj["size"]:
+                    publish_copy(src, dest)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    if os.path.samefile(src, dest):
+                        paths[name] = str(dest)
+                        continue
+                publish_link(src, dest)
             paths[name] = str(dest)
         return paths
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 
@@ -32,13 +34,23 @@ def fsync_file(path: Path) -> None:
 
 def publish_link(src: Path, dest: Path) -> None:
     """Make `dest` a hard link to (or, across filesystems, a copy of) `src`, replacing it atomically."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
+    tmp = _temp_beside(dest)
     try:
         os.link(src, tmp)
     except OSError:
-        import shutil
-
         shutil.copyfile(src, tmp)
     os.replace(tmp, dest)
+
+
+def publish_copy(src: Path, dest: Path) -> None:
+    """Make `dest` a copy of `src`, replacing it atomically."""
+    tmp = _temp_beside(dest)
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+
+
+def _temp_beside(dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.unlink(missing_ok=True)
+    return tmp

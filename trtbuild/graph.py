@@ -62,7 +62,6 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
     out = Path(recipe.name)
     inputs = {name: _input_params(spec) for name, spec in recipe.inputs.items()}
     steps: list[Step] = []
-    gates: list[Step] = []
 
     export = None
     if recipe.source.framework == "onnx":
@@ -77,7 +76,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         context={"where": {name: loaded.where("inputs", name) for name in inputs}, "recipe": str(loaded.file)},
     )
     steps.append(check)
-    gates.append(check)
+    gates = [check]
     parity_data = {"data": _files([loaded.resolve(recipe.parity.data)])} if recipe.parity.data else {}
     if export is not None and recipe.parity.enabled:
         tolerance = {"atol": recipe.parity.atol, "rtol": recipe.parity.rtol, "seed": recipe.parity.seed}
@@ -86,7 +85,8 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         steps.append(parity)
         gates.append(parity)
     if recipe.onnx.simplify:
-        simplify = Step(loaded, "simplify", load_kind("simplify"), {"inputs": inputs}, {"model": model}, out, after=list(gates))
+        # Gated on check only: with -j it runs beside parity; the engine waits for both.
+        simplify = Step(loaded, "simplify", load_kind("simplify"), {"inputs": inputs}, {"model": model}, out, after=[check])
         steps.append(simplify)
         model = simplify
     target = resolve_target(backend or recipe.engine.backend, recipe.engine.compute_capabilities)

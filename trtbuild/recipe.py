@@ -69,6 +69,9 @@ class Source(_Strict):
                 raise ValueError("pytorch needs exactly one of path (TorchScript / ExportedProgram) or entrypoint")
         elif self.path is None:
             raise ValueError(f"{fw} needs path")
+        if fw == "pytorch" and self.exporter == "dynamo" and self.path and not self.path.endswith(".pt2"):
+            raise ValueError("exporter dynamo cannot export a TorchScript file: use exporter torchscript, "
+                             "an ExportedProgram (.pt2) or an entrypoint")
         torch_only = ("entrypoint", "checkpoint", "args", "kwargs")
         if fw != "pytorch" and any(k in self.model_fields_set for k in torch_only + ("exporter",)):
             raise ValueError(f"entrypoint, args, kwargs, checkpoint and exporter apply to pytorch only, not {fw}")

@@ -30,6 +30,14 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def _brief(text: str, lines: int = 12) -> str:
+    """Long library errors (torch.export's run to pages) end with their summary: keep the end."""
+    kept = text.strip().splitlines()
+    if len(kept) <= lines:
+        return "\n".join(kept)
+    return "\n".join(["(shortened; the full error is in the log)", *kept[-lines:]])
+
+
 def main(job_file: str, result_file: str) -> int:
     _exit_with_parent()
     spec = json.loads(Path(job_file).read_text())
@@ -45,9 +53,9 @@ def main(job_file: str, result_file: str) -> int:
         result = {"ok": True, "meta": meta}
     except StepError as exc:
         result = {"ok": False, "error": str(exc), "user_error": exc.user_error, "meta": exc.details}
-    except Exception as exc:  # an unexpected failure: keep the traceback in the step log
+    except Exception as exc:  # an unexpected failure: the full traceback goes to the step log
         traceback.print_exc()
-        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "user_error": False}
+        result = {"ok": False, "error": _brief(f"{type(exc).__name__}: {exc}"), "user_error": False}
     Path(result_file).write_text(json.dumps(result))
     return 0
 

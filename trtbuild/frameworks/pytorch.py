@@ -25,6 +25,8 @@ def load(spec: ModelSpec):
                 obj = getattr(obj, part)
         except (ImportError, AttributeError) as exc:
             raise StepError(f"source.entrypoint {spec.entrypoint!r}: {exc}", user_error=True) from None
+        # Seeded so export and parity build the same random weights when there is no checkpoint.
+        torch.manual_seed(0)
         model = obj(*spec.args, **spec.kwargs)
         if not isinstance(model, torch.nn.Module):
             raise StepError(f"source.entrypoint {spec.entrypoint!r} returned {type(model).__name__}, not a torch.nn.Module",

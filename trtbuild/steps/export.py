@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from trtbuild.frameworks import TOOLS, ModelSpec, load_framework
+from trtbuild.onnx_io import normalize_file
 from trtbuild.sources import distribution_of
 from trtbuild.steps import Job
 
@@ -39,6 +40,7 @@ def run(job: Job) -> dict:
     framework = load_framework(spec.framework)
     out = job.outdir / MAIN_OUTPUT
     meta = framework.export(framework.load(spec), spec, out)
+    normalize_file(out)
     model = onnx.load(str(out), load_external_data=False)
     meta["opset"] = next(i.version for i in model.opset_import if i.domain in ("", "ai.onnx"))
     meta["inputs"] = [i.name for i in model.graph.input]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from trtbuild.errors import StepError
+from trtbuild.onnx_io import save_onnx
 from trtbuild.steps import Job
 
 NAME = "simplify"
@@ -29,14 +30,14 @@ def run(job: Job) -> dict:
     output = job.outdir / "model.onnx"
     note = "outputs compared with the original model on ONNX Runtime (1 random input)"
     try:
-        _, same = onnxsim.simplify(str(source), check_n=1, test_input_shapes=test_shapes, output_path=str(output))
+        simplified, same = onnxsim.simplify(str(source), check_n=1, test_input_shapes=test_shapes)
     except Exception as exc:
         if not type(exc).__module__.startswith("onnxruntime"):
             raise StepError(f"onnx-simplifier failed: {str(exc).strip().splitlines()[-1]}") from None
         # ONNX Runtime cannot run this model (e.g. a TensorRT plugin op): simplify without the check.
         note = f"not compared: ONNX Runtime cannot run the model ({str(exc).strip().splitlines()[0][:200]})"
-        _, same = onnxsim.simplify(str(source), check_n=0, test_input_shapes=test_shapes, output_path=str(output))
+        simplified, same = onnxsim.simplify(str(source), check_n=0, test_input_shapes=test_shapes)
     if not same:
         raise StepError("onnx-simplifier changed the model's outputs; set onnx.simplify: false in the recipe")
-    after = onnx.load(str(output), load_external_data=False)
-    return {"nodes_before": len(before.graph.node), "nodes_after": len(after.graph.node), "verification": note}
+    save_onnx(simplified, output)
+    return {"nodes_before": len(before.graph.node), "nodes_after": len(simplified.graph.node), "verification": note}
