@@ -37,15 +37,16 @@ def test_file_that_is_not_onnx_fails_check(project, capsys):
 def test_unsupported_op_names_node_and_op_type(project):
     project.write_model(conv_model(extra_op="Det"))
     data = recipe_dict("conv.onnx")
+    data["onnx"]["simplify"] = False  # a determinant of random data is too ill-conditioned for onnxsim's check
     project.write_recipe(data)
     code, report = project.build()
     assert code == 1
-    assert statuses(report) == {"check": "built", "simplify": "built", "engine": "failed"}
-    error = report["steps"][2]["error"]
+    assert statuses(report) == {"check": "built", "engine": "failed"}
+    error = report["steps"][1]["error"]
     assert "node 'det_node' (Det): TensorRT has no importer for this op" in error
-    assert {a["step"].split("@")[0] for a in project.actions()} == {"check", "simplify"}
+    assert [a["step"] for a in project.actions()] == ["check"]
     code, again = project.build("--dry-run")
-    assert again["steps"][2]["reason"] == "last attempt failed"
+    assert again["steps"][1]["reason"] == "last attempt failed"
 
 
 def test_recipe_that_does_not_match_the_model_exits_2(project):
