@@ -18,6 +18,7 @@ from trtbuild.recipe import LoadedRecipe
 from trtbuild.frameworks import require
 from trtbuild.sources import glob_files, module_file, onnx_files, tree_files
 from trtbuild.steps import load_kind, tool_version
+from trtbuild.steps.export import ONNX_FILES
 from trtbuild.target import Target, cannot_run_here, resolve_target
 
 
@@ -29,13 +30,24 @@ class SourceFiles:
     files: tuple[Path, ...]
 
 
+@dataclass(frozen=True, eq=False)
+class Pick:
+    """Some outputs of a step as another step's input: only they are handed over and hashed."""
+
+    step: Step
+    names: tuple[str, ...]
+
+    def select(self, outputs: dict) -> dict:
+        return {name: obj for name, obj in outputs.items() if name in self.names}
+
+
 @dataclass(eq=False)
 class Step:
     recipe: LoadedRecipe
     name: str
     kind: ModuleType
     params: dict
-    inputs: dict[str, SourceFiles | Step]  # hashed into the key
+    inputs: dict[str, SourceFiles | Step | Pick]  # hashed into the key
     publish_dir: Path  # relative to the cache's out/ directory
     target: Target | None = None
     context: dict = field(default_factory=dict)  # handed to the worker, not part of the key
@@ -52,7 +64,7 @@ class Step:
 
     @property
     def deps(self) -> list[Step]:
-        return [i for i in self.inputs.values() if isinstance(i, Step)] + self.after
+        return [i.step if isinstance(i, Pick) else i for i in self.inputs.values() if isinstance(i, (Step, Pick))] + self.after
 
 
 def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = None) -> list[Step]:
@@ -63,13 +75,14 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
     inputs = {name: _input_params(spec) for name, spec in recipe.inputs.items()}
     steps: list[Step] = []
 
+    parity_data = {"data": _files([loaded.resolve(recipe.parity.data)])} if recipe.parity.data else {}
     export = None
     if recipe.source.framework == "onnx":
-        model: SourceFiles | Step = _files(onnx_files(loaded.source_path(), cache.stat_cache))
+        model: SourceFiles | Step | Pick = _files(onnx_files(loaded.source_path(), cache.stat_cache))
     else:
-        export = _export_step(loaded, inputs, out)
+        export = _export_step(loaded, inputs, out, parity_data)
         steps.append(export)
-        model = export
+        model = Pick(export, ONNX_FILES)  # not reference.npz: float noise there must not rebuild anything
 
     check = Step(
         loaded, "check", load_kind("check"), {"inputs": inputs}, {"model": model}, out,
@@ -77,11 +90,10 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
     )
     steps.append(check)
     gates = [check]
-    parity_data = {"data": _files([loaded.resolve(recipe.parity.data)])} if recipe.parity.data else {}
     if export is not None and recipe.parity.enabled:
-        tolerance = {"atol": recipe.parity.atol, "rtol": recipe.parity.rtol, "seed": recipe.parity.seed}
-        parity = Step(loaded, "parity", load_kind("parity"), export.params | tolerance,
-                      export.inputs | {"onnx": export} | parity_data, out, context=export.context, after=[check])
+        params = {"atol": recipe.parity.atol, "rtol": recipe.parity.rtol, "framework": recipe.source.framework,
+                  "inputs_from": recipe.parity.data or f"random, seed {recipe.parity.seed}"}
+        parity = Step(loaded, "parity", load_kind("parity"), params, {"onnx": export}, out, after=[check])
         steps.append(parity)
         gates.append(parity)
     if recipe.onnx.simplify:
@@ -108,7 +120,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
     return steps
 
 
-def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path) -> Step:
+def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dict) -> Step:
     recipe, source = loaded.recipe, loaded.recipe.source
     require(source.framework)
     search = [loaded.resolve(p) for p in source.python_path]
@@ -123,11 +135,16 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path) -> Step:
     code += glob_files(loaded.file.parent, source.deps)
     if code:
         files["code"] = _files(code)
+    parity = recipe.parity
+    if parity.enabled:
+        files |= parity_data
     params = {
         "framework": source.framework, "opset": recipe.onnx.opset, "inputs": inputs,
         "entrypoint": source.entrypoint, "args": source.args, "kwargs": source.kwargs,
         "exporter": source.exporter if source.framework == "pytorch" else None,
         "outputs": source.outputs, "inputs_as_nchw": source.inputs_as_nchw,
+        # the framework's outputs on the parity inputs are computed during export
+        "reference": {"seed": parity.seed} if parity.enabled else None,
     }
     return Step(loaded, "export", load_kind("export"), params, files, out,
                 context={"python_path": [str(p) for p in search]})
@@ -146,8 +163,9 @@ def key_components(step: Step, cache: Cache, upstream: dict[Step, dict]) -> dict
     """Everything the step's output depends on. `upstream` maps each dependency to its action record."""
     inputs = {}
     for name, source in step.inputs.items():
-        if isinstance(source, Step):
-            inputs[name] = {out: o["digest"] for out, o in sorted(upstream[source]["outputs"].items())}
+        if isinstance(source, (Step, Pick)):
+            outputs = upstream_outputs(source, upstream[source.step if isinstance(source, Pick) else source])
+            inputs[name] = {out: o["digest"] for out, o in sorted(outputs.items())}
         else:
             inputs[name] = {_file_label(f, source): cache.stat_cache.digest(f) for f in source.files}
     return {
@@ -167,6 +185,11 @@ def _file_label(file: Path, source: SourceFiles) -> str:
         return str(file.relative_to(source.main.parent))
     except ValueError:
         return str(file)
+
+
+def upstream_outputs(source: Step | Pick, record: dict) -> dict:
+    """The outputs of an upstream action record that `source` hands over."""
+    return source.select(record["outputs"]) if isinstance(source, Pick) else record["outputs"]
 
 
 def step_key(components: dict) -> str:

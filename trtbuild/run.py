@@ -16,7 +16,7 @@ from pathlib import Path
 from filelock import Timeout
 
 from trtbuild.cache import Cache
-from trtbuild.graph import Step, explain, key_components, step_key
+from trtbuild.graph import Pick, Step, explain, key_components, step_key, upstream_outputs
 from trtbuild.progress import Progress
 
 # Statuses a step can end in. "would-run" only appears with --dry-run.
@@ -188,10 +188,11 @@ class Runner:
 
     def _materialize(self, source, where: Path, deps: dict[Step, StepResult]) -> Path:
         """The path a worker opens for an input: the user's file, or upstream outputs linked under their names."""
-        if not isinstance(source, Step):
+        if not isinstance(source, (Step, Pick)):
             return source.main
-        self.cache.publish(where, deps[source].record["outputs"])
-        return where / source.kind.MAIN_OUTPUT
+        step = source.step if isinstance(source, Pick) else source
+        self.cache.publish(where, upstream_outputs(source, deps[step].record))
+        return where / step.kind.MAIN_OUTPUT
 
     def _run_worker(self, job: dict, workdir, log) -> dict:
         job_file, result_file = workdir / "job.json", workdir / "result.json"

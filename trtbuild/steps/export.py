@@ -1,4 +1,5 @@
-"""export: a PyTorch, TensorFlow or Keras model -> ONNX."""
+"""export: a PyTorch, TensorFlow or Keras model -> ONNX, plus the framework's own outputs on the
+parity inputs (reference.npz), computed while the model is loaded so parity needs no framework."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from trtbuild.steps import Job
 NAME = "export"
 VERSION = 1
 MAIN_OUTPUT = "model.onnx"
+REFERENCE = "reference.npz"
+ONNX_FILES = (MAIN_OUTPUT, f"{MAIN_OUTPUT}.data")  # what steps after export read (see onnx_io)
 
 
 def tools(params: dict) -> tuple[str, ...]:
@@ -23,7 +26,6 @@ def tools(params: dict) -> tuple[str, ...]:
 
 
 def model_spec(job: Job) -> ModelSpec:
-    """The ModelSpec of an export or parity job (parity reloads the same model)."""
     p = job.params
     return ModelSpec(
         framework=p["framework"], opset=p["opset"], inputs=p["inputs"], path=job.inputs.get("model"),
@@ -34,15 +36,46 @@ def model_spec(job: Job) -> ModelSpec:
 
 
 def run(job: Job) -> dict:
+    from trtbuild.tensors import example_inputs  # numpy: only in the worker
+
     import onnx
 
     spec = model_spec(job)
     framework = load_framework(spec.framework)
+    model = framework.load(spec)
     out = job.outdir / MAIN_OUTPUT
-    meta = framework.export(framework.load(spec), spec, out)
-    normalize_file(out)
+    meta = framework.export(model, spec, out)
+    if any(p != out for p in job.outdir.iterdir()):
+        normalize_file(out)  # the exporter wrote external data; keep one file when it fits
+    reference = job.params["reference"]
+    if reference is not None:
+        feeds = example_inputs(spec.inputs, reference["seed"], job.inputs.get("data"))
+        save_reference(job.outdir / REFERENCE, feeds, framework.predict(model, spec, feeds))
     model = onnx.load(str(out), load_external_data=False)
     meta["opset"] = next(i.version for i in model.opset_import if i.domain in ("", "ai.onnx"))
     meta["inputs"] = [i.name for i in model.graph.input]
     meta["outputs"] = [o.name for o in model.graph.output]
     return meta
+
+
+def save_reference(path, feeds: dict, outputs) -> None:
+    """Inputs under `in:<name>`; outputs under `out:<name>` (by name) or `out#<index>` (in order)."""
+    import numpy as np
+
+    arrays = {f"in:{n}": a for n, a in feeds.items()}
+    if isinstance(outputs, dict):
+        arrays |= {f"out:{n}": a for n, a in outputs.items()}
+    else:
+        arrays |= {f"out#{i}": a for i, a in enumerate(outputs)}
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_reference(path) -> tuple[dict, dict | list]:
+    import numpy as np
+
+    with np.load(path) as npz:
+        feeds = {k[3:]: npz[k] for k in npz.files if k.startswith("in:")}
+        named = {k[4:]: npz[k] for k in npz.files if k.startswith("out:")}
+        ordered = [npz[k] for k in sorted((k for k in npz.files if k.startswith("out#")), key=lambda k: int(k[4:]))]
+    return feeds, (named or ordered)

@@ -9,7 +9,6 @@ import os
 from trtbuild.errors import StepError
 from trtbuild.steps import Job
 from trtbuild.target import BACKENDS, target_from_dict
-from trtbuild.tensors import compare, example_inputs, format_table, run_onnxruntime
 
 NAME = "verify"
 VERSION = 1
@@ -21,6 +20,8 @@ def tools(params: dict) -> tuple[str, ...]:
 
 
 def run(job: Job) -> dict:
+    from trtbuild.tensors import compare, example_inputs, format_table, run_onnxruntime  # numpy: only in the worker
+
     target = target_from_dict(job.params["target"])
     # Polygraphy picks its TensorRT module from this variable when first imported.
     os.environ["POLYGRAPHY_USE_TENSORRT_RTX"] = "1" if target.backend == "tensorrt-rtx" else "0"
