@@ -92,11 +92,13 @@ def main() -> None:
             results["j2"].append(trtbuild_cold(work, 2)[0])
         base = statistics.median(results["plain"])
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, repeat {args.repeat} (medians)")
-        print("per step (trtbuild -j 1): " + ", ".join(f"{k} {v:.2f} s" for k, v in steps.items()))
+        print("per step (trtbuild -j 1, last run): " + ", ".join(f"{k} {v:.2f} s" for k, v in steps.items())
+              + f"; sum {sum(steps.values()):.2f} s")
         print(f"plain script, one process:  {base:.2f} s")
         for key in ("j1", "j2"):
             t = statistics.median(results[key])
             print(f"trtbuild -j {key[1]}:              {t:.2f} s  ({(t - base) / base * 100:+.1f}% vs plain)")
+        print("all runs: " + json.dumps({k: [round(v, 2) for v in vs] for k, vs in results.items()}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -16,7 +16,7 @@ from trtbuild.cache import Cache
 from trtbuild.hashing import digest_json
 from trtbuild.recipe import LoadedRecipe
 from trtbuild.frameworks import require
-from trtbuild.sources import glob_files, module_file, onnx_files, tree_files
+from trtbuild.sources import distribution_of, glob_files, module_file, onnx_files, tree_files
 from trtbuild.steps import load_kind, tool_version
 from trtbuild.steps.export import ONNX_FILES
 from trtbuild.target import Target, cannot_run_here, resolve_target
@@ -129,9 +129,11 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dic
         files["model"] = _files(tree_files(loaded.source_path()), main=loaded.source_path())
     if source.checkpoint:
         files["checkpoint"] = _files([loaded.resolve(source.checkpoint)])
-    code = []
+    code, package = [], None
     if source.entrypoint:
-        code.append(module_file(source.entrypoint.split(":")[0], search))
+        module = source.entrypoint.split(":")[0]
+        code.append(module_file(module, search))
+        package = distribution_of(module, code[0])
     code += glob_files(loaded.file.parent, source.deps)
     if code:
         files["code"] = _files(code)
@@ -142,6 +144,7 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dic
         "framework": source.framework, "opset": recipe.onnx.opset, "inputs": inputs,
         "entrypoint": source.entrypoint, "args": source.args, "kwargs": source.kwargs,
         "exporter": source.exporter if source.framework == "pytorch" else None,
+        "package": package,  # its version goes into the key with the other tools
         "outputs": source.outputs, "inputs_as_nchw": source.inputs_as_nchw,
         # the framework's outputs on the parity inputs are computed during export
         "reference": {"seed": parity.seed} if parity.enabled else None,

@@ -71,10 +71,19 @@ def module_file(module: str, search: list[Path]) -> Path:
     return Path(spec.origin).resolve()
 
 
-def distribution_of(module: str) -> str | None:
-    """The installed distribution that provides the top-level package of `module`, if any."""
-    dists = _packages_distributions().get(module.split(".")[0])
-    return dists[0] if dists else None
+def distribution_of(module: str, file: Path) -> str | None:
+    """The installed distribution providing `module` (defined in `file`); None for the user's own code."""
+    import importlib.metadata
+
+    if not any(part in ("site-packages", "dist-packages") for part in file.parts):
+        return None
+    top = module.split(".")[0]
+    try:
+        importlib.metadata.distribution(top)  # the usual case: torchvision, timm, transformers
+        return top
+    except importlib.metadata.PackageNotFoundError:
+        dists = _packages_distributions().get(top)  # scans every installed distribution: slow
+        return dists[0] if dists else None
 
 
 @functools.lru_cache(maxsize=1)

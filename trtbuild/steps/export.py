@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from trtbuild.frameworks import TOOLS, ModelSpec, load_framework
 from trtbuild.onnx_io import normalize_file
-from trtbuild.sources import distribution_of
 from trtbuild.steps import Job
 
 NAME = "export"
@@ -19,9 +18,8 @@ def tools(params: dict) -> tuple[str, ...]:
     found = TOOLS[params["framework"]]
     if params.get("exporter") == "dynamo":
         found += ("onnxscript",)
-    if params.get("entrypoint"):  # e.g. torchvision for "torchvision.models:resnet50"
-        dist = distribution_of(params["entrypoint"].split(":")[0])
-        found += (dist,) if dist else ()
+    if params.get("package"):  # e.g. torchvision for "torchvision.models:resnet50"
+        found += (params["package"],)
     return found
 
 
