@@ -27,6 +27,7 @@ def build_engine(
     workspace: int,
     optimization_level: int,
     timing_cache: Path | None,
+    tf32: bool = False,
 ) -> dict:
     """Parse `onnx_path`, build a strongly typed engine for `target`, write it to `plan_path`; return metadata."""
     trt = importlib.import_module(BACKENDS[target.backend][0])
@@ -47,7 +48,8 @@ def build_engine(
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
     config.builder_optimization_level = optimization_level
-    config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32; tf32 is its own precision
+    # TF32 only when asked for: fp32 means fp32. Other precisions come from the (strongly typed) graph.
+    (config.set_flag if tf32 else config.clear_flag)(trt.BuilderFlag.TF32)
     if target.backend == "tensorrt-rtx" and target.compute_capabilities:
         config.num_compute_capabilities = len(target.compute_capabilities)
         for i, cc in enumerate(target.compute_capabilities):

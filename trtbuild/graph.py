@@ -8,11 +8,13 @@ reran but produced identical bytes stays cached (early cutoff).
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
 from trtbuild.cache import Cache
+from trtbuild.errors import UsageError
 from trtbuild.hashing import digest_json
 from trtbuild.recipe import LoadedRecipe
 from trtbuild.frameworks import require
@@ -20,6 +22,11 @@ from trtbuild.sources import distribution_of, glob_files, module_file, onnx_file
 from trtbuild.steps import load_kind, tool_version
 from trtbuild.steps.export import ONNX_FILES
 from trtbuild.target import Target, cannot_run_here, resolve_target
+
+
+# Precisions made by transforming the ONNX model (fp32 / tf32 are builder settings).
+TRANSFORMED_PRECISIONS = ("fp16", "bf16", "int8")
+DEFAULT_MAX_RELATIVE_ERROR = {"fp16": 0.01, "bf16": 0.05, "int8": 0.1}
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,8 @@ class Step:
 
 def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = None) -> list[Step]:
     """The steps of one recipe in dependency order:
-    [export -> check -> parity ->] simplify -> engine -> verify (the bracketed part for framework sources)."""
+    [export -> check -> parity ->] simplify -> [precision -> accuracy ->] engine -> verify
+    (export and parity for framework sources; precision and accuracy for fp16 / bf16 / int8)."""
     recipe = loaded.recipe
     out = Path(recipe.name)
     inputs = {name: _input_params(spec) for name, spec in recipe.inputs.items()}
@@ -101,6 +109,16 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         simplify = Step(loaded, "simplify", load_kind("simplify"), {"inputs": inputs}, {"model": model}, out, after=[check])
         steps.append(simplify)
         model = simplify
+    if recipe.engine.precision in TRANSFORMED_PRECISIONS:
+        precision = _precision_step(loaded, inputs, model, out, after=[check])
+        limit = recipe.precision.max_relative_error or DEFAULT_MAX_RELATIVE_ERROR[recipe.engine.precision]
+        accuracy = Step(loaded, "accuracy", load_kind("accuracy"),
+                        {"inputs": inputs, "precision": recipe.engine.precision, "max_relative_error": limit,
+                         "seed": recipe.parity.seed},
+                        {"fp32": model, "model": precision} | parity_data, out / recipe.engine.precision, after=[check])
+        steps += [precision, accuracy]
+        gates.append(accuracy)
+        model = precision
     target = resolve_target(backend or recipe.engine.backend, recipe.engine.compute_capabilities)
     engine_params = {
         "inputs": inputs,
@@ -118,6 +136,44 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
                       {"plan": engine, "onnx": model} | parity_data, out / target.id, target,
                       skip_reason=cannot_run_here(target)))
     return steps
+
+
+def _precision_step(loaded: LoadedRecipe, inputs: dict, model, out: Path, after: list[Step]) -> Step:
+    recipe, options = loaded.recipe, loaded.recipe.precision
+    precision = recipe.engine.precision
+    files: dict[str, SourceFiles | Step | Pick] = {"model": model}
+    context: dict = {}
+    calibration = None
+    if precision == "int8":
+        converter = "ort-quantization"
+        cal = options.calibration
+        calibration = {"method": cal.method, "batches": cal.batches, "loader": cal.loader, "data": cal.data}
+        if cal.data:
+            found = sorted(p.resolve() for p in loaded.file.parent.glob(cal.data) if p.is_file())
+            files["calibration"] = _files(found)
+            context["calibration_files"] = [str(p) for p in found]
+        else:
+            search = [loaded.resolve(p) for p in recipe.source.python_path]
+            files["calibration"] = _files([module_file(cal.loader.split(":")[0], search)])
+            context["python_path"] = [str(p) for p in search]
+    else:
+        converter = fp16_converter(precision)
+    params = {"precision": precision, "converter": converter, "keep_io_types": options.keep_io_types,
+              "keep_fp32": options.keep_fp32, "calibration": calibration, "inputs": inputs}
+    return Step(loaded, "precision", load_kind("precision"), params, files, out / precision, context=context,
+                after=after)
+
+
+def fp16_converter(precision: str) -> str:
+    """ModelOpt AutoCast when installed (fp16 and bf16), else onnxconverter-common (fp16 only)."""
+    if importlib.util.find_spec("modelopt") is not None:
+        return "modelopt"
+    if precision == "bf16":
+        raise UsageError("engine.precision bf16 needs NVIDIA ModelOpt: pip install 'trtbuild[modelopt]'")
+    if importlib.util.find_spec("onnxconverter_common") is None:
+        raise UsageError("engine.precision fp16 needs a converter: pip install 'trtbuild[rtx]' (onnxconverter-common) "
+                         "or 'trtbuild[modelopt]'")
+    return "onnxconverter"
 
 
 def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dict) -> Step:

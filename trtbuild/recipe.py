@@ -137,7 +137,10 @@ class EngineOptions(_Strict):
     backend: Literal["auto", "tensorrt", "tensorrt-rtx"] = Field(
         "auto", description="auto: TensorRT if it imports and a GPU is present, else TensorRT-RTX."
     )
-    precision: Literal["fp32"] = Field("fp32", description="Network precision (strongly typed build).")
+    precision: Literal["fp32", "tf32", "fp16", "bf16", "int8"] = Field(
+        "fp32", description="fp32 and tf32 are builder settings; fp16 / bf16 convert the ONNX model, int8 adds "
+        "calibrated Q/DQ nodes; the network is always built strongly typed.",
+    )
     workspace: ByteSize = Field(ByteSize(1 << 30), description='Workspace memory-pool limit: "512MiB", "4GiB" or bytes.')
     optimization_level: int = Field(3, ge=0, le=5, description="Builder optimization level, 0 (fast build) to 5.")
     compute_capabilities: list[str] = Field(
@@ -162,6 +165,42 @@ class EngineOptions(_Strict):
         return sorted(set(caps), key=RTX_COMPUTE_CAPABILITIES.index)
 
 
+class Calibration(_Strict):
+    """INT8 calibration data: a glob of .npy batches or a .npz, or a loader; never downloaded."""
+
+    data: str | None = Field(
+        None, description='"calib/*.npy" (one batch per file, single-input models) or "calib.npz" '
+        "(arrays keyed by input name, first dim = samples), relative to the recipe.",
+    )
+    loader: str | None = Field(
+        None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
+        description='"module:callable" returning an iterable of {input name: array} batches '
+        "(module found on source.python_path).",
+    )
+    batches: int = Field(8, ge=1, description="How many batches to calibrate on.")
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Calibration:
+        if (self.data is None) == (self.loader is None):
+            raise ValueError("give exactly one of data or loader")
+        return self
+
+
+class PrecisionOptions(_Strict):
+    """How fp16 / bf16 / int8 models are made from the fp32 one, and the accuracy gate after it."""
+
+    keep_io_types: bool = Field(True, description="fp16/bf16: keep float32 model inputs and outputs.")
+    keep_fp32: list[str] = Field(
+        default_factory=list, description="Op types (Softmax) or node names kept in fp32 / left unquantized."
+    )
+    calibration: Calibration | None = Field(None, description="Required for int8.")
+    max_relative_error: float | None = Field(
+        None, gt=0, description="Accuracy gate: largest allowed ||out - fp32 out|| / ||fp32 out|| per output. "
+        "Default: fp16 0.01, bf16 0.05, int8 0.1.",
+    )
+
+
 class Parity(_Strict):
     """Framework vs ONNX Runtime on the same inputs, after export (framework sources only)."""
 
@@ -182,7 +221,15 @@ class Recipe(_Strict):
     inputs: dict[str, InputSpec] = Field(min_length=1, description="Network inputs by tensor name.")
     onnx: OnnxOptions = OnnxOptions()
     parity: Parity = Parity()
+    precision: PrecisionOptions = PrecisionOptions()
     engine: EngineOptions = EngineOptions()
+
+    @model_validator(mode="after")
+    def _int8_has_calibration(self) -> Recipe:
+        if self.engine.precision == "int8" and self.precision.calibration is None:
+            raise ValueError("engine.precision int8 needs precision.calibration (data: 'calib/*.npy' or a .npz, "
+                             "or loader: 'module:callable')")
+        return self
 
     @model_validator(mode="after")
     def _nchw_inputs_exist(self) -> Recipe:
@@ -247,6 +294,10 @@ def load_recipe(file: str | Path) -> LoadedRecipe:
         )
         if value is not None and not loaded.resolve(value).exists()
     ]
+    calibration = recipe.precision.calibration
+    if calibration and calibration.data and not list(file.parent.glob(calibration.data)):
+        missing.append(f"{loaded.where('precision', 'calibration', 'data')}: precision.calibration.data: "
+                       f"{calibration.data!r} matches no file")
     if missing:
         raise RecipeError(missing)
     return loaded

@@ -51,8 +51,11 @@ def _load_npz(path: Path, inputs: dict[str, dict]) -> dict[str, np.ndarray]:
     return feeds
 
 
-def compare(names: list[str], expected, actual: list[np.ndarray], atol: float, rtol: float) -> list[dict]:
-    """One row per output: max absolute / relative error and whether |a - e| <= atol + rtol * |e| holds everywhere.
+def compare(names: list[str], expected, actual: list[np.ndarray], atol: float, rtol: float,
+            max_rel_l2: float | None = None) -> list[dict]:
+    """One row per output: max absolute / relative error, the relative L2 error ||a - e|| / ||e||, and
+    whether it passes: |a - e| <= atol + rtol * |e| everywhere, or, when `max_rel_l2` is given,
+    a relative L2 error within it (for lossy precisions, where single elements may stray).
 
     `expected` is a list in output order or a dict by output name; `actual` follows `names`.
     """
@@ -74,23 +77,29 @@ def compare(names: list[str], expected, actual: list[np.ndarray], atol: float, r
         diff = np.abs(act64 - exp64)
         rel = diff / np.maximum(np.abs(exp64), np.finfo(np.float32).tiny)
         bad = ~(diff <= atol + rtol * np.abs(exp64))  # NaN counts as a mismatch
+        rel_l2 = float(np.linalg.norm(diff) / max(np.linalg.norm(exp64), np.finfo(np.float32).tiny))
+        ok = not bool(bad.any()) if max_rel_l2 is None else rel_l2 <= max_rel_l2  # NaN fails both
         rows.append(row | {
-            "ok": not bool(bad.any()),
+            "ok": ok,
             "max_abs": float(diff.max()) if diff.size else 0.0,
             "max_rel": float(rel.max()) if rel.size else 0.0,
-            "mismatched": f"{int(bad.sum())}/{bad.size}",
+            "rel_l2": rel_l2,
+            "mismatched": f"{int(bad.sum())}/{bad.size}" if max_rel_l2 is None else None,
         })
     return rows
 
 
-def format_table(rows: list[dict], atol: float, rtol: float) -> str:
-    lines = [f"{'output':<24} {'shape':<18} {'max abs err':>12} {'max rel err':>12} {'mismatched':>12}  (atol={atol:g}, rtol={rtol:g})"]
+def format_table(rows: list[dict], atol: float = 0.0, rtol: float = 0.0, max_rel_l2: float | None = None) -> str:
+    rule = f"relative L2 error <= {max_rel_l2:g}" if max_rel_l2 is not None else f"atol={atol:g}, rtol={rtol:g}"
+    lines = [f"{'output':<24} {'shape':<18} {'max abs err':>12} {'max rel err':>12} {'rel L2 err':>11} "
+             f"{'mismatched':>12}  ({rule})"]
     for r in rows:
         if r.get("error"):
             lines.append(f"{r['output']:<24} {r['error']}")
             continue
         mark = "" if r["ok"] else "  FAIL"
-        lines.append(f"{r['output']:<24} {str(r['shape']):<18} {r['max_abs']:>12.3e} {r['max_rel']:>12.3e} {r['mismatched']:>12}{mark}")
+        lines.append(f"{r['output']:<24} {str(r['shape']):<18} {r['max_abs']:>12.3e} {r['max_rel']:>12.3e} "
+                     f"{r['rel_l2']:>11.3e} {r['mismatched'] or '-':>12}{mark}")
     return "\n".join(lines)
 
 

@@ -23,6 +23,8 @@ KINDS = {
     "export": "trtbuild.steps.export",
     "parity": "trtbuild.steps.parity",
     "simplify": "trtbuild.steps.simplify",
+    "precision": "trtbuild.steps.precision",
+    "accuracy": "trtbuild.steps.accuracy",
     "engine": "trtbuild.steps.engine",
     "verify": "trtbuild.steps.verify",
 }

@@ -31,6 +31,7 @@ def run(job: Job) -> dict:
         workspace=params["workspace"],
         optimization_level=params["optimization_level"],
         timing_cache=Path(timing_cache) if timing_cache else None,
+        tf32=params["precision"] == "tf32",
     )
     meta["precision"] = params["precision"]
     (job.outdir / "model.json").write_text(json.dumps(meta, indent=2))

@@ -1,0 +1,142 @@
+"""fp16 / int8 as cached steps behind an accuracy gate, built into real TensorRT-RTX plans."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from conftest import recipe_dict, statuses
+
+CAL_SHAPE = (2, 3, 16, 16)
+
+
+def write_calibration(root: Path, seed: int = 0, files: int = 3) -> None:
+    rng = np.random.default_rng(seed)
+    (root / "calib").mkdir(exist_ok=True)
+    for i in range(files):
+        np.save(root / "calib" / f"batch{i}.npy", rng.standard_normal(CAL_SHAPE).astype(np.float32))
+
+
+def int8_recipe(**precision) -> dict:
+    data = recipe_dict("conv.onnx", precision="int8")
+    data["precision"] = {"calibration": {"data": "calib/*.npy", "batches": 3}, **precision}
+    return data
+
+
+def test_fp16_model_has_float16_weights_and_builds(project):
+    project.write_recipe(recipe_dict("conv.onnx", precision="fp16"))
+    code, report = project.build()
+    assert code == 0, report
+    assert statuses(report) == {"check": "built", "simplify": "built", "precision": "built", "accuracy": "built",
+                                "engine": "built"}
+    steps = {s["step"]: s for s in report["steps"]}
+    model = onnx.load(steps["precision"]["outputs"]["model.onnx"])
+    assert {i.data_type for i in model.graph.initializer} == {onnx.TensorProto.FLOAT16}
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # keep_io_types
+    [row] = steps["accuracy"]["meta"]["accuracy"]["outputs"]
+    assert row["ok"] and 0 < row["rel_l2"] < 0.01
+    assert "/out/conv/fp16/model.onnx" in steps["precision"]["outputs"]["model.onnx"]
+
+
+def test_int8_model_has_symmetric_qdq_and_builds(project):
+    write_calibration(project.root)
+    project.write_recipe(int8_recipe())
+    code, report = project.build()
+    assert code == 0, report
+    steps = {s["step"]: s for s in report["steps"]}
+    assert steps["engine"]["status"] == "built"
+    model = onnx.load(steps["precision"]["outputs"]["model.onnx"])
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert {n.op_type for n in qdq} == {"QuantizeLinear", "DequantizeLinear"}
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    zero_points = [inits[n.input[2]] for n in qdq if len(n.input) > 2]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    assert steps["accuracy"]["meta"]["accuracy"]["outputs"][0]["rel_l2"] < 0.1
+
+
+def test_new_calibration_data_reruns_quantize_gate_and_engine_only(project):
+    write_calibration(project.root)
+    project.write_recipe(int8_recipe())
+    assert project.build()[0] == 0
+    write_calibration(project.root, seed=1)
+    code, report = project.build()
+    assert code == 0
+    assert statuses(report) == {"check": "cached", "simplify": "cached", "precision": "built", "accuracy": "built",
+                                "engine": "built"}
+    assert report["steps"][2]["reason"].startswith("inputs.calibration.")
+
+
+def test_fp16_to_fp32_and_back_rebuilds_nothing(project):
+    project.write_recipe(recipe_dict("conv.onnx", precision="fp16"))
+    assert project.build()[0] == 0
+    project.write_recipe(recipe_dict("conv.onnx"))
+    code, fp32 = project.build()
+    assert statuses(fp32) == {"check": "cached", "simplify": "cached", "engine": "built"}
+    project.write_recipe(recipe_dict("conv.onnx", precision="fp16"))
+    code, back = project.build()
+    assert code == 0 and set(statuses(back).values()) == {"cached"}
+
+
+def test_tf32_is_an_engine_setting(project):
+    assert project.build()[0] == 0
+    project.write_recipe(recipe_dict("conv.onnx", precision="tf32"))
+    code, report = project.build()
+    assert code == 0 and statuses(report) == {"check": "cached", "simplify": "cached", "engine": "built"}
+
+
+def test_int8_without_calibration_fails_validation(project, capsys):
+    project.write_recipe(recipe_dict("conv.onnx", precision="int8"))
+    from trtbuild.cli import main
+
+    assert main(["build", str(project.recipe), "--cache-dir", str(project.cache)]) == 2
+    assert "engine.precision int8 needs precision.calibration" in capsys.readouterr().err
+
+
+def test_accuracy_gate_failure_shows_table_and_stops_the_engine(project):
+    write_calibration(project.root)
+    project.write_recipe(int8_recipe(max_relative_error=1e-9))
+    code, report = project.build()
+    assert code == 1
+    steps = {s["step"]: s for s in report["steps"]}
+    assert steps["accuracy"]["status"] == "failed" and steps["engine"]["status"] == "skipped"
+    assert "int8 model is less accurate than allowed" in steps["accuracy"]["error"]
+    assert "rel L2 err" in steps["accuracy"]["error"]
+    assert steps["accuracy"]["meta"]["accuracy"]["outputs"][0]["rel_l2"] > 1e-9
+
+
+def test_keep_fp32_names_must_exist(project):
+    data = recipe_dict("conv.onnx", precision="fp16")
+    data["precision"] = {"keep_fp32": ["Softmax"]}
+    project.write_recipe(data)
+    code, report = project.build()
+    assert code == 2
+    assert "precision.keep_fp32: ['Softmax'] are neither op types nor node names" in report["steps"][2]["error"]
+
+
+def test_keep_fp32_op_stays_float32(project):
+    data = recipe_dict("conv.onnx", precision="fp16")
+    data["precision"] = {"keep_fp32": ["Conv"]}
+    project.write_recipe(data)
+    code, report = project.build()
+    assert code == 0, report
+    model = onnx.load(report["steps"][2]["outputs"]["model.onnx"])
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    weights = {i.name: i.data_type for i in model.graph.initializer}
+    assert weights[conv.input[1]] == onnx.TensorProto.FLOAT
+
+
+def test_bf16_without_modelopt_names_the_extra(project, capsys):
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("modelopt") is not None:
+        pytest.skip("ModelOpt is installed here, so bf16 is available")
+    project.write_recipe(recipe_dict("conv.onnx", precision="bf16"))
+    from trtbuild.cli import main
+
+    assert main(["build", str(project.recipe), "--cache-dir", str(project.cache)]) == 2
+    assert "pip install 'trtbuild[modelopt]'" in capsys.readouterr().err

@@ -1,0 +1,151 @@
+"""precision: the fp32 ONNX model -> fp16 / bf16 (ModelOpt AutoCast, else onnxconverter-common) or
+int8 with symmetric Q/DQ nodes calibrated on data (ONNX Runtime quantization, QDQ format)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections import Counter
+from pathlib import Path
+
+from trtbuild.errors import StepError
+from trtbuild.onnx_io import save_onnx
+from trtbuild.steps import Job
+
+NAME = "precision"
+VERSION = 1
+MAIN_OUTPUT = "model.onnx"
+
+CONVERTER_TOOLS = {"modelopt": ("nvidia-modelopt",), "onnxconverter": ("onnxconverter-common",),
+                   "ort-quantization": ("onnxruntime",)}
+
+
+def tools(params: dict) -> tuple[str, ...]:
+    return ("onnx",) + CONVERTER_TOOLS[params["converter"]]
+
+
+def run(job: Job) -> dict:
+    import onnx
+
+    source = job.inputs["model"]
+    model = onnx.load(str(source))
+    ops_to_keep, nodes_to_keep = _split_keep_list(model, job.params["keep_fp32"])
+    precision, converter = job.params["precision"], job.params["converter"]
+    out = job.outdir / MAIN_OUTPUT
+    if precision == "int8":
+        _quantize_int8(source, out, job, ops_to_keep, nodes_to_keep, model)
+    elif converter == "modelopt":
+        import re
+
+        from modelopt.onnx.autocast import convert_to_mixed_precision
+
+        save_onnx(convert_to_mixed_precision(
+            str(source), low_precision_type=precision, op_types_to_exclude=ops_to_keep,
+            nodes_to_exclude=[f"^{re.escape(n)}$" for n in nodes_to_keep], keep_io_types=job.params["keep_io_types"],
+        ), out)
+    else:
+        from onnxconverter_common import float16
+
+        save_onnx(float16.convert_float_to_float16(
+            model, keep_io_types=job.params["keep_io_types"], op_block_list=ops_to_keep or None,
+            node_block_list=nodes_to_keep or None,
+        ), out)
+    return _describe(onnx.load(str(out)), precision, converter)
+
+
+def _split_keep_list(model, keep: list[str]) -> tuple[list[str], list[str]]:
+    ops = {n.op_type for n in model.graph.node}
+    names = {n.name for n in model.graph.node}
+    unknown = [k for k in keep if k not in ops and k not in names]
+    if unknown:
+        raise StepError(f"precision.keep_fp32: {unknown} are neither op types nor node names in the model "
+                        f"(its op types: {', '.join(sorted(ops))})", user_error=True)
+    return [k for k in keep if k in ops], [k for k in keep if k not in ops]
+
+
+def _quantize_int8(source: Path, out: Path, job: Job, ops_to_keep, nodes_to_keep, model) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = job.outdir.parent / "prepared.onnx"  # scratch, outside the outputs
+    quant_pre_process(str(source), str(prepared))
+    excluded = nodes_to_keep + [n.name for n in model.graph.node if n.op_type in ops_to_keep]
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[job.params["calibration"]["method"]]
+    quantize_static(
+        str(prepared), str(out), _Reader(_calibration_batches(job)), quant_format=QuantFormat.QDQ,
+        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+        calibrate_method=method, nodes_to_exclude=excluded,
+        # TensorRT: symmetric (zero point 0), per-channel weights, per-tensor activations, float biases.
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+    )
+
+
+class _Reader:
+    """onnxruntime.quantization.CalibrationDataReader over a list of feeds."""
+
+    def __init__(self, batches: list[dict]):
+        self._batches = iter(batches)
+
+    def get_next(self):
+        return next(self._batches, None)
+
+
+def _calibration_batches(job: Job) -> list[dict]:
+    import numpy as np
+
+    from trtbuild.tensors import NUMPY_DTYPES
+
+    spec = job.params["calibration"]
+    inputs = job.params["inputs"]
+    limit = spec["batches"]
+    if spec["loader"]:
+        sys.path[:0] = job.context["python_path"]
+        module, _, attr = spec["loader"].partition(":")
+        loader = importlib.import_module(module)
+        for part in attr.split("."):
+            loader = getattr(loader, part)
+        batches = []
+        for batch in loader():
+            batches.append({n: np.asarray(batch[n]).astype(NUMPY_DTYPES[inputs[n]["dtype"]]) for n in inputs})
+            if len(batches) == limit:
+                break
+    else:
+        files = [Path(f) for f in job.context["calibration_files"]]
+        if files[0].suffix == ".npz":
+            with np.load(files[0]) as npz:
+                missing = [n for n in inputs if n not in npz.files]
+                if missing:
+                    raise StepError(f"calibration data {files[0]} has no arrays for {missing}", user_error=True)
+                batch_size = next(iter(inputs.values()))["opt"][0]
+                count = len(npz[next(iter(inputs))])
+                batches = [{n: npz[n][i:i + batch_size] for n in inputs} for i in range(0, count, batch_size)][:limit]
+        else:
+            if len(inputs) != 1:
+                raise StepError("calibration .npy files feed single-input models; use a .npz keyed by input name",
+                                user_error=True)
+            name, rank = next(iter(inputs)), len(next(iter(inputs.values()))["shape"])
+            arrays = [np.load(f) for f in files[:limit]]
+            batches = [{name: a if a.ndim == rank else a[None]} for a in arrays]
+    if not batches:
+        raise StepError("precision.calibration produced no batches", user_error=True)
+    return batches
+
+
+def _describe(model, precision: str, converter: str) -> dict:
+    import onnx
+    from onnx import numpy_helper
+
+    ops = Counter(n.op_type for n in model.graph.node)
+    meta = {"precision": precision, "converter": converter}
+    if precision == "int8":
+        inits = {i.name: i for i in model.graph.initializer}
+        zero_points = [numpy_helper.to_array(inits[n.input[2]]) for n in model.graph.node
+                       if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits]
+        if any(z.any() for z in zero_points):
+            raise StepError("quantization produced non-zero zero points, which TensorRT rejects")
+        meta |= {"quantize_nodes": ops["QuantizeLinear"], "dequantize_nodes": ops["DequantizeLinear"]}
+    else:
+        types = Counter(onnx.TensorProto.DataType.Name(i.data_type) for i in model.graph.initializer)
+        meta["initializer_types"] = dict(types)
+    return meta
