@@ -36,7 +36,7 @@ class Progress:
             self._running.pop(_name(result.step), None)
             if self._console:
                 self._refresh()
-        if self.quiet and result.status in ("cached", "would-run"):
+        if self.quiet and (result.status in ("cached", "would-run") or result.step.skip_reason):
             return
         seconds = f"{result.seconds:6.2f}s" if result.seconds else " " * 7
         self._line(result.status, f"{_name(result.step)}  {seconds}  {result.reason}", _STYLE.get(result.status))

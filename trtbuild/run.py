@@ -75,24 +75,36 @@ class Runner:
         for step in steps:
             for dep in step.deps:
                 dependents[dep].append(step)
-        finished: queue.Queue[tuple[Step, Future]] = queue.Queue()
+        finished: queue.Queue[tuple[Step, StepResult | Future]] = queue.Queue()
         with self.cache.using(), ThreadPoolExecutor(self.jobs) as pool:
 
-            def submit(step: Step) -> None:
-                future = pool.submit(self._run_step, step, {d: results[d] for d in step.deps})
-                future.add_done_callback(lambda f: finished.put((step, f)))
+            def start(step: Step) -> None:
+                deps = {d: results[d] for d in step.deps}
+                # Most steps of a rebuild are settled by a lookup: do those here, without a thread hop.
+                settled = self._settle(step, deps)
+                if isinstance(settled, StepResult):
+                    self.progress.finished(settled)
+                    finished.put((step, settled))
+                    return
+
+                def build() -> StepResult:
+                    result = self._build(step, *settled, deps)
+                    self.progress.finished(result)
+                    return result
+
+                pool.submit(build).add_done_callback(lambda f: finished.put((step, f)))
 
             try:
                 for step in steps:
                     if not blockers[step]:
-                        submit(step)
+                        start(step)
                 while len(results) < len(steps):
-                    step, future = finished.get()
-                    results[step] = future.result()
+                    step, outcome = finished.get()
+                    results[step] = outcome if isinstance(outcome, StepResult) else outcome.result()
                     for after in dependents[step]:
                         blockers[after] -= 1
                         if not blockers[after]:
-                            submit(after)
+                            start(after)
             except BaseException:
                 self._kill_workers()
                 pool.shutdown(cancel_futures=True)
@@ -100,26 +112,19 @@ class Runner:
         self.cache.stat_cache.save()
         return [results[s] for s in steps]
 
-    def _run_step(self, step: Step, deps: dict[Step, StepResult]) -> StepResult:
+    def _settle(self, step: Step, deps: dict[Step, StepResult]) -> StepResult | tuple[str, dict]:
+        """The step's result when no build is needed, else its (key, key components)."""
         if step.skip_reason:
-            result = StepResult(step, SKIPPED, step.skip_reason)
-            self.progress.finished(result)
-            return result
+            return StepResult(step, SKIPPED, step.skip_reason)
         blocked = [d for d in deps.values() if d.status in (FAILED, SKIPPED)]
         if blocked:
-            result = StepResult(step, SKIPPED, f"{blocked[0].step.name} did not complete")
-            self.progress.finished(result)
-            return result
+            return StepResult(step, SKIPPED, f"{blocked[0].step.name} did not complete")
         waiting = [d for d in deps.values() if d.status == WOULD_RUN]
         if waiting:
-            result = StepResult(step, WOULD_RUN, f"after {waiting[0].step.name} runs, if its output changes")
-            self.progress.finished(result)
-            return result
+            return StepResult(step, WOULD_RUN, f"after {waiting[0].step.name} runs, if its output changes")
         components = key_components(step, self.cache, {d: r.record for d, r in deps.items() if r.record})
         key = step_key(components)
-        result = self._cached(step, key, "up to date") or self._build(step, key, components, deps)
-        self.progress.finished(result)
-        return result
+        return self._cached(step, key, "up to date") or (key, components)
 
     def _cached(self, step: Step, key: str, reason: str) -> StepResult | None:
         record = self.cache.get_action(key)
