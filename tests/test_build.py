@@ -84,7 +84,9 @@ def test_new_target_gets_new_key_and_old_engine_stays(project):
     code, first = project.build()
     old_plan = first["steps"][2]["outputs"]["model.plan"]
     old_digest = digest_file(old_plan)
-    project.write_recipe(recipe_dict("conv.onnx", compute_capabilities=["8.6", "12.0"]))
+    data = recipe_dict("conv.onnx")
+    data["targets"] = ["tensorrt-rtx:sm86+sm120"]
+    project.write_recipe(data)
     code, second = project.build()
     assert code == 0 and statuses(second) == {"check": "cached", "simplify": "cached", "engine": "built"}
     new_plan = second["steps"][2]["outputs"]["model.plan"]

@@ -135,19 +135,27 @@ def test_two_concurrent_runs_build_each_step_once(tmp_path):
 
 
 def test_status_reports_fresh_stale_and_missing(project, capsys):
-    assert main(["status", str(project.recipe), "--cache-dir", str(project.cache), "--json"]) == 1
+    args = [str(project.recipe), "--cache-dir", str(project.cache)]
+    assert main(["status", *args, "--json"]) == 1
     rows = json.loads(capsys.readouterr().out)["steps"]
     assert [r["state"] for r in rows] == ["missing", "missing", "missing", "skipped"]
     assert "needs a GPU" in rows[3]["reason"]
     project.build()
     capsys.readouterr()
-    assert main(["status", str(project.recipe), "--cache-dir", str(project.cache), "--json"]) == 0
-    assert [r["state"] for r in json.loads(capsys.readouterr().out)["steps"]] == ["fresh"] * 3 + ["skipped"]
+    assert main(["status", *args, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["state"] for r in report["steps"]] == ["fresh"] * 3 + ["skipped"]
+    [(target, cell)] = report["matrix"]["conv"].items()
+    assert target.startswith("tensorrt-rtx-") and cell == {"state": "fresh", "reason": ""}
     project.write_recipe(recipe_dict("conv.onnx", optimization_level=2))
-    assert main(["status", str(project.recipe), "--cache-dir", str(project.cache)]) == 1
+    assert main(["status", *args, "--steps"]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("fresh    conv/check")
     assert out[2].startswith("stale    conv/engine") and "params.optimization_level: 0 -> 2" in out[2]
+    assert main(["status", *args]) == 1
+    matrix = capsys.readouterr().out.splitlines()
+    assert matrix[0].split() == ["recipe", target] and matrix[1].split() == ["conv", "stale"]
+    assert f"conv [{target}]: stale: params.optimization_level: 0 -> 2" in matrix[-1]
 
 
 def test_gc_removes_only_unreferenced_objects(project, capsys):

@@ -68,18 +68,26 @@ def _parser() -> argparse.ArgumentParser:
     graph_opt = argparse.ArgumentParser(add_help=False)
     graph_opt.add_argument("recipes", nargs="+", metavar="RECIPE_OR_DIR", help="recipe files or directories of *.yaml")
     graph_opt.add_argument("--backend", choices=["auto", "tensorrt", "tensorrt-rtx"], help="override engine.backend")
+    graph_opt.add_argument(
+        "--target", action="append", type=_target_spec, metavar="SPEC",
+        help='build these targets instead of the recipes\' (repeatable): "tensorrt-rtx", "tensorrt-rtx:sm86+sm120", '
+        '"tensorrt:sm86"',
+    )
 
     build = sub.add_parser("build", parents=[graph_opt, cache_opt], help="build recipes (the default command)",
                            description="Build recipes; only steps whose key changed run.")
     build.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="run up to N independent steps at once")
     build.add_argument("-n", "--dry-run", action="store_true", help="say which steps would run and why; build nothing")
     build.add_argument("--report", type=Path, metavar="PATH", help="write a JSON report of every step")
+    build.add_argument("--junit", type=Path, metavar="PATH", help="write JUnit XML (a testcase per recipe x step)")
+    build.add_argument("--markdown", type=Path, metavar="PATH", help="write a Markdown summary (for a CI job page)")
     build.add_argument("-q", "--quiet", action="store_true", help="print only steps that ran, failed or were skipped")
     build.set_defaults(func=cmd_build)
 
     status = sub.add_parser("status", parents=[graph_opt, cache_opt], help="show fresh / stale / missing per step",
                             description="Show whether each step's cached result is fresh, stale (and why) or missing.")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--json", action="store_true", help="machine-readable output (matrix and steps)")
+    status.add_argument("--steps", action="store_true", help="one line per step instead of the recipe x target matrix")
     status.set_defaults(func=cmd_status)
 
     gc = sub.add_parser("gc", parents=[cache_opt], help="delete cache objects that no action references",
@@ -120,7 +128,7 @@ def _compile(args, cache) -> tuple[list, list[str]]:
             if name in names:
                 raise RecipeError([f"{loaded.where('name')}: name: {name!r} is also the name of {names[name]}"])
             names[name] = file
-            steps += compile_recipe(loaded, cache, args.backend)
+            steps += compile_recipe(loaded, cache, args.backend, args.target)
         except RecipeError as exc:
             problems += exc.problems
         except UsageError as exc:
@@ -148,21 +156,34 @@ def cmd_build(args) -> int:
         code = EXIT_USAGE
     else:
         code = EXIT_BUILD_FAILED if failed else EXIT_OK
-    if args.report:
-        from trtbuild.fsutil import atomic_write
-
-        report = {
-            "ok": code == EXIT_OK,
-            "exit_code": code,
-            "dry_run": args.dry_run,
-            "seconds": round(time.perf_counter() - started, 3),
-            "cache_dir": str(cache.root),
-            "recipe_errors": problems,
-            "steps": [r.to_json() for r in results],
-        }
-        atomic_write(args.report, (json.dumps(report, indent=2) + "\n").encode())
-    _summary(results, problems, time.perf_counter() - started, progress, cache, args.quiet)
+    seconds = time.perf_counter() - started
+    _write_reports(args, results, problems, seconds, code, cache)
+    _summary(results, problems, seconds, progress, cache, args.quiet)
     return code
+
+
+def _write_reports(args, results, problems, seconds: float, code: int, cache) -> None:
+    from trtbuild.fsutil import atomic_write
+    from trtbuild.reports import json_report, junit_xml, markdown
+
+    if args.report:
+        text = json_report(results, problems, ok=code == EXIT_OK, exit_code=code, dry_run=args.dry_run,
+                           seconds=round(seconds, 3), cache_dir=str(cache.root))
+        atomic_write(args.report, text.encode())
+    if args.junit:
+        atomic_write(args.junit, junit_xml(results, problems, seconds).encode())
+    if args.markdown:
+        atomic_write(args.markdown, markdown(results, problems, seconds).encode())
+
+
+def _target_spec(text: str) -> str:
+    import re
+
+    from trtbuild.target import TARGET_PATTERN
+
+    if not re.match(TARGET_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected BACKEND[:ARCH], e.g. tensorrt-rtx:sm86+sm120 or tensorrt:sm90")
+    return text
 
 
 def _summary(results, problems, seconds: float, progress, cache, quiet: bool) -> None:
@@ -187,34 +208,24 @@ def cmd_status(args) -> int:
     from trtbuild.cache import Cache
     from trtbuild.progress import Progress
     from trtbuild.run import Runner
+    from trtbuild.status import matrix, render_matrix, step_states
 
     cache = Cache(args.cache_dir)
     steps, problems = _compile(args, cache)
     results = Runner(cache, Progress(stream=open(os.devnull, "w"), quiet=True), dry_run=True).run(steps) if steps else []
-    rows = []
-    for r in results:
-        previous = cache.read_state(r.step.recipe.recipe.name).get(r.step.id)
-        if r.step.skip_reason:
-            state = "skipped"
-        elif r.status == "cached":
-            state = "fresh"
-        elif previous is None:
-            state = "missing"
-        elif previous.get("status") == "failed" and r.reason == "last attempt failed":
-            state = "failed"
-        else:
-            state = "stale"
-        rows.append({"recipe": r.step.recipe.recipe.name, "step": r.step.name,
-                     "target": r.step.target.id if r.step.target else None, "state": state,
-                     "reason": "" if state == "fresh" else r.reason})
+    rows = step_states(results, cache)
+    cells = matrix(rows)
     if args.json:
-        print(json.dumps({"recipes_with_errors": problems, "steps": rows}, indent=2))
+        print(json.dumps({"recipe_errors": problems, "matrix": cells, "steps": rows}, indent=2))
     else:
         for problem in problems:
             print(problem, file=sys.stderr)
-        for row in rows:
-            target = f" [{row['target']}]" if row["target"] else ""
-            print(f"{row['state']:<8} {row['recipe']}/{row['step']}{target}  {row['reason']}".rstrip())
+        if args.steps:
+            for row in rows:
+                target = f" [{row['target']}]" if row["target"] else ""
+                print(f"{row['state']:<8} {row['recipe']}/{row['step']}{target}  {row['reason']}".rstrip())
+        else:
+            print(render_matrix(cells))
     if problems:
         return EXIT_USAGE
     return EXIT_OK if all(row["state"] in ("fresh", "skipped") for row in rows) else EXIT_BUILD_FAILED

@@ -74,7 +74,8 @@ class Step:
         return [i.step if isinstance(i, Pick) else i for i in self.inputs.values() if isinstance(i, (Step, Pick))] + self.after
 
 
-def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = None) -> list[Step]:
+def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = None,
+                   targets: list[str] | None = None) -> list[Step]:
     """The steps of one recipe in dependency order:
     [export -> check -> parity ->] simplify -> [precision -> accuracy ->] engine -> verify
     (export and parity for framework sources; precision and accuracy for fp16 / bf16 / int8)."""
@@ -119,22 +120,24 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         steps += [precision, accuracy]
         gates.append(accuracy)
         model = precision
-    target = resolve_target(backend or recipe.engine.backend, recipe.engine.compute_capabilities)
-    engine_params = {
-        "inputs": inputs,
-        "precision": recipe.engine.precision,
-        "workspace": int(recipe.engine.workspace),
-        "optimization_level": recipe.engine.optimization_level,
-        "target": target.to_dict(),
-    }
-    engine = Step(loaded, "engine", load_kind("engine"), engine_params, {"model": model}, out / target.id, target,
-                  context={"timing_cache": str(cache.timing / f"{target.id}.cache")}, after=list(gates))
-    steps.append(engine)
-    verify_params = {"inputs": inputs, "target": target.to_dict(), "atol": recipe.parity.atol,
-                     "rtol": recipe.parity.rtol, "seed": recipe.parity.seed}
-    steps.append(Step(loaded, "verify", load_kind("verify"), verify_params,
+    for spec in targets or recipe.targets or [backend or recipe.engine.backend]:
+        target, cannot_build = resolve_target(spec)
+        engine_params = {
+            "inputs": inputs,
+            "precision": recipe.engine.precision,
+            "workspace": int(recipe.engine.workspace),
+            "optimization_level": recipe.engine.optimization_level,
+            "target": target.to_dict(),
+        }
+        engine = Step(loaded, "engine", load_kind("engine"), engine_params, {"model": model}, out / target.id, target,
+                      context={"timing_cache": str(cache.timing / f"{target.id}.cache")}, after=list(gates),
+                      skip_reason=cannot_build)
+        verify_params = {"inputs": inputs, "target": target.to_dict(), "atol": recipe.parity.atol,
+                         "rtol": recipe.parity.rtol, "seed": recipe.parity.seed}
+        verify = Step(loaded, "verify", load_kind("verify"), verify_params,
                       {"plan": engine, "onnx": model} | parity_data, out / target.id, target,
-                      skip_reason=cannot_run_here(target)))
+                      skip_reason=cannot_build or cannot_run_here(target))
+        steps += [engine, verify]
     return steps
 
 

@@ -16,11 +16,10 @@ import yaml
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trtbuild.errors import RecipeError
+from trtbuild.target import TARGET_PATTERN
 
 DType = Literal["float32", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool"]
 
-# Compute capabilities TensorRT-RTX can target ahead of time (ComputeCapability.SM75 ...).
-RTX_COMPUTE_CAPABILITIES = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
 
 
 class _Strict(BaseModel):
@@ -143,11 +142,6 @@ class EngineOptions(_Strict):
     )
     workspace: ByteSize = Field(ByteSize(1 << 30), description='Workspace memory-pool limit: "512MiB", "4GiB" or bytes.')
     optimization_level: int = Field(3, ge=0, le=5, description="Builder optimization level, 0 (fast build) to 5.")
-    compute_capabilities: list[str] = Field(
-        default_factory=list,
-        description="TensorRT-RTX only: compute capabilities to build for, e.g. ['8.6', '12.0']. "
-        "Empty = a portable plan for every supported GPU.",
-    )
 
     @field_validator("workspace")
     @classmethod
@@ -155,14 +149,6 @@ class EngineOptions(_Strict):
         if value <= 0:
             raise ValueError("workspace must be positive")
         return value
-
-    @field_validator("compute_capabilities")
-    @classmethod
-    def _known_caps(cls, caps: list[str]) -> list[str]:
-        for cap in caps:
-            if cap not in RTX_COMPUTE_CAPABILITIES:
-                raise ValueError(f"unknown compute capability {cap!r}; choose from {', '.join(RTX_COMPUTE_CAPABILITIES)}")
-        return sorted(set(caps), key=RTX_COMPUTE_CAPABILITIES.index)
 
 
 class Calibration(_Strict):
@@ -223,6 +209,11 @@ class Recipe(_Strict):
     parity: Parity = Parity()
     precision: PrecisionOptions = PrecisionOptions()
     engine: EngineOptions = EngineOptions()
+    targets: list[Annotated[str, Field(pattern=TARGET_PATTERN)]] = Field(
+        default_factory=list,
+        description='Engines to build, each "BACKEND[:ARCH]": "tensorrt-rtx" (portable), "tensorrt-rtx:sm86+sm120", '
+        '"tensorrt:sm86" (needs that GPU). Default: one target from engine.backend.',
+    )
 
     @model_validator(mode="after")
     def _int8_has_calibration(self) -> Recipe:

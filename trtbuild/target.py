@@ -34,6 +34,11 @@ class Target:
         return "+".join("sm" + cc.replace(".", "") for cc in self.compute_capabilities)
 
     @property
+    def spec(self) -> str:
+        """The target as written in a recipe: "tensorrt-rtx:portable", "tensorrt:sm86"."""
+        return f"{self.backend}:{self.arch}"
+
+    @property
     def id(self) -> str:
         return f"{self.backend}-{self.version}-{self.arch}"
 
@@ -52,28 +57,56 @@ def installed_version(backend: str) -> str | None:
         return None
 
 
-def resolve_target(backend: str, compute_capabilities: list[str]) -> Target:
-    """Pick the backend (`auto`: TensorRT with a GPU, else TensorRT-RTX) and the architecture."""
+TARGET_PATTERN = r"^(auto|tensorrt|tensorrt-rtx)(:(portable|sm\d+(\+sm\d+)*))?$"
+# Compute capabilities TensorRT-RTX can target ahead of time (ComputeCapability.SM75 ...).
+RTX_COMPUTE_CAPABILITIES = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
+
+
+def sm_to_cc(sm: str) -> str:
+    """"sm86" -> "8.6", "sm120" -> "12.0"."""
+    digits = sm.removeprefix("sm")
+    return f"{digits[:-1]}.{digits[-1]}"
+
+
+def resolve_target(spec: str) -> tuple[Target, str | None]:
+    """A target spec ("tensorrt-rtx", "tensorrt-rtx:sm86+sm120", "tensorrt:sm90", "auto") -> the Target,
+    and why this machine cannot build it (None when it can).
+
+    TensorRT-RTX builds for any compute capability on any machine. Full TensorRT builds only for the
+    GPUs present, so other SMs are reported as needing that GPU, never built wrong.
+    """
+    backend, _, arch = spec.partition(":")
+    caps = () if arch in ("", "portable") else tuple(sm_to_cc(sm) for sm in arch.split("+"))
     if backend == "auto":
         if installed_version("tensorrt") and detect_gpus():
             backend = "tensorrt"
         elif installed_version("tensorrt-rtx"):
             backend = "tensorrt-rtx"
         else:
-            raise UsageError(
-                "no TensorRT backend found: install one of\n  " + "\n  ".join(INSTALL_HINT.values())
-            )
+            raise UsageError("no TensorRT backend found: install one of\n  " + "\n  ".join(INSTALL_HINT.values()))
     version = installed_version(backend)
-    if version is None:
-        raise UsageError(f"backend {backend!r} is not installed: {INSTALL_HINT[backend]}")
     if backend == "tensorrt-rtx":
-        return Target(backend, version, tuple(compute_capabilities))
-    if compute_capabilities:
-        raise UsageError("engine.compute_capabilities applies to TensorRT-RTX only; TensorRT builds for the local GPU")
+        if version is None:
+            raise UsageError(f"target {spec!r}: TensorRT-RTX is not installed: {INSTALL_HINT[backend]}")
+        unknown = [cc for cc in caps if cc not in RTX_COMPUTE_CAPABILITIES]
+        if unknown:
+            raise UsageError(f"target {spec!r}: TensorRT-RTX cannot build for compute capability {', '.join(unknown)} "
+                             f"(it supports {', '.join(RTX_COMPUTE_CAPABILITIES)})")
+        return Target(backend, version, caps), None
     gpus = detect_gpus()
-    if not gpus:
-        raise UsageError("backend 'tensorrt' builds for the local GPU and none was found; use --backend tensorrt-rtx")
-    return Target(backend, version, (gpus[0].compute_capability,))
+    if not caps:
+        if not gpus:
+            return Target(backend, version or "none", ("local",)), "TensorRT builds for the local GPU and there is none"
+        caps = (gpus[0].compute_capability,)
+    need = " or ".join("sm_" + cc.replace(".", "") for cc in caps)
+    if version is None:
+        return Target(backend, "none", caps), f"needs TensorRT and a GPU with {need}: {INSTALL_HINT[backend]}"
+    if len(caps) != 1:
+        raise UsageError(f"target {spec!r}: a TensorRT engine is built for one GPU architecture; list one SM per target")
+    if not any(g.compute_capability == caps[0] for g in gpus):
+        here = ", ".join(f"{g.name} (sm_{g.compute_capability.replace('.', '')})" for g in gpus) or "no NVIDIA GPU"
+        return Target(backend, version, caps), f"needs a GPU with {need} to build (this machine has {here})"
+    return Target(backend, version, caps), None
 
 
 def target_from_dict(data: dict) -> Target:

@@ -1,0 +1,86 @@
+"""GPU targets: several engines per recipe sharing the ONNX steps, targets this machine cannot build,
+and the reports a nightly CI job reads."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+from conftest import conv_model, recipe_dict
+from trtbuild.cli import main
+
+
+def engines(report: dict) -> dict[str, str]:
+    return {s["target"]: s["status"] for s in report["steps"] if s["step"] == "engine"}
+
+
+def test_two_rtx_targets_share_onnx_and_a_third_builds_alone(project):
+    data = recipe_dict("conv.onnx")
+    data["targets"] = ["tensorrt-rtx", "tensorrt-rtx:sm86+sm120"]
+    project.write_recipe(data)
+    code, report = project.build()
+    assert code == 0
+    built = engines(report)
+    assert sorted(t.rsplit("-", 1)[1] for t in built) == ["portable", "sm86+sm120"]
+    assert set(built.values()) == {"built"}
+    assert [s["step"] for s in report["steps"]].count("simplify") == 1  # one ONNX pipeline for all targets
+    plans = {s["outputs"]["model.plan"] for s in report["steps"] if s["step"] == "engine"}
+    assert len(plans) == 2
+
+    data["targets"].append("tensorrt-rtx:sm89")
+    project.write_recipe(data)
+    code, report = project.build()
+    assert code == 0
+    statuses = {s["step"] + "@" + (s["target"] or "").rsplit("-", 1)[-1]: s["status"] for s in report["steps"]}
+    assert statuses["check@"] == statuses["simplify@"] == "cached"
+    assert statuses["engine@portable"] == statuses["engine@sm86+sm120"] == "cached"
+    assert statuses["engine@sm89"] == "built"
+
+
+def test_tensorrt_targets_without_their_gpu_are_reported_not_built(project, capsys):
+    code, report = project.build("--target", "tensorrt:sm86", "--target", "tensorrt:sm90", "--target", "tensorrt-rtx")
+    assert code == 0
+    skipped = {s["target"]: s["reason"] for s in report["steps"] if s["step"] == "engine" and s["status"] == "skipped"}
+    assert len(skipped) == 2
+    for arch, reason in zip(("sm86", "sm90"), sorted(skipped.values())):
+        assert f"needs TensorRT and a GPU with sm_{arch[2:]}" in reason or f"needs a GPU with sm_{arch[2:]}" in reason
+    assert list(engines(report).values()).count("built") == 1
+    assert main(["status", str(project.recipe), "--cache-dir", str(project.cache), "--json",
+                 "--target", "tensorrt:sm86", "--target", "tensorrt-rtx"]) == 0
+    cells = json.loads(capsys.readouterr().out)["matrix"]["conv"]
+    assert sorted(c["state"] for c in cells.values()) == ["fresh", "skipped"]
+
+
+def test_bad_target_spec_is_a_usage_error(project, capsys):
+    code = main(["build", str(project.recipe), "--cache-dir", str(project.cache), "--target", "tensorrt-rtx:sm70"])
+    assert code == 2
+    assert "TensorRT-RTX cannot build for compute capability 7.0" in capsys.readouterr().err
+    data = recipe_dict("conv.onnx")
+    data["targets"] = ["cuda:sm86"]
+    project.write_recipe(data)
+    assert main(["build", str(project.recipe), "--cache-dir", str(project.cache)]) == 2
+    assert "targets[0]: String should match pattern" in capsys.readouterr().err
+
+
+def test_directory_with_a_broken_recipe_builds_the_rest_and_reports_it(project, capsys):
+    import onnx
+
+    onnx.save(conv_model(extra_op="Det"), project.root / "broken.onnx")
+    broken = recipe_dict("broken.onnx")
+    broken["name"], broken["onnx"]["simplify"] = "broken", False
+    (project.root / "broken.yaml").write_text(json.dumps(broken))
+    junit, summary = project.root / "junit.xml", project.root / "summary.md"
+    code = main(["build", str(project.root), "--cache-dir", str(project.cache),
+                 "--junit", str(junit), "--markdown", str(summary)])
+    assert code == 1
+    suites = {s.get("name"): s for s in ET.parse(junit).getroot()}
+    assert suites["conv"].get("failures") == "0" and suites["broken"].get("failures") == "1"
+    failure = suites["broken"].find("testcase/failure")
+    assert "node 'det_node' (Det)" in failure.text
+    assert suites["conv"].get("skipped") == "1"  # verify: no GPU here
+    text = summary.read_text()
+    assert text.startswith("## trtbuild: FAILED")
+    assert "| broken | engine |" in text and "**failed**" in text and "node 'det_node' (Det)" in text
+    assert main(["status", str(project.root), "--cache-dir", str(project.cache)]) == 1
+    out = capsys.readouterr().out
+    assert "broken" in out and "failed" in out and "last attempt failed" in out

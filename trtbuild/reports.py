@@ -1,0 +1,68 @@
+"""Build reports: JSON for scripts, JUnit XML for CI dashboards, Markdown for a CI job summary."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections import Counter
+
+
+def json_report(results, problems: list[str], **extra) -> str:
+    return json.dumps(extra | {"recipe_errors": problems, "steps": [r.to_json() for r in results]}, indent=2) + "\n"
+
+
+def junit_xml(results, problems: list[str], seconds: float) -> str:
+    """One testsuite per recipe, one testcase per step (and target); recipe errors are failures too."""
+    root = ET.Element("testsuites", name="trtbuild", time=f"{seconds:.3f}")
+    suites: dict[str, ET.Element] = {}
+    for r in results:
+        recipe = r.step.recipe.recipe.name
+        suite = suites.get(recipe)
+        if suite is None:
+            suite = suites[recipe] = ET.SubElement(root, "testsuite", name=recipe)
+        name = r.step.name + (f" [{r.step.target.id}]" if r.step.target else "")
+        case = ET.SubElement(suite, "testcase", classname=recipe, name=name, time=f"{r.seconds:.3f}")
+        if r.status == "failed":
+            ET.SubElement(case, "failure", message=(r.error or "").splitlines()[0][:200]).text = r.error
+        elif r.status == "skipped":
+            ET.SubElement(case, "skipped", message=r.reason)
+        ET.SubElement(case, "system-out").text = f"{r.status}: {r.reason}"
+    if problems:
+        suite = ET.SubElement(root, "testsuite", name="recipes")
+        for problem in problems:
+            case = ET.SubElement(suite, "testcase", classname="recipes", name=problem.split(": ")[0])
+            ET.SubElement(case, "failure", message=problem[:200]).text = problem
+    for suite in root:
+        cases = suite.findall("testcase")
+        suite.set("tests", str(len(cases)))
+        suite.set("failures", str(sum(c.find("failure") is not None for c in cases)))
+        suite.set("skipped", str(sum(c.find("skipped") is not None for c in cases)))
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def markdown(results, problems: list[str], seconds: float) -> str:
+    counts = Counter(r.status for r in results)
+    ok = not problems and not counts["failed"]
+    summary = ", ".join(f"{n} {status}" for status, n in counts.items())
+    lines = [f"## trtbuild: {'ok' if ok else 'FAILED'}", "",
+             f"{len(results)} steps: {summary or 'none'} in {seconds:.1f} s", "",
+             "| recipe | step | target | status | time | reason |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        status = {"failed": "**failed**"}.get(r.status, r.status)
+        target = r.step.target.id if r.step.target else ""
+        lines.append(f"| {r.step.recipe.recipe.name} | {r.step.name} | {target} | {status} | "
+                     f"{r.seconds:.2f} s | {_cell(r.reason)} |")
+    failures = [r for r in results if r.status == "failed"]
+    if problems or failures:
+        lines += ["", "### Failures", ""]
+        for problem in problems:
+            lines.append(f"- {_cell(problem)}")
+        for r in failures:
+            lines += [f"**{r.step.label}**" + (f" `{r.step.target.id}`" if r.step.target else ""), "", "```",
+                      r.error or "", "```", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
