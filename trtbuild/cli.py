@@ -13,7 +13,7 @@ from pathlib import Path
 from trtbuild import __version__
 from trtbuild.errors import EXIT_BUILD_FAILED, EXIT_OK, EXIT_USAGE, RecipeError, TrtbuildError, UsageError
 
-COMMANDS = ("build", "status", "gc", "schema")
+COMMANDS = ("build", "status", "gc", "schema", "env", "path")
 
 DESCRIPTION = """\
 Build TensorRT engines from YAML recipes, rebuilding only what is stale.
@@ -22,6 +22,8 @@ Build TensorRT engines from YAML recipes, rebuilding only what is stale.
   trtbuild status RECIPE_OR_DIR...   fresh / stale / missing, and why
   trtbuild gc                        delete cache objects no action references
   trtbuild schema                    print the recipe JSON Schema
+  trtbuild env                       GPUs, TensorRT backends and frameworks found here
+  trtbuild path NAME                 the plan of recipe NAME for this GPU and TensorRT version
 
 Each recipe compiles into steps (check -> simplify -> engine) keyed by a hash of their
 inputs, parameters, tool versions and target. Outputs appear under CACHE/out/NAME/.
@@ -96,6 +98,17 @@ def _parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="print the recipe JSON Schema (for editor completion)")
     schema.set_defaults(func=cmd_schema)
+
+    env = sub.add_parser("env", help="show GPUs, backends and frameworks found on this machine")
+    env.add_argument("--json", action="store_true", help="machine-readable output")
+    env.set_defaults(func=cmd_env)
+
+    path = sub.add_parser("path", parents=[cache_opt], help="print the plan for this machine's GPU and TensorRT",
+                          description="Print the plan built for recipe NAME that runs on this machine's GPU with the "
+                          "installed TensorRT; exit 1 with what exists when none does.")
+    path.add_argument("name", metavar="NAME", help="recipe name")
+    path.add_argument("--gpu", type=int, default=0, metavar="INDEX", help="GPU index (default 0)")
+    path.set_defaults(func=cmd_path)
     return parser
 
 
@@ -237,6 +250,21 @@ def cmd_gc(args) -> int:
     stats = Cache(args.cache_dir).gc()
     print(f"removed {stats['removed_objects']} objects ({stats['freed_bytes'] / 2**20:.1f} MiB); "
           f"kept {stats['kept_objects']} referenced by actions")
+    return EXIT_OK
+
+
+def cmd_env(args) -> int:
+    from trtbuild.environment import describe, render
+
+    info = describe()
+    print(json.dumps(info, indent=2) if args.json else render(info))
+    return EXIT_OK
+
+
+def cmd_path(args) -> int:
+    from trtbuild.deploy import find_plan
+
+    print(find_plan(args.name, args.cache_dir, args.gpu))
     return EXIT_OK
 
 

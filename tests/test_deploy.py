@@ -1,0 +1,66 @@
+"""`trtbuild env` and `trtbuild path`: what this machine has, and which plan a service should load.
+
+No GPU exists here, so the lookup is shown against a stand-in GPU list (NVML's answer on a GPU
+machine); the plans themselves are real TensorRT-RTX builds.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import recipe_dict
+from trtbuild import deploy
+from trtbuild.cli import main
+from trtbuild.deploy import DeployError, find_plan
+from trtbuild.gpu import Gpu
+from trtbuild.target import installed_version
+
+
+def fake_gpu(monkeypatch, cc: str) -> None:
+    gpu = Gpu(0, f"Test GPU sm_{cc.replace('.', '')}", cc, 24 * 2**30, "560.0")
+    monkeypatch.setattr(deploy, "detect_gpus", lambda: (gpu,))
+
+
+def test_env_reports_backends_and_no_gpu(capsys):
+    assert main(["env", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["gpus"] == []
+    assert info["backends"]["tensorrt-rtx"] == installed_version("tensorrt-rtx")
+    assert info["default_target"].startswith("tensorrt-rtx-")
+    assert main(["env"]) == 0
+    assert "none (no NVIDIA driver or GPU)" in capsys.readouterr().out
+
+
+def test_path_without_a_gpu_fails_clearly(project, capsys):
+    project.build()
+    assert main(["path", "conv", "--cache-dir", str(project.cache)]) == 1
+    assert "a TensorRT plan runs only on a GPU" in capsys.readouterr().err
+
+
+def test_path_picks_the_plan_for_this_gpu(project, monkeypatch):
+    data = recipe_dict("conv.onnx")
+    data["targets"] = ["tensorrt-rtx", "tensorrt-rtx:sm86"]
+    project.write_recipe(data)
+    assert project.build()[0] == 0
+    fake_gpu(monkeypatch, "8.6")
+    assert find_plan("conv", project.cache).parent.name.endswith("-sm86")  # exact beats portable
+    fake_gpu(monkeypatch, "8.9")
+    assert find_plan("conv", project.cache).parent.name.endswith("-portable")
+    fake_gpu(monkeypatch, "9.0")  # Hopper: TensorRT-RTX plans don't run there
+    with pytest.raises(DeployError, match=r"none of the plans for 'conv' runs here.*sm_90"):
+        find_plan("conv", project.cache)
+
+
+def test_path_refuses_a_plan_from_another_tensorrt_version(project, monkeypatch):
+    assert project.build()[0] == 0
+    fake_gpu(monkeypatch, "8.6")
+    monkeypatch.setattr(deploy, "installed_version", lambda backend: "9.9" if backend == "tensorrt-rtx" else None)
+    with pytest.raises(DeployError, match="TensorRT-RTX 9.9. Rebuild here"):
+        find_plan("conv", project.cache)
+
+
+def test_path_for_an_unknown_recipe(project):
+    with pytest.raises(DeployError, match="no plans for 'nope'"):
+        find_plan("nope", project.cache)
