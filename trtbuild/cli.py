@@ -84,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--junit", type=Path, metavar="PATH", help="write JUnit XML (a testcase per recipe x step)")
     build.add_argument("--markdown", type=Path, metavar="PATH", help="write a Markdown summary (for a CI job page)")
     build.add_argument("-q", "--quiet", action="store_true", help="print only steps that ran, failed or were skipped")
+    build.add_argument(
+        "--remote", default=os.environ.get("TRTBUILD_REMOTE"), metavar="URL",
+        help="shared cache (env TRTBUILD_REMOTE): file:///path, s3://bucket/prefix, gs://...; steps found there are "
+        "pulled instead of built, and new ones pushed",
+    )
     build.set_defaults(func=cmd_build)
 
     status = sub.add_parser("status", parents=[graph_opt, cache_opt], help="show fresh / stale / missing per step",
@@ -160,8 +165,17 @@ def cmd_build(args) -> int:
     for problem in problems:
         print(problem, file=sys.stderr)
     progress = Progress(quiet=args.quiet)
+    remote = None
+    if args.remote and not args.dry_run:
+        try:
+            from trtbuild.remote import Remote
+
+            remote = Remote(args.remote, progress.warn)
+        except ImportError as exc:
+            raise UsageError(f"--remote {args.remote}: {exc}; pip install 'trtbuild[remote]'") from None
     try:
-        results = Runner(cache, progress, jobs=args.jobs, dry_run=args.dry_run).run(steps) if steps else []
+        runner = Runner(cache, progress, jobs=args.jobs, dry_run=args.dry_run, remote=remote)
+        results = runner.run(steps) if steps else []
     finally:
         progress.close()
     failed = [r for r in results if r.status == "failed"]

@@ -46,6 +46,9 @@ class Progress:
             if result.log:
                 self._line("", f"      log: {result.log}", "dim")
 
+    def warn(self, text: str) -> None:
+        self._line("", f"trtbuild: warning: {text}", "yellow", indent=False)
+
     def message(self, text: str, style: str | None = None) -> None:
         self._line("", text, style, indent=False)
 

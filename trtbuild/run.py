@@ -59,8 +59,9 @@ class StepResult:
 
 
 class Runner:
-    def __init__(self, cache: Cache, progress: Progress, jobs: int = 1, dry_run: bool = False):
+    def __init__(self, cache: Cache, progress: Progress, jobs: int = 1, dry_run: bool = False, remote=None):
         self.cache = cache
+        self.remote = remote  # a trtbuild.remote.Remote, or None
         self.progress = progress
         self.jobs = max(1, jobs)
         self.dry_run = dry_run
@@ -152,7 +153,14 @@ class Runner:
             cached = self._cached(step, key, "built by a concurrent run")
             if cached:
                 return cached
-            return self._execute(step, key, components, reason, deps)
+            if self.remote and self.remote.pull(key, self.cache):
+                self.cache.record_state(step.recipe.recipe.name, step.id,
+                                        {"key": key, "components": components, "time": time.time(), "status": "built"})
+                return self._cached(step, key, "pulled from the remote cache")
+            result = self._execute(step, key, components, reason, deps)
+            if self.remote and result.status == BUILT:
+                self.remote.push(key, result.record, self.cache)
+            return result
         finally:
             lock.release()
 
