@@ -157,7 +157,7 @@ def _precision_step(loaded: LoadedRecipe, inputs: dict, model, out: Path, after:
             context["calibration_files"] = [str(p) for p in found]
         else:
             search = [loaded.resolve(p) for p in recipe.source.python_path]
-            files["calibration"] = _files([module_file(cal.loader.split(":")[0], search)])
+            files["calibration"] = _files([module_file(cal.loader.split(":")[0], search, "precision.calibration.loader")])
             context["python_path"] = [str(p) for p in search]
     else:
         converter = fp16_converter(precision)
@@ -191,7 +191,7 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dic
     code, package = [], None
     if source.entrypoint:
         module = source.entrypoint.split(":")[0]
-        code.append(module_file(module, search))
+        code.append(module_file(module, search, "source.entrypoint"))
         package = distribution_of(module, code[0])
     code += glob_files(loaded.file.parent, source.deps)
     if code:

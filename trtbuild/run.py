@@ -89,7 +89,10 @@ class Runner:
                     return
 
                 def build() -> StepResult:
-                    result = self._build(step, *settled, deps)
+                    try:
+                        result = self._build(step, *settled, deps)
+                    except OSError as exc:  # disk full, permissions: this step fails, the run goes on
+                        result = StepResult(step, FAILED, "cache I/O error", error=f"{type(exc).__name__}: {exc}")
                     self.progress.finished(result)
                     return result
 

@@ -54,20 +54,24 @@ def glob_files(base: Path, patterns: list[str]) -> list[Path]:
     return sorted(files)
 
 
-def module_file(module: str, search: list[Path]) -> Path:
-    """The file defining `module`, found on `search` + sys.path without importing (or running) anything."""
+def module_file(module: str, search: list[Path], key: str) -> Path:
+    """The file defining `module`, found on `search` + sys.path without importing (or running) anything.
+
+    `key` names the recipe key that asked for it, for the error message.
+    """
     import sys
     from importlib.machinery import PathFinder
 
     paths = [str(p) for p in search] + sys.path
-    spec = None
-    for depth, part in enumerate(module.split(".")):
-        name = ".".join(module.split(".")[: depth + 1])
-        spec = PathFinder.find_spec(name, paths if depth == 0 else list(spec.submodule_search_locations or []))
+    parts = module.split(".")
+    for depth in range(len(parts)):
+        name = ".".join(parts[: depth + 1])
+        spec = PathFinder.find_spec(name, paths)
         if spec is None:
-            raise UsageError(f"source.entrypoint: cannot find module {name!r} (searched source.python_path and sys.path)")
+            raise UsageError(f"{key}: cannot find module {name!r} (searched source.python_path and sys.path)")
+        paths = list(spec.submodule_search_locations or [])
     if not spec.origin or not Path(spec.origin).is_file():
-        raise UsageError(f"source.entrypoint: module {module!r} has no source file to hash")
+        raise UsageError(f"{key}: module {module!r} has no source file to hash")
     return Path(spec.origin).resolve()
 
 

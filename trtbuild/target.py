@@ -46,7 +46,7 @@ class Target:
         return {"backend": self.backend, "version": self.version, "compute_capabilities": list(self.compute_capabilities)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def installed_version(backend: str) -> str | None:
     module, dist = BACKENDS[backend]
     if importlib.util.find_spec(module) is None:

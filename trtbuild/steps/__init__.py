@@ -45,7 +45,7 @@ def load_kind(name: str) -> ModuleType:
     return importlib.import_module(KINDS[name])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tool_version(dist: str) -> str:
     try:
         return importlib.metadata.version(dist)
