@@ -113,7 +113,10 @@ class Cache:
             dest = dest_dir / name
             src = self.object_path(obj["digest"])
             if name.endswith(".onnx.data"):
-                if not dest.exists() or dest.stat().st_size != obj["size"]:
+                # The copy keeps the object's mtime: same size and mtime = already this object.
+                if not dest.exists() or (dest.stat().st_size, dest.stat().st_mtime_ns) != (
+                    obj["size"], src.stat().st_mtime_ns
+                ):
                     publish_copy(src, dest)
             else:
                 with contextlib.suppress(FileNotFoundError):

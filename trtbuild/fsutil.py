@@ -43,9 +43,11 @@ def publish_link(src: Path, dest: Path) -> None:
 
 
 def publish_copy(src: Path, dest: Path) -> None:
-    """Make `dest` a copy of `src`, replacing it atomically."""
+    """Make `dest` a writable copy of `src` with its mtime, replacing it atomically."""
     tmp = _temp_beside(dest)
     shutil.copyfile(src, tmp)
+    st = os.stat(src)
+    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
     os.replace(tmp, dest)
 
 

@@ -103,11 +103,15 @@ def format_table(rows: list[dict], atol: float = 0.0, rtol: float = 0.0, max_rel
     return "\n".join(lines)
 
 
-def run_onnxruntime(model: Path, feeds: dict[str, np.ndarray]) -> tuple[list[str], list[np.ndarray]]:
+def run_onnxruntime(model: Path, feeds: dict[str, np.ndarray], optimize: bool = True) -> tuple[list[str], list[np.ndarray]]:
+    """Output names and values. optimize=False runs Q/DQ nodes as written instead of fusing them into
+    ONNX Runtime's integer QLinear* kernels: quantize-dequantize in float, as TensorRT defines Q/DQ."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
+    if not optimize:
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return names, session.run(names, feeds)

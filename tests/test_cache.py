@@ -1,0 +1,49 @@
+"""The content-addressed store and its published links."""
+
+from __future__ import annotations
+
+import os
+
+from trtbuild.cache import Cache
+from trtbuild.hashing import digest_file
+
+
+def stored(cache: Cache, tmp_path, name: str, data: bytes) -> dict:
+    scratch = tmp_path / f"scratch-{name}"
+    scratch.write_bytes(data)
+    digest, size = cache.ingest(scratch)
+    return {"digest": digest, "size": size}
+
+
+def test_ingest_names_objects_by_content_and_makes_them_read_only(tmp_path):
+    cache = Cache(tmp_path / "cache")
+    a = stored(cache, tmp_path, "a", b"weights")
+    b = stored(cache, tmp_path, "b", b"weights")
+    assert a == b and digest_file(cache.object_path(a["digest"])) == a["digest"]
+    assert oct(cache.object_path(a["digest"]).stat().st_mode & 0o777) == "0o444"
+
+
+def test_publish_links_outputs_but_copies_onnx_external_data(tmp_path):
+    cache = Cache(tmp_path / "cache")
+    outputs = {"model.onnx": stored(cache, tmp_path, "m", b"graph"),
+               "model.onnx.data": stored(cache, tmp_path, "d", b"tensors")}
+    paths = cache.publish(tmp_path / "out", outputs)
+    onnx_file, data_file = (tmp_path / "out" / n for n in ("model.onnx", "model.onnx.data"))
+    assert paths == {"model.onnx": str(onnx_file), "model.onnx.data": str(data_file)}
+    assert os.path.samefile(onnx_file, cache.object_path(outputs["model.onnx"]["digest"]))
+    assert data_file.stat().st_nlink == 1  # onnx refuses hard-linked external data
+    inode = data_file.stat().st_ino
+    cache.publish(tmp_path / "out", outputs)
+    assert data_file.stat().st_ino == inode  # already in place: not copied again
+    outputs["model.onnx.data"] = stored(cache, tmp_path, "d2", b"tensorz")  # same size, new bytes
+    cache.publish(tmp_path / "out", outputs)
+    assert data_file.read_bytes() == b"tensorz"
+
+
+def test_action_with_a_missing_object_is_not_a_hit(tmp_path):
+    cache = Cache(tmp_path / "cache")
+    obj = stored(cache, tmp_path, "p", b"plan")
+    cache.put_action("k" * 64, {"outputs": {"model.plan": obj}})
+    assert cache.get_action("k" * 64)["outputs"]["model.plan"] == obj
+    cache.object_path(obj["digest"]).unlink()
+    assert cache.get_action("k" * 64) is None
