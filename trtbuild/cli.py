@@ -19,22 +19,25 @@ DESCRIPTION = """\
 Build TensorRT engines from YAML recipes, rebuilding only what is stale.
 
   trtbuild RECIPE_OR_DIR...          build (a directory means every *.yaml in it)
-  trtbuild status RECIPE_OR_DIR...   fresh / stale / missing, and why
+  trtbuild status RECIPE_OR_DIR...   recipe x target matrix: fresh / stale (why) / missing / failed
   trtbuild gc                        delete cache objects no action references
   trtbuild schema                    print the recipe JSON Schema
   trtbuild env                       GPUs, TensorRT backends and frameworks found here
   trtbuild path NAME                 the plan of recipe NAME for this GPU and TensorRT version
 
-Each recipe compiles into steps (check -> simplify -> engine) keyed by a hash of their
-inputs, parameters, tool versions and target. Outputs appear under CACHE/out/NAME/.
+Each recipe compiles into steps: export -> check -> parity -> simplify -> precision -> accuracy
+-> engine -> verify (export and parity for framework models; precision and accuracy for fp16,
+bf16 and int8). Each is keyed by a hash of its inputs, parameters, tool versions and target;
+only steps whose key changed run. Outputs appear under CACHE/out/NAME/.
+`trtbuild COMMAND --help` describes each command's options.
 Exit codes: 0 built or cached, 1 a step failed, 2 bad usage or bad recipe.
 """
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
-        argv.insert(0, "build")
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
+        argv.insert(0, "build")  # `trtbuild recipes/` and `trtbuild -j 2 recipes/` mean build
     parser = _parser()
     if not argv:
         parser.print_help()
@@ -239,7 +242,8 @@ def cmd_status(args) -> int:
 
     cache = Cache(args.cache_dir)
     steps, problems = _compile(args, cache)
-    results = Runner(cache, Progress(stream=open(os.devnull, "w"), quiet=True), dry_run=True).run(steps) if steps else []
+    with open(os.devnull, "w") as devnull:
+        results = Runner(cache, Progress(stream=devnull, quiet=True), dry_run=True).run(steps) if steps else []
     rows = step_states(results, cache)
     cells = matrix(rows)
     if args.json:
