@@ -120,7 +120,8 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         steps += [precision, accuracy]
         gates.append(accuracy)
         model = precision
-    for spec in targets or recipe.targets or [backend or recipe.engine.backend]:
+    # --target beats --backend beats the recipe's targets beats engine.backend.
+    for spec in targets or ([backend] if backend else None) or recipe.targets or [recipe.engine.backend]:
         target, cannot_build = resolve_target(spec)
         engine_params = {
             "inputs": inputs,
