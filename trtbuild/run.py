@@ -157,8 +157,7 @@ class Runner:
             if cached:
                 return cached
             if self.remote and self.remote.pull(key, self.cache):
-                self.cache.record_state(step.recipe.recipe.name, step.id,
-                                        {"key": key, "components": components, "time": time.time(), "status": "built"})
+                self._record_state(step, key, components, "built")
                 return self._cached(step, key, "pulled from the remote cache")
             result = self._execute(step, key, components, reason, deps)
             if self.remote and result.status == BUILT:
@@ -185,9 +184,8 @@ class Runner:
             }
             result = self._run_worker(job, workdir, log)
             seconds = time.perf_counter() - started
-            entry = {"key": key, "components": components, "time": time.time()}
             if not result["ok"]:
-                self.cache.record_state(step.recipe.recipe.name, step.id, entry | {"status": "failed"})
+                self._record_state(step, key, components, "failed")
                 return StepResult(step, FAILED, reason, seconds, key=key, meta=result.get("meta") or {},
                                   error=result["error"], user_error=result.get("user_error", False), log=str(log))
             outputs = {p.name: dict(zip(("digest", "size"), self.cache.ingest(p))) for p in sorted(outdir.iterdir())}
@@ -196,11 +194,16 @@ class Runner:
                 "outputs": outputs, "meta": result["meta"], "seconds": round(seconds, 3), "created": time.time(),
             }
             self.cache.put_action(key, record)  # the commit point: from here on the result is valid
-            self.cache.record_state(step.recipe.recipe.name, step.id, entry | {"status": "built"})
+            self._record_state(step, key, components, "built")
             published = self.cache.publish(self.cache.out / step.publish_dir, outputs)
             return StepResult(step, BUILT, reason, seconds, published, key, record, log=str(log))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _record_state(self, step: Step, key: str, components: dict, status: str) -> None:
+        """Remember the step's last key components: what --dry-run and status diff against."""
+        entry = {"key": key, "components": components, "time": time.time(), "status": status}
+        self.cache.record_state(step.recipe.recipe.name, step.id, entry)
 
     def _materialize(self, source, where: Path, deps: dict[Step, StepResult]) -> Path:
         """The path a worker opens for an input: the user's file, or upstream outputs linked under their names."""
