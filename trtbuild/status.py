@@ -11,8 +11,9 @@ _SEVERITY = {"fresh": 0, "skipped": 1, "missing": 2, "stale": 3, "failed": 4}
 def step_states(results, cache: Cache) -> list[dict]:
     """One row per step from a dry run's results."""
     rows = []
+    states = {name: cache.read_state(name) for name in {r.step.recipe.recipe.name for r in results}}
     for r in results:
-        previous = cache.read_state(r.step.recipe.recipe.name).get(r.step.id)
+        previous = states[r.step.recipe.recipe.name].get(r.step.id)
         if r.step.skip_reason:
             state = "skipped"
         elif r.status == "cached":
