@@ -71,7 +71,7 @@ class Step:
 
     @property
     def deps(self) -> list[Step]:
-        return [i.step if isinstance(i, Pick) else i for i in self.inputs.values() if isinstance(i, (Step, Pick))] + self.after
+        return [producer(i) for i in self.inputs.values() if isinstance(i, (Step, Pick))] + self.after
 
 
 def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = None,
@@ -227,7 +227,7 @@ def key_components(step: Step, cache: Cache, upstream: dict[Step, dict]) -> dict
     inputs = {}
     for name, source in step.inputs.items():
         if isinstance(source, (Step, Pick)):
-            outputs = upstream_outputs(source, upstream[source.step if isinstance(source, Pick) else source])
+            outputs = upstream_outputs(source, upstream[producer(source)])
             inputs[name] = {out: o["digest"] for out, o in sorted(outputs.items())}
         else:
             inputs[name] = {_file_label(f, source): cache.stat_cache.digest(f) for f in source.files}
@@ -248,6 +248,11 @@ def _file_label(file: Path, source: SourceFiles) -> str:
         return str(file.relative_to(source.main.parent))
     except ValueError:
         return str(file)
+
+
+def producer(source: Step | Pick) -> Step:
+    """The step whose outputs `source` hands over."""
+    return source.step if isinstance(source, Pick) else source
 
 
 def upstream_outputs(source: Step | Pick, record: dict) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 from filelock import Timeout
 
 from trtbuild.cache import Cache
-from trtbuild.graph import Pick, Step, explain, key_components, step_key, upstream_outputs
+from trtbuild.graph import Pick, Step, explain, key_components, producer, step_key, upstream_outputs
 from trtbuild.progress import Progress
 
 # Statuses a step can end in. "would-run" only appears with --dry-run.
@@ -209,7 +209,7 @@ class Runner:
         """The path a worker opens for an input: the user's file, or upstream outputs linked under their names."""
         if not isinstance(source, (Step, Pick)):
             return source.main
-        step = source.step if isinstance(source, Pick) else source
+        step = producer(source)
         self.cache.publish(where, upstream_outputs(source, deps[step].record))
         return where / step.kind.MAIN_OUTPUT
 
