@@ -1,8 +1,8 @@
-"""Accuracy-gate figures and costs of fp32 / fp16 / int8 for ResNet-50 (recipes/resnet50*.yaml).
+"""Accuracy-gate figures and costs of fp32 / fp16 / int8 / fp8 for ResNet-50 (recipes/resnet50*.yaml).
 
     python bench/precision.py
 
-Builds the three recipes into one fresh cache (they share the export, check, parity and
+Builds the four recipes into one fresh cache (they share the export, check, parity and
 simplify steps) and prints, per precision: the accuracy gate's relative L2 error and max
 absolute error against the fp32 ONNX model on ONNX Runtime, the transform's time and the
 plan size. Random weights and synthetic calibration data: the figures show the machinery,
@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+PRECISIONS = ("", "_fp16", "_int8", "_fp8")
 
 
 def main() -> None:
@@ -26,12 +27,12 @@ def main() -> None:
     try:
         shutil.copytree(REPO / "recipes", work / "recipes")
         report = work / "report.json"
-        recipes = [str(work / "recipes" / f"resnet50{s}.yaml") for s in ("", "_fp16", "_int8")]
+        recipes = [str(work / "recipes" / f"resnet50{s}.yaml") for s in PRECISIONS]
         subprocess.run([sys.executable, "-m", "trtbuild", *recipes, "--cache-dir", str(work / "cache"),
                         "--report", str(report), "--quiet"], check=True)
         steps = json.loads(report.read_text())["steps"]
         print(f"{'recipe':<15} {'transform':>10} {'rel L2 err':>11} {'max abs err':>12} {'engine':>8} {'plan MiB':>9}")
-        for recipe in ("resnet50", "resnet50_fp16", "resnet50_int8"):
+        for recipe in (f"resnet50{s}" for s in PRECISIONS):
             mine = {s["step"]: s for s in steps if s["recipe"] == recipe}
             gate = mine.get("accuracy", {}).get("meta", {}).get("accuracy", {}).get("outputs", [{}])[0]
             plan = Path(mine["engine"]["outputs"]["model.plan"]).stat().st_size / 2**20

@@ -1,4 +1,4 @@
-"""fp16 / int8 as cached steps behind an accuracy gate, built into real TensorRT-RTX plans."""
+"""fp16 / int8 / fp8 as cached steps behind an accuracy gate, built into real TensorRT-RTX plans."""
 
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ def write_calibration(root: Path, seed: int = 0, files: int = 3) -> None:
         np.save(root / "calib" / f"batch{i}.npy", rng.standard_normal(CAL_SHAPE).astype(np.float32))
 
 
-def int8_recipe(**precision) -> dict:
-    data = recipe_dict("conv.onnx", precision="int8")
-    data["precision"] = {"calibration": {"data": "calib/*.npy", "batches": 3}, **precision}
+def int8_recipe(precision: str = "int8", targets: list[str] | None = None, **options) -> dict:
+    data = recipe_dict("conv.onnx", precision=precision)
+    if targets:
+        data["targets"] = targets
+    data["precision"] = {"calibration": {"data": "calib/*.npy", "batches": 3}, **options}
     return data
 
 
@@ -55,6 +57,43 @@ def test_int8_model_has_symmetric_qdq_and_builds(project):
     zero_points = [inits[n.input[2]] for n in qdq if len(n.input) > 2]
     assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
     assert steps["accuracy"]["meta"]["accuracy"]["outputs"][0]["rel_l2"] < 0.1
+
+
+def test_fp8_model_has_float8_qdq_and_builds_for_ada_and_newer(project):
+    write_calibration(project.root)
+    project.write_recipe(int8_recipe("fp8", targets=["tensorrt-rtx", "tensorrt-rtx:sm89+sm120"]))
+    code, report = project.build()
+    assert code == 0, report
+    engines = [s for s in report["steps"] if s["step"] == "engine"]
+    assert [s["status"] for s in engines] == ["built", "built"]
+    steps = {s["step"]: s for s in report["steps"]}
+    model = onnx.load(steps["precision"]["outputs"]["model.onnx"])
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 19  # float8 Q/DQ
+    inits = {i.name: i for i in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    zero_points = [inits[n.input[2]] for n in qdq]
+    assert zero_points and {z.data_type for z in zero_points} == {onnx.TensorProto.FLOAT8E4M3FN}
+    assert not any(numpy_helper.to_array(z).astype(np.float32).any() for z in zero_points)
+    # Weights quantized per output channel: one scale per Conv filter.
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    weight_dq = next(n for n in qdq if n.output[0] == conv.input[1])
+    assert numpy_helper.to_array(inits[weight_dq.input[1]]).shape == (8,)
+    [row] = steps["accuracy"]["meta"]["accuracy"]["outputs"]
+    assert row["ok"] and 0 < row["rel_l2"] < 0.15
+    # fp8 plans need sm_89+: with no GPU here the verify step says so.
+    verify = [s for s in report["steps"] if s["step"] == "verify"]
+    assert all("fp8: 8.9 or newer" in s["reason"] for s in verify)
+
+
+def test_fp8_for_a_pre_ada_target_is_a_recipe_error(project, capsys):
+    write_calibration(project.root)
+    project.write_recipe(int8_recipe("fp8", targets=["tensorrt-rtx:sm86+sm120"]))
+    from trtbuild.cli import main
+
+    assert main(["build", str(project.recipe), "--cache-dir", str(project.cache)]) == 2
+    err = capsys.readouterr().err
+    assert "conv.yaml:" in err and "engine.precision fp8 needs sm_89 or newer" in err and "sm_86" in err
+    assert not (project.cache / "actions").exists()
 
 
 def test_new_calibration_data_reruns_quantize_gate_and_engine_only(project):

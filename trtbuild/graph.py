@@ -14,19 +14,20 @@ from pathlib import Path
 from types import ModuleType
 
 from trtbuild.cache import Cache
-from trtbuild.errors import UsageError
+from trtbuild.errors import RecipeError, UsageError
 from trtbuild.hashing import digest_json
 from trtbuild.recipe import LoadedRecipe
 from trtbuild.frameworks import require
 from trtbuild.sources import distribution_of, glob_files, module_file, onnx_files, tree_files
 from trtbuild.steps import load_kind, tool_version
 from trtbuild.steps.export import ONNX_FILES
-from trtbuild.target import Target, cannot_run_here, resolve_target
+from trtbuild.target import Target, cannot_run_here, resolve_target, supports_fp8
 
 
 # Precisions made by transforming the ONNX model (fp32 / tf32 are builder settings).
-TRANSFORMED_PRECISIONS = ("fp16", "bf16", "int8")
-DEFAULT_MAX_RELATIVE_ERROR = {"fp16": 0.01, "bf16": 0.05, "int8": 0.1}
+TRANSFORMED_PRECISIONS = ("fp16", "bf16", "int8", "fp8")
+QUANTIZED_PRECISIONS = ("int8", "fp8")
+DEFAULT_MAX_RELATIVE_ERROR = {"fp16": 0.01, "bf16": 0.05, "int8": 0.1, "fp8": 0.15}
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
                    targets: list[str] | None = None) -> list[Step]:
     """The steps of one recipe in dependency order:
     [export -> check -> parity ->] simplify -> [precision -> accuracy ->] engine -> verify
-    (export and parity for framework sources; precision and accuracy for fp16 / bf16 / int8)."""
+    (export and parity for framework sources; precision and accuracy for fp16 / bf16 / int8 / fp8)."""
     recipe = loaded.recipe
     out = Path(recipe.name)
     inputs = {name: _input_params(spec) for name, spec in recipe.inputs.items()}
@@ -123,6 +124,8 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
     # --target beats --backend beats the recipe's targets beats engine.backend.
     for spec in targets or ([backend] if backend else None) or recipe.targets or [recipe.engine.backend]:
         target, cannot_build = resolve_target(spec)
+        if recipe.engine.precision == "fp8":
+            cannot_build = cannot_build or _fp8_unsupported(loaded, spec, target)
         engine_params = {
             "inputs": inputs,
             "precision": recipe.engine.precision,
@@ -137,9 +140,22 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
                          "rtol": recipe.parity.rtol, "seed": recipe.parity.seed}
         verify = Step(loaded, "verify", load_kind("verify"), verify_params,
                       {"plan": engine, "onnx": model} | parity_data, out / target.id, target,
-                      skip_reason=cannot_build or cannot_run_here(target))
+                      skip_reason=cannot_build or cannot_run_here(target, recipe.engine.precision))
         steps += [engine, verify]
     return steps
+
+
+def _fp8_unsupported(loaded: LoadedRecipe, spec: str, target: Target) -> str | None:
+    """fp8 needs sm_89 or newer: a recipe or --target naming an older SM is a mistake; an older local
+    GPU (full TensorRT builds for the GPU it finds) only means this machine cannot build it."""
+    older = [cc for cc in target.compute_capabilities if not supports_fp8(cc)]
+    if not older:
+        return None
+    sms = ", ".join("sm_" + cc.replace(".", "") for cc in older)
+    if ":" in spec:
+        raise RecipeError([f"{loaded.where('engine', 'precision')}: engine.precision fp8 needs sm_89 or newer, but "
+                           f"target {spec!r} includes {sms}; build fp8 for sm89 / sm120 targets only, or choose int8"])
+    return f"fp8 engines need a GPU with sm_89 or newer (this machine's is {sms})"
 
 
 def _precision_step(loaded: LoadedRecipe, inputs: dict, model, out: Path, after: list[Step]) -> Step:
@@ -148,7 +164,7 @@ def _precision_step(loaded: LoadedRecipe, inputs: dict, model, out: Path, after:
     files: dict[str, SourceFiles | Step | Pick] = {"model": model}
     context: dict = {}
     calibration = None
-    if precision == "int8":
+    if precision in QUANTIZED_PRECISIONS:
         converter = "ort-quantization"
         cal = options.calibration
         calibration = {"method": cal.method, "batches": cal.batches, "loader": cal.loader, "data": cal.data}

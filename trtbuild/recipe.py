@@ -136,9 +136,9 @@ class EngineOptions(_Strict):
     backend: Literal["auto", "tensorrt", "tensorrt-rtx"] = Field(
         "auto", description="auto: TensorRT if it imports and a GPU is present, else TensorRT-RTX."
     )
-    precision: Literal["fp32", "tf32", "fp16", "bf16", "int8"] = Field(
-        "fp32", description="fp32 and tf32 are builder settings; fp16 / bf16 convert the ONNX model, int8 adds "
-        "calibrated Q/DQ nodes; the network is always built strongly typed.",
+    precision: Literal["fp32", "tf32", "fp16", "bf16", "int8", "fp8"] = Field(
+        "fp32", description="fp32 and tf32 are builder settings; fp16 / bf16 convert the ONNX model, int8 and fp8 "
+        "add calibrated Q/DQ nodes (fp8 engines need sm_89 or newer); the network is always built strongly typed.",
     )
     workspace: ByteSize = Field(ByteSize(1 << 30), description='Workspace memory-pool limit: "512MiB", "4GiB" or bytes.')
     optimization_level: int = Field(3, ge=0, le=5, description="Builder optimization level, 0 (fast build) to 5.")
@@ -152,7 +152,7 @@ class EngineOptions(_Strict):
 
 
 class Calibration(_Strict):
-    """INT8 calibration data: a glob of .npy batches or a .npz, or a loader; never downloaded."""
+    """int8 / fp8 calibration data: a glob of .npy batches or a .npz, or a loader; never downloaded."""
 
     data: str | None = Field(
         None, description='"calib/*.npy" (one batch per file, single-input models) or "calib.npz" '
@@ -174,16 +174,16 @@ class Calibration(_Strict):
 
 
 class PrecisionOptions(_Strict):
-    """How fp16 / bf16 / int8 models are made from the fp32 one, and the accuracy gate after it."""
+    """How fp16 / bf16 / int8 / fp8 models are made from the fp32 one, and the accuracy gate after it."""
 
     keep_io_types: bool = Field(True, description="fp16/bf16: keep float32 model inputs and outputs.")
     keep_fp32: list[str] = Field(
         default_factory=list, description="Op types (Softmax) or node names kept in fp32 / left unquantized."
     )
-    calibration: Calibration | None = Field(None, description="Required for int8.")
+    calibration: Calibration | None = Field(None, description="Required for int8 and fp8.")
     max_relative_error: float | None = Field(
         None, gt=0, description="Accuracy gate: largest allowed ||out - fp32 out|| / ||fp32 out|| per output. "
-        "Default: fp16 0.01, bf16 0.05, int8 0.1.",
+        "Default: fp16 0.01, bf16 0.05, int8 0.1, fp8 0.15.",
     )
 
 
@@ -216,10 +216,10 @@ class Recipe(_Strict):
     )
 
     @model_validator(mode="after")
-    def _int8_has_calibration(self) -> Recipe:
-        if self.engine.precision == "int8" and self.precision.calibration is None:
-            raise ValueError("engine.precision int8 needs precision.calibration (data: 'calib/*.npy' or a .npz, "
-                             "or loader: 'module:callable')")
+    def _quantized_has_calibration(self) -> Recipe:
+        if self.engine.precision in ("int8", "fp8") and self.precision.calibration is None:
+            raise ValueError(f"engine.precision {self.engine.precision} needs precision.calibration "
+                             "(data: 'calib/*.npy' or a .npz, or loader: 'module:callable')")
         return self
 
     @model_validator(mode="after")

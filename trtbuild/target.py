@@ -113,8 +113,14 @@ def target_from_dict(data: dict) -> Target:
     return Target(data["backend"], data["version"], tuple(data["compute_capabilities"]))
 
 
-def cannot_run_here(target: Target) -> str | None:
-    """Why no local GPU can run engines built for `target`; None when one can."""
+def supports_fp8(cc: str) -> bool:
+    """fp8 tensor cores arrived with Ada (8.9); Hopper (9.0) and Blackwell (10.x, 12.x) have them too."""
+    major, _, minor = cc.partition(".")
+    return cc != "local" and (int(major), int(minor or 0)) >= (8, 9)
+
+
+def cannot_run_here(target: Target, precision: str = "fp32") -> str | None:
+    """Why no local GPU can run engines of `precision` built for `target`; None when one can."""
     gpus = detect_gpus()
     if target.backend == "tensorrt-rtx":
         # Portable TensorRT-RTX plans run on Ampere, Ada and Blackwell client GPUs (8.x, 12.x), not Hopper.
@@ -125,6 +131,9 @@ def cannot_run_here(target: Target) -> str | None:
     else:
         usable = [g for g in gpus if g.compute_capability in target.compute_capabilities]
         need = " or ".join(target.compute_capabilities)
+    if precision == "fp8":
+        usable = [g for g in usable if supports_fp8(g.compute_capability)]
+        need += " (fp8: 8.9 or newer)"
     if usable:
         return None
     here = ", ".join(f"{g.name} ({g.compute_capability})" for g in gpus) or "no NVIDIA GPU"

@@ -1,5 +1,5 @@
 """precision: the fp32 ONNX model -> fp16 / bf16 (ModelOpt AutoCast, else onnxconverter-common) or
-int8 with symmetric Q/DQ nodes calibrated on data (ONNX Runtime quantization, QDQ format)."""
+int8 / fp8 with symmetric Q/DQ nodes calibrated on data (ONNX Runtime quantization, QDQ format)."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def run(job: Job) -> dict:
     ops_to_keep, nodes_to_keep = _split_keep_list(model, job.params["keep_fp32"])
     precision, converter = job.params["precision"], job.params["converter"]
     out = job.outdir / MAIN_OUTPUT
-    if precision == "int8":
-        _quantize_int8(source, out, job, ops_to_keep, nodes_to_keep, model)
+    if precision in ("int8", "fp8"):
+        _quantize(source, out, job, ops_to_keep, nodes_to_keep, model)
     elif converter == "modelopt":
         import re
 
@@ -63,11 +63,19 @@ def _split_keep_list(model, keep: list[str]) -> tuple[list[str], list[str]]:
     return [k for k in keep if k in ops], [k for k in keep if k not in ops]
 
 
-def _quantize_int8(source: Path, out: Path, job: Job, ops_to_keep, nodes_to_keep, model) -> None:
+def _quantize(source: Path, out: Path, job: Job, ops_to_keep, nodes_to_keep, model) -> None:
+    """Symmetric int8 Q/DQ from ONNX Runtime; for fp8, the same calibrated ranges re-expressed in
+    float8 e4m3 (ONNX Runtime's own fp8 mode fits scales to the data's spread and saturates weights)."""
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    fp8 = job.params["precision"] == "fp8"
     prepared = job.outdir.parent / "prepared.onnx"  # scratch, outside the outputs
+    if fp8 and _opset(model) < 19:  # float8 Q/DQ arrived in opset 19
+        upgraded = job.outdir.parent / "opset19.onnx"
+        save_onnx(onnx.version_converter.convert_version(model, 19), upgraded)
+        source = upgraded
     quant_pre_process(str(source), str(prepared))
     excluded = nodes_to_keep + [n.name for n in model.graph.node if n.op_type in ops_to_keep]
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -77,8 +85,38 @@ def _quantize_int8(source: Path, out: Path, job: Job, ops_to_keep, nodes_to_keep
         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
         calibrate_method=method, nodes_to_exclude=excluded,
         # TensorRT: symmetric (zero point 0), per-channel weights, per-tensor activations, float biases.
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+        # fp8 keeps float weights behind Q/DQ so they are rounded once, to fp8, not via int8.
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                       "AddQDQPairToWeight": fp8},
     )
+    if fp8:
+        quantized = onnx.load(str(out))
+        _int8_scales_to_fp8(quantized)
+        save_onnx(quantized, out)
+
+
+def _opset(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _int8_scales_to_fp8(model) -> None:
+    """Symmetric int8 maps [-amax, amax] to [-127, 127]; float8 e4m3 spans [-448, 448]. Scale each
+    Q/DQ pair by 127/448 and make its zero point a float8 zero, which makes the pair fp8."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    scales, zero_points = set(), set()
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) == 3:
+            scales.add(node.input[1])
+            zero_points.add(node.input[2])
+    for name in scales:
+        scale = numpy_helper.to_array(inits[name]).astype(np.float32) * np.float32(127 / 448)
+        inits[name].CopyFrom(numpy_helper.from_array(scale, name))
+    for name in zero_points:
+        dims = list(inits[name].dims)
+        inits[name].CopyFrom(helper.make_tensor(name, TensorProto.FLOAT8E4M3FN, dims, [0.0] * int(np.prod(dims))))
 
 
 class _Reader:
@@ -138,13 +176,14 @@ def _describe(model, precision: str, converter: str) -> dict:
 
     ops = Counter(n.op_type for n in model.graph.node)
     meta = {"precision": precision, "converter": converter}
-    if precision == "int8":
+    if precision in ("int8", "fp8"):
         inits = {i.name: i for i in model.graph.initializer}
-        zero_points = [numpy_helper.to_array(inits[n.input[2]]) for n in model.graph.node
+        zero_points = [inits[n.input[2]] for n in model.graph.node
                        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits]
-        if any(z.any() for z in zero_points):
+        if any(numpy_helper.to_array(z).astype("float32").any() for z in zero_points):
             raise StepError("quantization produced non-zero zero points, which TensorRT rejects")
-        meta |= {"quantize_nodes": ops["QuantizeLinear"], "dequantize_nodes": ops["DequantizeLinear"]}
+        meta |= {"quantize_nodes": ops["QuantizeLinear"], "dequantize_nodes": ops["DequantizeLinear"],
+                 "quantized_types": sorted({onnx.TensorProto.DataType.Name(z.data_type) for z in zero_points})}
     else:
         types = Counter(onnx.TensorProto.DataType.Name(i.data_type) for i in model.graph.initializer)
         meta["initializer_types"] = dict(types)
