@@ -82,15 +82,40 @@ def _example(tmp_path: Path) -> Path:
     return tmp_path / "recipes" / "resnet_block.yaml"
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
 def test_sigkill_during_engine_build_then_rerun_completes(tmp_path):
     recipe, cache = _example(tmp_path), tmp_path / "cache"
     proc = _spawn_build(recipe, cache, tmp_path / "killed.json")
     deadline = time.time() + 120
-    while not list((cache / "tmp").glob("engine-*/job.json")):
+    while not list((cache / "tmp").glob("engine-*/out")):
         assert proc.poll() is None and time.time() < deadline, "the build ended before its engine step started"
         time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)  # the runner only: its worker must notice and stop by itself
+    workers = _children(proc.pid)
+    assert workers  # the engine's worker, and a spare warming up
+    os.kill(proc.pid, signal.SIGKILL)  # the runner only: its workers must notice and stop by themselves
     proc.wait()
+    deadline = time.time() + 10
+    while any(Path(f"/proc/{pid}").exists() and _state(pid) != "Z" for pid in workers):
+        assert time.time() < deadline, "worker processes outlived the killed runner"
+        time.sleep(0.1)
     assert not (tmp_path / "killed.json").exists()
     steps = {json.loads(p.read_text())["step"].split("@")[0] for p in (cache / "actions").glob("*/*.json")}
     assert steps == {"check", "simplify"}  # the killed engine left nothing that looks valid

@@ -179,3 +179,33 @@ def test_bf16_without_modelopt_names_the_extra(project, capsys):
 
     assert main(["build", str(project.recipe), "--cache-dir", str(project.cache)]) == 2
     assert "pip install 'trtbuild[modelopt]'" in capsys.readouterr().err
+
+
+def test_bf16_gate_runs_bf16_models_as_rounded_fp32(tmp_path):
+    """ONNX Runtime has no bf16 CPU kernels; the gate's rewrite must give exactly bf16's roundings."""
+    import ml_dtypes
+    from onnx import TensorProto, helper
+
+    from trtbuild.steps.accuracy import _bf16_rounded_in_fp32
+    from trtbuild.tensors import run_onnxruntime
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4, 8)).astype(ml_dtypes.bfloat16)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("Relu", ["y"], ["r"]),
+         helper.make_node("Cast", ["r"], ["out"], to=TensorProto.FLOAT)],
+        "bf16", [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [2, 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 8])], [numpy_helper.from_array(w, "w")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9), tmp_path / "m.onnx")
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+
+    emulated = _bf16_rounded_in_fp32(tmp_path / "m.onnx", tmp_path / "emulated.onnx")
+    _, [out] = run_onnxruntime(emulated, {"x": x}, optimize=False)
+
+    def bf16(a):
+        return a.astype(ml_dtypes.bfloat16).astype(np.float32)
+
+    expected = bf16(np.maximum(bf16(x) @ w.astype(np.float32), 0))
+    np.testing.assert_array_equal(out, expected)
+    assert np.abs(out - np.maximum(x @ w.astype(np.float32), 0)).max() > 0  # really rounded, not fp32

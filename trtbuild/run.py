@@ -1,13 +1,9 @@
-"""Executes step graphs: dependency order, -j parallelism, worker processes, locks, progress."""
+"""Executes step graphs: dependency order, -j parallelism, locks, progress (workers: trtbuild.pool)."""
 
 from __future__ import annotations
 
-import json
 import queue
 import shutil
-import subprocess
-import sys
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,6 +13,7 @@ from filelock import Timeout
 
 from trtbuild.cache import Cache
 from trtbuild.graph import Pick, Step, explain, key_components, producer, step_key, upstream_outputs
+from trtbuild.pool import WorkerPool
 from trtbuild.progress import Progress
 
 # Statuses a step can end in. "would-run" only appears with --dry-run.
@@ -65,8 +62,7 @@ class Runner:
         self.progress = progress
         self.jobs = max(1, jobs)
         self.dry_run = dry_run
-        self._procs: set[subprocess.Popen] = set()
-        self._procs_lock = threading.Lock()
+        self._pool: WorkerPool | None = None
 
     def run(self, steps: list[Step]) -> list[StepResult]:
         """Run every step once its dependencies are done; results in the order of `steps`."""
@@ -77,6 +73,7 @@ class Runner:
             for dep in step.deps:
                 dependents[dep].append(step)
         finished: queue.Queue[tuple[Step, StepResult | Future]] = queue.Queue()
+        self._pool = WorkerPool(self.jobs)
         with self.cache.using(), ThreadPoolExecutor(self.jobs) as pool:
 
             def start(step: Step) -> None:
@@ -110,9 +107,10 @@ class Runner:
                         if not blockers[after]:
                             start(after)
             except BaseException:
-                self._kill_workers()
+                self._pool.kill_all()
                 pool.shutdown(cancel_futures=True)
                 raise
+        self._pool.close()
         self.cache.stat_cache.save()
         return [results[s] for s in steps]
 
@@ -182,7 +180,8 @@ class Runner:
                 "outdir": str(outdir),
                 "context": step.context,
             }
-            result = self._run_worker(job, workdir, log)
+            # A step that imports the user's code (python_path) gets a process of its own.
+            result = self._pool.run(job, log, isolated="python_path" in step.context)
             seconds = time.perf_counter() - started
             if not result["ok"]:
                 self._record_state(step, key, components, "failed")
@@ -212,35 +211,3 @@ class Runner:
         step = producer(source)
         self.cache.publish(where, upstream_outputs(source, deps[step].record))
         return where / step.kind.MAIN_OUTPUT
-
-    def _run_worker(self, job: dict, workdir, log) -> dict:
-        job_file, result_file = workdir / "job.json", workdir / "result.json"
-        job_file.write_text(json.dumps(job))
-        with open(log, "wb") as log_file:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "trtbuild.worker", str(job_file), str(result_file)],
-                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )
-            with self._procs_lock:
-                self._procs.add(proc)
-            try:
-                code = proc.wait()
-            finally:
-                with self._procs_lock:
-                    self._procs.discard(proc)
-        if result_file.exists():
-            return json.loads(result_file.read_text())
-        return {"ok": False, "error": f"worker process died (exit code {code}); see the log: {log}\n{_tail(log)}"}
-
-    def _kill_workers(self) -> None:
-        with self._procs_lock:
-            for proc in self._procs:
-                proc.kill()
-
-
-def _tail(path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except FileNotFoundError:
-        return ""
-    return "\n".join("    " + line for line in text[-lines:])

@@ -1,10 +1,16 @@
-"""Runs one step in its own process, so a TensorRT crash or out-of-memory fails that step, not the run.
+"""A worker process: runs the steps the runner sends it, one at a time (see trtbuild.pool).
 
-Usage (by the runner): python -m trtbuild.worker JOB.json RESULT.json
+Protocol: one JSON request per line on stdin ({"job", "log", "exit_after"}), one JSON result per
+line on the original stdout. While a step runs, file descriptors 1 and 2 point at the step's log,
+so output of native libraries (TensorRT, ONNX Runtime) lands there too. End of input: exit.
+
+    python -m trtbuild.worker [--preload]
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import os
 import sys
@@ -15,6 +21,9 @@ from pathlib import Path
 
 from trtbuild.errors import StepError
 from trtbuild.steps import Job, load_kind
+
+# What most steps import; a spare worker imports them while another step runs.
+PRELOAD = ("numpy", "onnx", "onnxruntime")
 
 
 def _exit_with_parent() -> None:
@@ -38,9 +47,7 @@ def _brief(text: str, lines: int = 12) -> str:
     return "\n".join(["(shortened; the full error is in the log)", *kept[-lines:]])
 
 
-def main(job_file: str, result_file: str) -> int:
-    _exit_with_parent()
-    spec = json.loads(Path(job_file).read_text())
+def run_job(spec: dict) -> dict:
     job = Job(
         kind=spec["kind"],
         params=spec["params"],
@@ -49,16 +56,49 @@ def main(job_file: str, result_file: str) -> int:
         context=spec["context"],
     )
     try:
-        meta = load_kind(job.kind).run(job)
-        result = {"ok": True, "meta": meta}
+        return {"ok": True, "meta": load_kind(job.kind).run(job)}
     except StepError as exc:
-        result = {"ok": False, "error": str(exc), "user_error": exc.user_error, "meta": exc.details}
+        return {"ok": False, "error": str(exc), "user_error": exc.user_error, "meta": exc.details}
     except Exception as exc:  # an unexpected failure: the full traceback goes to the step log
         traceback.print_exc()
-        result = {"ok": False, "error": _brief(f"{type(exc).__name__}: {exc}"), "user_error": False}
-    Path(result_file).write_text(json.dumps(result))
-    return 0
+        return {"ok": False, "error": _brief(f"{type(exc).__name__}: {exc}"), "user_error": False}
+
+
+def _point_output_at(fd: int) -> None:
+    """Send fds 1 and 2 (Python's and C's stdout / stderr) to `fd`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _libc.fflush(None)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+
+
+_libc = ctypes.CDLL(None)
+
+
+def main(argv: list[str]) -> int:
+    _exit_with_parent()
+    replies = os.fdopen(os.dup(1), "w")
+    quiet = os.open(os.devnull, os.O_WRONLY)
+    _point_output_at(quiet)
+    if "--preload" in argv:
+        for module in PRELOAD:
+            __import__(module)
+    for line in sys.stdin:
+        request = json.loads(line)
+        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        _point_output_at(log)
+        os.close(log)
+        result = run_job(request["job"])
+        _point_output_at(quiet)
+        gc.collect()
+        replies.write(json.dumps(result) + "\n")
+        replies.flush()
+        if request["exit_after"]:
+            break
+    # Skip interpreter teardown: unloading torch or TensorFlow takes a second and saves nothing.
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))

@@ -18,10 +18,18 @@ def tools(params: dict) -> tuple[str, ...]:
 def run(job: Job) -> dict:
     import sys
 
-    # onnxsim imports torch (3 s) only for an optional PPQ bridge this step never uses.
-    sys.modules.setdefault("torch", None)
     import onnx
-    import onnxsim
+
+    # onnxsim imports torch (3 s) only for an optional PPQ bridge this step never uses. Blocked for
+    # the import only: the worker may later run a step that does need torch.
+    blocked = "torch" not in sys.modules
+    if blocked:
+        sys.modules["torch"] = None
+    try:
+        import onnxsim
+    finally:
+        if blocked:
+            del sys.modules["torch"]
 
     source = job.inputs["model"]
     before = onnx.load(str(source), load_external_data=False)

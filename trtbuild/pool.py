@@ -1,0 +1,104 @@
+"""Worker processes for the runner: each step runs outside the runner, so a TensorRT crash or an
+out-of-memory kill fails that step, not the run.
+
+Workers are reused between steps, so ONNX, ONNX Runtime and TensorRT are imported once per run, and
+one spare is kept warm (started and importing) while a step runs. A step that imports the user's
+code (an export, a calibration loader) gets a worker of its own that exits afterwards: two recipes'
+modules of the same name must never meet in one process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+
+class Worker:
+    def __init__(self, preload: bool):
+        command = [sys.executable, "-m", "trtbuild.worker"] + (["--preload"] if preload else [])
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+    def run(self, job: dict, log: Path, last: bool) -> dict | None:
+        """The job's result, or None if the worker died."""
+        request = json.dumps({"job": job, "log": str(log), "exit_after": last}) + "\n"
+        try:
+            self.proc.stdin.write(request.encode())
+            self.proc.stdin.flush()
+            reply = self.proc.stdout.readline()
+        except OSError:  # the worker is gone (killed, crashed)
+            reply = b""
+        if not reply:
+            self.proc.wait()
+            return None
+        return json.loads(reply)
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()  # the worker exits on end of input
+        except OSError:
+            pass
+        self.proc.wait()
+
+
+class WorkerPool:
+    def __init__(self, size: int):
+        self.size = size  # concurrent steps; one more process may be warming up
+        self._idle: list[Worker] = []
+        self._live: set[Worker] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def run(self, job: dict, log: Path, isolated: bool) -> dict:
+        worker = self._take()
+        result = worker.run(job, log, last=isolated)
+        with self._lock:
+            if result is None or isolated or self._closed:
+                self._live.discard(worker)
+            else:
+                self._idle.append(worker)
+        if result is None:
+            return {"ok": False, "error": f"worker process died (exit code {worker.proc.returncode}); "
+                    f"see the log: {log}\n{_tail(log)}"}
+        if isolated:
+            worker.proc.wait()  # it is exiting: reap it
+        return result
+
+    def _take(self) -> Worker:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("worker pool is closed")
+            worker = self._idle.pop() if self._idle else self._spawn(preload=False)
+            if not self._idle and len(self._live) <= self.size:
+                self._idle.append(self._spawn(preload=True))  # warms up while this step runs
+            return worker
+
+    def _spawn(self, preload: bool) -> Worker:
+        worker = Worker(preload)
+        self._live.add(worker)
+        return worker
+
+    def close(self) -> None:
+        """Let idle workers exit (busy ones cannot be: close runs after the last step)."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._live.difference_update(idle)
+        for worker in idle:
+            worker.close()
+
+    def kill_all(self) -> None:
+        with self._lock:
+            self._closed = True
+            for worker in self._live:
+                worker.proc.kill()
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return ""
+    return "\n".join("    " + line for line in text[-lines:])
