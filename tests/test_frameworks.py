@@ -84,7 +84,7 @@ def test_resnet50_example_exports_checks_parity_and_builds(tmp_path):
     assert code == 0, report
     assert statuses(report) == ALL_BUILT
     steps = {s["step"]: s for s in report["steps"]}
-    assert steps["export"]["meta"]["opset"] == 17 and steps["export"]["meta"]["outputs"] == ["logits"]
+    assert steps["check"]["meta"]["opset"] == 17 and steps["check"]["meta"]["outputs"] == ["logits"]
     [row] = steps["parity"]["meta"]["parity"]["outputs"]
     assert row["ok"] and row["shape"] == [4, 1000] and row["max_abs"] < 1e-3
     assert Path(steps["engine"]["outputs"]["model.plan"]).stat().st_size > 50_000_000  # fp32 ResNet-50 weights

@@ -1,10 +1,11 @@
 """Worker processes for the runner: each step runs outside the runner, so a TensorRT crash or an
 out-of-memory kill fails that step, not the run.
 
-Workers are reused between steps, so ONNX, ONNX Runtime and TensorRT are imported once per run, and
-one spare is kept warm (started and importing) while a step runs. A step that imports the user's
-code (an export, a calibration loader) gets a worker of its own that exits afterwards: two recipes'
-modules of the same name must never meet in one process.
+Workers are reused between steps, so ONNX and ONNX Runtime are imported once per run, and one
+spare is kept warm (started and importing) while a step runs. Some steps get a worker of their own
+that exits afterwards (the step kind's FRESH_PROCESS): exports and calibration loaders import the
+user's code, and two recipes' modules of the same name must never meet in one process; engine
+builds are byte-reproducible only as a process's first build.
 """
 
 from __future__ import annotations
@@ -35,12 +36,6 @@ class Worker:
             return None
         return json.loads(reply)
 
-    def close(self) -> None:
-        try:
-            self.proc.stdin.close()  # the worker exits on end of input
-        except OSError:
-            pass
-        self.proc.wait()
 
 
 class WorkerPool:
@@ -81,13 +76,15 @@ class WorkerPool:
         return worker
 
     def close(self) -> None:
-        """Let idle workers exit (busy ones cannot be: close runs after the last step)."""
+        """Stop the idle workers (close runs after the last step). They hold nothing; a spare may
+        still be importing, and waiting for that would only delay the end of the run."""
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
             self._live.difference_update(idle)
         for worker in idle:
-            worker.close()
+            worker.proc.kill()
+            worker.proc.wait()
 
     def kill_all(self) -> None:
         with self._lock:

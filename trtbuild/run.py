@@ -180,8 +180,9 @@ class Runner:
                 "outdir": str(outdir),
                 "context": step.context,
             }
-            # A step that imports the user's code (python_path) gets a process of its own.
-            result = self._pool.run(job, log, isolated="python_path" in step.context)
+            # So does a step that imports the user's code (python_path).
+            fresh = getattr(step.kind, "FRESH_PROCESS", False) or "python_path" in step.context
+            result = self._pool.run(job, log, isolated=fresh)
             seconds = time.perf_counter() - started
             if not result["ok"]:
                 self._record_state(step, key, components, "failed")

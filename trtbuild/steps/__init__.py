@@ -4,6 +4,7 @@
     MAIN_OUTPUT        the file a downstream step opens
     tools(params)      distributions whose versions go into the step key (must not import them)
     run(job)           does the work, writing every output file into job.outdir; returns metadata
+    FRESH_PROCESS      optional, True: run in a worker process of its own (see trtbuild.pool)
 
 Modules import heavy libraries inside run(), which executes in a worker process.
 Adding a step kind: one new module plus one line in KINDS.

@@ -59,7 +59,8 @@ def run(job: Job) -> dict:
         "ops": sorted({node.op_type for node in graph.node}),
     }
     (job.outdir / "io.json").write_text(json.dumps(io, indent=2))
-    return {"nodes": io["nodes"], "ops": io["ops"]}
+    return {"opset": io["opsets"].get("ai.onnx"), "inputs": [i["name"] for i in io["inputs"]],
+            "outputs": [o["name"] for o in io["outputs"]], "nodes": io["nodes"], "ops": io["ops"]}
 
 
 def _dims(vi) -> list[int]:

@@ -12,6 +12,9 @@ from trtbuild.target import target_from_dict
 NAME = "engine"
 VERSION = 1
 MAIN_OUTPUT = "model.plan"
+# A builder's first build in a process is byte-reproducible (later ones can differ by a few bytes),
+# and the memory it took goes back to the system.
+FRESH_PROCESS = True
 
 
 def tools(params: dict) -> tuple[str, ...]:

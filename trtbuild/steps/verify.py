@@ -13,6 +13,7 @@ from trtbuild.target import BACKENDS, target_from_dict
 NAME = "verify"
 VERSION = 1
 MAIN_OUTPUT = "verify.json"
+FRESH_PROCESS = True  # Polygraphy binds TensorRT or TensorRT-RTX once per process (see run)
 
 
 def tools(params: dict) -> tuple[str, ...]:
