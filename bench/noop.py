@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, compile_bytecode
+
 HEAVY = ("torch", "tensorflow", "tensorrt", "tensorrt_rtx", "onnxruntime", "onnx")
 
 
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--recipes", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
+    compile_bytecode()
 
     work = Path(tempfile.mkdtemp(prefix="trtbuild-bench-"))
     try:

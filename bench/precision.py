@@ -18,11 +18,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, compile_bytecode
+
 PRECISIONS = ("", "_fp16", "_int8", "_fp8")
 
 
 def main() -> None:
+    compile_bytecode()
     work = Path(tempfile.mkdtemp(prefix="trtbuild-bench-"))
     try:
         shutil.copytree(REPO / "recipes", work / "recipes")

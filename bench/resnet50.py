@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, compile_bytecode
+
 
 PLAIN_SCRIPT = r'''
 import sys, time
@@ -81,6 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
+    compile_bytecode()
     work = Path(tempfile.mkdtemp(prefix="trtbuild-bench-"))
     try:
         shutil.copytree(REPO / "recipes", work / "recipes")

@@ -209,3 +209,21 @@ def test_noop_build_imports_no_heavy_library(project):
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "0 []"
+
+
+def test_interrupt_while_another_run_holds_a_step_stops_promptly(tmp_path):
+    from trtbuild.cache import Cache
+
+    recipe, cache = _example(tmp_path), tmp_path / "cache"
+    subprocess.run([sys.executable, "-m", "trtbuild", str(recipe), "--cache-dir", str(cache), "-n",
+                    "--report", str(tmp_path / "dry.json")], check=True, capture_output=True, cwd=REPO)
+    check_key = json.loads((tmp_path / "dry.json").read_text())["steps"][0]["key"]
+    with Cache(cache).step_lock(check_key):  # "another run" is building the check step
+        proc = _spawn_build(recipe, cache, tmp_path / "r.json")
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        started = time.time()
+        output = proc.communicate(timeout=30)[0].decode()
+        assert time.time() - started < 5, "the run kept waiting for the other run's lock"
+    assert proc.returncode == 130
+    assert "another trtbuild run is building it" in output and "interrupted" in output

@@ -209,3 +209,21 @@ def test_bf16_gate_runs_bf16_models_as_rounded_fp32(tmp_path):
     expected = bf16(np.maximum(bf16(x) @ w.astype(np.float32), 0))
     np.testing.assert_array_equal(out, expected)
     assert np.abs(out - np.maximum(x @ w.astype(np.float32), 0)).max() > 0  # really rounded, not fp32
+
+
+def test_verify_judges_lossy_engines_against_fp32_by_relative_error(project):
+    """verify needs a GPU, so only its wiring is checked here: what it compares, and by which rule."""
+    from trtbuild.cache import Cache
+    from trtbuild.graph import compile_recipe
+    from trtbuild.recipe import load_recipe
+
+    def verify_step(**engine):
+        project.write_recipe(recipe_dict("conv.onnx", **engine))
+        steps = compile_recipe(load_recipe(project.recipe), Cache(project.cache))
+        return next(s for s in steps if s.name == "verify")
+
+    fp16 = verify_step(precision="fp16")
+    assert fp16.inputs["onnx"].name == "simplify"  # the fp32 model, not the fp16 one the engine came from
+    assert fp16.params["max_relative_error"] == 0.01
+    fp32 = verify_step()
+    assert fp32.inputs["onnx"].name == "simplify" and fp32.params["max_relative_error"] is None

@@ -27,7 +27,7 @@ from trtbuild.target import Target, cannot_run_here, resolve_target, supports_fp
 # Precisions made by transforming the ONNX model (fp32 / tf32 are builder settings).
 TRANSFORMED_PRECISIONS = ("fp16", "bf16", "int8", "fp8")
 QUANTIZED_PRECISIONS = ("int8", "fp8")
-DEFAULT_MAX_RELATIVE_ERROR = {"fp16": 0.01, "bf16": 0.05, "int8": 0.1, "fp8": 0.15}
+DEFAULT_MAX_RELATIVE_ERROR = {"tf32": 0.01, "fp16": 0.01, "bf16": 0.05, "int8": 0.1, "fp8": 0.15}
 
 
 @dataclass(frozen=True)
@@ -111,9 +111,11 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         simplify = Step(loaded, "simplify", load_kind("simplify"), {"inputs": inputs}, {"model": model}, out, after=[check])
         steps.append(simplify)
         model = simplify
+    fp32_model = model
+    # Lossy precisions are judged by relative L2 error against fp32, in the gate and in verify.
+    limit = recipe.precision.max_relative_error or DEFAULT_MAX_RELATIVE_ERROR.get(recipe.engine.precision)
     if recipe.engine.precision in TRANSFORMED_PRECISIONS:
         precision = _precision_step(loaded, inputs, model, out, after=[check])
-        limit = recipe.precision.max_relative_error or DEFAULT_MAX_RELATIVE_ERROR[recipe.engine.precision]
         accuracy = Step(loaded, "accuracy", load_kind("accuracy"),
                         {"inputs": inputs, "precision": recipe.engine.precision, "max_relative_error": limit,
                          "seed": recipe.parity.seed},
@@ -137,9 +139,9 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
                       context={"timing_cache": str(cache.timing / f"{target.id}.cache")}, after=list(gates),
                       skip_reason=cannot_build)
         verify_params = {"inputs": inputs, "target": target.to_dict(), "atol": recipe.parity.atol,
-                         "rtol": recipe.parity.rtol, "seed": recipe.parity.seed}
+                         "rtol": recipe.parity.rtol, "max_relative_error": limit, "seed": recipe.parity.seed}
         verify = Step(loaded, "verify", load_kind("verify"), verify_params,
-                      {"plan": engine, "onnx": model} | parity_data, out / target.id, target,
+                      {"plan": engine, "onnx": fp32_model} | parity_data, out / target.id, target,
                       skip_reason=cannot_build or cannot_run_here(target, recipe.engine.precision))
         steps += [engine, verify]
     return steps

@@ -182,8 +182,9 @@ class PrecisionOptions(_Strict):
     )
     calibration: Calibration | None = Field(None, description="Required for int8 and fp8.")
     max_relative_error: float | None = Field(
-        None, gt=0, description="Accuracy gate: largest allowed ||out - fp32 out|| / ||fp32 out|| per output. "
-        "Default: fp16 0.01, bf16 0.05, int8 0.1, fp8 0.15.",
+        None, gt=0, description="Accuracy gate and engine verify: largest allowed ||out - fp32 out|| / ||fp32 out|| "
+        "per output. Default: tf32 0.01, fp16 0.01, bf16 0.05, int8 0.1, fp8 0.15; fp32 engines are verified "
+        "with parity.atol / rtol instead.",
     )
 
 

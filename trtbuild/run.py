@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import shutil
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ class Runner:
         self.jobs = max(1, jobs)
         self.dry_run = dry_run
         self._pool: WorkerPool | None = None
+        self._stopping = threading.Event()
 
     def run(self, steps: list[Step]) -> list[StepResult]:
         """Run every step once its dependencies are done; results in the order of `steps`."""
@@ -107,6 +109,7 @@ class Runner:
                         if not blockers[after]:
                             start(after)
             except BaseException:
+                self._stopping.set()
                 self._pool.kill_all()
                 pool.shutdown(cancel_futures=True)
                 raise
@@ -148,7 +151,13 @@ class Runner:
             lock.acquire(blocking=False)
         except Timeout:
             self.progress.waiting(step)
-            lock.acquire()
+            while True:  # in slices, so an interrupted run stops waiting for another run's step
+                try:
+                    lock.acquire(timeout=0.5)
+                    break
+                except Timeout:
+                    if self._stopping.is_set():
+                        return StepResult(step, FAILED, "interrupted while waiting for another run")
         try:
             # Another run may have built it while we waited for the lock.
             cached = self._cached(step, key, "built by a concurrent run")

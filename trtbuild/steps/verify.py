@@ -1,5 +1,6 @@
-"""verify: the engine and ONNX Runtime agree on the same inputs. Needs a GPU that runs the engine;
-elsewhere the graph marks this step skipped with the reason."""
+"""verify: the engine and ONNX Runtime on the fp32 model agree on the same inputs: within atol /
+rtol for fp32 engines, within the precision's relative L2 error for the others. Needs a GPU that
+runs the engine; elsewhere the graph marks this step skipped with the reason."""
 
 from __future__ import annotations
 
@@ -32,11 +33,12 @@ def run(job: Job) -> dict:
     names, expected = run_onnxruntime(job.inputs["onnx"], feeds)
     with TrtRunner(EngineFromBytes(job.inputs["plan"].read_bytes())) as runner:
         outputs = runner.infer(feeds)
-    atol, rtol = job.params["atol"], job.params["rtol"]
-    rows = compare(names, expected, [outputs[n] for n in names], atol, rtol)
-    result = {"atol": atol, "rtol": rtol, "backend": BACKENDS[target.backend][0], "outputs": rows}
+    atol, rtol, limit = job.params["atol"], job.params["rtol"], job.params["max_relative_error"]
+    rows = compare(names, expected, [outputs[n] for n in names], atol, rtol, max_rel_l2=limit)
+    result = {"atol": atol, "rtol": rtol, "max_relative_error": limit, "backend": BACKENDS[target.backend][0],
+              "outputs": rows}
     if not all(r["ok"] for r in rows):
-        raise StepError(f"the engine disagrees with ONNX Runtime:\n{format_table(rows, atol, rtol)}",
+        raise StepError(f"the engine disagrees with ONNX Runtime:\n{format_table(rows, atol, rtol, limit)}",
                         details={"verify": result})
     (job.outdir / MAIN_OUTPUT).write_text(json.dumps(result, indent=2))
     return {"verify": result}
