@@ -87,18 +87,21 @@ def main() -> None:
     try:
         shutil.copytree(REPO / "recipes", work / "recipes")
         results = {"plain": [], "plain_inside": [], "j1": [], "j2": []}
-        steps = None
+        steps: dict[str, list[float]] = {}
         for _ in range(args.repeat):
             wall, inside = plain(work)
             results["plain"].append(wall)
             results["plain_inside"].append(inside)
-            wall, steps = trtbuild_cold(work, 1)
+            wall, run_steps = trtbuild_cold(work, 1)
             results["j1"].append(wall)
+            for name, seconds in run_steps.items():
+                steps.setdefault(name, []).append(seconds)
             results["j2"].append(trtbuild_cold(work, 2)[0])
         base = statistics.median(results["plain"])
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, repeat {args.repeat} (medians)")
-        print("per step (trtbuild -j 1, last run): " + ", ".join(f"{k} {v:.2f} s" for k, v in steps.items())
-              + f"; sum {sum(steps.values()):.2f} s")
+        medians = {name: statistics.median(seconds) for name, seconds in steps.items()}
+        print("per step (trtbuild -j 1, medians): " + ", ".join(f"{k} {v:.2f} s" for k, v in medians.items())
+              + f"; sum {sum(medians.values()):.2f} s")
         print(f"plain script, one process:  {base:.2f} s  (its own timer, without interpreter teardown: "
               f"{statistics.median(results['plain_inside']):.2f} s)")
         for key in ("j1", "j2"):

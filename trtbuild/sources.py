@@ -30,11 +30,26 @@ def _external_data_locations(model: Path) -> list[str]:
     except (DecodeError, ValueError, OSError):
         return []  # not ONNX: the check step reports it
     locations = set()
-    for tensor in onnx.external_data_helper._get_all_tensors(proto):
+    for tensor in _tensors(proto.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             entries = {e.key: e.value for e in tensor.external_data}
             locations.add(entries["location"])
     return sorted(locations)
+
+
+def _tensors(graph):
+    """Every tensor a graph holds: initializers and tensor attributes, subgraphs (If, Loop) included."""
+    yield from graph.initializer
+    yield from (sparse.values for sparse in graph.sparse_initializer)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _tensors(sub)
 
 
 def tree_files(path: Path) -> list[Path]:
