@@ -37,7 +37,6 @@ class Worker:
         return json.loads(reply)
 
 
-
 class WorkerPool:
     def __init__(self, size: int):
         self.size = size  # concurrent steps; one more process may be warming up

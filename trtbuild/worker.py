@@ -83,7 +83,10 @@ def main(argv: list[str]) -> int:
     _point_output_at(quiet)
     if "--preload" in argv:
         for module in PRELOAD:
-            __import__(module)
+            try:
+                __import__(module)
+            except Exception:  # a broken install: the step that needs it reports the error
+                pass
     for line in sys.stdin:
         request = json.loads(line)
         log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
