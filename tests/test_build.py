@@ -6,7 +6,7 @@ import json
 
 import onnx
 
-from conftest import conv_model, recipe_dict, statuses
+from conftest import REPO, conv_model, recipe_dict, statuses
 from trtbuild.hashing import digest_file
 
 
@@ -125,3 +125,18 @@ def test_two_recipes_in_parallel_share_identical_steps(project):
         assert sorted([status[("conv", step)], status[("other", step)]]) == ["built", "cached"]
     assert status[("conv", "engine")] == status[("other", "engine")] == "built"  # optimization levels differ
     assert (project.cache / "out" / "other" / "model.onnx").exists()
+
+
+def test_no_code_path_uses_an_api_tensorrt_11_removed():
+    """Full TensorRT cannot be installed here, so the paths only it takes are checked by reading them:
+    none may call what TensorRT 11 removed (weak typing flags, calibrators, implicit batch)."""
+    removed = ["BuilderFlag.FP16", "BuilderFlag.INT8", "BuilderFlag.FP8", "BuilderFlag.BF16", "BuilderFlag.INT4",
+               "PRECISION_CONSTRAINTS", "int8_calibrator", "IInt8", "quantization_flag", "max_workspace_size",
+               "builder.build_engine", "platform_has_fast", "EXPLICIT_BATCH", "max_batch_size"]
+    for path in sorted((REPO / "trtbuild").rglob("*.py")):
+        text = path.read_text()
+        used = [name for name in removed if name in text]
+        assert not used, f"{path.relative_to(REPO)} uses {used}"
+    import tensorrt_rtx as trt  # TensorRT-RTX, which builds every test engine, shares the removals
+
+    assert not any(hasattr(trt.BuilderFlag, flag) for flag in ("FP16", "INT8", "FP8", "BF16"))

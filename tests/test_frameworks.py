@@ -241,3 +241,19 @@ def test_missing_framework_fails_with_install_command(torch_project, tmp_path, m
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
     assert main([str(torch_project), "--cache-dir", str(tmp_path / "cache")]) == 2
     assert "pip install 'trtbuild[torch]'" in capsys.readouterr().err
+
+
+def test_a_worker_killed_mid_step_fails_only_its_recipe(tmp_path):
+    """An out-of-memory kill, for real: this model's constructor SIGKILLs the process it runs in."""
+    (tmp_path / "mynet.py").write_text(NET)
+    (tmp_path / "oom.py").write_text("import os\nimport signal\n\n\ndef build():\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    (tmp_path / "net.yaml").write_text(json.dumps(torch_recipe()))
+    (tmp_path / "oom.yaml").write_text(json.dumps(torch_recipe(entrypoint="oom:build", kwargs={}) | {"name": "oom"}))
+    report = tmp_path / "report.json"
+    code = main([str(tmp_path), "--cache-dir", str(tmp_path / "cache"), "--report", str(report), "-j", "2"])
+    assert code == 1
+    steps = {(s["recipe"], s["step"]): s for s in json.loads(report.read_text())["steps"]}
+    export = steps[("oom", "export")]
+    assert export["status"] == "failed" and "worker process died (exit code -9)" in export["error"]
+    assert steps[("oom", "check")]["status"] == "skipped"
+    assert steps[("net", "engine")]["status"] == "built"  # the other recipe's workers were not harmed
