@@ -27,7 +27,7 @@ Build TensorRT engines from YAML recipes, rebuilding only what is stale.
 
 Each recipe compiles into steps: export -> check -> parity -> simplify -> precision -> accuracy
 -> engine -> verify (export and parity for framework models; precision and accuracy for fp16,
-bf16 and int8). Each is keyed by a hash of its inputs, parameters, tool versions and target;
+bf16, int8 and fp8). Each is keyed by a hash of its inputs, parameters, tool versions and target;
 only steps whose key changed run. Outputs appear under CACHE/out/NAME/.
 `trtbuild COMMAND --help` describes each command's options.
 Exit codes: 0 built or cached, 1 a step failed, 2 bad usage or bad recipe.

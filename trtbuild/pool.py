@@ -45,8 +45,9 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._closed = False
 
-    def run(self, job: dict, log: Path, isolated: bool) -> dict:
-        worker = self._take()
+    def run(self, job: dict, log: Path, isolated: bool, spare: bool = True) -> dict:
+        """Run `job` in a worker; `spare`: more steps will follow, so warm up a worker for them."""
+        worker = self._take(spare)
         result = worker.run(job, log, last=isolated)
         with self._lock:
             if result is None or isolated or self._closed:
@@ -60,12 +61,12 @@ class WorkerPool:
             worker.proc.wait()  # it is exiting: reap it
         return result
 
-    def _take(self) -> Worker:
+    def _take(self, spare: bool) -> Worker:
         with self._lock:
             if self._closed:
                 raise RuntimeError("worker pool is closed")
             worker = self._idle.pop() if self._idle else self._spawn(preload=False)
-            if not self._idle and len(self._live) <= self.size:
+            if spare and not self._idle and len(self._live) <= self.size:
                 self._idle.append(self._spawn(preload=True))  # warms up while this step runs
             return worker
 

@@ -65,6 +65,7 @@ class Runner:
         self.dry_run = dry_run
         self._pool: WorkerPool | None = None
         self._stopping = threading.Event()
+        self._unfinished: set[Step] = set()
 
     def run(self, steps: list[Step]) -> list[StepResult]:
         """Run every step once its dependencies are done; results in the order of `steps`."""
@@ -76,6 +77,7 @@ class Runner:
                 dependents[dep].append(step)
         finished: queue.Queue[tuple[Step, StepResult | Future]] = queue.Queue()
         self._pool = WorkerPool(self.jobs)
+        self._unfinished = {s for s in steps if not s.skip_reason}  # worth a warm spare worker?
         with self.cache.using(), ThreadPoolExecutor(self.jobs) as pool:
 
             def start(step: Step) -> None:
@@ -104,6 +106,7 @@ class Runner:
                 while len(results) < len(steps):
                     step, outcome = finished.get()
                     results[step] = outcome if isinstance(outcome, StepResult) else outcome.result()
+                    self._unfinished.discard(step)
                     for after in dependents[step]:
                         blockers[after] -= 1
                         if not blockers[after]:
@@ -191,7 +194,7 @@ class Runner:
             }
             # So does a step that imports the user's code (python_path).
             fresh = getattr(step.kind, "FRESH_PROCESS", False) or "python_path" in step.context
-            result = self._pool.run(job, log, isolated=fresh)
+            result = self._pool.run(job, log, isolated=fresh, spare=len(self._unfinished) > 1)
             seconds = time.perf_counter() - started
             if not result["ok"]:
                 self._record_state(step, key, components, "failed")
