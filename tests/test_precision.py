@@ -74,9 +74,10 @@ def test_fp8_model_has_float8_qdq_and_builds_for_ada_and_newer(project):
     zero_points = [inits[n.input[2]] for n in qdq]
     assert zero_points and {z.data_type for z in zero_points} == {onnx.TensorProto.FLOAT8E4M3FN}
     assert not any(numpy_helper.to_array(z).astype(np.float32).any() for z in zero_points)
-    # Weights quantized per output channel: one scale per Conv filter.
+    # Weights stored in float8, quantized per output channel: one scale per Conv filter.
     conv = next(n for n in model.graph.node if n.op_type == "Conv")
     weight_dq = next(n for n in qdq if n.output[0] == conv.input[1])
+    assert inits[weight_dq.input[0]].data_type == onnx.TensorProto.FLOAT8E4M3FN
     assert numpy_helper.to_array(inits[weight_dq.input[1]]).shape == (8,)
     [row] = steps["accuracy"]["meta"]["accuracy"]["outputs"]
     assert row["ok"] and 0 < row["rel_l2"] < 0.15

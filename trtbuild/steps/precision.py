@@ -85,13 +85,14 @@ def _quantize(source: Path, out: Path, job: Job, ops_to_keep, nodes_to_keep, mod
         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
         calibrate_method=method, nodes_to_exclude=excluded,
         # TensorRT: symmetric (zero point 0), per-channel weights, per-tensor activations, float biases.
-        # fp8 keeps float weights behind Q/DQ so they are rounded once, to fp8, not via int8.
+        # fp8 asks for float weights behind Q/DQ so they are rounded once, to fp8, not via int8.
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
                        "AddQDQPairToWeight": fp8},
     )
     if fp8:
         quantized = onnx.load(str(out))
         _int8_scales_to_fp8(quantized)
+        _store_weights_in_fp8(quantized)
         save_onnx(quantized, out)
 
 
@@ -117,6 +118,33 @@ def _int8_scales_to_fp8(model) -> None:
     for name in zero_points:
         dims = list(inits[name].dims)
         inits[name].CopyFrom(helper.make_tensor(name, TensorProto.FLOAT8E4M3FN, dims, [0.0] * int(np.prod(dims))))
+
+
+def _store_weights_in_fp8(model) -> None:
+    """Quantize ahead of time each weight a QuantizeLinear reads, so the file holds float8 weights
+    feeding DequantizeLinear, as an int8 model holds int8 weights (rounding as QuantizeLinear does)."""
+    import ml_dtypes
+    import numpy as np
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    readers = Counter(name for node in graph.node for name in node.input)
+    folded = [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits and readers[n.input[0]] == 1]
+    for node in folded:
+        weight = numpy_helper.to_array(inits[node.input[0]])
+        scale = numpy_helper.to_array(inits[node.input[1]])
+        if scale.ndim:  # per channel, along the node's axis
+            shape = [1] * weight.ndim
+            shape[next((a.i for a in node.attribute if a.name == "axis"), 1)] = -1
+            scale = scale.reshape(shape)
+        quantized = np.clip(weight / scale, -448, 448).astype(ml_dtypes.float8_e4m3fn)
+        graph.initializer.append(numpy_helper.from_array(quantized, node.output[0]))
+        graph.node.remove(node)
+    dropped = {node.input[0] for node in folded}
+    kept = [i for i in graph.initializer if i.name not in dropped]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 class _Reader:
