@@ -64,6 +64,9 @@ def run_job(spec: dict) -> dict:
         return {"ok": False, "error": _brief(f"{type(exc).__name__}: {exc}"), "user_error": False}
 
 
+_libc = ctypes.CDLL(None)  # for fflush: native libraries buffer their own stdout
+
+
 def _point_output_at(fd: int) -> None:
     """Send fds 1 and 2 (Python's and C's stdout / stderr) to `fd`."""
     sys.stdout.flush()
@@ -71,9 +74,6 @@ def _point_output_at(fd: int) -> None:
     _libc.fflush(None)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
-
-
-_libc = ctypes.CDLL(None)
 
 
 def main(argv: list[str]) -> int:

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from trtbuild.errors import StepError
+from trtbuild.onnx_io import save_onnx
 from trtbuild.steps import Job
 
 NAME = "accuracy"
@@ -81,5 +82,5 @@ def _bf16_rounded_in_fp32(source: Path, scratch: Path) -> Path:
     del graph.node[:]
     graph.node.extend(nodes)
     del graph.value_info[:]  # stale; ONNX Runtime infers the types again
-    onnx.save(model, str(scratch))
+    save_onnx(model, scratch)
     return scratch
