@@ -40,6 +40,28 @@ def test_file_remote_shares_every_step(project, tmp_path):
     assert {s["reason"] for s in third["steps"] if s["step"] != "verify"} == {"up to date"}
 
 
+def test_dry_run_and_status_see_what_the_remote_holds(project, tmp_path, capsys):
+    import json
+
+    from trtbuild.cli import main
+
+    remote = f"file://{tmp_path / 'remote'}"
+    assert project.build("--remote", remote)[0] == 0
+    other = second_machine(project)
+    code, dry = other.build("--remote", remote, "--dry-run")
+    # Every step, the engine included: its key comes from the remote records of the steps before it.
+    assert code == 0 and set(statuses(dry).values()) == {"would-pull"}
+    assert not (other.cache / "objects").exists()  # nothing was fetched
+    capsys.readouterr()
+    args = ["status", str(other.recipe), "--cache-dir", str(other.cache), "--json"]
+    assert main([*args, "--remote", remote]) == 0
+    [cell] = json.loads(capsys.readouterr().out)["matrix"]["conv"].values()
+    assert cell["state"] == "remote"
+    assert main(args) == 1  # without the remote, the engine would have to be built here
+    [cell] = json.loads(capsys.readouterr().out)["matrix"]["conv"].values()
+    assert cell["state"] == "missing"
+
+
 def test_corrupt_remote_object_is_not_used(project, tmp_path, capsys):
     remote = tmp_path / "remote"
     code, first = project.build("--remote", f"file://{remote}")

@@ -19,7 +19,7 @@ DESCRIPTION = """\
 Build TensorRT engines from YAML recipes, rebuilding only what is stale.
 
   trtbuild RECIPE_OR_DIR...          build (a directory means every *.yaml in it)
-  trtbuild status RECIPE_OR_DIR...   recipe x target matrix: fresh / stale (why) / missing / failed
+  trtbuild status RECIPE_OR_DIR...   recipe x target matrix: fresh / remote / stale (why) / missing / failed
   trtbuild gc                        delete cache objects no action references
   trtbuild schema                    print the recipe JSON Schema
   trtbuild env                       GPUs, TensorRT backends and frameworks found here
@@ -79,7 +79,15 @@ def _parser() -> argparse.ArgumentParser:
         '"tensorrt:sm86"',
     )
 
-    build = sub.add_parser("build", parents=[graph_opt, cache_opt], help="build recipes (the default command)",
+    remote_opt = argparse.ArgumentParser(add_help=False)
+    remote_opt.add_argument(
+        "--remote", default=os.environ.get("TRTBUILD_REMOTE"), metavar="URL",
+        help="shared cache (env TRTBUILD_REMOTE): file:///path, s3://bucket/prefix, gs://...; a build pulls the steps "
+        "found there instead of building them and pushes new ones; status and --dry-run show them as remote",
+    )
+
+    build = sub.add_parser("build", parents=[graph_opt, cache_opt, remote_opt],
+                           help="build recipes (the default command)",
                            description="Build recipes; only steps whose key changed run.")
     build.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="run up to N independent steps at once")
     build.add_argument("-n", "--dry-run", action="store_true", help="say which steps would run and why; build nothing")
@@ -87,15 +95,12 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--junit", type=Path, metavar="PATH", help="write JUnit XML (a testcase per recipe x step)")
     build.add_argument("--markdown", type=Path, metavar="PATH", help="write a Markdown summary (for a CI job page)")
     build.add_argument("-q", "--quiet", action="store_true", help="print only steps that ran, failed or were skipped")
-    build.add_argument(
-        "--remote", default=os.environ.get("TRTBUILD_REMOTE"), metavar="URL",
-        help="shared cache (env TRTBUILD_REMOTE): file:///path, s3://bucket/prefix, gs://...; steps found there are "
-        "pulled instead of built, and new ones pushed",
-    )
     build.set_defaults(func=cmd_build)
 
-    status = sub.add_parser("status", parents=[graph_opt, cache_opt], help="show fresh / stale / missing per step",
-                            description="Show whether each step's cached result is fresh, stale (and why) or missing.")
+    status = sub.add_parser("status", parents=[graph_opt, cache_opt, remote_opt],
+                            help="show fresh / stale / missing per step",
+                            description="Show whether each step's cached result is fresh, on the remote cache, stale (and why) "
+                            "or missing.")
     status.add_argument("--json", action="store_true", help="machine-readable output (matrix and steps)")
     status.add_argument("--steps", action="store_true", help="one line per step instead of the recipe x target matrix")
     status.set_defaults(func=cmd_status)
@@ -168,16 +173,8 @@ def cmd_build(args) -> int:
     for problem in problems:
         print(problem, file=sys.stderr)
     progress = Progress(quiet=args.quiet)
-    remote = None
-    if args.remote and not args.dry_run:
-        try:
-            from trtbuild.remote import Remote
-
-            remote = Remote(args.remote, progress.warn)
-        except ImportError as exc:
-            raise UsageError(f"--remote {args.remote}: {exc}; pip install 'trtbuild[remote]'") from None
     try:
-        runner = Runner(cache, progress, jobs=args.jobs, dry_run=args.dry_run, remote=remote)
+        runner = Runner(cache, progress, jobs=args.jobs, dry_run=args.dry_run, remote=_remote(args, progress.warn))
         results = runner.run(steps) if steps else []
     finally:
         progress.close()
@@ -190,6 +187,18 @@ def cmd_build(args) -> int:
     _write_reports(args, results, problems, seconds, code, cache)
     _summary(results, problems, seconds, progress, cache, args.quiet)
     return code
+
+
+def _remote(args, warn):
+    """The --remote cache, or None."""
+    if not args.remote:
+        return None
+    try:
+        from trtbuild.remote import Remote
+
+        return Remote(args.remote, warn)
+    except ImportError as exc:
+        raise UsageError(f"--remote {args.remote}: {exc}; pip install 'trtbuild[remote]'") from None
 
 
 def _write_reports(args, results, problems, seconds: float, code: int, cache) -> None:
@@ -243,7 +252,9 @@ def cmd_status(args) -> int:
     cache = Cache(args.cache_dir)
     steps, problems = _compile(args, cache)
     with open(os.devnull, "w") as devnull:
-        results = Runner(cache, Progress(stream=devnull, quiet=True), dry_run=True).run(steps) if steps else []
+        progress = Progress(stream=devnull, quiet=True)
+        remote = _remote(args, lambda text: print(f"trtbuild: warning: {text}", file=sys.stderr))
+        results = Runner(cache, progress, dry_run=True, remote=remote).run(steps) if steps else []
     rows = step_states(results, cache)
     cells = matrix(rows)
     if args.json:
@@ -259,7 +270,8 @@ def cmd_status(args) -> int:
             print(render_matrix(cells))
     if problems:
         return EXIT_USAGE
-    return EXIT_OK if all(row["state"] in ("fresh", "skipped") for row in rows) else EXIT_BUILD_FAILED
+    # 0: a build would compile nothing (a step on the remote is pulled, not built).
+    return EXIT_OK if all(row["state"] in ("fresh", "remote", "skipped") for row in rows) else EXIT_BUILD_FAILED
 
 
 def cmd_gc(args) -> int:

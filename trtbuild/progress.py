@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 import threading
 
-_STYLE = {"built": "green", "cached": "dim", "failed": "bold red", "skipped": "yellow", "would-run": "cyan"}
+_STYLE = {"built": "green", "cached": "dim", "failed": "bold red", "skipped": "yellow", "would-run": "cyan",
+          "would-pull": "blue"}
 
 
 class Progress:
@@ -26,7 +27,7 @@ class Progress:
             if self._console:
                 self._refresh()
             elif not self.quiet:
-                print(f"  start     {_name(step)}  ({reason})", file=self.stream, flush=True)
+                print(f"  {'start':<10} {_name(step)}  ({reason})", file=self.stream, flush=True)
 
     def waiting(self, step) -> None:
         self._line("waiting", f"{_name(step)}  (another trtbuild run is building it)", "yellow")
@@ -36,7 +37,7 @@ class Progress:
             self._running.pop(_name(result.step), None)
             if self._console:
                 self._refresh()
-        if self.quiet and (result.status in ("cached", "would-run") or result.step.skip_reason):
+        if self.quiet and (result.status in ("cached", "would-run", "would-pull") or result.step.skip_reason):
             return
         seconds = f"{result.seconds:6.2f}s" if result.seconds else " " * 7
         self._line(result.status, f"{_name(result.step)}  {seconds}  {result.reason}", _STYLE.get(result.status))
@@ -59,7 +60,7 @@ class Progress:
                 self._status = None
 
     def _line(self, status: str, text: str, style: str | None, indent: bool = True) -> None:
-        line = f"  {status:<9} {text}" if indent and status else text
+        line = f"  {status:<10} {text}" if indent and status else text
         with self._lock:
             if self._console:
                 from rich.markup import escape

@@ -28,15 +28,26 @@ class Remote:
         self._lock = threading.Lock()
         self.enabled = True
 
+    def lookup(self, key: str) -> dict | None:
+        """The action record for `key` if the remote has it (its objects are not fetched)."""
+        if not self.enabled:
+            return None
+        try:
+            return json.loads(self.fs.cat_file(self._action(key)))
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # see pull()
+            self._disable(exc)
+            return None
+
     def pull(self, key: str, cache: Cache) -> dict | None:
         """Fetch the action record for `key` and its objects into `cache`; None if absent or unusable."""
         if not self.enabled:
             return None
+        record = self.lookup(key)
+        if record is None:
+            return None
         try:
-            try:
-                record = json.loads(self.fs.cat_file(self._action(key)))
-            except FileNotFoundError:
-                return None
             workdir = cache.workdir("pull")
             try:
                 for name, obj in record["outputs"].items():

@@ -17,8 +17,9 @@ from trtbuild.graph import Pick, Step, explain, key_components, producer, step_k
 from trtbuild.pool import WorkerPool
 from trtbuild.progress import Progress
 
-# Statuses a step can end in. "would-run" only appears with --dry-run.
-BUILT, CACHED, FAILED, SKIPPED, WOULD_RUN = "built", "cached", "failed", "skipped", "would-run"
+# Statuses a step can end in. "would-run" and "would-pull" (from the remote cache) only appear with --dry-run.
+BUILT, CACHED, FAILED, SKIPPED = "built", "cached", "failed", "skipped"
+WOULD_RUN, WOULD_PULL = "would-run", "would-pull"
 
 
 @dataclass
@@ -132,7 +133,12 @@ class Runner:
             return StepResult(step, WOULD_RUN, f"after {waiting[0].step.name} runs, if its output changes")
         components = key_components(step, self.cache, {d: r.record for d, r in deps.items() if r.record})
         key = step_key(components)
-        return self._cached(step, key, "up to date") or (key, components)
+        cached = self._cached(step, key, "up to date")
+        if cached is None and self.dry_run and self.remote:
+            record = self.remote.lookup(key)  # its record (not its files) gives the steps after it their keys
+            if record:
+                return StepResult(step, WOULD_PULL, "on the remote cache", key=key, record=record)
+        return cached or (key, components)
 
     def _cached(self, step: Step, key: str, reason: str) -> StepResult | None:
         record = self.cache.get_action(key)

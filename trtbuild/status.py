@@ -1,11 +1,11 @@
-"""Fresh / stale / missing / failed / skipped per step, and the recipe x target matrix built from it."""
+"""Fresh / remote / stale / missing / failed / skipped per step, and the recipe x target matrix built from it."""
 
 from __future__ import annotations
 
 from trtbuild.cache import Cache
 
 # The worse state wins when a cell summarizes a chain of steps.
-_SEVERITY = {"fresh": 0, "skipped": 1, "missing": 2, "stale": 3, "failed": 4}
+_SEVERITY = {"fresh": 0, "remote": 1, "skipped": 2, "missing": 3, "stale": 4, "failed": 5}
 
 
 def step_states(results, cache: Cache) -> list[dict]:
@@ -18,6 +18,8 @@ def step_states(results, cache: Cache) -> list[dict]:
             state = "skipped"
         elif r.status == "cached":
             state = "fresh"
+        elif r.status == "would-pull":
+            state = "remote"  # a build pulls it instead of building
         elif previous is None:
             state = "missing"
         elif previous.get("status") == "failed" and r.reason == "last attempt failed":

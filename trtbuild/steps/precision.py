@@ -130,7 +130,8 @@ def _store_weights_in_fp8(model) -> None:
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     readers = Counter(name for node in graph.node for name in node.input)
-    folded = [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits and readers[n.input[0]] == 1]
+    folded = [n for n in graph.node
+              if n.op_type == "QuantizeLinear" and n.input[0] in inits and readers[n.input[0]] == 1]
     for node in folded:
         weight = numpy_helper.to_array(inits[node.input[0]])
         scale = numpy_helper.to_array(inits[node.input[1]])
