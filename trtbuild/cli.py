@@ -99,8 +99,8 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", parents=[graph_opt, cache_opt, remote_opt],
                             help="show fresh / stale / missing per step",
-                            description="Show whether each step's cached result is fresh, on the remote cache, stale (and why) "
-                            "or missing.")
+                            description="Show whether each step's cached result is fresh, on the remote cache, "
+                            "stale (and why) or missing.")
     status.add_argument("--json", action="store_true", help="machine-readable output (matrix and steps)")
     status.add_argument("--steps", action="store_true", help="one line per step instead of the recipe x target matrix")
     status.set_defaults(func=cmd_status)
