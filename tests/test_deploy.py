@@ -6,6 +6,7 @@ machine); the plans themselves are real TensorRT-RTX builds.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -29,6 +30,10 @@ def test_env_reports_backends_and_no_gpu(capsys):
     assert info["gpus"] == []
     assert info["backends"]["tensorrt-rtx"] == installed_version("tensorrt-rtx")
     assert info["default_target"].startswith("tensorrt-rtx-")
+    assert info["precisions"]["int8"] == "ort-quantization"
+    if importlib.util.find_spec("modelopt") is None:  # bf16 needs ModelOpt; fp16 falls back
+        assert info["precisions"]["fp16"] == "onnxconverter"
+        assert "pip install 'trtbuild[modelopt]'" in info["precisions"]["bf16"]
     assert main(["env"]) == 0
     assert "none (no NVIDIA driver or GPU)" in capsys.readouterr().out
 

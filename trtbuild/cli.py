@@ -22,7 +22,7 @@ Build TensorRT engines from YAML recipes, rebuilding only what is stale.
   trtbuild status RECIPE_OR_DIR...   recipe x target matrix: fresh / remote / stale (why) / missing / failed
   trtbuild gc                        delete cache objects no action references
   trtbuild schema                    print the recipe JSON Schema
-  trtbuild env                       GPUs, TensorRT backends and frameworks found here
+  trtbuild env                       GPUs, TensorRT backends, frameworks and precisions found here
   trtbuild path NAME                 the plan of recipe NAME for this GPU and TensorRT version
 
 Each recipe compiles into steps: export -> check -> parity -> simplify -> precision -> accuracy

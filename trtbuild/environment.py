@@ -9,7 +9,7 @@ from trtbuild.errors import UsageError
 from trtbuild.frameworks import REQUIREMENTS
 from trtbuild.gpu import detect_gpus
 from trtbuild.steps import tool_version
-from trtbuild.target import INSTALL_HINT, installed_version, resolve_target
+from trtbuild.target import INSTALL_HINT, installed_version, resolve_target, supports_fp8
 
 FRAMEWORK_DISTS = {"pytorch": ("torch", "torchvision"), "tensorflow": ("tensorflow", "tensorflow-cpu", "tf2onnx"),
                    "keras": ("keras",)}
@@ -22,6 +22,7 @@ def describe() -> dict:
         "backends": {b: installed_version(b) for b in INSTALL_HINT},
         "frameworks": {fw: {d: tool_version(d) for d in FRAMEWORK_DISTS[fw]} for fw in REQUIREMENTS},
         "tools": {d: tool_version(d) for d in TOOLS},
+        "precisions": _precisions(),
     }
     try:
         target, cannot = resolve_target("auto")
@@ -31,11 +32,27 @@ def describe() -> dict:
     return info
 
 
+def _precisions() -> dict[str, str]:
+    """engine.precision -> how this machine would make it, or why it cannot."""
+    from trtbuild.graph import fp16_converter
+
+    found = {"fp32": "builder setting", "tf32": "builder setting (runs faster on Ampere and newer)"}
+    for precision in ("fp16", "bf16"):
+        try:
+            found[precision] = fp16_converter(precision)
+        except UsageError as exc:
+            found[precision] = f"unavailable: {exc}"
+    found["int8"] = "ort-quantization"
+    found["fp8"] = "ort-quantization (engines for sm_89 and newer)"
+    return found
+
+
 def render(info: dict) -> str:
     lines = ["GPUs:"]
     for g in info["gpus"]:
+        fp8 = "  fp8" if supports_fp8(g["compute_capability"]) else ""
         lines.append(f"  {g['index']}: {g['name']}  sm_{g['compute_capability'].replace('.', '')}  "
-                     f"{g['memory_bytes'] / 2**30:.1f} GiB  driver {g['driver']}")
+                     f"{g['memory_bytes'] / 2**30:.1f} GiB  driver {g['driver']}{fp8}")
     if not info["gpus"]:
         lines.append("  none (no NVIDIA driver or GPU): TensorRT-RTX can still build plans; none can run here")
     lines.append("Backends:")
@@ -47,5 +64,7 @@ def render(info: dict) -> str:
         lines.append(f"  {fw:<14} {found}")
     lines.append("Tools:")
     lines.append("  " + ", ".join(f"{d} {v}" for d, v in info["tools"].items()))
+    lines.append("Precisions:")
+    lines += [f"  {p:<6} {how}" for p, how in info["precisions"].items()]
     lines.append(f"Default target: {info['default_target']}")
     return "\n".join(lines)
