@@ -11,11 +11,20 @@ _PROTOBUF_LIMIT = 2**31 - 1
 def save_onnx(model, path: Path) -> None:
     import onnx
 
-    if model.ByteSize() < _PROTOBUF_LIMIT:
+    if _fits_in_one_file(model):
         onnx.save(model, str(path))
     else:
         onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                   location=f"{path.name}.data")
+
+
+def _fits_in_one_file(model) -> bool:
+    from google.protobuf.message import EncodeError
+
+    try:
+        return model.ByteSize() < _PROTOBUF_LIMIT
+    except (EncodeError, ValueError):  # protobuf (upb) refuses even to measure a message over 2 GB
+        return False
 
 
 def normalize_file(path: Path) -> None:
