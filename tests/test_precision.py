@@ -20,7 +20,7 @@ def write_calibration(root: Path, seed: int = 0, files: int = 3) -> None:
         np.save(root / "calib" / f"batch{i}.npy", rng.standard_normal(CAL_SHAPE).astype(np.float32))
 
 
-def int8_recipe(precision: str = "int8", targets: list[str] | None = None, **options) -> dict:
+def quantized_recipe(precision: str = "int8", targets: list[str] | None = None, **options) -> dict:
     data = recipe_dict("conv.onnx", precision=precision)
     if targets:
         data["targets"] = targets
@@ -45,7 +45,7 @@ def test_fp16_model_has_float16_weights_and_builds(project):
 
 def test_int8_model_has_symmetric_qdq_and_builds(project):
     write_calibration(project.root)
-    project.write_recipe(int8_recipe())
+    project.write_recipe(quantized_recipe())
     code, report = project.build()
     assert code == 0, report
     steps = {s["step"]: s for s in report["steps"]}
@@ -61,7 +61,7 @@ def test_int8_model_has_symmetric_qdq_and_builds(project):
 
 def test_fp8_model_has_float8_qdq_and_builds_for_ada_and_newer(project):
     write_calibration(project.root)
-    project.write_recipe(int8_recipe("fp8", targets=["tensorrt-rtx", "tensorrt-rtx:sm89+sm120"]))
+    project.write_recipe(quantized_recipe("fp8", targets=["tensorrt-rtx", "tensorrt-rtx:sm89+sm120"]))
     code, report = project.build()
     assert code == 0, report
     engines = [s for s in report["steps"] if s["step"] == "engine"]
@@ -88,7 +88,7 @@ def test_fp8_model_has_float8_qdq_and_builds_for_ada_and_newer(project):
 
 def test_fp8_for_a_pre_ada_target_is_a_recipe_error(project, capsys):
     write_calibration(project.root)
-    project.write_recipe(int8_recipe("fp8", targets=["tensorrt-rtx:sm86+sm120"]))
+    project.write_recipe(quantized_recipe("fp8", targets=["tensorrt-rtx:sm86+sm120"]))
     from trtbuild.cli import main
 
     assert main(["build", str(project.recipe), "--cache-dir", str(project.cache)]) == 2
@@ -99,7 +99,7 @@ def test_fp8_for_a_pre_ada_target_is_a_recipe_error(project, capsys):
 
 def test_new_calibration_data_reruns_quantize_gate_and_engine_only(project):
     write_calibration(project.root)
-    project.write_recipe(int8_recipe())
+    project.write_recipe(quantized_recipe())
     assert project.build()[0] == 0
     write_calibration(project.root, seed=1)
     code, report = project.build()
@@ -137,7 +137,7 @@ def test_int8_without_calibration_fails_validation(project, capsys):
 
 def test_accuracy_gate_failure_shows_table_and_stops_the_engine(project):
     write_calibration(project.root)
-    project.write_recipe(int8_recipe(max_relative_error=1e-9))
+    project.write_recipe(quantized_recipe(max_relative_error=1e-9))
     code, report = project.build()
     assert code == 1
     steps = {s["step"]: s for s in report["steps"]}
