@@ -16,7 +16,7 @@ from types import ModuleType
 from trtbuild.cache import Cache
 from trtbuild.errors import RecipeError, UsageError
 from trtbuild.hashing import digest_json
-from trtbuild.recipe import LoadedRecipe
+from trtbuild.recipe import QUANTIZED_PRECISIONS, LoadedRecipe
 from trtbuild.frameworks import require
 from trtbuild.sources import distribution_of, glob_files, module_file, onnx_files, tree_files
 from trtbuild.steps import load_kind, tool_version
@@ -26,7 +26,6 @@ from trtbuild.target import Target, cannot_run_here, resolve_target, supports_fp
 
 # Precisions made by transforming the ONNX model (fp32 / tf32 are builder settings).
 TRANSFORMED_PRECISIONS = ("fp16", "bf16", "int8", "fp8")
-QUANTIZED_PRECISIONS = ("int8", "fp8")
 DEFAULT_MAX_RELATIVE_ERROR = {"tf32": 0.01, "fp16": 0.01, "bf16": 0.05, "int8": 0.1, "fp8": 0.15}
 
 

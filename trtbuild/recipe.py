@@ -19,7 +19,8 @@ from trtbuild.errors import RecipeError
 from trtbuild.target import TARGET_PATTERN
 
 DType = Literal["float32", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool"]
-
+# Precisions made by calibrated Q/DQ nodes: they need precision.calibration.
+QUANTIZED_PRECISIONS = ("int8", "fp8")
 
 
 class _Strict(BaseModel):
@@ -218,7 +219,7 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _quantized_has_calibration(self) -> Recipe:
-        if self.engine.precision in ("int8", "fp8") and self.precision.calibration is None:
+        if self.engine.precision in QUANTIZED_PRECISIONS and self.precision.calibration is None:
             raise ValueError(f"engine.precision {self.engine.precision} needs precision.calibration "
                              "(data: 'calib/*.npy' or a .npz, or loader: 'module:callable')")
         return self

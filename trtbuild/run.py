@@ -198,7 +198,7 @@ class Runner:
                 "outdir": str(outdir),
                 "context": step.context,
             }
-            # So does a step that imports the user's code (python_path).
+            # A process of its own for kinds that ask for one and for steps importing the user's code.
             fresh = getattr(step.kind, "FRESH_PROCESS", False) or "python_path" in step.context
             result = self._pool.run(job, log, isolated=fresh, spare=len(self._unfinished) > 1)
             seconds = time.perf_counter() - started

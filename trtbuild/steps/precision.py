@@ -32,7 +32,7 @@ def run(job: Job) -> dict:
     ops_to_keep, nodes_to_keep = _split_keep_list(model, job.params["keep_fp32"])
     precision, converter = job.params["precision"], job.params["converter"]
     out = job.outdir / MAIN_OUTPUT
-    if precision in ("int8", "fp8"):
+    if converter == "ort-quantization":
         _quantize(source, out, job, ops_to_keep, nodes_to_keep, model)
     elif converter == "modelopt":
         import re
@@ -205,7 +205,7 @@ def _describe(model, precision: str, converter: str) -> dict:
 
     ops = Counter(n.op_type for n in model.graph.node)
     meta = {"precision": precision, "converter": converter}
-    if precision in ("int8", "fp8"):
+    if converter == "ort-quantization":
         inits = {i.name: i for i in model.graph.initializer}
         zero_points = [inits[n.input[2]] for n in model.graph.node
                        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits]
