@@ -17,7 +17,7 @@ from trtbuild.cache import Cache
 from trtbuild.errors import RecipeError, UsageError
 from trtbuild.hashing import digest_json
 from trtbuild.recipe import QUANTIZED_PRECISIONS, LoadedRecipe
-from trtbuild.frameworks import require
+from trtbuild.frameworks import DEFAULT_OPSET, require
 from trtbuild.sources import distribution_of, glob_files, module_file, onnx_files, tree_files
 from trtbuild.steps import load_kind, tool_version
 from trtbuild.steps.export import ONNX_FILES
@@ -81,7 +81,9 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
     (export and parity for framework sources; precision and accuracy for fp16 / bf16 / int8 / fp8)."""
     recipe = loaded.recipe
     out = Path(recipe.name)
-    inputs = {name: _input_params(spec) for name, spec in recipe.inputs.items()}
+    # PyTorch models carry no input types; the other sources' types come from the model when not set.
+    default_dtype = "float32" if recipe.source.framework == "pytorch" else None
+    inputs = {name: _input_params(spec, default_dtype) for name, spec in recipe.inputs.items()}
     steps: list[Step] = []
 
     parity_data = {"data": _files([loaded.resolve(recipe.parity.data)])} if recipe.parity.data else {}
@@ -95,7 +97,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
 
     check = Step(
         loaded, "check", load_kind("check"), {"inputs": inputs}, {"model": model}, out,
-        context={"where": {name: loaded.where("inputs", name) for name in inputs}, "recipe": str(loaded.file)},
+        context={"where": _where(loaded)},
     )
     steps.append(check)
     gates = [check]
@@ -218,7 +220,7 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dic
     if parity.enabled:
         files |= parity_data
     params = {
-        "framework": source.framework, "opset": recipe.onnx.opset, "inputs": inputs,
+        "framework": source.framework, "opset": recipe.onnx.opset or DEFAULT_OPSET[source.framework], "inputs": inputs,
         "entrypoint": source.entrypoint, "args": source.args, "kwargs": source.kwargs,
         "exporter": source.exporter if source.framework == "pytorch" else None,
         "package": package,  # its version goes into the key with the other tools
@@ -227,16 +229,24 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dic
         "reference": {"seed": parity.seed} if parity.enabled else None,
     }
     return Step(loaded, "export", load_kind("export"), params, files, out,
-                context={"python_path": [str(p) for p in search]})
+                context={"python_path": [str(p) for p in search], "where": _where(loaded)})
 
 
 def _files(paths: list[Path], main: Path | None = None) -> SourceFiles:
     return SourceFiles(main or paths[0], tuple(paths))
 
 
-def _input_params(spec) -> dict:
+def _input_params(spec, default_dtype: str | None) -> dict:
     lo, mid, hi = spec.profile()
-    return {"dtype": spec.dtype, "shape": list(spec.shape), "min": lo, "opt": mid, "max": hi}
+    return {"dtype": spec.dtype or default_dtype, "shape": spec.dims, "min": lo, "opt": mid, "max": hi}
+
+
+def _where(loaded: LoadedRecipe) -> dict[str, str]:
+    """`file:line` of the recipe values a step may blame, by dotted key ("recipe": the file itself)."""
+    recipe = loaded.recipe
+    keys = [("source",), *(("source", k) for k in recipe.source.model_fields_set), ("inputs",),
+            *(("inputs", n) for n in recipe.inputs), *(("inputs", n, "dtype") for n in recipe.inputs)]
+    return {".".join(k): loaded.where(*k) for k in keys} | {"recipe": str(loaded.file)}
 
 
 def key_components(step: Step, cache: Cache, upstream: dict[Step, dict]) -> dict:

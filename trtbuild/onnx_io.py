@@ -36,3 +36,46 @@ def normalize_file(path: Path) -> None:
     for extra in before:
         extra.unlink()
     save_onnx(model, path)
+
+
+def runtime_inputs(model) -> list:
+    """The graph inputs fed at run time (old exporters also list initializers as inputs)."""
+    initializers = {init.name for init in model.graph.initializer}
+    return [vi for vi in model.graph.input if vi.name not in initializers]
+
+
+def dims(value_info) -> list[int]:
+    """Dims of a value's tensor type; symbolic or unknown dims are -1."""
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1
+            for d in value_info.type.tensor_type.shape.dim]
+
+
+def dtype_name(elem_type: int) -> str:
+    """An ONNX element type as recipes and numpy name it: float32, int64, bfloat16..."""
+    import onnx
+
+    if elem_type == onnx.TensorProto.BFLOAT16:
+        return "bfloat16"
+    try:
+        return onnx.helper.tensor_dtype_to_np_dtype(elem_type).name
+    except (KeyError, ValueError, TypeError):
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+
+
+def complete_inputs(model, recipe_inputs: dict[str, dict]) -> dict[str, dict]:
+    """Every runtime input of `model` (a ModelProto or a path) as {dtype, shape, min, opt, max}: the
+    recipe's entry with the model's dtype where the recipe sets none, else the model's static shape.
+    Inputs the recipe names that the model lacks are left for the check step to report."""
+    import onnx
+
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    complete = {}
+    for vi in runtime_inputs(model):
+        dtype = dtype_name(vi.type.tensor_type.elem_type)
+        spec = recipe_inputs.get(vi.name)
+        if spec is None:
+            shape = dims(vi)
+            spec = {"dtype": None, "shape": shape, "min": shape, "opt": shape, "max": shape}
+        complete[vi.name] = spec | {"dtype": spec["dtype"] or dtype}
+    return complete

@@ -42,9 +42,9 @@ class Source(_Strict):
     args: list[Any] = Field(default_factory=list, description="pytorch: positional arguments for the entrypoint.")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="pytorch: keyword arguments for the entrypoint.")
     checkpoint: str | None = Field(None, description="pytorch: a state_dict file, loaded with weights_only=True.")
-    exporter: Literal["torchscript", "dynamo"] = Field(
-        "torchscript", description="pytorch: torch.onnx exporter. torchscript keeps the opset asked for; "
-        "dynamo is the torch.export-based one."
+    exporter: Literal["auto", "dynamo", "torchscript"] = Field(
+        "auto", description="pytorch: torch.onnx exporter. auto: dynamo (torch's default, torch.export-based) and, "
+        "if it fails, torchscript; the report says which one made the model and why the other was not used."
     )
     python_path: list[str] = Field(
         default_factory=lambda: ["."], description="Directories (relative to the recipe) searched for the entrypoint's module."
@@ -69,9 +69,12 @@ class Source(_Strict):
                 raise ValueError("pytorch needs exactly one of path (TorchScript / ExportedProgram) or entrypoint")
         elif self.path is None:
             raise ValueError(f"{fw} needs path")
-        if fw == "pytorch" and self.exporter == "dynamo" and self.path and not self.path.endswith(".pt2"):
-            raise ValueError("exporter dynamo cannot export a TorchScript file: use exporter torchscript, "
-                             "an ExportedProgram (.pt2) or an entrypoint")
+        if fw == "pytorch" and self.path:
+            if self.exporter == "dynamo" and not self.path.endswith(".pt2"):
+                raise ValueError("exporter dynamo cannot export a TorchScript file: use exporter torchscript, "
+                                 "an ExportedProgram (.pt2) or an entrypoint")
+            if self.exporter == "torchscript" and self.path.endswith(".pt2"):
+                raise ValueError("an ExportedProgram (.pt2) is exported with exporter dynamo (or auto)")
         torch_only = ("entrypoint", "checkpoint", "args", "kwargs")
         if fw != "pytorch" and any(k in self.model_fields_set for k in torch_only + ("exporter",)):
             raise ValueError(f"entrypoint, args, kwargs, checkpoint and exporter apply to pytorch only, not {fw}")
@@ -83,53 +86,66 @@ class Source(_Strict):
 
 
 class InputSpec(_Strict):
-    """One network input. Dynamic dims (-1) need a min/opt/max range for the optimization profile."""
+    """One network input: what the recipe sets. Dynamic dims (-1) need a min/opt/max range for the
+    optimization profile; with min/opt/max alone, dims where min == max are fixed and the others dynamic."""
 
-    dtype: DType = "float32"
-    shape: list[Annotated[int, Field(ge=-1)]] = Field(description="Dims; -1 marks a dynamic dim.")
+    dtype: DType | None = Field(None, description="Default: the model's (ONNX, TensorFlow, Keras), float32 (PyTorch).")
+    shape: list[Annotated[int, Field(ge=-1)]] | None = Field(
+        None, description="Dims; -1 marks a dynamic dim. Default: from min/opt/max.")
     min: list[Annotated[int, Field(ge=1)]] | None = None
     opt: list[Annotated[int, Field(ge=1)]] | None = None
     max: list[Annotated[int, Field(ge=1)]] | None = None
 
     @field_validator("shape")
     @classmethod
-    def _no_zero_dims(cls, shape: list[int]) -> list[int]:
-        if 0 in shape:
+    def _no_zero_dims(cls, shape: list[int] | None) -> list[int] | None:
+        if shape is not None and 0 in shape:
             raise ValueError("dims must be positive or -1 (dynamic)")
         return shape
 
     @model_validator(mode="after")
     def _check_profile(self) -> InputSpec:
         ranges = {k: getattr(self, k) for k in ("min", "opt", "max")}
-        dynamic = -1 in self.shape
         given = [k for k, v in ranges.items() if v is not None]
-        if dynamic and len(given) != 3:
-            missing = ", ".join(k for k in ranges if ranges[k] is None)
-            raise ValueError(f"shape {self.shape} has dynamic dims (-1): add {missing} (one value per dim)")
+        missing = ", ".join(k for k in ranges if ranges[k] is None)
+        if self.shape is None and len(given) != 3:
+            raise ValueError(f"give shape (fixed dims, -1 for dynamic ones) or min, opt and max (missing: {missing})")
+        shape = self.dims
+        if -1 in shape and len(given) != 3:
+            raise ValueError(f"shape {shape} has dynamic dims (-1): add {missing} (one value per dim)")
         for k in given:
-            if len(ranges[k]) != len(self.shape):
-                raise ValueError(f"{k} has rank {len(ranges[k])} but shape has rank {len(self.shape)}")
-        for i, dim in enumerate(self.shape):
+            if len(ranges[k]) != len(shape):
+                raise ValueError(f"{k} has rank {len(ranges[k])} but shape has rank {len(shape)}")
+        for i, dim in enumerate(shape):
             if dim != -1:
                 for k in given:
                     if ranges[k][i] != dim:
                         raise ValueError(f"{k}[{i}]={ranges[k][i]} but shape[{i}] is fixed at {dim}")
         if len(given) == 3:
-            for i in range(len(self.shape)):
+            for i in range(len(shape)):
                 lo, mid, hi = self.min[i], self.opt[i], self.max[i]
                 if not lo <= mid <= hi:
                     raise ValueError(f"dim {i} needs min <= opt <= max, got min={lo} opt={mid} max={hi}")
         return self
 
+    @property
+    def dims(self) -> list[int]:
+        """The shape, or the one min/opt/max describe (-1 where min != max)."""
+        if self.shape is not None:
+            return list(self.shape)
+        return [lo if lo == hi else -1 for lo, hi in zip(self.min, self.max)]
+
     def profile(self) -> tuple[list[int], list[int], list[int]]:
         """(min, opt, max) shapes; a static input has all three equal to its shape."""
         if self.min is None:
-            return list(self.shape), list(self.shape), list(self.shape)
+            return self.dims, self.dims, self.dims
         return list(self.min), list(self.opt), list(self.max)
 
 
 class OnnxOptions(_Strict):
-    opset: int = Field(17, ge=7, le=23, description="ONNX opset used by the exporters.")
+    opset: int | None = Field(
+        None, ge=7, le=23, description="ONNX opset the exporters write. Default: 18 for pytorch, 17 for tensorflow "
+        "and keras (each exporter's best-tested); ignored for onnx sources.")
     simplify: bool = Field(True, description="Run onnx-simplifier before building the engine.")
 
 
@@ -206,7 +222,10 @@ class Recipe(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Recipe name; names the output directory.")
     source: Source
-    inputs: dict[str, InputSpec] = Field(min_length=1, description="Network inputs by tensor name.")
+    inputs: dict[str, InputSpec] = Field(
+        default_factory=dict, description="Network inputs by tensor name: only what the recipe sets (dynamic dims "
+        "and their ranges, or an override). Inputs left out keep the model's static shape and type; "
+        "pytorch sources list every input (the shapes to export with).")
     onnx: OnnxOptions = OnnxOptions()
     parity: Parity = Parity()
     precision: PrecisionOptions = PrecisionOptions()
@@ -225,11 +244,18 @@ class Recipe(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _pytorch_lists_inputs(self) -> Recipe:
+        if self.source.framework == "pytorch" and not self.inputs:
+            raise ValueError("a pytorch source needs inputs: each forward() argument in order, with its shape "
+                             "(e.g. inputs: {x: {shape: [1, 3, 224, 224]}})")
+        return self
+
+    @model_validator(mode="after")
     def _nchw_inputs_exist(self) -> Recipe:
         unknown = [n for n in self.source.inputs_as_nchw if n not in self.inputs]
         if unknown:
             raise ValueError(f"source.inputs_as_nchw names {unknown}, which are not in inputs")
-        if any(len(self.inputs[n].shape) != 4 for n in self.source.inputs_as_nchw):
+        if any(len(self.inputs[n].dims) != 4 for n in self.source.inputs_as_nchw):
             raise ValueError("inputs_as_nchw inputs must have rank 4")
         return self
 

@@ -11,10 +11,13 @@ import numpy as np
 
 from trtbuild.errors import StepError
 
-NUMPY_DTYPES = {
-    "float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32,
-    "int8": np.int8, "uint8": np.uint8, "bool": np.bool_,
-}
+def numpy_dtype(name: str) -> np.dtype:
+    """A recipe / ONNX dtype name as numpy's (bfloat16 through ml_dtypes)."""
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
 
 
 def example_inputs(inputs: dict[str, dict], seed: int, data: Path | None = None) -> dict[str, np.ndarray]:
@@ -24,14 +27,15 @@ def example_inputs(inputs: dict[str, dict], seed: int, data: Path | None = None)
     rng = np.random.default_rng(seed)
     feeds = {}
     for name, spec in inputs.items():
-        shape, dtype = spec["opt"], spec["dtype"]
-        if dtype in ("float32", "float16", "bfloat16"):
-            array = rng.standard_normal(shape).astype(np.float32)
-            feeds[name] = array if dtype != "float16" else array.astype(np.float16)
-        elif dtype == "bool":
+        shape, dtype = spec["opt"], numpy_dtype(spec["dtype"] or "float32")
+        if dtype.kind == "f" or spec["dtype"] == "bfloat16":
+            feeds[name] = rng.standard_normal(shape).astype(np.float32).astype(dtype)
+        elif dtype.kind == "b":
             feeds[name] = rng.integers(0, 2, shape).astype(np.bool_)
+        elif dtype.kind in "iu":
+            feeds[name] = rng.integers(0, 10, shape).astype(dtype)
         else:
-            feeds[name] = rng.integers(0, 10, shape).astype(NUMPY_DTYPES[dtype])
+            raise StepError(f"input {name!r} has type {spec['dtype']}, for which no example values can be made")
     return feeds
 
 

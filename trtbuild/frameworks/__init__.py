@@ -33,6 +33,9 @@ TOOLS = {
     "keras": ("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx"),
 }
 
+# framework -> the opset its exporter writes when the recipe sets none (each exporter's best-tested)
+DEFAULT_OPSET = {"pytorch": 18, "tensorflow": 17, "keras": 17}
+
 
 @dataclass
 class ModelSpec:
@@ -40,16 +43,23 @@ class ModelSpec:
 
     framework: str
     opset: int
-    inputs: dict[str, dict]  # name -> {dtype, shape, min, opt, max}, in the ONNX model's layout
+    inputs: dict[str, dict]  # name -> {dtype, shape, min, opt, max}, in the ONNX model's layout; dtype may be None
     path: Path | None = None
     entrypoint: str | None = None
     args: list = field(default_factory=list)
     kwargs: dict = field(default_factory=dict)
     checkpoint: Path | None = None
-    exporter: str = "torchscript"
+    exporter: str = "auto"
     outputs: list[str] = field(default_factory=list)
     inputs_as_nchw: list[str] = field(default_factory=list)
     python_path: list[str] = field(default_factory=list)
+    where: dict[str, str] = field(default_factory=dict)  # dotted recipe key -> "file:line"
+
+    def at(self, key: str) -> str:
+        """`file:line` of a recipe key (e.g. "source.outputs", "inputs.x"), for errors the recipe causes."""
+        while key and key not in self.where:
+            key = key.rpartition(".")[0]
+        return self.where.get(key) or self.where.get("recipe", "recipe")
 
 
 def require(framework: str) -> None:

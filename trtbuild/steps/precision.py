@@ -161,7 +161,7 @@ class _Reader:
 def _calibration_batches(job: Job) -> list[dict]:
     import numpy as np
 
-    from trtbuild.tensors import NUMPY_DTYPES
+    from trtbuild.tensors import numpy_dtype
 
     spec = job.params["calibration"]
     inputs = job.params["inputs"]
@@ -174,7 +174,7 @@ def _calibration_batches(job: Job) -> list[dict]:
             loader = getattr(loader, part)
         batches = []
         for batch in loader():
-            batches.append({n: np.asarray(batch[n]).astype(NUMPY_DTYPES[inputs[n]["dtype"]]) for n in inputs})
+            batches.append({n: np.asarray(batch[n]).astype(numpy_dtype(inputs[n]["dtype"])) for n in inputs})
             if len(batches) == limit:
                 break
     else:
