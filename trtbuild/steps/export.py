@@ -4,7 +4,7 @@ parity inputs (reference.npz), computed while the model is loaded so parity need
 from __future__ import annotations
 
 from trtbuild.frameworks import TOOLS, ModelSpec, load_framework
-from trtbuild.onnx_io import normalize_file
+from trtbuild.onnx_io import complete_inputs, normalize_file
 from trtbuild.steps import Job
 
 NAME = "export"
@@ -46,6 +46,7 @@ def run(job: Job) -> dict:
         normalize_file(out)  # the exporter wrote external data; keep one file when it fits
     reference = job.params["reference"]
     if reference is not None:
+        spec.inputs = complete_inputs(out, spec.inputs)  # dtypes and inputs the recipe left to the model
         feeds = example_inputs(spec.inputs, reference["seed"], job.inputs.get("data"))
         save_reference(job.outdir / REFERENCE, feeds, framework.predict(model, spec, feeds))
     return meta  # the model's opset and I/O: the check step's report, which loads it anyway
