@@ -37,3 +37,9 @@ class StepError(TrtbuildError):
         super().__init__(message)
         self.user_error = user_error
         self.details = details or {}
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line of text (its type's name when it has none): libraries' errors run long."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -175,10 +175,12 @@ def _precision_step(loaded: LoadedRecipe, inputs: dict, model, out: Path, after:
             found = sorted(p.resolve() for p in loaded.file.parent.glob(cal.data) if p.is_file())
             files["calibration"] = _files(found)
             context["calibration_files"] = [str(p) for p in found]
+            context["where"] = loaded.where("precision", "calibration", "data")
         else:
             search = [loaded.resolve(p) for p in recipe.source.python_path]
             files["calibration"] = _files([module_file(cal.loader.split(":")[0], search, "precision.calibration.loader")])
             context["python_path"] = [str(p) for p in search]
+            context["where"] = loaded.where("precision", "calibration", "loader")
     else:
         converter = fp16_converter(precision)
     params = {"precision": precision, "converter": converter, "keep_io_types": options.keep_io_types,

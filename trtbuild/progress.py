@@ -41,6 +41,9 @@ class Progress:
             return
         seconds = f"{result.seconds:6.2f}s" if result.seconds else " " * 7
         self._line(result.status, f"{_name(result.step)}  {seconds}  {result.reason}", _STYLE.get(result.status))
+        if result.status == "built":  # a step's warnings are printed when it runs; the report keeps them
+            for warning in ((result.record or {}).get("meta") or {}).get("warnings", []):
+                self._line("", f"      warning: {warning}", "yellow")
         if result.error:
             detail = "\n".join("      " + line for line in result.error.splitlines())
             self._line("", detail, "red")

@@ -57,7 +57,8 @@ def run_job(spec: dict) -> dict:
     )
     try:
         return {"ok": True, "meta": load_kind(job.kind).run(job)}
-    except StepError as exc:
+    except StepError as exc:  # the log gets the message and where it was raised, like any failure
+        traceback.print_exc()
         return {"ok": False, "error": str(exc), "user_error": exc.user_error, "meta": exc.details}
     except Exception as exc:  # an unexpected failure: the full traceback goes to the step log
         traceback.print_exc()

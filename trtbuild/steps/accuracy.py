@@ -23,9 +23,11 @@ def tools(params: dict) -> tuple[str, ...]:
 
 
 def run(job: Job) -> dict:
+    from trtbuild.onnx_io import complete_inputs
     from trtbuild.tensors import compare, example_inputs, format_table, run_onnxruntime  # numpy: only in the worker
 
-    feeds = example_inputs(job.params["inputs"], job.params["seed"], job.inputs.get("data"))
+    inputs = complete_inputs(job.inputs["fp32"], job.params["inputs"])
+    feeds = example_inputs(inputs, job.params["seed"], job.inputs.get("data"))
     names, expected = run_onnxruntime(job.inputs["fp32"], feeds)
     model = job.inputs["model"]
     if job.params["precision"] == "bf16":

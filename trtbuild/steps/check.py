@@ -1,51 +1,52 @@
-"""check: the ONNX model is valid (onnx.checker, shape inference) and matches the recipe's inputs."""
+"""check: the recipe matches the ONNX model; what else looks wrong in the model is a warning.
+
+Never stricter than the engine builder: exporters and graph tools routinely leave things that
+onnx.checker refuses and TensorRT accepts (outputs without a shape, an empty graph name, value_info
+that strict shape inference disagrees with, a custom domain without an opset import). Those are
+warnings here, kept in the report; the verdict on the model comes from the TensorRT parser, which
+names the node and the op. This step refuses only what every backend refuses: a file that is not
+an ONNX model, a model without outputs, and a recipe that does not describe the model.
+"""
 
 from __future__ import annotations
 
 import json
 
-from trtbuild.errors import StepError
+from trtbuild.errors import StepError, first_line
+from trtbuild.onnx_io import dims, dtype_name, runtime_inputs
 from trtbuild.steps import Job
 
 NAME = "check"
-VERSION = 1
+VERSION = 2
 MAIN_OUTPUT = "io.json"
+_STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 
 
 def tools(params: dict) -> tuple[str, ...]:
     return ("onnx",)
 
 
-_DTYPES = {
-    "float32": "FLOAT", "float16": "FLOAT16", "bfloat16": "BFLOAT16", "int64": "INT64",
-    "int32": "INT32", "int8": "INT8", "uint8": "UINT8", "bool": "BOOL",
-}
-
-
 def run(job: Job) -> dict:
-    import onnx
-
     path = job.inputs["model"]
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except Exception as exc:  # the checker raises ValidationError, InferenceError or protobuf errors
-        raise StepError(f"{path} is not a valid ONNX model: {_first_line(exc)}") from None
-    model = onnx.load(str(path), load_external_data=False)
-    graph = model.graph
-    initializers = {init.name for init in graph.initializer}
-    model_inputs = {vi.name: vi for vi in graph.input if vi.name not in initializers}
-
+    model = _load(path)
+    warnings = model_warnings(model)
+    where = job.context["where"]
+    model_inputs = {vi.name: vi for vi in runtime_inputs(model)}
     problems = []
     for name, spec in job.params["inputs"].items():
-        where = job.context["where"].get(name, "recipe")
+        at = where.get(f"inputs.{name}", where["recipe"])
         if name not in model_inputs:
-            problems.append(f"{where}: inputs.{name}: the model has no input {name!r} (its inputs: {', '.join(model_inputs)})")
+            problems.append(f"{at}: inputs.{name}: the model has no input {name!r} "
+                            f"(its inputs: {', '.join(model_inputs) or 'none'})")
             continue
-        problems += _compare(name, spec, model_inputs[name], where, onnx)
+        problems += _compare(name, spec, model_inputs[name], at)
     for name, vi in model_inputs.items():
-        if name not in job.params["inputs"] and any(d < 0 for d in _dims(vi)):
+        if name not in job.params["inputs"] and -1 in dims(vi):
+            shape = dims(vi)
+            example = [d if d > 0 else 1 for d in shape]
             problems.append(
-                f"{job.context['recipe']}: inputs: model input {name!r} has dynamic dims {_dims(vi)}: add it with min/opt/max"
+                f"{where.get('inputs', where['recipe'])}: inputs: model input {name!r} has dynamic dims {shape}: "
+                f"give their range, e.g. inputs: {{{name}: {{min: {example}, opt: {example}, max: {example}}}}}"
             )
     if problems:
         raise StepError("the recipe does not match the model:\n  " + "\n  ".join(problems), user_error=True)
@@ -53,43 +54,69 @@ def run(job: Job) -> dict:
     io = {
         "ir_version": model.ir_version,
         "opsets": {imp.domain or "ai.onnx": imp.version for imp in model.opset_import},
-        "inputs": [_describe(vi, onnx) for vi in model_inputs.values()],
-        "outputs": [_describe(vi, onnx) for vi in graph.output],
-        "nodes": len(graph.node),
-        "ops": sorted({node.op_type for node in graph.node}),
+        "inputs": [_describe(vi) for vi in model_inputs.values()],
+        "outputs": [_describe(vi) for vi in model.graph.output],
+        "nodes": len(model.graph.node),
+        "ops": sorted({node.op_type for node in model.graph.node}),
+        "warnings": warnings,
     }
-    (job.outdir / "io.json").write_text(json.dumps(io, indent=2))
+    (job.outdir / MAIN_OUTPUT).write_text(json.dumps(io, indent=2))
     return {"opset": io["opsets"].get("ai.onnx"), "inputs": [i["name"] for i in io["inputs"]],
-            "outputs": [o["name"] for o in io["outputs"]], "nodes": io["nodes"], "ops": io["ops"]}
+            "outputs": [o["name"] for o in io["outputs"]], "nodes": io["nodes"], "ops": io["ops"],
+            "warnings": warnings}
 
 
-def _dims(vi) -> list[int]:
-    """Dims of a value's tensor type; symbolic or unknown dims are -1."""
-    return [d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim]
+def _load(path):
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise StepError(f"{path} is not a valid ONNX model: it does not parse as one ({first_line(exc)})") from None
+    if not model.graph.output:
+        raise StepError(f"{path} is not a valid ONNX model: its graph has no outputs (an empty or foreign file?)")
+    return model
 
 
-def _compare(name: str, spec: dict, vi, where: str, onnx) -> list[str]:
+def model_warnings(model) -> list[str]:
+    """What onnx.checker and strict shape inference refuse, and ops TensorRT needs a plugin for:
+    reported, not enforced (the TensorRT parser is the judge)."""
+    import onnx
+
+    warnings = []
+    for label, check in (("onnx.checker", lambda: onnx.checker.check_model(model)),
+                         ("strict shape inference", lambda: onnx.shape_inference.infer_shapes(
+                             model, check_type=True, strict_mode=True))):
+        try:
+            check()
+        except Exception as exc:  # ValidationError, InferenceError, or whatever a broken model makes them raise
+            warnings.append(f"{label}: {first_line(exc)}")
+    custom = {(n.domain, n.op_type): n.name for n in model.graph.node if n.domain not in _STANDARD_DOMAINS}
+    warnings += [f"node {name!r} ({op}, domain {domain!r}): a custom op; TensorRT builds it only with a plugin"
+                 for (domain, op), name in sorted(custom.items())]
+    return warnings
+
+
+def _compare(name: str, spec: dict, vi, at: str) -> list[str]:
     problems = []
-    elem = onnx.TensorProto.DataType.Name(vi.type.tensor_type.elem_type)
-    if _DTYPES[spec["dtype"]] != elem:
-        problems.append(f"{where}: inputs.{name}.dtype: recipe says {spec['dtype']}, the model has {elem.lower()}")
+    model_dtype = dtype_name(vi.type.tensor_type.elem_type)
+    if spec["dtype"] is not None and spec["dtype"] != model_dtype:
+        problems.append(f"{at}: inputs.{name}.dtype: recipe says {spec['dtype']}, the model has {model_dtype}")
     if not vi.type.tensor_type.HasField("shape"):
+        return problems  # rank unknown: the recipe's shape stands
+    model_dims = dims(vi)
+    if len(model_dims) != len(spec["shape"]):
+        problems.append(f"{at}: inputs.{name}.shape: recipe has rank {len(spec['shape'])}, "
+                        f"the model {model_dims} has rank {len(model_dims)}")
         return problems
-    dims = _dims(vi)
-    if len(dims) != len(spec["shape"]):
-        problems.append(f"{where}: inputs.{name}.shape: recipe has rank {len(spec['shape'])}, the model {dims} has rank {len(dims)}")
-        return problems
-    for i, (model_dim, lo, hi) in enumerate(zip(dims, spec["min"], spec["max"])):
+    for i, (model_dim, lo, hi) in enumerate(zip(model_dims, spec["min"], spec["max"])):
         if model_dim > 0 and not lo == hi == model_dim:
-            problems.append(f"{where}: inputs.{name}: dim {i} is fixed at {model_dim} in the model, the recipe allows {lo}..{hi}")
+            problems.append(f"{at}: inputs.{name}: dim {i} is fixed at {model_dim} in the model, "
+                            f"the recipe allows {lo}..{hi}")
     return problems
 
 
-def _describe(vi, onnx) -> dict:
-    elem = onnx.TensorProto.DataType.Name(vi.type.tensor_type.elem_type).lower()
-    return {"name": vi.name, "dtype": elem, "shape": _dims(vi)}
+def _describe(vi) -> dict:
+    return {"name": vi.name, "dtype": dtype_name(vi.type.tensor_type.elem_type), "shape": dims(vi)}
 
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

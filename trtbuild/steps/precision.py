@@ -81,7 +81,7 @@ def _quantize(source: Path, out: Path, job: Job, ops_to_keep, nodes_to_keep, mod
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[job.params["calibration"]["method"]]
     quantize_static(
-        str(prepared), str(out), _Reader(_calibration_batches(job)), quant_format=QuantFormat.QDQ,
+        str(prepared), str(out), _Reader(_calibration_batches(job, model)), quant_format=QuantFormat.QDQ,
         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
         calibrate_method=method, nodes_to_exclude=excluded,
         # TensorRT: symmetric (zero point 0), per-channel weights, per-tensor activations, float biases.
@@ -158,14 +158,16 @@ class _Reader:
         return next(self._batches, None)
 
 
-def _calibration_batches(job: Job) -> list[dict]:
+def _calibration_batches(job: Job, model) -> list[dict]:
+    """Up to `batches` batches of {input name: array}, each checked against the model's inputs."""
     import numpy as np
 
-    from trtbuild.tensors import numpy_dtype
+    from trtbuild.onnx_io import complete_inputs
 
     spec = job.params["calibration"]
-    inputs = job.params["inputs"]
+    inputs = complete_inputs(model, job.params["inputs"])
     limit = spec["batches"]
+    where = job.context.get("where", "precision.calibration")
     if spec["loader"]:
         sys.path[:0] = job.context["python_path"]
         module, _, attr = spec["loader"].partition(":")
@@ -173,30 +175,74 @@ def _calibration_batches(job: Job) -> list[dict]:
         for part in attr.split("."):
             loader = getattr(loader, part)
         batches = []
-        for batch in loader():
-            batches.append({n: np.asarray(batch[n]).astype(numpy_dtype(inputs[n]["dtype"])) for n in inputs})
+        for i, batch in enumerate(loader()):
+            origin = f"batch {i} of {spec['loader']}"
+            missing = [n for n in inputs if n not in batch]
+            if missing:
+                raise StepError(f"{where}: {origin} has no array for inputs {missing} (it has {sorted(batch)})",
+                                user_error=True)
+            batches.append({n: _fit(np.asarray(batch[n]), n, inputs[n], origin, where) for n in inputs})
             if len(batches) == limit:
                 break
     else:
         files = [Path(f) for f in job.context["calibration_files"]]
         if files[0].suffix == ".npz":
-            with np.load(files[0]) as npz:
-                missing = [n for n in inputs if n not in npz.files]
-                if missing:
-                    raise StepError(f"calibration data {files[0]} has no arrays for {missing}", user_error=True)
-                batch_size = next(iter(inputs.values()))["opt"][0]
-                count = len(npz[next(iter(inputs))])
-                batches = [{n: npz[n][i:i + batch_size] for n in inputs} for i in range(0, count, batch_size)][:limit]
+            batch_size = next(iter(inputs.values()))["opt"][0]
+            batches = []
+            for file in files:  # every shard, in name order, until `batches` batches
+                with np.load(file) as npz:
+                    missing = [n for n in inputs if n not in npz.files]
+                    if missing:
+                        raise StepError(f"{where}: calibration data {file} has no arrays for inputs {missing} "
+                                        f"(it has {npz.files})", user_error=True)
+                    arrays = {n: _fit(npz[n], n, inputs[n], str(file), where, batched=True) for n in inputs}
+                count = len(next(iter(arrays.values())))
+                batches += [{n: a[i:i + batch_size] for n, a in arrays.items()} for i in range(0, count, batch_size)]
+            batches = batches[:limit]
         else:
             if len(inputs) != 1:
-                raise StepError("calibration .npy files feed single-input models; use a .npz keyed by input name",
-                                user_error=True)
-            name, rank = next(iter(inputs)), len(next(iter(inputs.values()))["shape"])
-            arrays = [np.load(f) for f in files[:limit]]
-            batches = [{name: a if a.ndim == rank else a[None]} for a in arrays]
+                raise StepError(f"{where}: calibration .npy files feed single-input models; this model has inputs "
+                                f"{list(inputs)}: use .npz files keyed by input name", user_error=True)
+            name, input_spec = next(iter(inputs.items()))
+            batches = [{name: _fit(np.load(f), name, input_spec, str(f), where)} for f in files[:limit]]
     if not batches:
-        raise StepError("precision.calibration produced no batches", user_error=True)
+        raise StepError(f"{where}: precision.calibration produced no batches", user_error=True)
     return batches
+
+
+def _fit(array, name: str, spec: dict, origin: str, where: str, batched: bool = False):
+    """`array` as the model's input `name` takes it: a sample without its batch dim gains one, numbers are
+    cast to the input's type (float64 -> float32); a shape outside the recipe's range, or floats for an
+    integer input (or the reverse), is an error naming the file."""
+    import numpy as np
+
+    from trtbuild.tensors import numpy_dtype
+
+    lo, hi = spec["min"], spec["max"]
+    if not batched and array.ndim == len(lo) - 1:
+        array = array[None]  # one sample per file: a batch of 1
+    dims = list(array.shape)
+    if not _fits(dims, lo, hi, batched):
+        nchw = [dims[0], dims[3], dims[1], dims[2]] if len(dims) == 4 else None
+        hint = (" (the data looks NHWC and the model takes NCHW: save array.transpose(0, 3, 1, 2))"
+                if nchw and _fits(nchw, lo, hi, batched) else "")
+        raise StepError(f"{where}: calibration data {origin}: input {name!r} has shape {dims}, the model takes "
+                        f"{_range(lo, hi)}{hint}", user_error=True)
+    target = numpy_dtype(spec["dtype"])
+    if (np.dtype(array.dtype).kind == "f") != (target.kind in "fV"):  # bfloat16 is kind V
+        raise StepError(f"{where}: calibration data {origin}: input {name!r} is {array.dtype}, the model takes "
+                        f"{spec['dtype']}", user_error=True)
+    return array.astype(target)
+
+
+def _fits(dims: list[int], lo: list[int], hi: list[int], batched: bool) -> bool:
+    """Within the range, any batch size allowed for data split into batches afterwards."""
+    return len(dims) == len(lo) and all(a <= d <= b or (batched and i == 0)
+                                        for i, (d, a, b) in enumerate(zip(dims, lo, hi)))
+
+
+def _range(lo: list[int], hi: list[int]) -> str:
+    return str([a if a == b else f"{a}..{b}" for a, b in zip(lo, hi)]).replace("'", "")
 
 
 def _describe(model, precision: str, converter: str) -> dict:

@@ -22,6 +22,7 @@ def tools(params: dict) -> tuple[str, ...]:
 
 
 def run(job: Job) -> dict:
+    from trtbuild.onnx_io import complete_inputs
     from trtbuild.tensors import compare, example_inputs, format_table, run_onnxruntime  # numpy: only in the worker
 
     target = target_from_dict(job.params["target"])
@@ -29,7 +30,8 @@ def run(job: Job) -> dict:
     os.environ["POLYGRAPHY_USE_TENSORRT_RTX"] = "1" if target.backend == "tensorrt-rtx" else "0"
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
-    feeds = example_inputs(job.params["inputs"], job.params["seed"], job.inputs.get("data"))
+    inputs = complete_inputs(job.inputs["onnx"], job.params["inputs"])
+    feeds = example_inputs(inputs, job.params["seed"], job.inputs.get("data"))
     names, expected = run_onnxruntime(job.inputs["onnx"], feeds)
     with TrtRunner(EngineFromBytes(job.inputs["plan"].read_bytes())) as runner:
         outputs = runner.infer(feeds)
