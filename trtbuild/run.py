@@ -203,6 +203,8 @@ class Runner:
             result = self._pool.run(job, log, isolated=fresh, spare=len(self._unfinished) > 1)
             seconds = time.perf_counter() - started
             if not result["ok"]:
+                if not log.exists() or not log.stat().st_size:  # a worker that died silently: the log still tells
+                    log.write_text(result["error"] + "\n")
                 self._record_state(step, key, components, "failed")
                 return StepResult(step, FAILED, reason, seconds, key=key, meta=result.get("meta") or {},
                                   error=result["error"], user_error=result.get("user_error", False), log=str(log))
