@@ -9,6 +9,7 @@ reran but produced identical bytes stays cached (early cutoff).
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -19,7 +20,7 @@ from trtbuild.hashing import digest_json
 from trtbuild.recipe import QUANTIZED_PRECISIONS, LoadedRecipe
 from trtbuild.frameworks import DEFAULT_OPSET, require
 from trtbuild.sources import distribution_of, glob_files, module_file, onnx_files, tree_files
-from trtbuild.steps import load_kind, tool_version
+from trtbuild.steps import code_version, load_kind, tool_version
 from trtbuild.steps.export import ONNX_FILES
 from trtbuild.target import Target, cannot_run_here, resolve_target, supports_fp8
 
@@ -142,7 +143,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         verify_params = {"inputs": inputs, "target": target.to_dict(), "atol": recipe.parity.atol,
                          "rtol": recipe.parity.rtol, "max_relative_error": limit, "seed": recipe.parity.seed}
         verify = Step(loaded, "verify", load_kind("verify"), verify_params,
-                      {"plan": engine, "onnx": fp32_model} | parity_data, out / target.id, target,
+                      {"plan": Pick(engine, ("model.plan",)), "onnx": fp32_model} | parity_data, out / target.id, target,
                       skip_reason=cannot_build or cannot_run_here(target, recipe.engine.precision))
         steps += [engine, verify]
     return steps
@@ -259,24 +260,26 @@ def key_components(step: Step, cache: Cache, upstream: dict[Step, dict]) -> dict
             outputs = upstream_outputs(source, upstream[producer(source)])
             inputs[name] = {out: o["digest"] for out, o in sorted(outputs.items())}
         else:
-            inputs[name] = {_file_label(f, source): cache.stat_cache.digest(f) for f in source.files}
+            inputs[name] = {_file_label(f, source, step.recipe.file.parent): cache.stat_cache.digest(f)
+                            for f in source.files}
     return {
         "kind": step.kind.NAME,
-        "version": step.kind.VERSION,
+        "version": code_version(step.kind.NAME),
         "params": step.params,
         "inputs": inputs,
         "tools": {dist: tool_version(dist) for dist in step.kind.tools(step.params)},
     }
 
 
-def _file_label(file: Path, source: SourceFiles) -> str:
-    """How a file is named in a key: its path relative to the main file's directory, else absolute."""
+def _file_label(file: Path, source: SourceFiles, recipe_dir: Path) -> str:
+    """How a file is named in a key: relative to the main file's directory, else to the recipe's; never
+    absolute, so two checkouts of one repository at different paths share every key."""
     if file == source.main:
         return "(main)"
     try:
         return str(file.relative_to(source.main.parent))
     except ValueError:
-        return str(file)
+        return os.path.relpath(file, recipe_dir.resolve())
 
 
 def producer(source: Step | Pick) -> Step:

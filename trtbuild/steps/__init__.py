@@ -1,12 +1,13 @@
 """Step kinds. Each module defines:
 
-    NAME, VERSION      VERSION is bumped when the output for the same inputs changes
+    NAME               the step kind
     MAIN_OUTPUT        the file a downstream step opens
     tools(params)      distributions whose versions go into the step key (must not import them)
     run(job)           does the work, writing every output file into job.outdir; returns metadata
     FRESH_PROCESS      optional, True: run in a worker process of its own (see trtbuild.pool)
 
-Modules import heavy libraries inside run(), which executes in a worker process.
+Modules import heavy libraries inside run(), which executes in a worker process. A step's code
+version, in its key, is a digest of its module and the trtbuild modules it imports (code_version).
 Adding a step kind: one new module plus one line in KINDS.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.metadata
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -52,3 +54,37 @@ def tool_version(dist: str) -> str:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
+
+
+_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the trtbuild package
+_IMPORT = re.compile(r"^\s*(?:from|import)\s+(trtbuild(?:\.\w+)*)", re.MULTILINE)
+_NAMED = re.compile(r"[\"'](trtbuild(?:\.\w+)+)[\"']")  # modules loaded by name (frameworks.MODULES)
+
+
+@functools.cache
+def code_version(kind: str) -> str:
+    """A digest of the code that makes a step kind's artifacts: its module and every trtbuild module
+    it imports or loads by name, transitively, with trtbuild's version. Editing any of them changes
+    the step's key, so what older code made is never served as what newer code makes."""
+    import hashlib
+
+    from trtbuild import __version__
+
+    seen: dict[str, bytes] = {}
+    pending = [KINDS[kind]]
+    while pending:
+        module = pending.pop()
+        path = _module_path(module)
+        if path is None or module in seen:
+            continue
+        seen[module] = path.read_bytes()
+        text = seen[module].decode()
+        pending += _IMPORT.findall(text)
+        if module != __name__:  # this registry names every step kind; a step runs only its own
+            pending += _NAMED.findall(text)
+    return hashlib.sha256(__version__.encode() + b"".join(seen[m] for m in sorted(seen))).hexdigest()[:16]
+
+
+def _module_path(module: str) -> Path | None:
+    base = _ROOT.joinpath(*module.split("."))
+    return next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)

@@ -14,7 +14,6 @@ from trtbuild.onnx_io import save_onnx
 from trtbuild.steps import Job
 
 NAME = "accuracy"
-VERSION = 1
 MAIN_OUTPUT = "accuracy.json"
 
 

@@ -17,7 +17,6 @@ from trtbuild.onnx_io import dims, dtype_name, runtime_inputs
 from trtbuild.steps import Job
 
 NAME = "check"
-VERSION = 2
 MAIN_OUTPUT = "io.json"
 _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 

@@ -10,7 +10,6 @@ from trtbuild.steps import Job
 from trtbuild.target import target_from_dict
 
 NAME = "engine"
-VERSION = 1
 MAIN_OUTPUT = "model.plan"
 # A builder's first build in a process is byte-reproducible (later ones can differ by a few bytes),
 # and the memory it took goes back to the system.

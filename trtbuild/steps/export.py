@@ -8,7 +8,6 @@ from trtbuild.onnx_io import complete_inputs, normalize_file
 from trtbuild.steps import Job
 
 NAME = "export"
-VERSION = 1
 MAIN_OUTPUT = "model.onnx"
 REFERENCE = "reference.npz"
 ONNX_FILES = (MAIN_OUTPUT, f"{MAIN_OUTPUT}.data")  # what steps after export read (see onnx_io)

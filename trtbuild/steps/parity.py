@@ -9,7 +9,6 @@ from trtbuild.steps import Job
 from trtbuild.steps.export import REFERENCE, load_reference
 
 NAME = "parity"
-VERSION = 1
 MAIN_OUTPUT = "parity.json"
 
 

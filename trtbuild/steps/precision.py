@@ -13,7 +13,6 @@ from trtbuild.onnx_io import save_onnx
 from trtbuild.steps import Job
 
 NAME = "precision"
-VERSION = 1
 MAIN_OUTPUT = "model.onnx"
 
 CONVERTER_TOOLS = {"modelopt": ("nvidia-modelopt",), "onnxconverter": ("onnxconverter-common",),

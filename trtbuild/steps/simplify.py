@@ -12,7 +12,6 @@ from trtbuild.onnx_io import save_onnx
 from trtbuild.steps import Job
 
 NAME = "simplify"
-VERSION = 2
 MAIN_OUTPUT = "model.onnx"
 
 

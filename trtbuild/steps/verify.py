@@ -12,7 +12,6 @@ from trtbuild.steps import Job
 from trtbuild.target import BACKENDS, target_from_dict
 
 NAME = "verify"
-VERSION = 1
 MAIN_OUTPUT = "verify.json"
 FRESH_PROCESS = True  # Polygraphy binds TensorRT or TensorRT-RTX once per process (see run)
 

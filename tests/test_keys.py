@@ -1,0 +1,76 @@
+"""Keys that mean what they say: no absolute paths in them, and the step's own code in them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, conv_model, recipe_dict
+from trtbuild.cli import main
+
+pytestmark = pytest.mark.slow
+
+NET = '''
+import torch
+
+
+def build():
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU())
+'''
+
+
+def keys(report: dict) -> dict[str, str]:
+    return {s["step"]: s["key"] for s in report["steps"] if s["key"]}
+
+
+def test_two_checkouts_at_different_paths_share_every_key(tmp_path):
+    pytest.importorskip("torch")
+    project = tmp_path / "a" / "project"
+    (project / "models").mkdir(parents=True)
+    (project / "recipes").mkdir()
+    (project / "shared").mkdir()
+    (project / "models" / "net.py").write_text(NET)
+    (project / "shared" / "labels.txt").write_text("cat\ndog\n")  # a deps: file outside the model's directory
+    recipe = {"name": "net", "source": {"framework": "pytorch", "entrypoint": "net:build",
+                                        "python_path": ["../models"], "deps": ["../shared/*.txt"]},
+              "inputs": {"x": {"shape": [1, 3, 8, 8]}},
+              "engine": {"backend": "tensorrt-rtx", "optimization_level": 0}}
+    (project / "recipes" / "net.yaml").write_text(json.dumps(recipe))
+    copy = tmp_path / "elsewhere" / "checkout"
+    shutil.copytree(project, copy)
+    reports = []
+    for root in (project, copy):
+        out = root / "report.json"
+        assert main([str(root / "recipes" / "net.yaml"), "--cache-dir", str(root / "cache"), "--report", str(out)]) == 0
+        reports.append(json.loads(out.read_text()))
+    assert keys(reports[0]) == keys(reports[1])
+    assert set(keys(reports[0])) >= {"export", "check", "parity", "simplify", "engine"}
+
+
+def test_a_changed_step_implementation_reruns_that_step(tmp_path):
+    code = tmp_path / "code"
+    shutil.copytree(REPO / "trtbuild", code / "trtbuild", ignore=shutil.ignore_patterns("__pycache__"))
+    import onnx
+    import yaml
+
+    onnx.save(conv_model(), tmp_path / "conv.onnx")
+    (tmp_path / "conv.yaml").write_text(yaml.safe_dump(recipe_dict("conv.onnx")))
+
+    def build(*args: str) -> dict:
+        report = tmp_path / "report.json"
+        subprocess.run([sys.executable, "-m", "trtbuild", str(tmp_path / "conv.yaml"), "--cache-dir",
+                        str(tmp_path / "cache"), "--report", str(report), *args],
+                       env={"PYTHONPATH": str(code), "PATH": "/usr/bin:/bin"}, cwd=tmp_path, check=False)
+        return {s["step"]: s for s in json.loads(report.read_text())["steps"]}
+
+    build()
+    engine = code / "trtbuild" / "steps" / "engine.py"
+    engine.write_text(engine.read_text() + "\n# a new implementation\n")
+    steps = build("--dry-run")
+    assert steps["check"]["status"] == steps["simplify"]["status"] == "cached"
+    assert steps["engine"]["status"] == "would-run"
+    assert steps["engine"]["reason"].startswith("version: ")
