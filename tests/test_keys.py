@@ -74,3 +74,15 @@ def test_a_changed_step_implementation_reruns_that_step(tmp_path):
     assert steps["check"]["status"] == steps["simplify"]["status"] == "cached"
     assert steps["engine"]["status"] == "would-run"
     assert steps["engine"]["reason"].startswith("version: ")
+
+
+def test_a_new_max_rebuilds_only_the_engine(project):
+    code, first = project.build()
+    assert code == 0
+    data = recipe_dict("conv.onnx")
+    data["inputs"]["x"]["max"] = [8, 3, 16, 16]
+    project.write_recipe(data)
+    code, dry = project.build("--dry-run")
+    would_run = {s["step"]: s["reason"] for s in dry["steps"] if s["status"] == "would-run"}
+    assert list(would_run) == ["engine"]
+    assert would_run["engine"] == "params.inputs.x.max: [4, 3, 16, 16] -> [8, 3, 16, 16]"

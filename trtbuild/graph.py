@@ -27,6 +27,8 @@ from trtbuild.target import Target, cannot_run_here, resolve_target, supports_fp
 
 # Precisions made by transforming the ONNX model (fp32 / tf32 are builder settings).
 TRANSFORMED_PRECISIONS = ("fp16", "bf16", "int8", "fp8")
+# What steps that run the model once, at each input's opt shape, read of the input specs.
+AT_OPT = ("dtype", "shape", "opt")
 DEFAULT_MAX_RELATIVE_ERROR = {"tf32": 0.01, "fp16": 0.01, "bf16": 0.05, "int8": 0.1, "fp8": 0.15}
 
 
@@ -97,7 +99,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         model = Pick(export, ONNX_FILES)  # not reference.npz: float noise there must not rebuild anything
 
     check = Step(
-        loaded, "check", load_kind("check"), {"inputs": inputs}, {"model": model}, out,
+        loaded, "check", load_kind("check"), {"inputs": _read(inputs, "dtype", "shape")}, {"model": model}, out,
         context={"where": _where(loaded)},
     )
     steps.append(check)
@@ -110,16 +112,18 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         gates.append(parity)
     if recipe.onnx.simplify:
         # Gated on check only: with -j it runs beside parity; the engine waits for both.
-        simplify = Step(loaded, "simplify", load_kind("simplify"), {"inputs": inputs}, {"model": model}, out, after=[check])
+        simplify = Step(loaded, "simplify", load_kind("simplify"), {"inputs": _read(inputs, *AT_OPT)}, {"model": model},
+                        out, after=[check])
         steps.append(simplify)
         model = simplify
     fp32_model = model
     # Lossy precisions are judged by relative L2 error against fp32, in the gate and in verify.
     limit = recipe.precision.max_relative_error or DEFAULT_MAX_RELATIVE_ERROR.get(recipe.engine.precision)
     if recipe.engine.precision in TRANSFORMED_PRECISIONS:
-        precision = _precision_step(loaded, inputs, model, out, after=[check])
+        precision = _precision_step(loaded, _read(inputs, *AT_OPT), model, out, after=[check])
         accuracy = Step(loaded, "accuracy", load_kind("accuracy"),
-                        {"inputs": inputs, "precision": recipe.engine.precision, "max_relative_error": limit,
+                        {"inputs": _read(inputs, *AT_OPT), "precision": recipe.engine.precision,
+                         "max_relative_error": limit,
                          "seed": recipe.parity.seed},
                         {"fp32": model, "model": precision} | parity_data, out / recipe.engine.precision, after=[check])
         steps += [precision, accuracy]
@@ -140,7 +144,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         engine = Step(loaded, "engine", load_kind("engine"), engine_params, {"model": model}, out / target.id, target,
                       context={"timing_cache": str(cache.timing / f"{target.id}.cache")}, after=list(gates),
                       skip_reason=cannot_build)
-        verify_params = {"inputs": inputs, "target": target.to_dict(), "atol": recipe.parity.atol,
+        verify_params = {"inputs": _read(inputs, *AT_OPT), "target": target.to_dict(), "atol": recipe.parity.atol,
                          "rtol": recipe.parity.rtol, "max_relative_error": limit, "seed": recipe.parity.seed}
         verify = Step(loaded, "verify", load_kind("verify"), verify_params,
                       {"plan": Pick(engine, ("model.plan",)), "onnx": fp32_model} | parity_data, out / target.id, target,
@@ -242,6 +246,12 @@ def _files(paths: list[Path], main: Path | None = None) -> SourceFiles:
 def _input_params(spec, default_dtype: str | None) -> dict:
     lo, mid, hi = spec.profile()
     return {"dtype": spec.dtype or default_dtype, "shape": spec.dims, "min": lo, "opt": mid, "max": hi}
+
+
+def _read(inputs: dict, *fields: str) -> dict:
+    """The part of each input spec a step reads: only that goes into its key (a new max rebuilds the engine
+    alone; a step that runs the model at its opt shape reruns when opt changes)."""
+    return {name: {f: spec[f] for f in fields} for name, spec in inputs.items()}
 
 
 def _where(loaded: LoadedRecipe) -> dict[str, str]:

@@ -47,11 +47,9 @@ def _load_npz(path: Path, inputs: dict[str, dict]) -> dict[str, np.ndarray]:
         feeds = {n: npz[n] for n in inputs}
     for name, array in feeds.items():
         spec = inputs[name]
-        if len(array.shape) != len(spec["shape"]) or any(
-            not lo <= d <= hi for d, lo, hi in zip(array.shape, spec["min"], spec["max"])
-        ):
-            raise StepError(f"parity.data: {name} has shape {list(array.shape)}, outside {spec['min']}..{spec['max']}",
-                            user_error=True)
+        if len(array.shape) != len(spec["shape"]) or any(s not in (-1, d) for d, s in zip(array.shape, spec["shape"])):
+            raise StepError(f"parity.data: {name} has shape {list(array.shape)}, the model takes {spec['shape']} "
+                            "(-1: any size)", user_error=True)
     return feeds
 
 

@@ -109,10 +109,10 @@ def _compare(name: str, spec: dict, vi, at: str) -> list[str]:
         problems.append(f"{at}: inputs.{name}.shape: recipe has rank {len(spec['shape'])}, "
                         f"the model {model_dims} has rank {len(model_dims)}")
         return problems
-    for i, (model_dim, lo, hi) in enumerate(zip(model_dims, spec["min"], spec["max"])):
-        if model_dim > 0 and not lo == hi == model_dim:
-            problems.append(f"{at}: inputs.{name}: dim {i} is fixed at {model_dim} in the model, "
-                            f"the recipe allows {lo}..{hi}")
+    for i, (model_dim, dim) in enumerate(zip(model_dims, spec["shape"])):
+        if model_dim > 0 and dim != model_dim:
+            says = "makes it dynamic" if dim == -1 else f"says {dim}"
+            problems.append(f"{at}: inputs.{name}: dim {i} is fixed at {model_dim} in the model, the recipe {says}")
     return problems
 
 

@@ -217,16 +217,16 @@ def _fit(array, name: str, spec: dict, origin: str, where: str, batched: bool = 
 
     from trtbuild.tensors import numpy_dtype
 
-    lo, hi = spec["min"], spec["max"]
-    if not batched and array.ndim == len(lo) - 1:
+    shape = spec["shape"]
+    if not batched and array.ndim == len(shape) - 1:
         array = array[None]  # one sample per file: a batch of 1
     dims = list(array.shape)
-    if not _fits(dims, lo, hi, batched):
+    if not _fits(dims, shape, batched):
         nchw = [dims[0], dims[3], dims[1], dims[2]] if len(dims) == 4 else None
         hint = (" (the data looks NHWC and the model takes NCHW: save array.transpose(0, 3, 1, 2))"
-                if nchw and _fits(nchw, lo, hi, batched) else "")
+                if nchw and _fits(nchw, shape, batched) else "")
         raise StepError(f"{where}: calibration data {origin}: input {name!r} has shape {dims}, the model takes "
-                        f"{_range(lo, hi)}{hint}", user_error=True)
+                        f"{shape} (-1: any size){hint}", user_error=True)
     target = numpy_dtype(spec["dtype"])
     if (np.dtype(array.dtype).kind == "f") != (target.kind in "fV"):  # bfloat16 is kind V
         raise StepError(f"{where}: calibration data {origin}: input {name!r} is {array.dtype}, the model takes "
@@ -234,14 +234,10 @@ def _fit(array, name: str, spec: dict, origin: str, where: str, batched: bool = 
     return array.astype(target)
 
 
-def _fits(dims: list[int], lo: list[int], hi: list[int], batched: bool) -> bool:
-    """Within the range, any batch size allowed for data split into batches afterwards."""
-    return len(dims) == len(lo) and all(a <= d <= b or (batched and i == 0)
-                                        for i, (d, a, b) in enumerate(zip(dims, lo, hi)))
-
-
-def _range(lo: list[int], hi: list[int]) -> str:
-    return str([a if a == b else f"{a}..{b}" for a, b in zip(lo, hi)]).replace("'", "")
+def _fits(dims: list[int], shape: list[int], batched: bool) -> bool:
+    """Matches the input's shape; data split into batches afterwards may have any number of samples."""
+    return len(dims) == len(shape) and all(d == s or s == -1 or (batched and i == 0)
+                                           for i, (d, s) in enumerate(zip(dims, shape)))
 
 
 def _describe(model, precision: str, converter: str) -> dict:
