@@ -4,9 +4,13 @@ and the reports a nightly CI job reads."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
-from conftest import conv_model, recipe_dict
+from conftest import REPO, conv_model, recipe_dict
 from trtbuild.cli import main
 
 
@@ -84,3 +88,28 @@ def test_directory_with_a_broken_recipe_builds_the_rest_and_reports_it(project, 
     assert main(["status", str(project.root), "--cache-dir", str(project.cache)]) == 1
     out = capsys.readouterr().out
     assert "broken" in out and "failed" in out and "last attempt failed" in out
+
+
+def _installed_tensorrt(site: Path) -> str:
+    """installed_version("tensorrt") in a fresh interpreter that also sees `site`."""
+    probe = "from trtbuild.target import installed_version; print(installed_version('tensorrt'))"
+    env = os.environ | {"PYTHONPATH": f"{site}{os.pathsep}{REPO}"}
+    return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_tensorrt_found_under_another_distribution_name(tmp_path):
+    # Full TensorRT cannot be installed here: a package laid out as the tensorrt-cu12 wheel lays it out.
+    (tmp_path / "tensorrt").mkdir()
+    (tmp_path / "tensorrt" / "__init__.py").write_text("raise ImportError('never imported')\n")
+    info = tmp_path / "tensorrt_cu12-10.13.3.9.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tensorrt-cu12\nVersion: 10.13.3.9\n")
+    (info / "top_level.txt").write_text("tensorrt\n")
+    assert _installed_tensorrt(tmp_path) == "10.13.3.9"
+
+
+def test_tensorrt_from_a_system_package_without_metadata(tmp_path):
+    # JetPack's python3-libnvinfer: the module and nothing else; its version is read, not imported.
+    (tmp_path / "tensorrt").mkdir()
+    (tmp_path / "tensorrt" / "__init__.py").write_text('__version__ = "10.3.0"\nraise ImportError("never imported")\n')
+    assert _installed_tensorrt(tmp_path) == "10.3.0"

@@ -8,7 +8,9 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.util
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from trtbuild.errors import UsageError
 from trtbuild.gpu import detect_gpus
@@ -48,13 +50,39 @@ class Target:
 
 @functools.cache
 def installed_version(backend: str) -> str | None:
+    """The backend's version, found without importing it: from the distribution that installed its
+    module (tensorrt, tensorrt-cu12, tensorrt_rtx_cu13...), else from the module's own source (a
+    system package such as JetPack's python3-libnvinfer has no distribution metadata)."""
     module, dist = BACKENDS[backend]
-    if importlib.util.find_spec(module) is None:
+    spec = importlib.util.find_spec(module)
+    if spec is None:
         return None
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
+    for name in (dist, *sorted(_packages_distributions().get(module, ()))):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return _version_in_source(spec.origin)
+
+
+@functools.cache
+def _packages_distributions() -> dict:
+    return importlib.metadata.packages_distributions()
+
+
+def _version_in_source(origin: str | None, depth: int = 2) -> str | None:
+    """`__version__ = "10.3.0"` in a module's file, following one `from X import __version__`."""
+    if not origin or not origin.endswith(".py"):
         return None
+    text = Path(origin).read_text(errors="replace")
+    found = re.search(r"^__version__\s*=\s*[\"']([^\"']+)[\"']", text, re.MULTILINE)
+    if found:
+        return found.group(1)
+    source = re.search(r"^from\s+([\w.]+)\s+import\s+.*\b__version__\b", text, re.MULTILINE)
+    if source and depth:
+        spec = importlib.util.find_spec(source.group(1))
+        return _version_in_source(spec.origin if spec else None, depth - 1)
+    return None
 
 
 TARGET_PATTERN = r"^(auto|tensorrt|tensorrt-rtx)(:(portable|sm\d+(\+sm\d+)*))?$"
