@@ -86,3 +86,22 @@ def test_a_new_max_rebuilds_only_the_engine(project):
     would_run = {s["step"]: s["reason"] for s in dry["steps"] if s["status"] == "would-run"}
     assert list(would_run) == ["engine"]
     assert would_run["engine"] == "params.inputs.x.max: [4, 3, 16, 16] -> [8, 3, 16, 16]"
+
+
+def test_a_reverted_change_explains_itself_against_the_last_build(project):
+    for workspace in ("256MiB", "512MiB", "256MiB"):  # the last build is a cache hit
+        project.write_recipe(recipe_dict("conv.onnx", workspace=workspace))
+        assert project.build()[0] == 0
+    project.write_recipe(recipe_dict("conv.onnx", workspace="1GiB"))
+    code, dry = project.build("--dry-run")
+    engine = next(s for s in dry["steps"] if s["step"] == "engine")
+    assert engine["reason"] == "params.workspace: 268435456 -> 1073741824"
+
+
+def test_status_names_the_root_cause(project, capsys):
+    assert project.build()[0] == 0
+    project.write_model(conv_model(seed=1))
+    code, dry = project.build("--dry-run")
+    reasons = {s["step"]: s["reason"] for s in dry["steps"]}
+    assert reasons["check"].startswith("inputs.model.(main) changed")
+    assert reasons["engine"] == reasons["simplify"] == reasons["check"] + " (check reruns first)"

@@ -67,6 +67,7 @@ class Runner:
         self._pool: WorkerPool | None = None
         self._stopping = threading.Event()
         self._unfinished: set[Step] = set()
+        self._states: dict[str, dict] = {}  # recipe -> its state file, read once per run
 
     def run(self, steps: list[Step]) -> list[StepResult]:
         """Run every step once its dependencies are done; results in the order of `steps`."""
@@ -130,10 +131,16 @@ class Runner:
             return StepResult(step, SKIPPED, f"{blocked[0].step.name} did not complete")
         waiting = [d for d in deps.values() if d.status == WOULD_RUN]
         if waiting:
-            return StepResult(step, WOULD_RUN, f"after {waiting[0].step.name} runs, if its output changes")
+            # The root cause, not the chain: "inputs.code.(main) changed (export reruns first)".
+            upstream = waiting[0]
+            cause = upstream.reason if upstream.reason.endswith("reruns first)") else \
+                f"{upstream.reason} ({upstream.step.name} reruns first)"
+            return StepResult(step, WOULD_RUN, cause)
         components = key_components(step, self.cache, {d: r.record for d, r in deps.items() if r.record})
         key = step_key(components)
         cached = self._cached(step, key, "up to date")
+        if cached and not self.dry_run:
+            self._note_current(step, key, components)
         if cached is None and self.dry_run and self.remote:
             record = self.remote.lookup(key)  # its record (not its files) gives the steps after it their keys
             if record:
@@ -219,6 +226,16 @@ class Runner:
             return StepResult(step, BUILT, reason, seconds, published, key, record, log=str(log))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _note_current(self, step: Step, key: str, components: dict) -> None:
+        """A cache hit is what out/ now shows: --dry-run and status explain the next change against it.
+        Written only when it differs from the recorded entry, so a no-op build writes nothing."""
+        recipe = step.recipe.recipe.name
+        if recipe not in self._states:
+            self._states[recipe] = self.cache.read_state(recipe)
+        entry = self._states[recipe].get(step.id)
+        if not entry or entry.get("key") != key or entry.get("status") != "built":
+            self._record_state(step, key, components, "built")
 
     def _record_state(self, step: Step, key: str, components: dict, status: str) -> None:
         """Remember the step's last key components: what --dry-run and status diff against."""
