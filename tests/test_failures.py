@@ -229,3 +229,13 @@ def test_interrupt_while_another_run_holds_a_step_stops_promptly(tmp_path):
         assert time.time() - started < 5, "the run kept waiting for the other run's lock"
     assert proc.returncode == 130
     assert "another trtbuild run is building it" in output and "interrupted" in output
+
+
+def test_a_module_in_the_current_directory_shadows_nothing(project, monkeypatch):
+    (project.root / "onnx.py").write_text("raise ImportError('the wrong onnx')\n")
+    (project.root / "numpy").mkdir()
+    (project.root / "numpy" / "__init__.py").write_text("raise ImportError('the wrong numpy')\n")
+    monkeypatch.chdir(project.root)
+    code, report = project.build()
+    assert code == 0, report
+    assert statuses(report) == {"check": "built", "simplify": "built", "engine": "built"}

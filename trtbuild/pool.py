@@ -11,15 +11,29 @@ builds are byte-reproducible only as a process's first build.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 
+# `python -m` would put the current directory first on sys.path, where an onnx.py or numpy/ of the
+# user's would replace the library (and the key would name a version that never ran). The worker's
+# path is the runner's, minus the current directory, plus the directory holding trtbuild.
+_BOOT = ("import os, sys; sys.path[:] = sys.argv[1].split(os.pathsep); from trtbuild.worker import main; "
+         "sys.exit(main(sys.argv[2:]))")
+
+
+def _worker_path() -> str:
+    package_root = str(Path(__file__).resolve().parents[1])
+    path = [p for p in sys.path if p not in ("", ".") and Path(p).resolve() != Path.cwd().resolve()]
+    return os.pathsep.join([package_root] + [p for p in path if p != package_root])
+
+
 class Worker:
     def __init__(self, preload: bool):
-        command = [sys.executable, "-m", "trtbuild.worker"] + (["--preload"] if preload else [])
+        command = [sys.executable, "-c", _BOOT, _worker_path()] + (["--preload"] if preload else [])
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
     def run(self, job: dict, log: Path, last: bool) -> dict | None:
