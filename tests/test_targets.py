@@ -42,7 +42,10 @@ def test_two_rtx_targets_share_onnx_and_a_third_builds_alone(project):
 
 
 def test_tensorrt_targets_without_their_gpu_are_reported_not_built(project, capsys):
-    code, report = project.build("--target", "tensorrt:sm86", "--target", "tensorrt:sm90", "--target", "tensorrt-rtx")
+    data = recipe_dict("conv.onnx")
+    data["targets"] = ["tensorrt:sm86", "tensorrt:sm90", "tensorrt-rtx"]  # a recipe's targets for other hosts
+    project.write_recipe(data)
+    code, report = project.build()
     assert code == 0
     skipped = {s["target"]: s["reason"] for s in report["steps"] if s["step"] == "engine" and s["status"] == "skipped"}
     assert len(skipped) == 2
@@ -113,3 +116,10 @@ def test_tensorrt_from_a_system_package_without_metadata(tmp_path):
     (tmp_path / "tensorrt").mkdir()
     (tmp_path / "tensorrt" / "__init__.py").write_text('__version__ = "10.3.0"\nraise ImportError("never imported")\n')
     assert _installed_tensorrt(tmp_path) == "10.3.0"
+
+
+def test_a_target_asked_for_on_the_command_line_and_not_built_fails(project, capsys):
+    code, report = project.build("--target", "tensorrt:sm86", "--target", "tensorrt-rtx")
+    assert code == 1 and not report["ok"]
+    assert "sm86] was asked for with --target and cannot be built here" in capsys.readouterr().err
+    assert list(engines(report).values()).count("built") == 1

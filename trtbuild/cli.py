@@ -179,13 +179,20 @@ def cmd_build(args) -> int:
     finally:
         progress.close()
     failed = [r for r in results if r.status == "failed"]
+    # An engine asked for on the command line is a promise: not building it here is a failure. Targets
+    # a recipe declares for other GPUs are skipped with the reason, and the build still succeeds.
+    undelivered = [r for r in results if (args.target or args.backend) and r.step.name == "engine"
+                   and r.status == "skipped" and r.step.skip_reason]
     if problems or any(r.user_error for r in failed):
         code = EXIT_USAGE
     else:
-        code = EXIT_BUILD_FAILED if failed else EXIT_OK
+        code = EXIT_BUILD_FAILED if failed or undelivered else EXIT_OK
     seconds = time.perf_counter() - started
     _write_reports(args, results, problems, seconds, code, cache)
     _summary(results, problems, seconds, progress, cache, args.quiet)
+    for r in undelivered:
+        progress.message(f"trtbuild: error: {r.step.label} [{r.step.target.id}] was asked for with "
+                         f"{'--target' if args.target else '--backend'} and cannot be built here: {r.reason}")
     return code
 
 
