@@ -125,6 +125,7 @@ def test_comment_edit_reruns_export_only(torch_project, tmp_path):
 def test_wrongly_exported_op_fails_parity_with_error_table(torch_project, tmp_path, capsys):
     data = torch_recipe()
     data["source"]["kwargs"]["wrong_export"] = True
+    data["source"]["exporter"] = "torchscript"  # symbolic() is how the TorchScript exporter writes a Function
     torch_project.write_text(json.dumps(data))
     code, report = build(torch_project, tmp_path / "cache")
     assert code == 1
@@ -174,8 +175,13 @@ def test_torchscript_file_source(tmp_path):
     assert statuses(report) == ALL_BUILT
 
 
-def test_dynamo_exporter(torch_project, tmp_path):
-    torch_project.write_text(json.dumps(torch_recipe(exporter="dynamo")))
+def test_dynamo_exporter(torch_project, tmp_path, capsys):
+    recipe = torch_recipe(exporter="dynamo")
+    torch_project.write_text(json.dumps(recipe))
+    assert build(torch_project, tmp_path / "cache")[0] == 2  # opset 17: dynamo writes 18 and newer
+    assert "the dynamo exporter writes opset 18 and newer" in capsys.readouterr().err
+    recipe["onnx"] = {"opset": 18}
+    torch_project.write_text(json.dumps(recipe))
     code, report = build(torch_project, tmp_path / "cache")
     assert code == 0, report
     assert statuses(report) == ALL_BUILT
@@ -188,7 +194,7 @@ def test_keras_unet_with_upsampling_builds_a_plan(tmp_path):
     assert code == 0, report
     assert statuses(report) == ALL_BUILT
     io = json.loads(Path(report["steps"][1]["outputs"]["io.json"]).read_text())
-    assert io["inputs"] == [{"name": "image", "dtype": "float", "shape": [-1, 3, 128, 128]}]
+    assert io["inputs"] == [{"name": "image", "dtype": "float32", "shape": [-1, 3, 128, 128]}]
     # Pooled twice and upsampled twice (Keras 3 lowers UpSampling2D to Tile): full resolution out, NHWC.
     assert "Tile" in io["ops"] and io["outputs"][0]["shape"][1:] == [128, 128, 2]
     [row] = report["steps"][2]["meta"]["parity"]["outputs"]

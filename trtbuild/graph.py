@@ -232,6 +232,7 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dic
         "exporter": source.exporter if source.framework == "pytorch" else None,
         "package": package,  # its version goes into the key with the other tools
         "outputs": source.outputs, "inputs_as_nchw": source.inputs_as_nchw,
+        "input_order": list(inputs),  # PyTorch binds a lone input, or a TorchScript model's, by position
         # the framework's outputs on the parity inputs are computed during export
         "reference": {"seed": parity.seed} if parity.enabled else None,
     }

@@ -73,8 +73,10 @@ class Source(_Strict):
             if self.exporter == "dynamo" and not self.path.endswith(".pt2"):
                 raise ValueError("exporter dynamo cannot export a TorchScript file: use exporter torchscript, "
                                  "an ExportedProgram (.pt2) or an entrypoint")
-            if self.exporter == "torchscript" and self.path.endswith(".pt2"):
+            if self.path.endswith(".pt2") and self.exporter == "torchscript":
                 raise ValueError("an ExportedProgram (.pt2) is exported with exporter dynamo (or auto)")
+            if self.path.endswith(".pt2") and self.checkpoint:
+                raise ValueError("an ExportedProgram (.pt2) carries its own weights; checkpoint applies to entrypoints")
         torch_only = ("entrypoint", "checkpoint", "args", "kwargs")
         if fw != "pytorch" and any(k in self.model_fields_set for k in torch_only + ("exporter",)):
             raise ValueError(f"entrypoint, args, kwargs, checkpoint and exporter apply to pytorch only, not {fw}")
@@ -241,6 +243,13 @@ class Recipe(_Strict):
         if self.engine.precision in QUANTIZED_PRECISIONS and self.precision.calibration is None:
             raise ValueError(f"engine.precision {self.engine.precision} needs precision.calibration "
                              "(data: 'calib/*.npy' or a .npz, or loader: 'module:callable')")
+        return self
+
+    @model_validator(mode="after")
+    def _dynamo_opset(self) -> Recipe:
+        if self.source.framework == "pytorch" and self.source.exporter == "dynamo" and (self.onnx.opset or 18) < 18:
+            raise ValueError(f"onnx.opset {self.onnx.opset}: the dynamo exporter writes opset 18 and newer; "
+                             "use source.exporter torchscript (or auto) for older opsets")
         return self
 
     @model_validator(mode="after")

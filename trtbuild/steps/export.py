@@ -16,7 +16,7 @@ FRESH_PROCESS = True  # it imports the user's model code and a framework
 
 def tools(params: dict) -> tuple[str, ...]:
     found = TOOLS[params["framework"]]
-    if params.get("exporter") == "dynamo":
+    if params.get("exporter") in ("dynamo", "auto"):
         found += ("onnxscript",)
     if params.get("package"):  # e.g. torchvision for "torchvision.models:resnet50"
         found += (params["package"],)

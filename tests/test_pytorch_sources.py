@@ -1,0 +1,336 @@
+"""PyTorch sources as they come: dict and tuple outputs, models torch.export refuses, ExportedPrograms,
+checkpoints that do not fit, pickled models, wrong dtypes and weight downloads. Real torch.onnx
+exports, ONNX Runtime parity and TensorRT-RTX plans."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import statuses
+from trtbuild.cli import main
+
+torch = pytest.importorskip("torch")
+
+NETS = '''
+import torch
+
+
+class Single(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4, 5)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+class TwoHeads(Single):
+    """A segmentation map and class scores, by name; an absent head is None."""
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        return {"seg": y, "cls": self.fc(y.mean((2, 3))), "aux": None}
+
+
+class Nested(Single):
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        return y, (self.fc(y.mean((2, 3))), y.sum(1))
+
+
+class Counted(Single):
+    def forward(self, x):
+        return {"seg": torch.relu(self.conv(x)), "count": x.shape[0]}
+
+
+class Checked(Single):
+    """Refuses NaN input: a branch on tensor values, which torch.export cannot capture and tracing passes."""
+
+    def forward(self, x):
+        if torch.isnan(x).any():
+            raise ValueError("NaN in the input")
+        return torch.relu(self.conv(x))
+'''
+
+X = {"shape": [-1, 3, 16, 16], "min": [1, 3, 16, 16], "opt": [2, 3, 16, 16], "max": [4, 3, 16, 16]}
+ENGINE = {"backend": "tensorrt-rtx", "workspace": "256MiB", "optimization_level": 0}
+ALL_BUILT = {"export": "built", "check": "built", "parity": "built", "simplify": "built", "engine": "built"}
+
+
+@pytest.fixture
+def nets(tmp_path, monkeypatch):
+    """tmp_path with nets.py, importable here too (to save models and checkpoints)."""
+    (tmp_path / "nets.py").write_text(NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    sys.modules.pop("nets", None)
+
+
+def write_recipe(root: Path, x: dict | None = None, opset: int | None = None, **source) -> Path:
+    source = source or {"entrypoint": "nets:Single"}
+    recipe = root / "net.yaml"
+    data = {"name": "net", "source": {"framework": "pytorch", **source}, "inputs": {"x": x or X}, "engine": ENGINE}
+    if opset:
+        data["onnx"] = {"opset": opset}
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    return recipe
+
+
+def build(recipe: Path) -> tuple[int, dict]:
+    report = recipe.parent / "report.json"
+    report.unlink(missing_ok=True)
+    code = main([str(recipe), "--cache-dir", str(recipe.parent / "cache"), "--report", str(report)])
+    return code, json.loads(report.read_text())
+
+
+def line_of(recipe: Path, text: str) -> str:
+    """"net.yaml:7" for the first line of the recipe holding `text`, as errors locate recipe keys."""
+    lines = recipe.read_text().splitlines()
+    return f"{recipe}:{next(i for i, line in enumerate(lines, 1) if text in line)}"
+
+
+def engine_outputs(root: Path) -> list[tuple[str, list[int]]]:
+    """(name, shape) of each output of the built plan, from its published model.json."""
+    [meta] = (root / "cache" / "out" / "net").glob("*/model.json")
+    return [(o["name"], o["shape"]) for o in json.loads(meta.read_text())["outputs"]]
+
+
+def export_error(report: dict) -> str:
+    export = report["steps"][0]
+    assert export["step"] == "export" and export["status"] == "failed"
+    assert "\x1b[" not in export["error"]  # torch colours some errors; a recipe error is plain text
+    return export["error"]
+
+
+@pytest.mark.slow
+def test_dict_outputs_are_named_by_key(nets):
+    code, report = build(write_recipe(nets, entrypoint="nets:TwoHeads"))
+    assert code == 0, report
+    assert statuses(report) == ALL_BUILT
+    assert report["steps"][0]["meta"]["exporter"] == "dynamo"
+    assert [r["output"] for r in report["steps"][2]["meta"]["parity"]["outputs"]] == ["seg", "cls"]
+    assert engine_outputs(nets) == [("seg", [-1, 4, 16, 16]), ("cls", [-1, 5])]
+
+
+@pytest.mark.slow
+def test_recipe_outputs_pick_dict_entries_by_key(nets):
+    code, report = build(write_recipe(nets, entrypoint="nets:TwoHeads", outputs=["cls", "seg"]))
+    assert code == 0, report
+    assert engine_outputs(nets) == [("cls", [-1, 5]), ("seg", [-1, 4, 16, 16])]
+    rows = report["steps"][2]["meta"]["parity"]["outputs"]
+    assert [(r["output"], r["shape"], r["ok"]) for r in rows] == [("cls", [2, 5], True), ("seg", [2, 4, 16, 16], True)]
+
+
+@pytest.mark.parametrize("entrypoint, outputs, expected", [
+    ("nets:TwoHeads", ["cls", "mask"], "it returns a dict with ['seg', 'cls']"),
+    ("nets:TwoHeads", ["cls"], "it returns a dict with ['seg', 'cls']"),
+    ("nets:Nested", ["a", "b"], "2 names for 3 outputs: the model returns a tuple of 3 tensors"),
+    ("nets:Single", ["a", "b"], "2 names for 1 outputs: the model returns one tensor (output)"),
+])
+def test_recipe_outputs_that_do_not_fit_the_model_exit_2(nets, entrypoint, outputs, expected):
+    recipe = write_recipe(nets, entrypoint=entrypoint, outputs=outputs)
+    code, report = build(recipe)
+    assert code == 2
+    error = export_error(report)
+    assert error.startswith(f"{line_of(recipe, 'outputs:')}: source.outputs: ") and expected in error
+
+
+def test_output_that_is_not_a_tensor_exits_2(nets):
+    recipe = write_recipe(nets, entrypoint="nets:Counted")
+    code, report = build(recipe)
+    assert code == 2
+    assert export_error(report).startswith(f"{line_of(recipe, 'source:')}: source: the model's output 'count' "
+                                           "is of type int, not a tensor")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entrypoint, names, shapes", [
+    ("nets:Single", ["output"], [[-1, 4, 16, 16]]),
+    ("nets:Nested", ["output_0", "output_1_0", "output_1_1"], [[-1, 4, 16, 16], [-1, 5], [-1, 16, 16]]),
+])
+def test_default_output_names(nets, entrypoint, names, shapes):
+    code, report = build(write_recipe(nets, entrypoint=entrypoint))
+    assert code == 0, report
+    assert report["steps"][1]["meta"]["outputs"] == names
+    assert engine_outputs(nets) == list(zip(names, shapes))
+
+
+@pytest.mark.slow
+def test_model_dynamo_cannot_export_falls_back_to_torchscript(nets):
+    code, report = build(write_recipe(nets, entrypoint="nets:Checked"))
+    assert code == 0, report
+    assert statuses(report) == ALL_BUILT
+    meta = report["steps"][0]["meta"]
+    assert meta["exporter"] == "torchscript"
+    assert meta["fallback"].startswith("dynamo failed: ") and "data-dependent" in meta["fallback"]
+    assert "torch.export" in Path(report["steps"][0]["log"]).read_text()  # dynamo's whole error
+
+
+@pytest.mark.slow
+def test_opset_dynamo_does_not_write_falls_back_to_torchscript(nets):
+    """dynamo implements opset 18 and up; it converts this model's ReduceMean to 17 no more than ResNet-50's."""
+    code, report = build(write_recipe(nets, opset=17, entrypoint="nets:TwoHeads", outputs=["cls", "seg"]))
+    assert code == 0, report
+    assert statuses(report) == ALL_BUILT
+    meta = report["steps"][0]["meta"]
+    assert meta["exporter"] == "torchscript" and meta["fallback"] == "dynamo wrote opset 18, not 17"
+    assert report["steps"][1]["meta"]["opset"] == 17
+    assert engine_outputs(nets) == [("cls", [-1, 5]), ("seg", [-1, 4, 16, 16])]
+
+
+@pytest.mark.slow
+def test_exported_program_file_builds(nets):
+    from nets import TwoHeads
+
+    batch = torch.export.Dim("batch", min=1, max=4)
+    program = torch.export.export(TwoHeads().eval(), (torch.randn(2, 3, 16, 16),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(nets / "net.pt2"))
+    code, report = build(write_recipe(nets, path="net.pt2", outputs=["cls", "seg"]))
+    assert code == 0, report
+    assert statuses(report) == ALL_BUILT
+    assert report["steps"][0]["meta"]["exporter"] == "dynamo"
+    assert engine_outputs(nets) == [("cls", [-1, 5]), ("seg", [-1, 4, 16, 16])]
+
+
+def test_checkpoint_that_does_not_fit_names_the_keys(nets):
+    from nets import Single
+
+    state = Single().state_dict()
+    state["conv.weight"] = torch.zeros(8, 3, 3, 3)
+    del state["conv.bias"]
+    state["head.weight"] = torch.zeros(2)
+    torch.save(state, nets / "net.pt")
+    recipe = write_recipe(nets, entrypoint="nets:Single", checkpoint="net.pt")
+    code, report = build(recipe)
+    assert code == 2
+    assert export_error(report) == (
+        f"{line_of(recipe, 'checkpoint:')}: source.checkpoint: net.pt does not fit the model: 1 key missing "
+        "(conv.bias); 1 key unexpected (head.weight); 1 key with the wrong shape "
+        "(conv.weight: [8, 3, 3, 3] in the checkpoint, [4, 3, 3, 3] in the model)")
+
+
+@pytest.mark.parametrize("key", ["checkpoint", "path"])
+def test_pickled_whole_model_says_to_save_the_state_dict(nets, key):
+    from nets import Single
+
+    torch.save(Single(), nets / "whole.pt")
+    source = {"entrypoint": "nets:Single", "checkpoint": "whole.pt"} if key == "checkpoint" else {"path": "whole.pt"}
+    recipe = write_recipe(nets, **source)
+    code, report = build(recipe)
+    assert code == 2
+    error = export_error(report)
+    assert error.startswith(f"{line_of(recipe, f'{key}: whole.pt')}: source.{key}: whole.pt is a pickled Python "
+                            "object (nets.Single)")
+    assert "model.state_dict()" in error and "torch.export.save" in error
+
+
+def test_input_dtype_the_model_rejects(nets):
+    recipe = write_recipe(nets, x=X | {"dtype": "int64"})
+    code, report = build(recipe)
+    assert code == 2
+    error = export_error(report)
+    assert error.startswith(f"{line_of(recipe, 'dtype:')}: inputs.x.dtype: the model rejects int64 input (")
+    assert error.endswith("): the model expects float32")
+
+
+@pytest.mark.slow
+def test_weights_download_names_the_url_and_the_fix(nets, monkeypatch):
+    """torchvision's DeepLabV3 with weights: null still fetches ImageNet weights for its backbone."""
+    pytest.importorskip("torchvision")
+    monkeypatch.setenv("TORCH_HOME", str(nets / "torch_home"))  # no copy downloaded before
+    for proxy in ("https_proxy", "HTTPS_PROXY"):  # nothing listens there: no download, with or without a network
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")
+    source = {"entrypoint": "torchvision.models.segmentation:deeplabv3_mobilenet_v3_large", "kwargs": {"weights": None}}
+    recipe = write_recipe(nets, x={"shape": [1, 3, 64, 64]}, **source)
+    code, report = build(recipe)
+    assert code == 2
+    error = export_error(report)
+    assert error.startswith(f"{line_of(recipe, 'entrypoint:')}: source.entrypoint "
+                            "'torchvision.models.segmentation:deeplabv3_mobilenet_v3_large' tried to download "
+                            "https://download.pytorch.org/models/mobilenet_v3_large-")
+    assert "weights_backbone: null" in error and "checkpoint:" in error
+    # The fix it names builds; the model returns an OrderedDict {"out": ...}.
+    source["kwargs"] |= {"weights_backbone": None, "num_classes": 3}
+    code, report = build(write_recipe(nets, x={"shape": [1, 3, 64, 64]}, **source))
+    assert code == 0, report
+    assert engine_outputs(nets) == [("out", [1, 3, 64, 64])]
+
+
+@pytest.mark.slow
+def test_hugging_face_model_output_is_named_by_its_fields(nets):
+    pytest.importorskip("transformers")
+    (nets / "tiny_bert.py").write_text(TINY_BERT)
+    recipe = write_recipe(nets, x={"dtype": "int64", "shape": [-1, 16], "min": [1, 16], "opt": [2, 16], "max": [4, 16]},
+                          entrypoint="tiny_bert:build")
+    code, report = build(recipe)
+    assert code == 0, report
+    assert engine_outputs(nets) == [("last_hidden_state", [-1, 16, 32]), ("pooler_output", [-1, 32])]
+
+
+TINY_BERT = """
+from transformers import BertConfig, BertModel
+
+
+def build():
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    return BertModel(config)
+"""
+
+
+COMPOSE = '''
+import torch
+
+
+class Compose(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 1)
+
+    def forward(self, image, background, steps):
+        return self.conv(image) - background * steps.float().mean()
+
+
+def build():
+    return Compose()
+'''
+
+
+def compose_recipe(order: list[str]) -> dict:
+    specs = {"image": {"shape": [1, 3, 8, 8]}, "background": {"shape": [1, 3, 8, 8]},
+             "steps": {"dtype": "int64", "shape": [1]}}
+    return {"name": "compose", "source": {"framework": "pytorch", "entrypoint": "compose:build"},
+            "inputs": {n: specs[n] for n in order}, "engine": {"backend": "tensorrt-rtx", "optimization_level": 0}}
+
+
+@pytest.mark.slow
+def test_inputs_bind_to_forward_parameters_by_name(tmp_path):
+    onnx_bytes = []
+    for i, order in enumerate((["image", "background", "steps"], ["steps", "background", "image"])):
+        root = tmp_path / str(i)
+        root.mkdir()
+        (root / "compose.py").write_text(COMPOSE)
+        (root / "compose.yaml").write_text(json.dumps(compose_recipe(order)))
+        code, report = build(root / "compose.yaml")
+        assert code == 0, report
+        export = next(s for s in report["steps"] if s["step"] == "export")
+        onnx_bytes.append(Path(export["outputs"]["model.onnx"]).read_bytes())
+    assert onnx_bytes[0] == onnx_bytes[1]
+
+
+def test_an_input_that_names_no_parameter_is_a_recipe_error(tmp_path):
+    (tmp_path / "compose.py").write_text(COMPOSE)
+    recipe = compose_recipe(["image", "background"])
+    recipe["inputs"]["mask"] = recipe["inputs"].pop("background")
+    (tmp_path / "compose.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    code, report = build(tmp_path / "compose.yaml")
+    assert code == 2
+    error = report["steps"][0]["error"]
+    assert "inputs.mask: forward() has no parameter 'mask' (its parameters: image, background, steps)" in error
+    assert f"{line_of(tmp_path / 'compose.yaml', 'mask:')}: inputs.mask" in error
