@@ -105,3 +105,22 @@ def test_status_names_the_root_cause(project, capsys):
     reasons = {s["step"]: s["reason"] for s in dry["steps"]}
     assert reasons["check"].startswith("inputs.model.(main) changed")
     assert reasons["engine"] == reasons["simplify"] == reasons["check"] + " (check reruns first)"
+
+
+def test_an_edited_imported_module_reruns_export_and_is_named(tmp_path):
+    pytest.importorskip("torch")
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets" / "__init__.py").write_text("")
+    (tmp_path / "nets" / "blocks.py").write_text("import torch\n\n\ndef block():\n    return torch.nn.ReLU()\n")
+    (tmp_path / "model.py").write_text("import torch\nfrom nets.blocks import block\n\n\n"
+                                       "def build():\n    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), block())\n")
+    recipe = {"name": "net", "source": {"framework": "pytorch", "entrypoint": "model:build"},
+              "inputs": {"x": {"shape": [1, 3, 8, 8]}}, "engine": {"backend": "tensorrt-rtx", "optimization_level": 0}}
+    (tmp_path / "net.yaml").write_text(json.dumps(recipe))
+    args = [str(tmp_path / "net.yaml"), "--cache-dir", str(tmp_path / "cache"), "--report", str(tmp_path / "r.json")]
+    assert main(args) == 0
+    (tmp_path / "nets" / "blocks.py").write_text("import torch\n\n\ndef block():\n    return torch.nn.Sigmoid()\n")
+    assert main([*args, "--dry-run"]) == 0
+    export = next(s for s in json.loads((tmp_path / "r.json").read_text())["steps"] if s["step"] == "export")
+    assert export["status"] == "would-run"
+    assert export["reason"].startswith("inputs.code.nets/blocks.py changed")

@@ -19,7 +19,7 @@ from trtbuild.errors import RecipeError, UsageError
 from trtbuild.hashing import digest_json
 from trtbuild.recipe import QUANTIZED_PRECISIONS, LoadedRecipe
 from trtbuild.frameworks import DEFAULT_OPSET, require
-from trtbuild.sources import distribution_of, glob_files, module_file, onnx_files, tree_files
+from trtbuild.sources import distribution_of, glob_files, module_file, onnx_files, tree_files, user_imports
 from trtbuild.steps import code_version, load_kind, tool_version
 from trtbuild.steps.export import ONNX_FILES
 from trtbuild.target import Target, cannot_run_here, resolve_target, supports_fp8
@@ -183,7 +183,8 @@ def _precision_step(loaded: LoadedRecipe, inputs: dict, model, out: Path, after:
             context["where"] = loaded.where("precision", "calibration", "data")
         else:
             search = [loaded.resolve(p) for p in recipe.source.python_path]
-            files["calibration"] = _files([module_file(cal.loader.split(":")[0], search, "precision.calibration.loader")])
+            loader = module_file(cal.loader.split(":")[0], search, "precision.calibration.loader")
+            files["calibration"] = _files([loader, *user_imports(loader, search)])
             context["python_path"] = [str(p) for p in search]
             context["where"] = loaded.where("precision", "calibration", "loader")
     else:
@@ -220,6 +221,8 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dic
         module = source.entrypoint.split(":")[0]
         code.append(module_file(module, search, "source.entrypoint"))
         package = distribution_of(module, code[0])
+        if package is None:  # the user's code: the modules it imports are inputs too
+            code += user_imports(code[0], search)
     code += glob_files(loaded.file.parent, source.deps)
     if code:
         files["code"] = _files(code)
