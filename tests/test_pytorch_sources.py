@@ -5,6 +5,8 @@ exports, ONNX Runtime parity and TensorRT-RTX plans."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -186,11 +188,12 @@ def test_opset_dynamo_does_not_write_falls_back_to_torchscript(nets):
 
 @pytest.mark.slow
 def test_exported_program_file_builds(nets):
-    from nets import TwoHeads
-
-    batch = torch.export.Dim("batch", min=1, max=4)
-    program = torch.export.export(TwoHeads().eval(), (torch.randn(2, 3, 16, 16),), dynamic_shapes=({0: batch},))
-    torch.export.save(program, str(nets / "net.pt2"))
+    # torch.export in a process of its own: in one that has loaded TensorFlow (other tests), its
+    # triton import crashes.
+    save = ("import torch; from nets import TwoHeads; batch = torch.export.Dim('batch', min=1, max=4); "
+            "torch.export.save(torch.export.export(TwoHeads().eval(), (torch.randn(2, 3, 16, 16),), "
+            "dynamic_shapes=({0: batch},)), 'net.pt2')")
+    subprocess.run([sys.executable, "-c", save], cwd=nets, check=True, env=os.environ | {"PYTHONPATH": str(nets)})
     code, report = build(write_recipe(nets, path="net.pt2", outputs=["cls", "seg"]))
     assert code == 0, report
     assert statuses(report) == ALL_BUILT
