@@ -6,6 +6,7 @@ import queue
 import shutil
 import threading
 import time
+import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,9 @@ class Runner:
                         result = self._build(step, *settled, deps)
                     except OSError as exc:  # disk full, permissions: this step fails, the run goes on
                         result = StepResult(step, FAILED, "cache I/O error", error=f"{type(exc).__name__}: {exc}")
+                    except Exception as exc:  # a bug of trtbuild's: this step fails; the run and its report go on
+                        traceback.print_exc()
+                        result = StepResult(step, FAILED, "internal error", error=f"{type(exc).__name__}: {exc}")
                     self.progress.finished(result)
                     return result
 

@@ -21,7 +21,8 @@ def numpy_dtype(name: str) -> np.dtype:
 
 
 def example_inputs(inputs: dict[str, dict], seed: int, data: Path | None = None) -> dict[str, np.ndarray]:
-    """Arrays at each input's `opt` shape: from a .npz keyed by input name, or seeded random values."""
+    """Arrays at each input's `opt` shape: from a .npz keyed by input name, or seeded random values
+    (normal floats, integers 0..9, ones for integer or bool inputs named like a mask)."""
     if data is not None:
         return _load_npz(data, inputs)
     rng = np.random.default_rng(seed)
@@ -30,6 +31,8 @@ def example_inputs(inputs: dict[str, dict], seed: int, data: Path | None = None)
         shape, dtype = spec["opt"], numpy_dtype(spec["dtype"] or "float32")
         if dtype.kind == "f" or spec["dtype"] == "bfloat16":
             feeds[name] = rng.standard_normal(shape).astype(np.float32).astype(dtype)
+        elif "mask" in name.lower():  # attention masks: attend everywhere (a row of zeros is undefined)
+            feeds[name] = np.ones(shape, dtype)
         elif dtype.kind == "b":
             feeds[name] = rng.integers(0, 2, shape).astype(np.bool_)
         elif dtype.kind in "iu":
