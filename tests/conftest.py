@@ -79,6 +79,25 @@ class Project:
         return [json.loads(p.read_text()) for p in (self.cache / "actions").glob("*/*.json")]
 
 
+def needs(module: str) -> None:
+    """Skip unless `module` is installed, without importing it here: torchvision and transformers pull
+    in torch._dynamo, whose triton import crashes a process that has loaded TensorFlow (other tests)."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed")
+
+
+def build_recipe(recipe: Path, *args: str) -> tuple[int, dict]:
+    """The real CLI on one recipe, with a cache beside it: (exit code, JSON report)."""
+    from trtbuild.cli import main
+
+    report = recipe.parent / "report.json"
+    report.unlink(missing_ok=True)
+    code = main([str(recipe), "--cache-dir", str(recipe.parent / "cache"), "--report", str(report), *args])
+    return code, json.loads(report.read_text())
+
+
 def statuses(report: dict) -> dict[str, str]:
     """Step -> status, leaving out `verify`, which needs a GPU and is skipped on these machines
     (test_verify_is_skipped_without_a_gpu checks that)."""

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, conv_model, recipe_dict
+from conftest import REPO, conv_model, needs, recipe_dict
 from trtbuild.cli import main
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,7 @@ def keys(report: dict) -> dict[str, str]:
 
 
 def test_two_checkouts_at_different_paths_share_every_key(tmp_path):
-    pytest.importorskip("torch")
+    needs("torch")
     project = tmp_path / "a" / "project"
     (project / "models").mkdir(parents=True)
     (project / "recipes").mkdir()
@@ -108,7 +108,7 @@ def test_status_names_the_root_cause(project, capsys):
 
 
 def test_an_edited_imported_module_reruns_export_and_is_named(tmp_path):
-    pytest.importorskip("torch")
+    needs("torch")
     (tmp_path / "nets").mkdir()
     (tmp_path / "nets" / "__init__.py").write_text("")
     (tmp_path / "nets" / "blocks.py").write_text("import torch\n\n\ndef block():\n    return torch.nn.ReLU()\n")

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import statuses
-from trtbuild.cli import main
+from conftest import build_recipe, needs, statuses
 
 torch = pytest.importorskip("torch")
 
@@ -84,11 +83,7 @@ def write_recipe(root: Path, x: dict | None = None, opset: int | None = None, **
     return recipe
 
 
-def build(recipe: Path) -> tuple[int, dict]:
-    report = recipe.parent / "report.json"
-    report.unlink(missing_ok=True)
-    code = main([str(recipe), "--cache-dir", str(recipe.parent / "cache"), "--report", str(report)])
-    return code, json.loads(report.read_text())
+build = build_recipe
 
 
 def line_of(recipe: Path, text: str) -> str:
@@ -245,7 +240,7 @@ def test_input_dtype_the_model_rejects(nets):
 @pytest.mark.slow
 def test_weights_download_names_the_url_and_the_fix(nets, monkeypatch):
     """torchvision's DeepLabV3 with weights: null still fetches ImageNet weights for its backbone."""
-    pytest.importorskip("torchvision")
+    needs("torchvision")
     monkeypatch.setenv("TORCH_HOME", str(nets / "torch_home"))  # no copy downloaded before
     for proxy in ("https_proxy", "HTTPS_PROXY"):  # nothing listens there: no download, with or without a network
         monkeypatch.setenv(proxy, "http://127.0.0.1:9")
@@ -267,7 +262,7 @@ def test_weights_download_names_the_url_and_the_fix(nets, monkeypatch):
 
 @pytest.mark.slow
 def test_hugging_face_model_output_is_named_by_its_fields(nets):
-    pytest.importorskip("transformers")
+    needs("transformers")
     (nets / "tiny_bert.py").write_text(TINY_BERT)
     recipe = write_recipe(nets, x={"dtype": "int64", "shape": [-1, 16], "min": [1, 16], "opt": [2, 16], "max": [4, 16]},
                           entrypoint="tiny_bert:build")

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import statuses
-from trtbuild.cli import main
+from conftest import build_recipe, statuses
 
 pytest.importorskip("tf2onnx")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -79,11 +78,7 @@ def project(tmp_path: Path, kind: str, batch: int | None, inputs: str = "", sour
     return recipe
 
 
-def build(recipe: Path) -> tuple[int, dict]:
-    report = recipe.parent / "report.json"
-    report.unlink(missing_ok=True)
-    code = main([str(recipe), "--cache-dir", str(recipe.parent / "cache"), "--report", str(report)])
-    return code, json.loads(report.read_text())
+build = build_recipe
 
 
 def refused(recipe: Path) -> str:

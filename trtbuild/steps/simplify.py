@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import traceback
 
-from trtbuild.errors import StepError, first_line
+from trtbuild.errors import first_line
 from trtbuild.onnx_io import save_onnx
 from trtbuild.steps import Job
 
