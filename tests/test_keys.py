@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, conv_model, needs, recipe_dict
+from conftest import REPO, build_recipe, conv_model, needs, recipe_dict
 from trtbuild.cli import main
 
 pytestmark = pytest.mark.slow
@@ -124,3 +124,19 @@ def test_an_edited_imported_module_reruns_export_and_is_named(tmp_path):
     export = next(s for s in json.loads((tmp_path / "r.json").read_text())["steps"] if s["step"] == "export")
     assert export["status"] == "would-run"
     assert export["reason"].startswith("inputs.code.nets/blocks.py changed")
+
+
+def test_a_new_max_leaves_a_pytorch_export_cached(tmp_path):
+    needs("torch")
+    (tmp_path / "net.py").write_text(NET)
+    recipe = {"name": "net", "source": {"framework": "pytorch", "entrypoint": "net:build"},
+              "inputs": {"x": {"shape": [-1, 3, 8, 8], "min": [1, 3, 8, 8], "opt": [2, 3, 8, 8], "max": [4, 3, 8, 8]}},
+              "engine": {"backend": "tensorrt-rtx", "optimization_level": 0}}
+    (tmp_path / "net.yaml").write_text(json.dumps(recipe))
+    assert build_recipe(tmp_path / "net.yaml")[0] == 0
+    recipe["inputs"]["x"]["max"] = [16, 3, 8, 8]
+    (tmp_path / "net.yaml").write_text(json.dumps(recipe))
+    code, report = build_recipe(tmp_path / "net.yaml")
+    assert code == 0
+    assert {s["step"]: s["status"] for s in report["steps"] if s["status"] != "skipped"} == {
+        "export": "cached", "check": "cached", "parity": "cached", "simplify": "cached", "engine": "built"}

@@ -230,7 +230,8 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dic
     if parity.enabled:
         files |= parity_data
     params = {
-        "framework": source.framework, "opset": recipe.onnx.opset or DEFAULT_OPSET[source.framework], "inputs": inputs,
+        "framework": source.framework, "opset": recipe.onnx.opset or DEFAULT_OPSET[source.framework],
+        "inputs": _read(inputs, *AT_OPT),  # which dims are dynamic, not their range
         "entrypoint": source.entrypoint, "args": source.args, "kwargs": source.kwargs,
         "exporter": source.exporter if source.framework == "pytorch" else None,
         "package": package,  # its version goes into the key with the other tools

@@ -43,7 +43,7 @@ class ModelSpec:
 
     framework: str
     opset: int
-    inputs: dict[str, dict]  # name -> {dtype, shape, min, opt, max}, in the ONNX model's layout; dtype may be None
+    inputs: dict[str, dict]  # name -> {dtype, shape, opt}, in the ONNX model's layout; dtype may be None
     path: Path | None = None
     entrypoint: str | None = None
     args: list = field(default_factory=list)

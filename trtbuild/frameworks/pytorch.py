@@ -231,11 +231,11 @@ def _dynamo(model, spec: ModelSpec, out: Path, output_names: list[str]) -> None:
 
     kwargs = {}
     if not isinstance(model, torch.export.ExportedProgram):  # a program has its dynamic dims already
-        # Flat takes *inputs: one tuple of per-input dims
+        # Flat takes *inputs: one tuple of per-input dims. Dynamic without a range: the range is the
+        # engine's optimization profile, so a new max rebuilds the engine alone.
         kwargs["dynamic_shapes"] = (tuple(
-            {i: torch.export.Dim(f"{_ident(n)}_{i}", min=s["min"][i], max=s["max"][i])
-             for i, d in enumerate(s["shape"]) if d == -1}
-            for n, s in spec.inputs.items()),)
+            {i: torch.export.Dim.DYNAMIC for i, d in enumerate(s["shape"]) if d == -1}
+            for s in spec.inputs.values()),)
     torch.onnx.export(model, _example(spec), str(out), dynamo=True, opset_version=spec.opset,
                       input_names=list(spec.inputs), output_names=output_names, **kwargs)
 
@@ -293,7 +293,3 @@ def _root_cause(exc: BaseException) -> str:
     while exc.__cause__ is not None:
         exc = exc.__cause__
     return _ANSI.sub("", f"{type(exc).__name__}: {first_line(exc)}")
-
-
-def _ident(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name)

@@ -159,23 +159,23 @@ def _fit(spec: ModelSpec, name: str, dims: list | None, what: str) -> list[str]:
     if dims is None:
         return []  # rank unknown: the recipe's shape stands
     at, given = spec.at(f"inputs.{name}"), spec.inputs[name]
-    lo, hi, shape = given["min"], given["max"], _fmt(given["shape"])
+    want, shape = given["shape"], _fmt(given["shape"])
     nchw = name in spec.inputs_as_nchw
-    if len(dims) != len(lo):
-        return [f"{at}: inputs.{name}.shape: the recipe's {shape} has rank {len(lo)}, "
+    if len(dims) != len(want):
+        return [f"{at}: inputs.{name}.shape: the recipe's {shape} has rank {len(want)}, "
                 f"{what} {name!r} {_fmt(dims)} has rank {len(dims)}"]
     model = _to_nchw(dims) if nchw else dims  # in the recipe's layout
-    bad = [i for i, m in enumerate(model) if m is not None and not lo[i] == hi[i] == m]
+    bad = [i for i, m in enumerate(model) if m is not None and want[i] != m]
     if not bad:
         return []
-    if all(lo[i] <= model[i] <= hi[i] for i in bad):  # a fixed dim the recipe lets vary: the check step's words
-        return [f"{at}: inputs.{name}: dim {i} is fixed at {model[i]} in the model, the recipe "
-                + ("makes it dynamic" if lo[i] != hi[i] else f"says {lo[i]}") for i in bad]
-    if len(dims) == 4 and not nchw and _fits(_to_nchw(dims), lo, hi):
+    if all(want[i] == -1 for i in bad):  # a fixed dim the recipe lets vary: the check step's words
+        return [f"{at}: inputs.{name}: dim {i} is fixed at {model[i]} in the model, the recipe makes it dynamic"
+                for i in bad]
+    if len(dims) == 4 and not nchw and _fits(_to_nchw(dims), want):
         return [f"{at}: inputs.{name}: shape {shape} is NCHW, {what} {name!r} is NHWC {_fmt(dims)}: "
                 f"add `source: {{inputs_as_nchw: [{name}]}}` to export it as NCHW, "
                 f"or give the NHWC shape {_fmt(_to_nhwc(given['shape']))}"]
-    if nchw and _fits(dims, lo, hi):
+    if nchw and _fits(dims, want):
         return [f"{at}: inputs.{name}: source.inputs_as_nchw lists {name!r}, but {what} {_fmt(dims)} already "
                 f"has the recipe's layout {shape}: remove {name} from source.inputs_as_nchw"]
     layout = " (NHWC; the recipe's shape is NCHW, as source.inputs_as_nchw says)" if nchw else ""
@@ -195,8 +195,8 @@ def _model_layout(spec: ModelSpec, name: str, shape: list) -> list:
     return _to_nhwc(shape) if name in spec.inputs_as_nchw else shape
 
 
-def _fits(dims: list, lo: list[int], hi: list[int]) -> bool:
-    return all(d is None or lo[i] <= d <= hi[i] for i, d in enumerate(dims))
+def _fits(dims: list, shape: list[int]) -> bool:
+    return all(d is None or s in (-1, d) for d, s in zip(dims, shape))
 
 
 def _to_nchw(dims: list) -> list:
