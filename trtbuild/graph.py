@@ -64,6 +64,9 @@ class Step:
     after: list[Step] = field(default_factory=list)  # gates: must succeed first, not part of the key
     skip_reason: str | None = None  # set when this machine cannot run the step (e.g. no suitable GPU)
 
+    def __post_init__(self):
+        self.kind.READS.check(self.kind.NAME, self.params, self.inputs, self.context)
+
     @property
     def id(self) -> str:
         return self.name if self.target is None else f"{self.name}@{self.target.id}"

@@ -2,6 +2,7 @@
 
     NAME               the step kind
     MAIN_OUTPUT        the file a downstream step opens
+    READS              what the step reads (Reads): its parameters and input files make its key
     tools(params)      distributions whose versions go into the step key (must not import them)
     run(job)           does the work, writing every output file into job.outdir; returns metadata
     FRESH_PROCESS      optional, True: run in a worker process of its own (see trtbuild.pool)
@@ -42,6 +43,29 @@ class Job:
     inputs: dict[str, Path]
     outdir: Path
     context: dict
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What a step kind reads, declared beside its run(): a worker gets these values and nothing else.
+
+    params: exactly the recipe values the step uses; all of them, and only them, are in its key.
+    files: the names its input files may have (also hashed into the key).
+    context: what it gets outside the key, which must not change its output: where to blame a recipe
+    value (file:line), the paths of files already hashed as inputs, the shared timing cache.
+    """
+
+    params: tuple[str, ...]
+    files: tuple[str, ...]
+    context: tuple[str, ...] = ()
+
+    def check(self, kind: str, params: dict, files: dict, context: dict) -> None:
+        """A step built with a value its kind does not declare is a bug in trtbuild: fail at once."""
+        wrong = [f"params {sorted(set(params) ^ set(self.params))}" if set(params) != set(self.params) else "",
+                 f"files {sorted(set(files) - set(self.files))}" if set(files) - set(self.files) else "",
+                 f"context {sorted(set(context) - set(self.context))}" if set(context) - set(self.context) else ""]
+        if any(wrong):
+            raise TypeError(f"{kind} step: not what its READS declares: {', '.join(w for w in wrong if w)}")
 
 
 def load_kind(name: str) -> ModuleType:

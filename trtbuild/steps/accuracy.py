@@ -11,10 +11,12 @@ from pathlib import Path
 
 from trtbuild.errors import StepError
 from trtbuild.onnx_io import save_onnx
-from trtbuild.steps import Job
+from trtbuild.steps import Job, Reads
 
 NAME = "accuracy"
 MAIN_OUTPUT = "accuracy.json"
+READS = Reads(params=("inputs", "precision", "max_relative_error", "seed"),
+              files=("fp32", "model", "data"), context=())
 
 
 def tools(params: dict) -> tuple[str, ...]:

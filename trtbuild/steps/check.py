@@ -14,10 +14,12 @@ import json
 
 from trtbuild.errors import StepError, first_line
 from trtbuild.onnx_io import dims, dtype_name, runtime_inputs
-from trtbuild.steps import Job
+from trtbuild.steps import Job, Reads
 
 NAME = "check"
 MAIN_OUTPUT = "io.json"
+READS = Reads(params=("inputs",),
+              files=("model",), context=("where",))
 _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 
 

@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 from trtbuild.engine import build_engine
-from trtbuild.steps import Job
+from trtbuild.steps import Job, Reads
 from trtbuild.target import target_from_dict
 
 NAME = "engine"
 MAIN_OUTPUT = "model.plan"
+READS = Reads(params=("inputs", "precision", "workspace", "optimization_level", "target"),
+              files=("model",), context=("timing_cache",))
 # A builder's first build in a process is byte-reproducible (later ones can differ by a few bytes),
 # and the memory it took goes back to the system.
 FRESH_PROCESS = True

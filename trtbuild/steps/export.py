@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from trtbuild.frameworks import TOOLS, ModelSpec, load_framework
 from trtbuild.onnx_io import complete_inputs, normalize_file
-from trtbuild.steps import Job
+from trtbuild.steps import Job, Reads
 
 NAME = "export"
 MAIN_OUTPUT = "model.onnx"
+READS = Reads(params=("framework", "opset", "inputs", "entrypoint", "args", "kwargs", "exporter", "package", "outputs",
+               "inputs_as_nchw", "input_order", "reference"),
+              files=("model", "checkpoint", "code", "data"), context=("python_path", "where"))
 REFERENCE = "reference.npz"
 ONNX_FILES = (MAIN_OUTPUT, f"{MAIN_OUTPUT}.data")  # what steps after export read (see onnx_io)
 FRESH_PROCESS = True  # it imports the user's model code and a framework

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 from trtbuild.errors import StepError
-from trtbuild.steps import Job
+from trtbuild.steps import Job, Reads
 from trtbuild.steps.export import REFERENCE, load_reference
 
 NAME = "parity"
 MAIN_OUTPUT = "parity.json"
+READS = Reads(params=("atol", "rtol", "framework", "inputs_from"),
+              files=("onnx",), context=())
 
 
 def tools(params: dict) -> tuple[str, ...]:

@@ -10,10 +10,12 @@ from pathlib import Path
 
 from trtbuild.errors import StepError
 from trtbuild.onnx_io import save_onnx
-from trtbuild.steps import Job
+from trtbuild.steps import Job, Reads
 
 NAME = "precision"
 MAIN_OUTPUT = "model.onnx"
+READS = Reads(params=("precision", "converter", "keep_io_types", "keep_fp32", "calibration", "inputs"),
+              files=("model", "calibration"), context=("calibration_files", "python_path", "where"))
 
 CONVERTER_TOOLS = {"modelopt": ("nvidia-modelopt",), "onnxconverter": ("onnxconverter-common",),
                    "ort-quantization": ("onnxruntime",)}

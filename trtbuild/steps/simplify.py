@@ -9,10 +9,12 @@ import traceback
 
 from trtbuild.errors import first_line
 from trtbuild.onnx_io import save_onnx
-from trtbuild.steps import Job
+from trtbuild.steps import Job, Reads
 
 NAME = "simplify"
 MAIN_OUTPUT = "model.onnx"
+READS = Reads(params=("inputs",),
+              files=("model",), context=())
 
 
 def tools(params: dict) -> tuple[str, ...]:

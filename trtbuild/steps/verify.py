@@ -8,11 +8,13 @@ import json
 import os
 
 from trtbuild.errors import StepError
-from trtbuild.steps import Job
+from trtbuild.steps import Job, Reads
 from trtbuild.target import BACKENDS, target_from_dict
 
 NAME = "verify"
 MAIN_OUTPUT = "verify.json"
+READS = Reads(params=("inputs", "target", "atol", "rtol", "max_relative_error", "seed"),
+              files=("plan", "onnx", "data"), context=())
 FRESH_PROCESS = True  # Polygraphy binds TensorRT or TensorRT-RTX once per process (see run)
 
 
