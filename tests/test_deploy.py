@@ -69,3 +69,18 @@ def test_path_refuses_a_plan_from_another_tensorrt_version(project, monkeypatch)
 def test_path_for_an_unknown_recipe(project):
     with pytest.raises(DeployError, match="no plans for 'nope'"):
         find_plan("nope", project.cache)
+
+
+def test_path_skips_a_full_tensorrt_plan_tied_to_another_gpu_model(tmp_path, monkeypatch):
+    """A plan built without same-compute-capability compatibility runs only on the GPU model that built it."""
+    meta = {"backend": "tensorrt", "backend_version": "10.13.3.9", "compute_capabilities": ["8.6"]}
+    for folder, model in (("tensorrt-10.13.3.9-sm86-a10", "a10"), ("tensorrt-10.13.3.9-sm86-a40", "a40")):
+        (tmp_path / "out" / "net" / folder).mkdir(parents=True)
+        (tmp_path / "out" / "net" / folder / "model.plan").write_bytes(b"plan")
+        (tmp_path / "out" / "net" / folder / "model.json").write_text(json.dumps(meta | {"gpu_model": model}))
+    monkeypatch.setattr(deploy, "installed_version", lambda backend: "10.13.3.9")
+    monkeypatch.setattr(deploy, "detect_gpus", lambda: (Gpu(0, "NVIDIA A40", "8.6", 48 * 2**30, "580.0"),))
+    assert find_plan("net", tmp_path).parent.name == "tensorrt-10.13.3.9-sm86-a40"
+    monkeypatch.setattr(deploy, "detect_gpus", lambda: (Gpu(0, "NVIDIA RTX A6000", "8.6", 48 * 2**30, "580.0"),))
+    with pytest.raises(DeployError, match="none of the plans"):
+        find_plan("net", tmp_path)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from trtbuild.errors import TrtbuildError
 from trtbuild.gpu import detect_gpus
-from trtbuild.target import installed_version
+from trtbuild.target import gpu_model_id, installed_version
 
 
 class DeployError(TrtbuildError):
@@ -36,7 +36,7 @@ def find_plan(name: str, cache_dir: str | Path = "cache", gpu_index: int = 0) ->
     ranked = []
     for plan in plans:
         meta = json.loads(plan.with_name("model.json").read_text())
-        rank = _fit(meta, gpu.compute_capability)
+        rank = _fit(meta, gpu.compute_capability, gpu_model_id(gpu.name))
         if rank is not None:
             ranked.append((rank, plan))
     if ranked:
@@ -50,9 +50,11 @@ def find_plan(name: str, cache_dir: str | Path = "cache", gpu_index: int = 0) ->
     )
 
 
-def _fit(meta: dict, cc: str) -> int | None:
+def _fit(meta: dict, cc: str, model: str) -> int | None:
     """0 = exact TensorRT plan, 1 = TensorRT-RTX for this compute capability, 2 = portable; None = won't load."""
     if meta["backend_version"] != installed_version(meta["backend"]):
+        return None
+    if meta.get("gpu_model") not in (None, model):  # built without same-compute-capability compatibility
         return None
     caps = meta["compute_capabilities"]
     if meta["backend"] == "tensorrt":

@@ -54,6 +54,9 @@ def build_engine(
         config.num_compute_capabilities = len(target.compute_capabilities)
         for i, cc in enumerate(target.compute_capabilities):
             config.set_compute_capability(getattr(trt.ComputeCapability, "SM" + cc.replace(".", "")), i)
+    if target.backend == "tensorrt" and not target.gpu_model:
+        # Runs on every GPU of this compute capability, as the target id (no GPU model) promises.
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
     _add_profile(builder, config, inputs, profile)
 
     use_timing_cache = timing_cache is not None and target.backend == "tensorrt"  # a no-op in TensorRT-RTX
@@ -82,12 +85,22 @@ def build_engine(
         "backend_version": trt.__version__,
         "target": target.id,
         "compute_capabilities": list(target.compute_capabilities) or "portable",
+        "gpu_model": target.gpu_model or None,
+        "runs_on": _runs_on(target),
         "inputs": [_tensor_info(t, profile.get(t.name)) for t in inputs],
         "outputs": [_tensor_info(t) for t in outputs],
         "build_seconds": round(seconds, 3),
         "plan_bytes": plan_path.stat().st_size,
         "timing_cache": str(timing_cache) if use_timing_cache else None,
     }
+
+
+def _runs_on(target: Target) -> str:
+    if target.backend == "tensorrt-rtx":
+        return "GPUs of the target's compute capabilities" if target.compute_capabilities else "portable"
+    if target.gpu_model:
+        return f"{target.gpu_model} GPUs only (this TensorRT has no same-compute-capability build)"
+    return f"every sm_{target.compute_capabilities[0].replace('.', '')} GPU (hardware compatibility: same compute capability)"
 
 
 def _add_profile(builder, config, inputs, profile: dict) -> None:

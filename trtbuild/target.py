@@ -28,6 +28,8 @@ class Target:
     backend: str
     version: str
     compute_capabilities: tuple[str, ...]  # () = portable TensorRT-RTX plan
+    # Full TensorRT without a same-compute-capability build: the plan runs only on this GPU model.
+    gpu_model: str = ""
 
     @property
     def arch(self) -> str:
@@ -42,10 +44,11 @@ class Target:
 
     @property
     def id(self) -> str:
-        return f"{self.backend}-{self.version}-{self.arch}"
+        return f"{self.backend}-{self.version}-{self.arch}" + (f"-{self.gpu_model}" if self.gpu_model else "")
 
     def to_dict(self) -> dict:
-        return {"backend": self.backend, "version": self.version, "compute_capabilities": list(self.compute_capabilities)}
+        return {"backend": self.backend, "version": self.version, "compute_capabilities": list(self.compute_capabilities),
+                "gpu_model": self.gpu_model}
 
 
 @functools.cache
@@ -131,14 +134,47 @@ def resolve_target(spec: str) -> tuple[Target, str | None]:
         return Target(backend, "none", caps), f"needs TensorRT and a GPU with {need}: {INSTALL_HINT[backend]}"
     if len(caps) != 1:
         raise UsageError(f"target {spec!r}: a TensorRT engine is built for one GPU architecture; list one SM per target")
-    if not any(g.compute_capability == caps[0] for g in gpus):
+    builder = next((g for g in gpus if g.compute_capability == caps[0]), None)
+    if builder is None:
         here = ", ".join(f"{g.name} (sm_{g.compute_capability.replace('.', '')})" for g in gpus) or "no NVIDIA GPU"
         return Target(backend, version, caps), f"needs a GPU with {need} to build (this machine has {here})"
-    return Target(backend, version, caps), None
+    same_cc = builds_same_compute_capability() and _major(caps[0]) >= 8
+    return Target(backend, version, caps, "" if same_cc else gpu_model_id(builder.name)), None
+
+
+def builds_same_compute_capability() -> bool:
+    """Whether the installed full TensorRT offers HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY: a plan
+    built with it runs on every GPU of the builder's compute capability (A10, A40 and RTX 3090 are all
+    sm_86). Found without importing TensorRT: the name is in its compiled bindings. When it cannot be
+    found the plan is keyed by GPU model, which shares less but never hands a plan to a GPU it fails on."""
+    spec = importlib.util.find_spec(BACKENDS["tensorrt"][0])
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    return _mentions(tuple(spec.submodule_search_locations), b"SAME_COMPUTE_CAPABILITY")
+
+
+@functools.cache
+def _mentions(folders: tuple[str, ...], name: bytes) -> bool:
+    import mmap
+
+    for binary in (b for folder in folders for b in Path(folder).glob("*.so*")):
+        with binary.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if data.find(name) != -1:
+                return True
+    return False
+
+
+def gpu_model_id(name: str) -> str:
+    """"NVIDIA GeForce RTX 3090" -> "geforce-rtx-3090": the GPU model as it appears in a target id."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower().removeprefix("nvidia")).strip("-")
+
+
+def _major(cc: str) -> int:
+    return int(cc.split(".")[0])
 
 
 def target_from_dict(data: dict) -> Target:
-    return Target(data["backend"], data["version"], tuple(data["compute_capabilities"]))
+    return Target(data["backend"], data["version"], tuple(data["compute_capabilities"]), data.get("gpu_model", ""))
 
 
 def supports_fp8(cc: str) -> bool:
