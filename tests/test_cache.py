@@ -23,20 +23,20 @@ def test_ingest_names_objects_by_content_and_makes_them_read_only(tmp_path):
     assert oct(cache.object_path(a["digest"]).stat().st_mode & 0o777) == "0o444"
 
 
-def test_publish_links_outputs_but_copies_onnx_external_data(tmp_path):
+def test_step_inputs_are_links_but_onnx_external_data_is_copied(tmp_path):
     cache = Cache(tmp_path / "cache")
     outputs = {"model.onnx": stored(cache, tmp_path, "m", b"graph"),
                "model.onnx.data": stored(cache, tmp_path, "d", b"tensors")}
-    paths = cache.publish(tmp_path / "out", outputs)
+    paths = cache.link_into(tmp_path / "out", outputs)
     onnx_file, data_file = (tmp_path / "out" / n for n in ("model.onnx", "model.onnx.data"))
     assert paths == {"model.onnx": str(onnx_file), "model.onnx.data": str(data_file)}
     assert os.path.samefile(onnx_file, cache.object_path(outputs["model.onnx"]["digest"]))
     assert data_file.stat().st_nlink == 1  # onnx refuses hard-linked external data
     inode = data_file.stat().st_ino
-    cache.publish(tmp_path / "out", outputs)
+    cache.link_into(tmp_path / "out", outputs)
     assert data_file.stat().st_ino == inode  # already in place: not copied again
     outputs["model.onnx.data"] = stored(cache, tmp_path, "d2", b"tensorz")  # same size, new bytes
-    cache.publish(tmp_path / "out", outputs)
+    cache.link_into(tmp_path / "out", outputs)
     assert data_file.read_bytes() == b"tensorz"
 
 

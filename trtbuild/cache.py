@@ -30,8 +30,9 @@ from trtbuild.hashing import StatCache, canonical_json, digest_file
 
 
 class Cache:
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, warn=None):
         self.root = Path(root).resolve()
+        self.warn = warn or (lambda text: None)  # corrupt objects found, unreadable records
         self.objects = self.root / "objects"
         self.actions = self.root / "actions"
         self.state_dir = self.root / "state"
@@ -48,18 +49,40 @@ class Cache:
         return self.objects / digest[:2] / digest
 
     def ingest(self, file: Path) -> tuple[str, int]:
-        """Move a finished file (on the cache's filesystem) into the store; return (digest, size)."""
+        """Move a finished file (on the cache's filesystem) into the store; return (digest, size).
+        An object already there is kept only if it still holds its bytes."""
         digest = digest_file(file)
         size = file.stat().st_size
         dest = self.object_path(digest)
-        if dest.exists():
+        if self.verified(digest):
             file.unlink()
         else:
             fsync_file(file)
             file.chmod(0o444)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(file, dest)
+            self.stat_cache.remember(dest, "sha256", digest)  # what later hits check against
         return digest, size
+
+    def verified(self, digest: str) -> bool:
+        """Whether objects/<digest> exists and holds those bytes. Its stat is compared with the one
+        recorded at ingest; a file whose stat moved (an edit, even as root) is re-hashed, and one whose
+        bytes no longer match is reported and removed, so it is rebuilt or pulled, never served."""
+        path = self.object_path(digest)
+        try:
+            actual = self.stat_cache.digest(path)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:  # another user's unreadable object: a miss, not a traceback
+            self.warn(f"cannot read cache object {path}: {exc.strerror}; rebuilding it")
+            return False
+        if actual == digest:
+            return True
+        self.warn(f"cache object {path} does not hold the bytes it is named after (edited in place?); "
+                  "removed, rebuilding")
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return False
 
     # -- action records --------------------------------------------------------------------
 
@@ -67,12 +90,15 @@ class Cache:
         return self.actions / key[:2] / f"{key}.json"
 
     def get_action(self, key: str) -> dict | None:
-        """The record for `key` if it and every object it names exist."""
+        """The record for `key` if it and every object it names exist and hold their bytes."""
         try:
             record = json.loads(self._action_path(key).read_text())
         except (FileNotFoundError, ValueError):
             return None
-        if all(self.object_path(o["digest"]).exists() for o in record["outputs"].values()):
+        except OSError as exc:
+            self.warn(f"cannot read cache record {self._action_path(key)}: {exc.strerror}; rebuilding the step")
+            return None
+        if all(self.verified(o["digest"]) for o in record["outputs"].values()):
             return record
         return None
 
@@ -101,10 +127,11 @@ class Cache:
             state[step_id] = entry
             atomic_write(path, canonical_json(state))
 
-    # -- published outputs -------------------------------------------------------------------
+    # -- a step's inputs ---------------------------------------------------------------------
 
-    def publish(self, dest_dir: Path, outputs: dict[str, dict]) -> dict[str, str]:
-        """Link each output under its name into `dest_dir`; skip links already in place.
+    def link_into(self, dest_dir: Path, outputs: dict[str, dict]) -> dict[str, str]:
+        """Link each output under its name into `dest_dir` (a step's scratch directory; users see
+        copies, see trtbuild.publish); skip links already in place.
 
         ONNX external-data files (*.onnx.data) are copied: onnx refuses to read hard-linked ones.
         """
@@ -170,6 +197,11 @@ class Cache:
                     removed += 1
             if self.tmp.exists():
                 shutil.rmtree(self.tmp)
+            # out/.<recipe>.<id>/ folders no out/<recipe> link points at: left by a killed publish
+            shown = {p.resolve() for p in self.out.glob("*") if p.is_symlink()}
+            for folder in self.out.glob(".*"):
+                if folder.is_dir() and not folder.is_symlink() and folder.resolve() not in shown:
+                    shutil.rmtree(folder, ignore_errors=True)
             for lock in self.locks.glob("*.lock"):
                 if lock.name != "cache.lock" and time.time() - lock.stat().st_mtime > 3600:
                     lock.unlink(missing_ok=True)

@@ -173,6 +173,7 @@ def cmd_build(args) -> int:
     for problem in problems:
         print(problem, file=sys.stderr)
     progress = Progress(quiet=args.quiet)
+    cache.warn = progress.warn
     try:
         runner = Runner(cache, progress, jobs=args.jobs, dry_run=args.dry_run, remote=_remote(args, progress.warn))
         results = runner.run(steps) if steps else []

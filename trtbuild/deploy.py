@@ -25,6 +25,7 @@ def find_plan(name: str, cache_dir: str | Path = "cache", gpu_index: int = 0) ->
     capability, then a portable TensorRT-RTX plan.
     """
     out = Path(cache_dir) / "out" / name
+    out = out.resolve() if out.is_symlink() else out  # one build's files, even while a new one is published
     plans = sorted(out.glob("*/model.plan"))
     if not plans:
         raise DeployError(f"no plans for {name!r} under {out}: build it with `trtbuild` first")

@@ -63,6 +63,13 @@ class StatCache:
             self._dirty = True
         return value
 
+    def remember(self, file: Path, fact: str, value: Any) -> None:
+        """Record a fact computed by whoever wrote the file (the store's objects, named by their digest)."""
+        st = os.stat(file)
+        self._entries[str(Path(file).resolve())] = {
+            "stat": [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino], "facts": {fact: value}}
+        self._dirty = True
+
     def digest(self, file: Path) -> str:
         return self.memo(file, "sha256", digest_file)
 

@@ -17,6 +17,7 @@ from trtbuild.cache import Cache
 from trtbuild.graph import Pick, Step, explain, key_components, producer, step_key, upstream_outputs
 from trtbuild.pool import WorkerPool
 from trtbuild.progress import Progress
+from trtbuild.publish import publish_recipe
 
 # Statuses a step can end in. "would-run" and "would-pull" (from the remote cache) only appear with --dry-run.
 BUILT, CACHED, FAILED, SKIPPED = "built", "cached", "failed", "skipped"
@@ -123,8 +124,33 @@ class Runner:
                 pool.shutdown(cancel_futures=True)
                 raise
         self._pool.close()
+        if not self.dry_run:
+            self._publish(steps, results)
         self.cache.stat_cache.save()
         return [results[s] for s in steps]
+
+    def _publish(self, steps: list[Step], results: dict[Step, StepResult]) -> None:
+        """out/<recipe>/ shows this build of each recipe: the outputs of the steps that succeeded; a later
+        step's model.onnx (and its external data) replaces an earlier one's in the same folder."""
+        recipes: dict[str, list[StepResult]] = {}
+        for step in steps:
+            recipes.setdefault(step.recipe.recipe.name, []).append(results[step])
+        for recipe, done in recipes.items():
+            files, states = {}, {}
+            for r in done:
+                ok = r.status in (BUILT, CACHED)
+                states[r.step.id] = {"key": r.key, "current": ok}
+                if not ok:
+                    continue
+                folder = r.step.publish_dir.relative_to(recipe)
+                if r.step.kind.MAIN_OUTPUT in r.record["outputs"]:
+                    for name in (r.step.kind.MAIN_OUTPUT, f"{r.step.kind.MAIN_OUTPUT}.data"):
+                        files.pop(str(folder / name), None)
+                files |= {str(folder / name): obj for name, obj in r.record["outputs"].items()}
+            try:
+                publish_recipe(self.cache, recipe, files, states)
+            except OSError as exc:  # disk full, permissions: the build stands, out/ keeps the last one
+                self.progress.warn(f"could not publish {self.cache.out / recipe}: {exc}")
 
     def _settle(self, step: Step, deps: dict[Step, StepResult]) -> StepResult | tuple[str, dict]:
         """The step's result when no build is needed, else its (key, key components)."""
@@ -155,8 +181,12 @@ class Runner:
         record = self.cache.get_action(key)
         if record is None:
             return None
-        outputs = {} if self.dry_run else self.cache.publish(self.cache.out / step.publish_dir, record["outputs"])
+        outputs = {} if self.dry_run else self._published(step, record["outputs"])
         return StepResult(step, CACHED, reason, outputs=outputs, key=key, record=record)
+
+    def _published(self, step: Step, outputs: dict) -> dict[str, str]:
+        """Where the outputs appear once the run publishes (see _publish)."""
+        return {name: str(self.cache.out / step.publish_dir / name) for name in outputs}
 
     def _build(self, step: Step, key: str, components: dict, deps: dict[Step, StepResult]) -> StepResult:
         state = self.cache.read_state(step.recipe.recipe.name)
@@ -226,8 +256,7 @@ class Runner:
             }
             self.cache.put_action(key, record)  # the commit point: from here on the result is valid
             self._record_state(step, key, components, "built")
-            published = self.cache.publish(self.cache.out / step.publish_dir, outputs)
-            return StepResult(step, BUILT, reason, seconds, published, key, record, log=str(log))
+            return StepResult(step, BUILT, reason, seconds, self._published(step, outputs), key, record, log=str(log))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -251,5 +280,5 @@ class Runner:
         if not isinstance(source, (Step, Pick)):
             return source.main
         step = producer(source)
-        self.cache.publish(where, upstream_outputs(source, deps[step].record))
+        self.cache.link_into(where, upstream_outputs(source, deps[step].record))
         return where / step.kind.MAIN_OUTPUT
