@@ -76,6 +76,42 @@ def test_corrupt_remote_object_is_not_used(project, tmp_path, capsys):
     assert second["steps"][2]["key"] == plan_digest
 
 
+@pytest.mark.parametrize("tamper, problem", [
+    (lambda r: r["outputs"].update({"../../../planted": r["outputs"].pop("io.json")}), "is not a plain file name"),
+    (lambda r: r["outputs"]["io.json"].update(digest="../../etc/passwd"), "digest is not a SHA-256"),
+    (lambda r: r.update(key="0" * 64), "its key is not the step's"),
+])
+def test_a_tampered_remote_record_is_rejected(project, tmp_path, capsys, tamper, problem):
+    import json
+
+    remote = tmp_path / "remote"
+    assert project.build("--remote", f"file://{remote}")[0] == 0
+    records = [p for p in (remote / "actions").glob("*/*.json") if "io.json" in json.loads(p.read_text())["outputs"]]
+    [check] = records
+    record = json.loads(check.read_text())
+    tamper(record)
+    check.write_text(json.dumps(record))
+    other = second_machine(project)
+    capsys.readouterr()
+    code, second = other.build("--remote", f"file://{remote}")
+    assert code == 0 and statuses(second)["check"] == "built"
+    err = capsys.readouterr().err
+    assert "remote record of step" in err and problem in err and "building locally" in err
+    assert not list(tmp_path.rglob("planted"))  # nothing written outside the cache
+
+
+def test_local_hits_are_pushed_once_the_remote_is_used(project, tmp_path):
+    remote = f"file://{tmp_path / 'remote'}"
+    assert project.build()[0] == 0  # built before the team adopted --remote
+    code, hits = project.build("--remote", remote)
+    assert code == 0 and set(statuses(hits).values()) == {"cached"}
+    other = second_machine(project)
+    code, pulled = other.build("--remote", remote)
+    assert code == 0
+    assert {s["reason"] for s in pulled["steps"] if s["step"] != "verify"} == {"pulled from the remote cache"}
+    assert_same_outputs(hits, pulled)
+
+
 @pytest.fixture
 def s3(monkeypatch):
     """An S3 API on localhost (moto's server) with one bucket."""

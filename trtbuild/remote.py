@@ -7,13 +7,19 @@ off for the rest of the run, with a warning, and steps build locally.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 import threading
 import uuid
 
 from trtbuild.cache import Cache
 from trtbuild.hashing import canonical_json, digest_file
+
+# What a remote record may name: a file in the step's output folder, an object by its SHA-256.
+_OUTPUT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
 class Remote:
@@ -33,12 +39,22 @@ class Remote:
         if not self.enabled:
             return None
         try:
-            return json.loads(self.fs.cat_file(self._action(key)))
+            data = self.fs.cat_file(self._action(key))
         except FileNotFoundError:
             return None
         except Exception as exc:  # see pull()
             self._disable(exc)
             return None
+        # Anyone who can write to the bucket writes these: untrusted input, checked before any use.
+        try:
+            record = json.loads(data)
+            problem = record_problem(record, key)
+        except ValueError:
+            problem = "not JSON"
+        if problem:
+            self._warn(f"remote record of step {key[:12]} rejected ({problem}); building locally")
+            return None
+        return record
 
     def pull(self, key: str, cache: Cache) -> dict | None:
         """Fetch the action record for `key` and its objects into `cache`; None if absent or unusable."""
@@ -63,6 +79,25 @@ class Remote:
         except Exception as exc:  # any remote failure (network, auth, bad data) means: build locally
             self._disable(exc)
             return None
+
+    def share(self, key: str, record: dict, cache: Cache) -> None:
+        """Push a local hit the remote lacks (built while the remote was down, or before --remote was
+        used). A marker in the local cache remembers what this remote has, so a no-op build asks nothing."""
+        if not self.enabled:
+            return
+        marker = cache.root / "remotes" / hashlib.sha256(self.url.encode()).hexdigest()[:16] / key[:2] / key
+        if marker.exists():
+            return
+        try:
+            present = self.fs.exists(self._action(key))
+        except Exception as exc:
+            self._disable(exc)
+            return
+        if not present:
+            self.push(key, record, cache)
+        if self.enabled:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
 
     def push(self, key: str, record: dict, cache: Cache) -> None:
         """Upload the step's objects, then its action record (last, so a reader never sees a partial step)."""
@@ -103,3 +138,19 @@ class Remote:
                 self.enabled = False
                 self._warn(f"remote cache {self.url} unavailable ({type(exc).__name__}: {str(exc)[:200]}); "
                            "building locally")
+
+
+def record_problem(record, key: str) -> str | None:
+    """Why a remote action record cannot be used for `key`; None when it can."""
+    if not isinstance(record, dict) or not isinstance(record.get("outputs"), dict) or not record["outputs"]:
+        return "no outputs"
+    if record.get("key") != key:
+        return "its key is not the step's"
+    for name, obj in record["outputs"].items():
+        if not isinstance(name, str) or not _OUTPUT_NAME.match(name):
+            return f"output name {str(name)[:40]!r} is not a plain file name"
+        if not isinstance(obj, dict) or not isinstance(obj.get("digest"), str) or not _DIGEST.match(obj["digest"]):
+            return f"output {name}: digest is not a SHA-256"
+        if not isinstance(obj.get("size"), int) or obj["size"] < 0:
+            return f"output {name}: bad size"
+    return None

@@ -171,6 +171,8 @@ class Runner:
         cached = self._cached(step, key, "up to date")
         if cached and not self.dry_run:
             self._note_current(step, key, components)
+            if self.remote:
+                self.remote.share(key, cached.record, self.cache)
         if cached is None and self.dry_run and self.remote:
             record = self.remote.lookup(key)  # its record (not its files) gives the steps after it their keys
             if record:
@@ -218,7 +220,7 @@ class Runner:
                 return self._cached(step, key, "pulled from the remote cache")
             result = self._execute(step, key, components, reason, deps)
             if self.remote and result.status == BUILT:
-                self.remote.push(key, result.record, self.cache)
+                self.remote.share(key, result.record, self.cache)
             return result
         finally:
             lock.release()
