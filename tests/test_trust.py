@@ -84,3 +84,29 @@ def test_a_no_op_build_publishes_nothing(project):
     stamp = (shown / "io.json").stat().st_mtime_ns
     code, report = project.build()
     assert code == 0 and out.resolve() == shown and (shown / "io.json").stat().st_mtime_ns == stamp
+
+
+LOADER = '''
+from pathlib import Path
+
+import numpy as np
+
+
+def batches():
+    here = Path(__file__)
+    here.write_text(here.read_text() + "# edited by a git pull during the build\\n")
+    yield {"x": np.ones((2, 3, 16, 16), np.float32)}
+'''
+
+
+def test_a_source_changed_during_its_step_is_never_cached(project):
+    (project.root / "calib.py").write_text(LOADER)
+    data = recipe_dict("conv.onnx", precision="int8")
+    data["source"]["python_path"] = ["."]
+    data["precision"] = {"calibration": {"loader": "calib:batches", "batches": 1}}
+    project.write_recipe(data)
+    code, report = project.build()
+    precision = next(s for s in report["steps"] if s["step"] == "precision")
+    assert code == 1 and precision["status"] == "failed"
+    assert f"source changed during the build: {project.root / 'calib.py'}" in precision["error"]
+    assert not [a for a in project.actions() if a["step"] == "precision"]  # nothing recorded under the old key

@@ -272,14 +272,11 @@ def _where(loaded: LoadedRecipe) -> dict[str, str]:
 
 def key_components(step: Step, cache: Cache, upstream: dict[Step, dict]) -> dict:
     """Everything the step's output depends on. `upstream` maps each dependency to its action record."""
-    inputs = {}
+    inputs = source_digests(step, cache)
     for name, source in step.inputs.items():
         if isinstance(source, (Step, Pick)):
             outputs = upstream_outputs(source, upstream[producer(source)])
             inputs[name] = {out: o["digest"] for out, o in sorted(outputs.items())}
-        else:
-            inputs[name] = {_file_label(f, source, step.recipe.file.parent): cache.stat_cache.digest(f)
-                            for f in source.files}
     return {
         "kind": step.kind.NAME,
         "version": code_version(step.kind.NAME),
@@ -287,6 +284,13 @@ def key_components(step: Step, cache: Cache, upstream: dict[Step, dict]) -> dict
         "inputs": inputs,
         "tools": {dist: tool_version(dist) for dist in step.kind.tools(step.params)},
     }
+
+
+def source_digests(step: Step, cache: Cache) -> dict[str, dict[str, str]]:
+    """The digests of the step's files from the user's tree, by input name and label. Taken for the key
+    and again after the step ran: a file that moved in between fails the step, not the cache."""
+    return {name: {_file_label(f, source, step.recipe.file.parent): cache.stat_cache.digest(f) for f in source.files}
+            for name, source in step.inputs.items() if isinstance(source, SourceFiles)}
 
 
 def _file_label(file: Path, source: SourceFiles, recipe_dir: Path) -> str:

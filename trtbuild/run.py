@@ -14,7 +14,8 @@ from pathlib import Path
 from filelock import Timeout
 
 from trtbuild.cache import Cache
-from trtbuild.graph import Pick, Step, explain, key_components, producer, step_key, upstream_outputs
+from trtbuild.graph import (Pick, Step, explain, key_components, producer, source_digests, step_key,
+                            upstream_outputs)
 from trtbuild.pool import WorkerPool
 from trtbuild.progress import Progress
 from trtbuild.publish import publish_recipe
@@ -245,6 +246,8 @@ class Runner:
             fresh = getattr(step.kind, "FRESH_PROCESS", False) or "python_path" in step.context
             result = self._pool.run(job, log, isolated=fresh, spare=len(self._unfinished) > 1)
             seconds = time.perf_counter() - started
+            if result["ok"]:
+                result = self._same_sources(step, components, result)
             if not result["ok"]:
                 if not log.exists() or not log.stat().st_size:  # a worker that died silently: the log still tells
                     log.write_text(result["error"] + "\n")
@@ -261,6 +264,20 @@ class Runner:
             return StepResult(step, BUILT, reason, seconds, self._published(step, outputs), key, record, log=str(log))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _same_sources(self, step: Step, components: dict, result: dict) -> dict:
+        """The worker read the user's files after the key was taken: if one changed meanwhile (a git
+        pull during a nightly build), what it made belongs to neither version. Fail, record nothing."""
+        try:
+            moved = [str(step.inputs[name].main) if label == "(main)" else label
+                     for name, files in source_digests(step, self.cache).items()
+                     for label, digest in files.items() if components["inputs"][name].get(label) != digest]
+        except OSError as exc:  # deleted meanwhile
+            moved = [f"{exc.filename} ({exc.strerror})"]
+        if not moved:
+            return result
+        return {"ok": False, "user_error": False,
+                "error": f"source changed during the build: {', '.join(moved)}; nothing was cached, run again"}
 
     def _note_current(self, step: Step, key: str, components: dict) -> None:
         """A cache hit is what out/ now shows: --dry-run and status explain the next change against it.
