@@ -107,7 +107,7 @@ class Cache:
 
     def iter_actions(self) -> Iterator[dict]:
         for path in self.actions.glob("*/*.json"):
-            with contextlib.suppress(ValueError, FileNotFoundError):
+            with contextlib.suppress(ValueError, OSError):
                 yield json.loads(path.read_text())
 
     # -- per-recipe state (the build log) ----------------------------------------------------
@@ -115,7 +115,7 @@ class Cache:
     def read_state(self, recipe: str) -> dict:
         try:
             return json.loads((self.state_dir / f"{recipe}.json").read_text())
-        except (FileNotFoundError, ValueError):
+        except (OSError, ValueError):  # none yet, or another user's unreadable one: no history
             return {}
 
     def record_state(self, recipe: str, step_id: str, entry: dict) -> None:
@@ -166,7 +166,7 @@ class Cache:
     @contextlib.contextmanager
     def using(self, exclusive: bool = False) -> Iterator[None]:
         """Builds share the cache; gc needs it alone. flock is released even on SIGKILL."""
-        fd = os.open(self.locks_dir() / "cache.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.locks_dir() / "cache.lock", os.O_RDWR | os.O_CREAT, 0o666)  # less the umask
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             yield

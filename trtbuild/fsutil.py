@@ -9,11 +9,22 @@ import threading
 from pathlib import Path
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# What a new file's mode would be: a cache shared by a group (umask 002) stays writable by the group.
+FILE_MODE = 0o666 & ~_read_umask()
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write to a temp file beside `path`, fsync, then rename over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600 whatever the umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

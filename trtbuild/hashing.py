@@ -45,7 +45,7 @@ class StatCache:
         self._dirty = False
         try:
             self._entries: dict[str, dict] = json.loads(path.read_text())
-        except (FileNotFoundError, ValueError):
+        except (OSError, ValueError):  # none yet, or unreadable: only a slower run
             self._entries = {}
 
     def memo(self, file: Path, fact: str, compute: Callable[[Path], Any]) -> Any:
@@ -75,5 +75,8 @@ class StatCache:
 
     def save(self) -> None:
         if self._dirty:
-            atomic_write(self.path, canonical_json(self._entries))
+            try:
+                atomic_write(self.path, canonical_json(self._entries))
+            except PermissionError:  # another user's cache file: the next run hashes again
+                pass
             self._dirty = False

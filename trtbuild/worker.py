@@ -90,7 +90,7 @@ def main(argv: list[str]) -> int:
                 pass
     for line in sys.stdin:
         request = json.loads(line)
-        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         _point_output_at(log)
         os.close(log)
         result = run_job(request["job"])
