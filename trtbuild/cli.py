@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from trtbuild import __version__
-from trtbuild.errors import EXIT_BUILD_FAILED, EXIT_OK, EXIT_USAGE, RecipeError, TrtbuildError, UsageError
+from trtbuild.errors import (EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, RecipeError, TrtbuildError,
+                             UsageError)
 
 COMMANDS = ("build", "status", "gc", "schema", "env", "path")
 
@@ -30,7 +31,7 @@ Each recipe compiles into steps: export -> check -> parity -> simplify -> precis
 bf16, int8 and fp8). Each is keyed by a hash of its inputs, parameters, tool versions and target;
 only steps whose key changed run. Outputs appear under CACHE/out/NAME/.
 `trtbuild COMMAND --help` describes each command's options.
-Exit codes: 0 built or cached, 1 a step failed, 2 bad usage or bad recipe.
+Exit codes: 0 built or cached, 1 a step failed, 2 bad usage or bad recipe, 130 interrupted.
 """
 
 
@@ -51,11 +52,21 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("trtbuild: interrupted; nothing partial was recorded", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _terminate(signum, frame):
     raise KeyboardInterrupt
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of seconds")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--report", type=Path, metavar="PATH", help="write a JSON report of every step")
     build.add_argument("--junit", type=Path, metavar="PATH", help="write JUnit XML (a testcase per recipe x step)")
     build.add_argument("--markdown", type=Path, metavar="PATH", help="write a Markdown summary (for a CI job page)")
+    build.add_argument("--step-timeout", type=_seconds, metavar="SECONDS",
+                       help="kill a step's worker after SECONDS and fail that step (a hung loader or build); "
+                       "beats each recipe's step_timeout")
     build.add_argument("-q", "--quiet", action="store_true", help="print only steps that ran, failed or were skipped")
     build.set_defaults(func=cmd_build)
 
@@ -174,11 +188,19 @@ def cmd_build(args) -> int:
         print(problem, file=sys.stderr)
     progress = Progress(quiet=args.quiet)
     cache.warn = progress.warn
+    runner = None
     try:
-        runner = Runner(cache, progress, jobs=args.jobs, dry_run=args.dry_run, remote=_remote(args, progress.warn))
+        runner = Runner(cache, progress, jobs=args.jobs, dry_run=args.dry_run, remote=_remote(args, progress.warn),
+                        step_timeout=args.step_timeout)
         results = runner.run(steps) if steps else []
     finally:
         progress.close()
+    if runner is not None and runner.interrupted:  # the reports still say what each step got to
+        seconds = time.perf_counter() - started
+        _write_reports(args, results, problems, seconds, EXIT_INTERRUPTED, cache)
+        print("trtbuild: interrupted; nothing partial was recorded, out/ keeps the last complete build",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     failed = [r for r in results if r.status == "failed"]
     # An engine asked for on the command line is a promise: not building it here is a failure. Targets
     # a recipe declares for other GPUs are skipped with the reason, and the build still succeeds.

@@ -36,19 +36,31 @@ class Worker:
         command = [sys.executable, "-c", _BOOT, _worker_path()] + (["--preload"] if preload else [])
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
-    def run(self, job: dict, log: Path, last: bool) -> dict | None:
-        """The job's result, or None if the worker died."""
+    def run(self, job: dict, log: Path, last: bool, timeout: float | None = None) -> dict | None:
+        """The job's result, or None if the worker died (or was killed after `timeout` seconds)."""
         request = json.dumps({"job": job, "log": str(log), "exit_after": last}) + "\n"
+        self.timed_out = False
+        timer = threading.Timer(timeout, self._time_out) if timeout else None
+        if timer:
+            timer.daemon = True
+            timer.start()
         try:
             self.proc.stdin.write(request.encode())
             self.proc.stdin.flush()
             reply = self.proc.stdout.readline()
         except OSError:  # the worker is gone (killed, crashed)
             reply = b""
+        finally:
+            if timer:
+                timer.cancel()
         if not reply:
             self.proc.wait()
             return None
         return json.loads(reply)
+
+    def _time_out(self) -> None:
+        self.timed_out = True
+        self.proc.kill()
 
 
 class WorkerPool:
@@ -59,15 +71,18 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._closed = False
 
-    def run(self, job: dict, log: Path, isolated: bool, spare: bool = True) -> dict:
+    def run(self, job: dict, log: Path, isolated: bool, spare: bool = True, timeout: float | None = None) -> dict:
         """Run `job` in a worker; `spare`: more steps will follow, so warm up a worker for them."""
         worker = self._take(spare)
-        result = worker.run(job, log, last=isolated)
+        result = worker.run(job, log, last=isolated, timeout=timeout)
         with self._lock:
             if result is None or isolated or self._closed:
                 self._live.discard(worker)
             else:
                 self._idle.append(worker)
+        if result is None and worker.timed_out:
+            return {"ok": False, "error": f"timed out after {timeout:g} s (step timeout): the worker was killed; "
+                    f"its last output:\n{_tail(log)}".rstrip()}
         if result is None:
             return {"ok": False, "error": f"worker process died (exit code {worker.proc.returncode}); "
                     f"see the log: {log}\n{_tail(log)}"}

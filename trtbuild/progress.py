@@ -6,7 +6,7 @@ import sys
 import threading
 
 _STYLE = {"built": "green", "cached": "dim", "failed": "bold red", "skipped": "yellow", "would-run": "cyan",
-          "would-pull": "blue"}
+          "would-pull": "blue", "interrupted": "bold yellow"}
 
 
 class Progress:

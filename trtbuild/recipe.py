@@ -232,6 +232,9 @@ class Recipe(_Strict):
     parity: Parity = Parity()
     precision: PrecisionOptions = PrecisionOptions()
     engine: EngineOptions = EngineOptions()
+    step_timeout: float | None = Field(
+        default=None, gt=0, description="Seconds any one step of this recipe may run before its worker is killed and "
+        "the step fails (a hung calibration loader or build); --step-timeout overrides it. Not part of any key.")
     targets: list[Annotated[str, Field(pattern=TARGET_PATTERN)]] = Field(
         default_factory=list,
         description='Engines to build, each "BACKEND[:ARCH]": "tensorrt-rtx" (portable), "tensorrt-rtx:sm86+sm120", '

@@ -26,6 +26,8 @@ def junit_xml(results, problems: list[str], seconds: float) -> str:
             ET.SubElement(case, "failure", message=(r.error or "").splitlines()[0][:200]).text = r.error
         elif r.status == "skipped":
             ET.SubElement(case, "skipped", message=r.reason)
+        elif r.status == "interrupted":
+            ET.SubElement(case, "error", message=r.reason)
         ET.SubElement(case, "system-out").text = f"{r.status}: {r.reason}"
     if problems:
         suite = ET.SubElement(root, "testsuite", name="recipes")
@@ -37,15 +39,17 @@ def junit_xml(results, problems: list[str], seconds: float) -> str:
         suite.set("tests", str(len(cases)))
         suite.set("failures", str(sum(c.find("failure") is not None for c in cases)))
         suite.set("skipped", str(sum(c.find("skipped") is not None for c in cases)))
+        suite.set("errors", str(sum(c.find("error") is not None for c in cases)))
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
 def markdown(results, problems: list[str], seconds: float) -> str:
     counts = Counter(r.status for r in results)
-    ok = not problems and not counts["failed"]
+    verdict = ("INTERRUPTED" if counts["interrupted"] else
+               "FAILED" if problems or counts["failed"] else "ok")
     summary = ", ".join(f"{n} {status}" for status, n in counts.items())
-    lines = [f"## trtbuild: {'ok' if ok else 'FAILED'}", "",
+    lines = [f"## trtbuild: {verdict}", "",
              f"{len(results)} steps: {summary or 'none'} in {seconds:.1f} s", "",
              "| recipe | step | target | status | time | reason |", "| --- | --- | --- | --- | --- | --- |"]
     for r in results:

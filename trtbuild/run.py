@@ -22,6 +22,7 @@ from trtbuild.publish import publish_recipe
 
 # Statuses a step can end in. "would-run" and "would-pull" (from the remote cache) only appear with --dry-run.
 BUILT, CACHED, FAILED, SKIPPED = "built", "cached", "failed", "skipped"
+INTERRUPTED = "interrupted"  # the run was stopped (Ctrl-C, SIGTERM) before the step finished; nothing recorded
 WOULD_RUN, WOULD_PULL = "would-run", "would-pull"
 
 
@@ -61,8 +62,11 @@ class StepResult:
 
 
 class Runner:
-    def __init__(self, cache: Cache, progress: Progress, jobs: int = 1, dry_run: bool = False, remote=None):
+    def __init__(self, cache: Cache, progress: Progress, jobs: int = 1, dry_run: bool = False, remote=None,
+                 step_timeout: float | None = None):
         self.cache = cache
+        self.step_timeout = step_timeout  # seconds; beats each recipe's step_timeout
+        self.interrupted = False
         self.remote = remote  # a trtbuild.remote.Remote, or None
         self.progress = progress
         self.jobs = max(1, jobs)
@@ -119,13 +123,25 @@ class Runner:
                         blockers[after] -= 1
                         if not blockers[after]:
                             start(after)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM (a CI timeout): stop, and say what each step got to
+                self._stopping.set()
+                self._pool.kill_all()
+                pool.shutdown(wait=True, cancel_futures=True)  # running steps end at once: their workers are gone
+                while not finished.empty():
+                    step, outcome = finished.get_nowait()
+                    if isinstance(outcome, StepResult) or not outcome.cancelled():
+                        results[step] = outcome if isinstance(outcome, StepResult) else outcome.result()
+                for step in steps:
+                    if step not in results:
+                        results[step] = StepResult(step, INTERRUPTED, "the run was interrupted before it finished")
+                self.interrupted = True
             except BaseException:
                 self._stopping.set()
                 self._pool.kill_all()
                 pool.shutdown(cancel_futures=True)
                 raise
         self._pool.close()
-        if not self.dry_run:
+        if not self.dry_run and not self.interrupted:  # out/ keeps the last complete build
             self._publish(steps, results)
         self.cache.stat_cache.save()
         return [results[s] for s in steps]
@@ -210,7 +226,7 @@ class Runner:
                     break
                 except Timeout:
                     if self._stopping.is_set():
-                        return StepResult(step, FAILED, "interrupted while waiting for another run")
+                        return StepResult(step, INTERRUPTED, "interrupted while waiting for another run")
         try:
             # Another run may have built it while we waited for the lock.
             cached = self._cached(step, key, "built by a concurrent run")
@@ -244,8 +260,12 @@ class Runner:
             }
             # A process of its own for kinds that ask for one and for steps importing the user's code.
             fresh = getattr(step.kind, "FRESH_PROCESS", False) or "python_path" in step.context
-            result = self._pool.run(job, log, isolated=fresh, spare=len(self._unfinished) > 1)
+            timeout = self.step_timeout or step.recipe.recipe.step_timeout
+            result = self._pool.run(job, log, isolated=fresh, spare=len(self._unfinished) > 1, timeout=timeout)
             seconds = time.perf_counter() - started
+            if self._stopping.is_set():  # its worker was killed by the interruption: not a failure of the step
+                return StepResult(step, INTERRUPTED, "the run was interrupted while it ran", seconds, key=key,
+                                  log=str(log))
             if result["ok"]:
                 result = self._same_sources(step, components, result)
             if not result["ok"]:
