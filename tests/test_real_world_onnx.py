@@ -90,6 +90,9 @@ def test_custom_op_without_plugin_fails_with_the_parsers_verdict(tmp_path):
     assert "node 'n1' (MyOp): no importer or plugin for op 'MyOp'" in error
     assert "checker" not in error
     assert any("'n1' (MyOp, domain 'my.ops')" in w for w in step(report, "check")["meta"]["warnings"])
+    # ONNX Runtime cannot run it either: the simplified model is unchecked, and the report says so
+    assert any("the simplified model was not checked: ONNX Runtime cannot run the model" in w
+               for w in step(report, "simplify")["meta"]["warnings"])
 
 
 def test_a_model_without_inputs_builds(tmp_path):
