@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +16,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "recipes" / "models"))
+# The suite assumes no machine: no GPU is visible to it or the processes it starts, as on a CPU-only
+# runner, whatever this host has. Tests that need GPUs simulate NVML's answer (test_gpus.py).
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
 def conv_model(seed: int = 0, channels: int = 8, extra_op: str | None = None) -> onnx.ModelProto:
@@ -110,3 +115,19 @@ def project(tmp_path) -> Project:
     p.write_model(conv_model())
     p.write_recipe(recipe_dict("conv.onnx"))
     return p
+
+
+def full_tensorrt(site: Path, bindings: bytes, monkeypatch, request, gpu_name: str, cc: str) -> None:
+    """Full TensorRT cannot be installed here: a package laid out as its wheel, whose compiled bindings
+    hold `bindings`, and NVML's answer on a machine with one GPU."""
+    from trtbuild import target
+    from trtbuild.gpu import Gpu
+
+    (site / "tensorrt").mkdir()
+    (site / "tensorrt" / "__init__.py").write_text('__version__ = "10.13.3.9"\n')
+    (site / "tensorrt" / "tensorrt.so").write_bytes(b"\x7fELF..." + bindings + b"...")
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    monkeypatch.setattr(target, "detect_gpus", lambda: (Gpu(0, gpu_name, cc, 24 * 2**30, "580.0"),))
+    target.installed_version.cache_clear()
+    request.addfinalizer(target.installed_version.cache_clear)  # the real answer again for later tests

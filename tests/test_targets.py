@@ -3,7 +3,6 @@ and the reports a nightly CI job reads."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -11,10 +10,9 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from conftest import REPO, conv_model, recipe_dict
+from conftest import REPO, conv_model, full_tensorrt, recipe_dict
 from trtbuild import target
 from trtbuild.cli import main
-from trtbuild.gpu import Gpu
 
 
 def engines(report: dict) -> dict[str, str]:
@@ -128,28 +126,15 @@ def test_a_target_asked_for_on_the_command_line_and_not_built_fails(project, cap
     assert list(engines(report).values()).count("built") == 1
 
 
-def _full_tensorrt(site: Path, bindings: bytes, monkeypatch, request, gpu_name: str, cc: str) -> None:
-    """Full TensorRT cannot be installed here: a package laid out as its wheel, whose compiled bindings
-    hold `bindings`, and NVML's answer on a machine with one GPU."""
-    (site / "tensorrt").mkdir()
-    (site / "tensorrt" / "__init__.py").write_text('__version__ = "10.13.3.9"\n')
-    (site / "tensorrt" / "tensorrt.so").write_bytes(b"\x7fELF..." + bindings + b"...")
-    monkeypatch.syspath_prepend(str(site))
-    importlib.invalidate_caches()
-    monkeypatch.setattr(target, "detect_gpus", lambda: (Gpu(0, gpu_name, cc, 24 * 2**30, "580.0"),))
-    target.installed_version.cache_clear()
-    request.addfinalizer(target.installed_version.cache_clear)  # the real answer again for later tests
-
-
 def test_full_tensorrt_plans_are_for_every_gpu_of_the_sm_when_tensorrt_offers_it(tmp_path, monkeypatch, request):
-    _full_tensorrt(tmp_path, b"NONE\0AMPERE_PLUS\0SAME_COMPUTE_CAPABILITY\0", monkeypatch, request, "NVIDIA A10", "8.6")
+    full_tensorrt(tmp_path, b"NONE\0AMPERE_PLUS\0SAME_COMPUTE_CAPABILITY\0", monkeypatch, request, "NVIDIA A10", "8.6")
     found, cannot = target.resolve_target("tensorrt")
     assert cannot is None
     assert found.id == "tensorrt-10.13.3.9-sm86" and found.gpu_model == ""
 
 
 def test_full_tensorrt_plans_name_the_gpu_model_when_tensorrt_cannot_share_them(tmp_path, monkeypatch, request):
-    _full_tensorrt(tmp_path, b"NONE\0AMPERE_PLUS\0", monkeypatch, request, "NVIDIA GeForce RTX 3090", "8.6")
+    full_tensorrt(tmp_path, b"NONE\0AMPERE_PLUS\0", monkeypatch, request, "NVIDIA GeForce RTX 3090", "8.6")
     found, cannot = target.resolve_target("tensorrt:sm86")
     assert cannot is None
     assert found.id == "tensorrt-10.13.3.9-sm86-geforce-rtx-3090"

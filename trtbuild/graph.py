@@ -22,7 +22,7 @@ from trtbuild.frameworks import DEFAULT_OPSET, require
 from trtbuild.sources import distribution_of, glob_files, module_file, onnx_files, tree_files, user_imports
 from trtbuild.steps import code_version, load_kind, tool_version
 from trtbuild.steps.export import ONNX_FILES
-from trtbuild.target import Target, cannot_run_here, resolve_target, supports_fp8
+from trtbuild.target import Target, cannot_run_here, cuda_device, resolve_target, supports_fp8
 
 
 # Precisions made by transforming the ONNX model (fp32 / tf32 are builder settings).
@@ -144,13 +144,15 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
             "optimization_level": recipe.engine.optimization_level,
             "target": target.to_dict(),
         }
+        builder = cuda_device(target) if target.backend == "tensorrt" else {}  # TensorRT-RTX builds without one
         engine = Step(loaded, "engine", load_kind("engine"), engine_params, {"model": model}, out / target.id, target,
-                      context={"timing_cache": str(cache.timing / f"{target.id}.cache")}, after=list(gates),
+                      context={"timing_cache": str(cache.timing / f"{target.id}.cache")} | builder, after=list(gates),
                       skip_reason=cannot_build)
         verify_params = {"inputs": _read(inputs, *AT_OPT), "target": target.to_dict(), "atol": recipe.parity.atol,
                          "rtol": recipe.parity.rtol, "max_relative_error": limit, "seed": recipe.parity.seed}
         verify = Step(loaded, "verify", load_kind("verify"), verify_params,
                       {"plan": Pick(engine, ("model.plan",)), "onnx": fp32_model} | parity_data, out / target.id, target,
+                      context=cuda_device(target, recipe.engine.precision),
                       skip_reason=cannot_build or cannot_run_here(target, recipe.engine.precision))
         steps += [engine, verify]
     return steps

@@ -183,22 +183,38 @@ def supports_fp8(cc: str) -> bool:
     return cc != "local" and (int(major), int(minor or 0)) >= (8, 9)
 
 
-def cannot_run_here(target: Target, precision: str = "fp32") -> str | None:
-    """Why no local GPU can run engines of `precision` built for `target`; None when one can."""
+def usable_gpus(target: Target, precision: str = "fp32") -> list:
+    """The local GPUs that run (and, for full TensorRT, build) engines of `precision` for `target`."""
     gpus = detect_gpus()
     if target.backend == "tensorrt-rtx":
         # Portable TensorRT-RTX plans run on Ampere, Ada and Blackwell client GPUs (8.x, 12.x), not Hopper.
         wanted = target.compute_capabilities
         usable = [g for g in gpus if (g.compute_capability in wanted if wanted else
                                       g.compute_capability.split(".")[0] in ("8", "12"))]
-        need = " or ".join(wanted) if wanted else "8.x or 12.x"
     else:
-        usable = [g for g in gpus if g.compute_capability in target.compute_capabilities]
-        need = " or ".join(target.compute_capabilities)
+        usable = [g for g in gpus if g.compute_capability in target.compute_capabilities
+                  and target.gpu_model in ("", gpu_model_id(g.name))]
     if precision == "fp8":
         usable = [g for g in usable if supports_fp8(g.compute_capability)]
-        need += " (fp8: 8.9 or newer)"
-    if usable:
+    return usable
+
+
+def cannot_run_here(target: Target, precision: str = "fp32") -> str | None:
+    """Why no local GPU can run engines of `precision` built for `target`; None when one can."""
+    if usable_gpus(target, precision):
         return None
-    here = ", ".join(f"{g.name} ({g.compute_capability})" for g in gpus) or "no NVIDIA GPU"
+    if target.backend == "tensorrt-rtx":
+        need = " or ".join(target.compute_capabilities) if target.compute_capabilities else "8.x or 12.x"
+    else:
+        need = " or ".join(target.compute_capabilities) + (f" ({target.gpu_model})" if target.gpu_model else "")
+    if precision == "fp8":
+        need += " (fp8: 8.9 or newer)"
+    here = ", ".join(f"{g.name} ({g.compute_capability})" for g in detect_gpus()) or "no NVIDIA GPU"
     return f"running this engine needs a GPU with compute capability {need}; this machine has {here}"
+
+
+def cuda_device(target: Target, precision: str = "fp32") -> dict:
+    """A step's context naming the GPU its worker uses (by UUID, for CUDA_VISIBLE_DEVICES): the one
+    matching the target, not whichever CUDA makes current. Empty when no GPU is needed or found."""
+    usable = usable_gpus(target, precision)
+    return {"cuda_device": usable[0].uuid} if usable and usable[0].uuid else {}

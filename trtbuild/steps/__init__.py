@@ -68,6 +68,17 @@ class Reads:
             raise TypeError(f"{kind} step: not what its READS declares: {', '.join(w for w in wrong if w)}")
 
 
+def use_gpu_of(job: Job) -> str | None:
+    """Point this (fresh) worker's CUDA at the GPU the runner chose for the step's target, before any
+    library initializes CUDA: NVML numbers GPUs its own way, so the choice travels as a UUID."""
+    import os
+
+    device = job.context.get("cuda_device")
+    if device:
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
+    return device
+
+
 def load_kind(name: str) -> ModuleType:
     return importlib.import_module(KINDS[name])
 

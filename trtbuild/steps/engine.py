@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 from trtbuild.engine import build_engine
-from trtbuild.steps import Job, Reads
+from trtbuild.steps import Job, Reads, use_gpu_of
 from trtbuild.target import target_from_dict
 
 NAME = "engine"
 MAIN_OUTPUT = "model.plan"
 READS = Reads(params=("inputs", "precision", "workspace", "optimization_level", "target"),
-              files=("model",), context=("timing_cache",))
+              files=("model",), context=("timing_cache", "cuda_device"))
 # A builder's first build in a process is byte-reproducible (later ones can differ by a few bytes),
 # and the memory it took goes back to the system.
 FRESH_PROCESS = True
@@ -23,6 +23,7 @@ def tools(params: dict) -> tuple[str, ...]:
 
 
 def run(job: Job) -> dict:
+    gpu = use_gpu_of(job)
     params = job.params
     profile = {name: (s["min"], s["opt"], s["max"]) for name, s in params["inputs"].items()}
     target = target_from_dict(params["target"])
@@ -38,5 +39,6 @@ def run(job: Job) -> dict:
         tf32=params["precision"] == "tf32",
     )
     meta["precision"] = params["precision"]
+    meta["built_on_gpu"] = gpu
     (job.outdir / "model.json").write_text(json.dumps(meta, indent=2))
     return meta

@@ -8,13 +8,13 @@ import json
 import os
 
 from trtbuild.errors import StepError
-from trtbuild.steps import Job, Reads
+from trtbuild.steps import Job, Reads, use_gpu_of
 from trtbuild.target import BACKENDS, target_from_dict
 
 NAME = "verify"
 MAIN_OUTPUT = "verify.json"
 READS = Reads(params=("inputs", "target", "atol", "rtol", "max_relative_error", "seed"),
-              files=("plan", "onnx", "data"), context=())
+              files=("plan", "onnx", "data"), context=("cuda_device",))
 FRESH_PROCESS = True  # Polygraphy binds TensorRT or TensorRT-RTX once per process (see run)
 
 
@@ -26,6 +26,7 @@ def run(job: Job) -> dict:
     from trtbuild.onnx_io import complete_inputs
     from trtbuild.tensors import compare, example_inputs, format_table, run_onnxruntime  # numpy: only in the worker
 
+    gpu = use_gpu_of(job)
     target = target_from_dict(job.params["target"])
     # Polygraphy picks its TensorRT module from this variable when first imported.
     os.environ["POLYGRAPHY_USE_TENSORRT_RTX"] = "1" if target.backend == "tensorrt-rtx" else "0"
@@ -39,7 +40,7 @@ def run(job: Job) -> dict:
     atol, rtol, limit = job.params["atol"], job.params["rtol"], job.params["max_relative_error"]
     rows = compare(names, expected, [outputs[n] for n in names], atol, rtol, max_rel_l2=limit)
     result = {"atol": atol, "rtol": rtol, "max_relative_error": limit, "backend": BACKENDS[target.backend][0],
-              "outputs": rows}
+              "gpu": gpu, "outputs": rows}
     if not all(r["ok"] for r in rows):
         raise StepError(f"the engine disagrees with ONNX Runtime:\n{format_table(rows, atol, rtol, limit)}",
                         details={"verify": result})
