@@ -53,6 +53,8 @@ def test_tensorrt_targets_without_their_gpu_are_reported_not_built(project, caps
     for arch, reason in zip(("sm86", "sm90"), sorted(skipped.values())):
         assert f"needs TensorRT and a GPU with sm_{arch[2:]}" in reason or f"needs a GPU with sm_{arch[2:]}" in reason
     assert list(engines(report).values()).count("built") == 1
+    err = capsys.readouterr().err
+    assert "2 target(s) left to other machines: tensorrt:sm86: needs " in err and "tensorrt:sm90: needs " in err
     assert main(["status", str(project.recipe), "--cache-dir", str(project.cache), "--json",
                  "--target", "tensorrt:sm86", "--target", "tensorrt-rtx"]) == 0
     cells = json.loads(capsys.readouterr().out)["matrix"]["conv"]

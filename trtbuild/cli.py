@@ -263,6 +263,11 @@ def _summary(results, problems, seconds: float, progress, cache, quiet: bool) ->
     if problems:
         parts.append(f"{len(problems)} recipe error(s)")
     progress.message(f"{len(results)} steps: {', '.join(parts) or 'nothing to do'} in {seconds:.2f}s")
+    elsewhere = sorted({(r.step.target.spec, r.step.skip_reason) for r in results
+                        if r.step.name == "engine" and r.status == "skipped" and r.step.skip_reason})
+    if elsewhere:  # a recipe's targets for other GPU hosts: not a failure here, but never silent
+        progress.message(f"  {len(elsewhere)} target(s) left to other machines: "
+                         + "; ".join(f"{spec}: {why}" for spec, why in elsewhere))
     plans = [r for r in results if r.status in ("built", "cached") and "model.plan" in r.outputs]
     if quiet or not plans:
         return
