@@ -82,3 +82,19 @@ def test_every_npz_shard_is_used(project):
     code, report = project.build()
     assert code == 0
     assert model(report) != all_shards
+
+
+def test_fewer_batches_than_asked_warns_and_the_report_says_what_was_used(project, capsys):
+    (project.root / "calib").mkdir()
+    data = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)  # 2 batches at opt 2
+    np.savez(project.root / "calib" / "data.npz", x=data)
+    recipe = int8_recipe("calib/data.npz")
+    recipe["precision"]["calibration"]["batches"] = 8
+    recipe["precision"]["max_relative_error"] = 10.0  # this test is about the count, not the accuracy
+    project.write_recipe(recipe)
+    code, report = project.build()
+    assert code == 0
+    meta = precision_step(report)["meta"]
+    assert meta["calibration"] == {"batches": 2, "samples": 4, "batches_asked": 8}
+    assert "calibration used 2 batches (4 samples), fewer than the 8" in meta["warnings"][0]
+    assert "calibration used 2 batches" in capsys.readouterr().err

@@ -33,25 +33,62 @@ def run(job: Job) -> dict:
     ops_to_keep, nodes_to_keep = _split_keep_list(model, job.params["keep_fp32"])
     precision, converter = job.params["precision"], job.params["converter"]
     out = job.outdir / MAIN_OUTPUT
+    used = {}
     if converter == "ort-quantization":
-        _quantize(source, out, job, ops_to_keep, nodes_to_keep, model)
-    elif converter == "modelopt":
+        used = _quantize(source, out, job, ops_to_keep, nodes_to_keep, model)
+    else:
+        converted = _convert(source, model, precision, converter, ops_to_keep, nodes_to_keep, job.params["keep_io_types"])
+        if job.params["keep_io_types"]:
+            keep_io_types(model, converted)
+        save_onnx(converted, out)
+    return _describe(onnx.load(str(out)), precision, converter) | used
+
+
+def _convert(source: Path, model, precision: str, converter: str, ops_to_keep, nodes_to_keep, keep_io: bool):
+    """fp16 / bf16 with the converter's own list of ops that must stay fp32, plus keep_fp32's."""
+    if converter == "modelopt":
         import re
 
         from modelopt.onnx.autocast import convert_to_mixed_precision
 
-        save_onnx(convert_to_mixed_precision(
+        return convert_to_mixed_precision(
             str(source), low_precision_type=precision, op_types_to_exclude=ops_to_keep,
-            nodes_to_exclude=[f"^{re.escape(n)}$" for n in nodes_to_keep], keep_io_types=job.params["keep_io_types"],
-        ), out)
-    else:
-        from onnxconverter_common import float16
+            nodes_to_exclude=[f"^{re.escape(n)}$" for n in nodes_to_keep], keep_io_types=keep_io)
+    from onnxconverter_common import float16
 
-        save_onnx(float16.convert_float_to_float16(
-            model, keep_io_types=job.params["keep_io_types"], op_block_list=ops_to_keep or None,
-            node_block_list=nodes_to_keep or None,
-        ), out)
-    return _describe(onnx.load(str(out)), precision, converter)
+    # An op_block_list replaces the converter's defaults (Resize, Range, TopK...: ops whose fp16 form
+    # ONNX Runtime or TensorRT reject); keep_fp32 adds to them.
+    blocked = list(dict.fromkeys(float16.DEFAULT_OP_BLOCK_LIST + ops_to_keep))
+    return float16.convert_float_to_float16(model, keep_io_types=keep_io, op_block_list=blocked,
+                                            node_block_list=nodes_to_keep or None)
+
+
+def keep_io_types(original, converted) -> None:
+    """Give every graph input and output of `converted` its type in `original`, whatever the converter
+    left at the edges (onnxconverter-common ends a model whose last op it kept in fp32, a Resize, say,
+    with a Cast to fp16): a Cast at the edge, so a deployment's float32 buffers stay right."""
+    from onnx import helper
+
+    graph = converted.graph
+    want = {v.name: v.type.tensor_type.elem_type for v in [*original.graph.input, *original.graph.output]}
+    initializers = {i.name for i in graph.initializer}
+    edges = [(edge, True) for edge in graph.input] + [(edge, False) for edge in graph.output]
+    for edge, is_input in edges:
+        name, has = edge.name, edge.type.tensor_type.elem_type
+        if name in initializers or name not in want or has in (want[name], 0):
+            continue
+        inner = f"{name}__{'in' if is_input else 'out'}_cast"
+        for node in graph.node:  # the graph now uses `inner` for the converter's tensor
+            node.input[:] = [inner if i == name else i for i in node.input]
+            node.output[:] = [inner if o == name else o for o in node.output]
+        for info in graph.value_info:
+            if info.name == name:
+                info.name = inner
+        if is_input:
+            graph.node.insert(0, helper.make_node("Cast", [name], [inner], to=has, name=inner))
+        else:
+            graph.node.append(helper.make_node("Cast", [inner], [name], to=want[name], name=inner))
+        edge.type.tensor_type.elem_type = want[name]
 
 
 def _split_keep_list(model, keep: list[str]) -> tuple[list[str], list[str]]:
@@ -64,7 +101,7 @@ def _split_keep_list(model, keep: list[str]) -> tuple[list[str], list[str]]:
     return [k for k in keep if k in ops], [k for k in keep if k not in ops]
 
 
-def _quantize(source: Path, out: Path, job: Job, ops_to_keep, nodes_to_keep, model) -> None:
+def _quantize(source: Path, out: Path, job: Job, ops_to_keep, nodes_to_keep, model) -> dict:
     """Symmetric int8 Q/DQ from ONNX Runtime; for fp8, the same calibrated ranges re-expressed in
     float8 e4m3 (ONNX Runtime's own fp8 mode fits scales to the data's spread and saturates weights)."""
     import onnx
@@ -81,8 +118,9 @@ def _quantize(source: Path, out: Path, job: Job, ops_to_keep, nodes_to_keep, mod
     excluded = nodes_to_keep + [n.name for n in model.graph.node if n.op_type in ops_to_keep]
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[job.params["calibration"]["method"]]
+    batches = _calibration_batches(job, model)
     quantize_static(
-        str(prepared), str(out), _Reader(_calibration_batches(job, model)), quant_format=QuantFormat.QDQ,
+        str(prepared), str(out), _Reader(batches), quant_format=QuantFormat.QDQ,
         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
         calibrate_method=method, nodes_to_exclude=excluded,
         # TensorRT: symmetric (zero point 0), per-channel weights, per-tensor activations, float biases.
@@ -95,6 +133,17 @@ def _quantize(source: Path, out: Path, job: Job, ops_to_keep, nodes_to_keep, mod
         _int8_scales_to_fp8(quantized)
         _store_weights_in_fp8(quantized)
         save_onnx(quantized, out)
+    return _calibration_used(batches, job.params["calibration"]["batches"])
+
+
+def _calibration_used(batches: list[dict], asked: int) -> dict:
+    """What calibration used, for the report; a warning when the data gave fewer batches than asked."""
+    samples = sum(len(next(iter(batch.values()))) for batch in batches)
+    used = {"calibration": {"batches": len(batches), "samples": samples, "batches_asked": asked}}
+    if len(batches) < asked:
+        used["warnings"] = [f"calibration used {len(batches)} batches ({samples} samples), fewer than the "
+                            f"{asked} precision.calibration.batches asks for: the data has no more"]
+    return used
 
 
 def _opset(model) -> int:
