@@ -14,6 +14,7 @@ from pathlib import Path
 from filelock import Timeout
 
 from trtbuild.cache import Cache
+from trtbuild.discovered import changed, relative
 from trtbuild.graph import (Pick, Step, explain, key_components, producer, source_digests, step_key,
                             upstream_outputs)
 from trtbuild.pool import WorkerPool
@@ -75,6 +76,7 @@ class Runner:
         self._stopping = threading.Event()
         self._unfinished: set[Step] = set()
         self._states: dict[str, dict] = {}  # recipe -> its state file, read once per run
+        self._moved: dict[Step, str] = {}  # steps whose hit is void: files their last run read have changed
 
     def run(self, steps: list[Step]) -> list[StepResult]:
         """Run every step once its dependencies are done; results in the order of `steps`."""
@@ -200,6 +202,10 @@ class Runner:
         record = self.cache.get_action(key)
         if record is None:
             return None
+        moved = changed(record.get("discovered", {}), step.recipe.file.parent.resolve(), self.cache.stat_cache)
+        if moved:  # the key holds; what the step's code read while it ran does not
+            self._moved[step] = f"{', '.join(moved[:3])}{' ...' if len(moved) > 3 else ''} changed (read while it ran)"
+            return None
         outputs = {} if self.dry_run else self._published(step, record["outputs"])
         return StepResult(step, CACHED, reason, outputs=outputs, key=key, record=record)
 
@@ -212,7 +218,7 @@ class Runner:
         # A target never built before is explained against the step's latest build for another target.
         same_step = [e for sid, e in state.items() if sid.split("@")[0] == step.name]
         previous = state.get(step.id) or max(same_step, key=lambda e: e["time"], default=None)
-        reason = explain(previous, components)
+        reason = self._moved.pop(step, None) or explain(previous, components)
         if self.dry_run:
             return StepResult(step, WOULD_RUN, reason, key=key)
         lock = self.cache.step_lock(key)
@@ -275,10 +281,13 @@ class Runner:
                 return StepResult(step, FAILED, reason, seconds, key=key, meta=result.get("meta") or {},
                                   error=result["error"], user_error=result.get("user_error", False), log=str(log))
             outputs = {p.name: dict(zip(("digest", "size"), self.cache.ingest(p))) for p in sorted(outdir.iterdir())}
+            discovered = result["meta"].pop("discovered", None)
             record = {
                 "key": key, "recipe": step.recipe.recipe.name, "step": step.id, "components": components,
                 "outputs": outputs, "meta": result["meta"], "seconds": round(seconds, 3), "created": time.time(),
             }
+            if discovered and any(discovered.values()):
+                record["discovered"] = relative(discovered, step.recipe.file.parent.resolve())
             self.cache.put_action(key, record)  # the commit point: from here on the result is valid
             self._record_state(step, key, components, "built")
             return StepResult(step, BUILT, reason, seconds, self._published(step, outputs), key, record, log=str(log))

@@ -3,11 +3,10 @@ int8 / fp8 with symmetric Q/DQ nodes calibrated on data (ONNX Runtime quantizati
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections import Counter
 from pathlib import Path
 
+from trtbuild.calibration import calibration_batches
 from trtbuild.errors import StepError
 from trtbuild.onnx_io import save_onnx
 from trtbuild.steps import Job, Reads
@@ -118,7 +117,7 @@ def _quantize(source: Path, out: Path, job: Job, ops_to_keep, nodes_to_keep, mod
     excluded = nodes_to_keep + [n.name for n in model.graph.node if n.op_type in ops_to_keep]
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[job.params["calibration"]["method"]]
-    batches = _calibration_batches(job, model)
+    batches, discovered = calibration_batches(job, model)
     quantize_static(
         str(prepared), str(out), _Reader(batches), quant_format=QuantFormat.QDQ,
         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
@@ -133,7 +132,7 @@ def _quantize(source: Path, out: Path, job: Job, ops_to_keep, nodes_to_keep, mod
         _int8_scales_to_fp8(quantized)
         _store_weights_in_fp8(quantized)
         save_onnx(quantized, out)
-    return _calibration_used(batches, job.params["calibration"]["batches"])
+    return _calibration_used(batches, job.params["calibration"]["batches"]) | {"discovered": discovered}
 
 
 def _calibration_used(batches: list[dict], asked: int) -> dict:
@@ -206,89 +205,6 @@ class _Reader:
 
     def get_next(self):
         return next(self._batches, None)
-
-
-def _calibration_batches(job: Job, model) -> list[dict]:
-    """Up to `batches` batches of {input name: array}, each checked against the model's inputs."""
-    import numpy as np
-
-    from trtbuild.onnx_io import complete_inputs
-
-    spec = job.params["calibration"]
-    inputs = complete_inputs(model, job.params["inputs"])
-    limit = spec["batches"]
-    where = job.context.get("where", "precision.calibration")
-    if spec["loader"]:
-        sys.path[:0] = job.context["python_path"]
-        module, _, attr = spec["loader"].partition(":")
-        loader = importlib.import_module(module)
-        for part in attr.split("."):
-            loader = getattr(loader, part)
-        batches = []
-        for i, batch in enumerate(loader()):
-            origin = f"batch {i} of {spec['loader']}"
-            missing = [n for n in inputs if n not in batch]
-            if missing:
-                raise StepError(f"{where}: {origin} has no array for inputs {missing} (it has {sorted(batch)})",
-                                user_error=True)
-            batches.append({n: _fit(np.asarray(batch[n]), n, inputs[n], origin, where) for n in inputs})
-            if len(batches) == limit:
-                break
-    else:
-        files = [Path(f) for f in job.context["calibration_files"]]
-        if files[0].suffix == ".npz":
-            batch_size = next(iter(inputs.values()))["opt"][0]
-            batches = []
-            for file in files:  # every shard, in name order, until `batches` batches
-                with np.load(file) as npz:
-                    missing = [n for n in inputs if n not in npz.files]
-                    if missing:
-                        raise StepError(f"{where}: calibration data {file} has no arrays for inputs {missing} "
-                                        f"(it has {npz.files})", user_error=True)
-                    arrays = {n: _fit(npz[n], n, inputs[n], str(file), where, batched=True) for n in inputs}
-                count = len(next(iter(arrays.values())))
-                batches += [{n: a[i:i + batch_size] for n, a in arrays.items()} for i in range(0, count, batch_size)]
-            batches = batches[:limit]
-        else:
-            if len(inputs) != 1:
-                raise StepError(f"{where}: calibration .npy files feed single-input models; this model has inputs "
-                                f"{list(inputs)}: use .npz files keyed by input name", user_error=True)
-            name, input_spec = next(iter(inputs.items()))
-            batches = [{name: _fit(np.load(f), name, input_spec, str(f), where)} for f in files[:limit]]
-    if not batches:
-        raise StepError(f"{where}: precision.calibration produced no batches", user_error=True)
-    return batches
-
-
-def _fit(array, name: str, spec: dict, origin: str, where: str, batched: bool = False):
-    """`array` as the model's input `name` takes it: a sample without its batch dim gains one, numbers are
-    cast to the input's type (float64 -> float32); a shape outside the recipe's range, or floats for an
-    integer input (or the reverse), is an error naming the file."""
-    import numpy as np
-
-    from trtbuild.tensors import numpy_dtype
-
-    shape = spec["shape"]
-    if not batched and array.ndim == len(shape) - 1:
-        array = array[None]  # one sample per file: a batch of 1
-    dims = list(array.shape)
-    if not _fits(dims, shape, batched):
-        nchw = [dims[0], dims[3], dims[1], dims[2]] if len(dims) == 4 else None
-        hint = (" (the data looks NHWC and the model takes NCHW: save array.transpose(0, 3, 1, 2))"
-                if nchw and _fits(nchw, shape, batched) else "")
-        raise StepError(f"{where}: calibration data {origin}: input {name!r} has shape {dims}, the model takes "
-                        f"{shape} (-1: any size){hint}", user_error=True)
-    target = numpy_dtype(spec["dtype"])
-    if (np.dtype(array.dtype).kind == "f") != (target.kind in "fV"):  # bfloat16 is kind V
-        raise StepError(f"{where}: calibration data {origin}: input {name!r} is {array.dtype}, the model takes "
-                        f"{spec['dtype']}", user_error=True)
-    return array.astype(target)
-
-
-def _fits(dims: list[int], shape: list[int], batched: bool) -> bool:
-    """Matches the input's shape; data split into batches afterwards may have any number of samples."""
-    return len(dims) == len(shape) and all(d == s or s == -1 or (batched and i == 0)
-                                           for i, (d, s) in enumerate(zip(dims, shape)))
 
 
 def _describe(model, precision: str, converter: str) -> dict:
