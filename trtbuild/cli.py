@@ -13,14 +13,16 @@ from pathlib import Path
 from trtbuild import __version__
 from trtbuild.errors import (EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, RecipeError, TrtbuildError,
                              UsageError)
+from trtbuild.summary import print_results, recap
 
-COMMANDS = ("build", "status", "gc", "schema", "env", "path")
+COMMANDS = ("build", "status", "dag", "gc", "schema", "env", "path")
 
 DESCRIPTION = """\
 Build TensorRT engines from YAML recipes, rebuilding only what is stale.
 
-  trtbuild RECIPE_OR_DIR...          build (a directory means every *.yaml in it)
+  trtbuild RECIPE_OR_DIR...          build (a directory means every *.yaml / *.yml in it)
   trtbuild status RECIPE_OR_DIR...   recipe x target matrix: fresh / remote / stale (why) / missing / failed
+  trtbuild dag RECIPE_OR_DIR...      the step graph with each step's state (Mermaid; --dot for Graphviz)
   trtbuild gc                        delete cache objects no action references
   trtbuild schema                    print the recipe JSON Schema
   trtbuild env                       GPUs, TensorRT backends, frameworks and precisions found here
@@ -59,6 +61,22 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of steps, 1 or more")
+    return value
+
+
+def _step_kinds() -> list[str]:
+    from trtbuild.steps import KINDS
+
+    return list(KINDS)
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -82,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
         help="cache directory (env TRTBUILD_CACHE_DIR, default ./cache)",
     )
     graph_opt = argparse.ArgumentParser(add_help=False)
-    graph_opt.add_argument("recipes", nargs="+", metavar="RECIPE_OR_DIR", help="recipe files or directories of *.yaml")
+    graph_opt.add_argument("recipes", nargs="+", metavar="RECIPE_OR_DIR",
+                           help="recipe files, or directories of *.yaml / *.yml recipes")
     graph_opt.add_argument("--backend", choices=["auto", "tensorrt", "tensorrt-rtx"], help="override engine.backend")
     graph_opt.add_argument(
         "--target", action="append", type=_target_spec, metavar="SPEC",
@@ -100,7 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", parents=[graph_opt, cache_opt, remote_opt],
                            help="build recipes (the default command)",
                            description="Build recipes; only steps whose key changed run.")
-    build.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="run up to N independent steps at once")
+    build.add_argument("-j", "--jobs", type=_positive, default=1, metavar="N", help="run up to N independent steps at once")
+    build.add_argument("--force", nargs="?", const="all", choices=["all", *_step_kinds()], metavar="STEP",
+                       help="run steps even when cached (all of them, or one kind: --force engine); "
+                       "the new result replaces the cached one")
     build.add_argument("-n", "--dry-run", action="store_true", help="say which steps would run and why; build nothing")
     build.add_argument("--report", type=Path, metavar="PATH", help="write a JSON report of every step")
     build.add_argument("--junit", type=Path, metavar="PATH", help="write JUnit XML (a testcase per recipe x step)")
@@ -119,6 +141,14 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--steps", action="store_true", help="one line per step instead of the recipe x target matrix")
     status.set_defaults(func=cmd_status)
 
+    dag = sub.add_parser("dag", parents=[graph_opt, cache_opt, remote_opt],
+                         help="print the step graph with each step's state",
+                         description="Print the step graph of the recipes with each step's state (fresh, stale and "
+                         "why, missing, failed, remote, skipped) as Mermaid, which renders in GitHub job summaries and "
+                         "Markdown files, or as Graphviz dot.")
+    dag.add_argument("--dot", action="store_true", help="Graphviz dot instead of Mermaid (`| dot -Tsvg > dag.svg`)")
+    dag.set_defaults(func=cmd_dag)
+
     gc = sub.add_parser("gc", parents=[cache_opt], help="delete cache objects that no action references",
                         description="Delete unreferenced objects and scratch files left by killed runs.")
     gc.set_defaults(func=cmd_gc)
@@ -135,6 +165,8 @@ def _parser() -> argparse.ArgumentParser:
                           "installed TensorRT; exit 1 with what exists when none does.")
     path.add_argument("name", metavar="NAME", help="recipe name")
     path.add_argument("--gpu", type=int, default=0, metavar="INDEX", help="GPU index (default 0)")
+    path.add_argument("--target", type=_target_spec, metavar="SPEC",
+                      help="the plan of this target instead (\"tensorrt-rtx\", \"tensorrt:sm86\"), on any machine")
     path.set_defaults(func=cmd_path)
     return parser
 
@@ -191,7 +223,7 @@ def cmd_build(args) -> int:
     runner = None
     try:
         runner = Runner(cache, progress, jobs=args.jobs, dry_run=args.dry_run, remote=_remote(args, progress.warn),
-                        step_timeout=args.step_timeout)
+                        step_timeout=args.step_timeout, force=args.force)
         results = runner.run(steps) if steps else []
     finally:
         progress.close()
@@ -212,10 +244,11 @@ def cmd_build(args) -> int:
         code = EXIT_BUILD_FAILED if failed or undelivered else EXIT_OK
     seconds = time.perf_counter() - started
     _write_reports(args, results, problems, seconds, code, cache)
-    _summary(results, problems, seconds, progress, cache, args.quiet)
+    recap(results, problems, seconds, progress)
     for r in undelivered:
         progress.message(f"trtbuild: error: {r.step.label} [{r.step.target.id}] was asked for with "
                          f"{'--target' if args.target else '--backend'} and cannot be built here: {r.reason}")
+    print_results(results, problems, seconds)
     return code
 
 
@@ -255,34 +288,12 @@ def _target_spec(text: str) -> str:
     return text
 
 
-def _summary(results, problems, seconds: float, progress, cache, quiet: bool) -> None:
-    counts: dict[str, int] = {}
-    for r in results:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    parts = [f"{n} {status}" for status, n in counts.items()]
-    if problems:
-        parts.append(f"{len(problems)} recipe error(s)")
-    progress.message(f"{len(results)} steps: {', '.join(parts) or 'nothing to do'} in {seconds:.2f}s")
-    elsewhere = sorted({(r.step.target.spec, r.step.skip_reason) for r in results
-                        if r.step.name == "engine" and r.status == "skipped" and r.step.skip_reason})
-    if elsewhere:  # a recipe's targets for other GPU hosts: not a failure here, but never silent
-        progress.message(f"  {len(elsewhere)} target(s) left to other machines: "
-                         + "; ".join(f"{spec}: {why}" for spec, why in elsewhere))
-    plans = [r for r in results if r.status in ("built", "cached") and "model.plan" in r.outputs]
-    if quiet or not plans:
-        return
-    if len(plans) > 10:
-        progress.message(f"  {len(plans)} engines under {cache.out}/<recipe>/<target>/model.plan")
-        return
-    for r in plans:
-        progress.message(f"  {r.step.recipe.recipe.name}: {r.outputs['model.plan']}")
-
-
-def cmd_status(args) -> int:
+def _dry_run(args) -> tuple[list, list, list[str]]:
+    """What a build would do, step by step, without building: (results, state rows, recipe problems)."""
     from trtbuild.cache import Cache
     from trtbuild.progress import Progress
     from trtbuild.run import Runner
-    from trtbuild.status import matrix, render_matrix, step_states
+    from trtbuild.status import step_states
 
     cache = Cache(args.cache_dir)
     steps, problems = _compile(args, cache)
@@ -290,7 +301,24 @@ def cmd_status(args) -> int:
         progress = Progress(stream=devnull, quiet=True)
         remote = _remote(args, lambda text: print(f"trtbuild: warning: {text}", file=sys.stderr))
         results = Runner(cache, progress, dry_run=True, remote=remote).run(steps) if steps else []
-    rows = step_states(results, cache)
+    return results, step_states(results, cache), problems
+
+
+def cmd_dag(args) -> int:
+    from trtbuild.dag import dot, mermaid
+
+    results, rows, problems = _dry_run(args)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    states = [(row["state"], row["reason"]) for row in rows]
+    print((dot if args.dot else mermaid)(results, states), end="")
+    return EXIT_USAGE if problems else EXIT_OK
+
+
+def cmd_status(args) -> int:
+    from trtbuild.status import matrix, render_matrix
+
+    results, rows, problems = _dry_run(args)
     cells = matrix(rows)
     if args.json:
         print(json.dumps({"recipe_errors": problems, "matrix": cells, "steps": rows}, indent=2))
@@ -329,7 +357,7 @@ def cmd_env(args) -> int:
 def cmd_path(args) -> int:
     from trtbuild.deploy import find_plan
 
-    print(find_plan(args.name, args.cache_dir, args.gpu))
+    print(find_plan(args.name, args.cache_dir, args.gpu, args.target))
     return EXIT_OK
 
 

@@ -18,17 +18,20 @@ class DeployError(TrtbuildError):
     """No plan here fits this machine; the message says what exists and what the machine has."""
 
 
-def find_plan(name: str, cache_dir: str | Path = "cache", gpu_index: int = 0) -> Path:
+def find_plan(name: str, cache_dir: str | Path = "cache", gpu_index: int = 0, target: str | None = None) -> Path:
     """The plan for recipe `name` that deserializes on GPU `gpu_index` with the installed TensorRT.
 
     Prefers full TensorRT built for exactly this SM, then TensorRT-RTX built for this compute
-    capability, then a portable TensorRT-RTX plan.
+    capability, then a portable TensorRT-RTX plan. With `target` ("tensorrt-rtx", "tensorrt:sm86"):
+    that target's plan, on any machine, GPU or not.
     """
     out = Path(cache_dir) / "out" / name
     out = out.resolve() if out.is_symlink() else out  # one build's files, even while a new one is published
     plans = sorted(out.glob("*/model.plan"))
     if not plans:
         raise DeployError(f"no plans for {name!r} under {out}: build it with `trtbuild` first")
+    if target is not None:
+        return _plan_for_target(name, plans, target)
     gpus = detect_gpus()
     if len(gpus) <= gpu_index:
         raise DeployError(f"no NVIDIA GPU {gpu_index} on this machine: a TensorRT plan runs only on a GPU "
@@ -49,6 +52,23 @@ def find_plan(name: str, cache_dir: str | Path = "cache", gpu_index: int = 0) ->
         f"TensorRT-RTX {versions['tensorrt-rtx']}. Rebuild here with `trtbuild` (a plan only deserializes "
         "with the TensorRT version and GPU architecture it was built for)."
     )
+
+
+def _plan_for_target(name: str, plans: list[Path], spec: str) -> Path:
+    """The plan built for target `spec`, preferring the installed backend version."""
+    backend, _, arch = spec.partition(":")
+    wanted_arch = arch or ("portable" if backend == "tensorrt-rtx" else None)  # tensorrt: its one GPU's SM
+    found = []
+    for plan in plans:
+        meta = json.loads(plan.with_name("model.json").read_text())
+        built = meta["compute_capabilities"]
+        built_arch = "portable" if built == "portable" else "+".join("sm" + cc.replace(".", "") for cc in built)
+        if backend not in ("auto", meta["backend"]) or wanted_arch not in (None, built_arch):
+            continue
+        found.append((meta["backend_version"] == installed_version(meta["backend"]), plan))
+    if not found:
+        raise DeployError(f"no {spec} plan for {name!r}; built: {', '.join(p.parent.name for p in plans)}")
+    return max(found)[1]
 
 
 def _fit(meta: dict, cc: str, model: str) -> int | None:

@@ -20,7 +20,7 @@ def describe() -> dict:
     info = {
         "gpus": [asdict(g) for g in detect_gpus()],
         "backends": {b: installed_version(b) for b in INSTALL_HINT},
-        "frameworks": {fw: {d: tool_version(d) for d in FRAMEWORK_DISTS[fw]} for fw in REQUIREMENTS},
+        "frameworks": {fw: _installed(FRAMEWORK_DISTS[fw]) for fw in REQUIREMENTS},
         "tools": {d: tool_version(d) for d in TOOLS},
         "precisions": _precisions(),
     }
@@ -30,6 +30,14 @@ def describe() -> dict:
     except UsageError as exc:  # no backend at all: say so instead of failing
         info["default_target"] = f"none ({exc})"
     return info
+
+
+def _installed(dists: tuple[str, ...]) -> dict[str, str]:
+    """The distributions present (tensorflow-cpu, not a "not installed" tensorflow beside it), or the
+    first one's name as missing."""
+    found = {d: tool_version(d) for d in dists}
+    present = {d: v for d, v in found.items() if v != "not installed"}
+    return present or {dists[0]: "not installed"}
 
 
 def _precisions() -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 _STYLE = {"built": "green", "cached": "dim", "failed": "bold red", "skipped": "yellow", "would-run": "cyan",
           "would-pull": "blue", "interrupted": "bold yellow"}
@@ -14,7 +15,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self._lock = threading.Lock()
-        self._running: dict[str, str] = {}
+        self._running: dict[str, float] = {}  # step name -> when it started
         self._console = self._status = None
         if self.stream.isatty():
             from rich.console import Console
@@ -23,21 +24,21 @@ class Progress:
 
     def started(self, step, reason: str) -> None:
         with self._lock:
-            self._running[_name(step)] = reason
+            self._running[_name(step)] = time.monotonic()
             if self._console:
                 self._refresh()
             elif not self.quiet:
                 print(f"  {'start':<10} {_name(step)}  ({reason})", file=self.stream, flush=True)
 
-    def waiting(self, step) -> None:
-        self._line("waiting", f"{_name(step)}  (another trtbuild run is building it)", "yellow")
+    def waiting(self, step, why: str) -> None:
+        self._line("waiting", f"{_name(step)}  ({why})", "yellow")
 
     def finished(self, result) -> None:
         with self._lock:
             self._running.pop(_name(result.step), None)
             if self._console:
                 self._refresh()
-        if self.quiet and (result.status in ("cached", "would-run", "would-pull") or result.step.skip_reason):
+        if self.quiet and result.status in ("cached", "would-run", "would-pull"):
             return
         seconds = f"{result.seconds:6.2f}s" if result.seconds else " " * 7
         self._line(result.status, f"{_name(result.step)}  {seconds}  {result.reason}", _STYLE.get(result.status))
@@ -78,12 +79,24 @@ class Progress:
                 self._status.stop()
                 self._status = None
             return
-        text = "building " + ", ".join(self._running)
-        if self._status is None:
-            self._status = self._console.status(text)
+        if self._status is None:  # rich re-renders the line several times a second: the seconds tick
+            self._status = self._console.status(_Running(self._running))
             self._status.start()
-        else:
-            self._status.update(text)
+
+
+class _Running:
+    """The live line: each running step with its target and seconds so far (escaped: a target id's
+    brackets are not markup)."""
+
+    def __init__(self, running: dict[str, float]):
+        self.running = running
+
+    def __rich__(self) -> str:
+        from rich.markup import escape
+
+        now = time.monotonic()
+        return "building " + ", ".join(f"{escape(name)} {now - started:.0f}s"
+                                       for name, started in list(self.running.items()))
 
 
 def _name(step) -> str:

@@ -57,6 +57,11 @@ def markdown(results, problems: list[str], seconds: float) -> str:
         target = r.step.target.id if r.step.target else ""
         lines.append(f"| {r.step.recipe.recipe.name} | {r.step.name} | {target} | {status} | "
                      f"{r.seconds:.2f} s | {_cell(r.reason)} |")
+    if results:  # the step graph, coloured by status: GitHub renders Mermaid in job summaries
+        from trtbuild.dag import mermaid
+
+        lines += ["", "<details><summary>Step graph</summary>", "", "```mermaid",
+                  mermaid(results, [(r.status, r.reason) for r in results]).rstrip(), "```", "", "</details>"]
     failures = [r for r in results if r.status == "failed"]
     if problems or failures:
         lines += ["", "### Failures", ""]

@@ -40,6 +40,7 @@ class StepResult:
     error: str | None = None
     user_error: bool = False
     log: str | None = None
+    repro: str | None = None  # a standalone script that makes the failed step's library calls again
 
     def to_json(self) -> dict:
         data = {
@@ -59,14 +60,18 @@ class StepResult:
             data["error"] = self.error
         if self.log:
             data["log"] = self.log
+        if self.repro:
+            data["repro"] = self.repro
         return data
 
 
 class Runner:
     def __init__(self, cache: Cache, progress: Progress, jobs: int = 1, dry_run: bool = False, remote=None,
-                 step_timeout: float | None = None):
+                 step_timeout: float | None = None, force: str | None = None):
         self.cache = cache
         self.step_timeout = step_timeout  # seconds; beats each recipe's step_timeout
+        self.force = force  # "all" or a step kind: run those steps even when cached
+        self._in_flight: set[str] = set()  # keys this run's own threads are building
         self.interrupted = False
         self.remote = remote  # a trtbuild.remote.Remote, or None
         self.progress = progress
@@ -187,7 +192,7 @@ class Runner:
             return StepResult(step, WOULD_RUN, cause)
         components = key_components(step, self.cache, {d: r.record for d, r in deps.items() if r.record})
         key = step_key(components)
-        cached = self._cached(step, key, "up to date")
+        cached = None if self._forced(step) else self._cached(step, key, "up to date")
         if cached and not self.dry_run:
             self._note_current(step, key, components)
             if self.remote:
@@ -218,14 +223,17 @@ class Runner:
         # A target never built before is explained against the step's latest build for another target.
         same_step = [e for sid, e in state.items() if sid.split("@")[0] == step.name]
         previous = state.get(step.id) or max(same_step, key=lambda e: e["time"], default=None)
-        reason = self._moved.pop(step, None) or explain(previous, components)
+        forced = self._forced(step)
+        reason = "--force" if forced else self._moved.pop(step, None) or explain(previous, components)
         if self.dry_run:
             return StepResult(step, WOULD_RUN, reason, key=key)
         lock = self.cache.step_lock(key)
         try:
             lock.acquire(blocking=False)
         except Timeout:
-            self.progress.waiting(step)
+            ours = key in self._in_flight  # the same step of two recipes (a shared ONNX model)
+            self.progress.waiting(step, "another recipe of this run is building it" if ours else
+                                  "another trtbuild run is building it")
             while True:  # in slices, so an interrupted run stops waiting for another run's step
                 try:
                     lock.acquire(timeout=0.5)
@@ -233,12 +241,13 @@ class Runner:
                 except Timeout:
                     if self._stopping.is_set():
                         return StepResult(step, INTERRUPTED, "interrupted while waiting for another run")
+        self._in_flight.add(key)
         try:
             # Another run may have built it while we waited for the lock.
-            cached = self._cached(step, key, "built by a concurrent run")
+            cached = None if forced else self._cached(step, key, "built by a concurrent run")
             if cached:
                 return cached
-            if self.remote and self.remote.pull(key, self.cache):
+            if not forced and self.remote and self.remote.pull(key, self.cache):
                 self._record_state(step, key, components, "built")
                 return self._cached(step, key, "pulled from the remote cache")
             result = self._execute(step, key, components, reason, deps)
@@ -246,7 +255,11 @@ class Runner:
                 self.remote.share(key, result.record, self.cache)
             return result
         finally:
+            self._in_flight.discard(key)
             lock.release()
+
+    def _forced(self, step: Step) -> bool:
+        return self.force in ("all", step.name)
 
     def _execute(self, step: Step, key: str, components: dict, reason: str, deps: dict[Step, StepResult]) -> StepResult:
         self.progress.started(step, reason)
