@@ -48,7 +48,7 @@ def test_a_failure_is_recapped_at_the_end_with_its_log(project):
 def test_force_reruns_cached_steps(project):
     assert trtbuild(project, str(project.recipe)).returncode == 0
     report = project.root / "r.json"
-    done = trtbuild(project, str(project.recipe), "--force", "engine", "--report", str(report))
+    assert trtbuild(project, str(project.recipe), "--force", "engine", "--report", str(report)).returncode == 0
     steps = {s["step"]: (s["status"], s["reason"]) for s in json.loads(report.read_text())["steps"]}
     assert steps["check"][0] == steps["simplify"][0] == "cached"
     assert steps["engine"] == ("built", "--force")

@@ -15,7 +15,7 @@ from trtbuild.errors import (EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_
                              UsageError)
 from trtbuild.summary import print_results, recap
 
-COMMANDS = ("build", "status", "dag", "gc", "schema", "env", "path")
+COMMANDS = ("build", "status", "dag", "repro", "gc", "schema", "env", "path")
 
 DESCRIPTION = """\
 Build TensorRT engines from YAML recipes, rebuilding only what is stale.
@@ -23,6 +23,7 @@ Build TensorRT engines from YAML recipes, rebuilding only what is stale.
   trtbuild RECIPE_OR_DIR...          build (a directory means every *.yaml / *.yml in it)
   trtbuild status RECIPE_OR_DIR...   recipe x target matrix: fresh / remote / stale (why) / missing / failed
   trtbuild dag RECIPE_OR_DIR...      the step graph with each step's state (Mermaid; --dot for Graphviz)
+  trtbuild repro RECIPE STEP         write a standalone script making STEP's library calls (for bug reports)
   trtbuild gc                        delete cache objects no action references
   trtbuild schema                    print the recipe JSON Schema
   trtbuild env                       GPUs, TensorRT backends, frameworks and precisions found here
@@ -148,6 +149,16 @@ def _parser() -> argparse.ArgumentParser:
                          "Markdown files, or as Graphviz dot.")
     dag.add_argument("--dot", action="store_true", help="Graphviz dot instead of Mermaid (`| dot -Tsvg > dag.svg`)")
     dag.set_defaults(func=cmd_dag)
+
+    repro = sub.add_parser("repro", parents=[cache_opt], help="write a standalone script that reproduces a step",
+                           description="Write a Python script that makes STEP's library calls (the torch / tf2onnx "
+                           "export, onnx-simplifier, the quantization, or TensorRT's parse + config + profile + build) "
+                           "on the same inputs without trtbuild, and print its path. Steps before it must be built. A "
+                           "failed step gets one beside its log by itself.")
+    repro.add_argument("recipe", metavar="RECIPE", help="the recipe file")
+    repro.add_argument("step", choices=_step_kinds(), metavar="STEP", help=f"one of: {', '.join(_step_kinds())}")
+    repro.add_argument("--target", type=_target_spec, metavar="SPEC", help="for engine / verify: which target")
+    repro.set_defaults(func=cmd_repro)
 
     gc = sub.add_parser("gc", parents=[cache_opt], help="delete cache objects that no action references",
                         description="Delete unreferenced objects and scratch files left by killed runs.")
@@ -335,6 +346,42 @@ def cmd_status(args) -> int:
         return EXIT_USAGE
     # 0: a build would compile nothing (a step on the remote is pulled, not built).
     return EXIT_OK if all(row["state"] in ("fresh", "remote", "skipped") for row in rows) else EXIT_BUILD_FAILED
+
+
+def cmd_repro(args) -> int:
+    import shutil
+
+    from trtbuild.cache import Cache
+    from trtbuild.progress import Progress
+    from trtbuild.repro import write_repro
+    from trtbuild.run import Runner
+
+    cache = Cache(args.cache_dir)
+    args.recipes, args.backend, args.target = [args.recipe], None, [args.target] if args.target else None
+    steps, problems = _compile(args, cache)
+    if problems:
+        raise UsageError("\n".join(problems))
+    step = next((s for s in steps if s.name == args.step), None)
+    if step is None:
+        raise UsageError(f"{args.recipe} has no {args.step} step; its steps: {', '.join(dict.fromkeys(s.name for s in steps))}")
+    with open(os.devnull, "w") as devnull:
+        runner = Runner(cache, Progress(stream=devnull, quiet=True), dry_run=True)
+        results = {r.step: r for r in runner.run(steps)}
+    unbuilt = [d.name for d in step.deps if d in step.inputs.values() or any(getattr(i, "step", None) is d
+                                                                             for i in step.inputs.values())
+               if results[d].record is None]
+    if unbuilt:
+        raise UsageError(f"{step.label} reads what {', '.join(unbuilt)} makes, which is not built: run trtbuild "
+                         f"{args.recipe} first")
+    workdir = cache.workdir("repro")
+    try:
+        job = runner.job(step, {d: results[d] for d in step.deps}, workdir)
+        script = write_repro(job, cache.root / "repro" / step.recipe.recipe.name / step.id.replace("@", "-"),
+                             step.label, scratch=workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(script)
+    return EXIT_OK
 
 
 def cmd_gc(args) -> int:

@@ -50,6 +50,8 @@ class Progress:
             self._line("", detail, "red")
             if result.log:
                 self._line("", f"      log: {result.log}", "dim")
+            if result.repro:
+                self._line("", f"      repro: {result.repro}", "dim")
 
     def warn(self, text: str) -> None:
         self._line("", f"trtbuild: warning: {text}", "yellow", indent=False)

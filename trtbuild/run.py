@@ -270,13 +270,7 @@ class Runner:
         try:
             outdir = workdir / "out"
             outdir.mkdir()
-            job = {
-                "kind": step.kind.NAME,
-                "params": step.params,
-                "inputs": {name: str(self._materialize(src, workdir / f"in-{name}", deps)) for name, src in step.inputs.items()},
-                "outdir": str(outdir),
-                "context": step.context,
-            }
+            job = self.job(step, deps, workdir)
             # A process of its own for kinds that ask for one and for steps importing the user's code.
             fresh = getattr(step.kind, "FRESH_PROCESS", False) or "python_path" in step.context
             timeout = self.step_timeout or step.recipe.recipe.step_timeout
@@ -292,7 +286,8 @@ class Runner:
                     log.write_text(result["error"] + "\n")
                 self._record_state(step, key, components, "failed")
                 return StepResult(step, FAILED, reason, seconds, key=key, meta=result.get("meta") or {},
-                                  error=result["error"], user_error=result.get("user_error", False), log=str(log))
+                                  error=result["error"], user_error=result.get("user_error", False), log=str(log),
+                                  repro=self._repro(job, step, self.cache.logs / f"{key}.repro", workdir))
             outputs = {p.name: dict(zip(("digest", "size"), self.cache.ingest(p))) for p in sorted(outdir.iterdir())}
             discovered = result["meta"].pop("discovered", None)
             record = {
@@ -306,6 +301,27 @@ class Runner:
             return StepResult(step, BUILT, reason, seconds, self._published(step, outputs), key, record, log=str(log))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def job(self, step: Step, deps: dict[Step, StepResult], workdir: Path) -> dict:
+        """What a worker gets for `step`: upstream outputs linked into `workdir`, the user's files in place."""
+        return {
+            "kind": step.kind.NAME,
+            "params": step.params,
+            "inputs": {name: str(self._materialize(src, workdir / f"in-{name}", deps)) for name, src in step.inputs.items()},
+            "outdir": str(workdir / "out"),
+            "context": step.context,
+        }
+
+    def _repro(self, job: dict, step: Step, folder: Path, workdir: Path) -> str | None:
+        """A standalone script reproducing the failed step (trtbuild.repro); a failure to write one is
+        only a warning: the step's own error is what matters."""
+        from trtbuild.repro import write_repro
+
+        try:
+            return str(write_repro(job, folder, step.label, scratch=workdir))
+        except Exception as exc:
+            self.progress.warn(f"no repro script for {step.label}: {type(exc).__name__}: {exc}")
+            return None
 
     def _same_sources(self, step: Step, components: dict, result: dict) -> dict:
         """The worker read the user's files after the key was taken: if one changed meanwhile (a git

@@ -21,9 +21,17 @@ def print_results(results, problems: list[str], seconds: float, stream=None) -> 
         if "model.plan" in r.outputs:
             outcome = r.outputs["model.plan"]
         else:
-            outcome = f"{r.status}: {first_line(r.error) if r.error else r.reason}"
+            outcome = f"{r.status}: {headline(r.error) if r.error else r.reason}"
         print(f"{r.step.recipe.recipe.name}\t{r.step.target.id}\t{outcome}", file=stream)
     print(totals(results, problems, seconds), file=stream, flush=True)
+
+
+def headline(error: str) -> str:
+    """An error's first line, with the next when the first only announces it ("could not parse:")."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return f"{lines[0]} {lines[1]}"
+    return first_line(error)
 
 
 def totals(results, problems: list[str], seconds: float) -> str:
@@ -45,7 +53,7 @@ def recap(results, problems: list[str], seconds: float, progress) -> None:
             progress.message(f"  {problem}")
         for r in failed:
             target = f" [{r.step.target.id}]" if r.step.target else ""
-            progress.message(f"  {r.step.label}{target}: {first_line(r.error or r.reason)}")
+            progress.message(f"  {r.step.label}{target}: {headline(r.error or r.reason)}")
             for label, path in (("log", r.log), ("repro", r.repro)):
                 if path:
                     progress.message(f"      {label}: {path}", "dim")

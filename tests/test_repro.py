@@ -1,0 +1,109 @@
+"""Repro scripts: a failed step leaves a standalone script beside its log that reproduces the failure
+with the same library calls and no trtbuild; `trtbuild repro` writes one for any step."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, conv_model, needs, recipe_dict
+
+pytestmark = pytest.mark.slow
+
+
+def run_alone(script: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """The script by itself, from another folder, without PYTHONPATH; it must not import trtbuild
+    (the editable install would still find it, so the script's imports are checked instead)."""
+    assert "trtbuild" not in "\n".join(line for line in script.read_text().splitlines() if "import" in line)
+    work = tmp_path / "alone"
+    work.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, str(script)], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def failed_step(report: dict, name: str) -> dict:
+    step = next(s for s in report["steps"] if s["step"] == name)
+    assert step["status"] == "failed", step
+    return step
+
+
+def test_an_op_tensorrt_cannot_import_is_reproduced(project, tmp_path, capsys):
+    project.write_model(conv_model(extra_op="Det"))
+    code, report = project.build()
+    engine = failed_step(report, "engine")
+    assert engine["repro"].endswith("repro.py") and f"repro: {engine['repro']}" in capsys.readouterr().err
+    done = run_alone(Path(engine["repro"]), tmp_path)
+    assert done.returncode != 0
+    assert "(Det)" in done.stderr and "the ONNX parser failed" in done.stderr
+
+
+NET = '''
+import torch
+
+
+class Net(torch.nn.Module):
+    def forward(self, x):
+        if x.sum() > float("inf"):  # never true; data-dependent all the same
+            return x
+        raise NotImplementedError("this block has no export path yet")
+
+
+def build():
+    return Net()
+'''
+
+
+def test_an_export_that_raises_is_reproduced(tmp_path):
+    needs("torch")
+    (tmp_path / "net.py").write_text(NET)
+    recipe = {"name": "net", "source": {"framework": "pytorch", "entrypoint": "net:build", "exporter": "torchscript"},
+              "inputs": {"x": {"shape": [1, 3, 8, 8]}}, "engine": {"backend": "tensorrt-rtx"}}
+    (tmp_path / "net.yaml").write_text(json.dumps(recipe))
+    from conftest import build_recipe
+
+    code, report = build_recipe(tmp_path / "net.yaml")
+    export = failed_step(report, "export")
+    done = run_alone(Path(export["repro"]), tmp_path)
+    assert done.returncode != 0 and "this block has no export path yet" in done.stderr
+
+
+LOADER = '''
+from pathlib import Path
+
+
+def batches():
+    folder = Path(__file__).with_name("calibration-images")
+    files = sorted(folder.iterdir())  # the folder was never synced to this machine
+    yield {}
+'''
+
+
+def test_a_calibration_error_is_reproduced(project, tmp_path):
+    (project.root / "calib_loader.py").write_text(LOADER)
+    data = recipe_dict("conv.onnx", precision="int8")
+    data["source"]["python_path"] = ["."]
+    data["precision"] = {"calibration": {"loader": "calib_loader:batches"}}
+    project.write_recipe(data)
+    code, report = project.build()
+    precision = failed_step(report, "precision")
+    assert "calibration-images" in precision["error"]
+    done = run_alone(Path(precision["repro"]), tmp_path)
+    assert done.returncode != 0 and "FileNotFoundError" in done.stderr and "calibration-images" in done.stderr
+
+
+def test_repro_writes_a_script_for_any_step(project, tmp_path):
+    assert project.build()[0] == 0
+    done = subprocess.run([sys.executable, "-m", "trtbuild", "repro", str(project.recipe), "simplify",
+                           "--cache-dir", str(project.cache)], env=os.environ | {"PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    script = Path(done.stdout.strip())
+    ran = run_alone(script, tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "outputs match the original on ONNX Runtime: True" in ran.stdout
