@@ -115,7 +115,8 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         gates.append(parity)
     if recipe.onnx.simplify:
         # Gated on check only: with -j it runs beside parity; the engine waits for both.
-        simplify = Step(loaded, "simplify", load_kind("simplify"), {"inputs": _read(inputs, *AT_OPT)}, {"model": model},
+        simplify = Step(loaded, "simplify", load_kind("simplify"),
+                        {"inputs": _read(inputs, *AT_OPT), "check": recipe.onnx.simplify_check}, {"model": model},
                         out, after=[check])
         steps.append(simplify)
         model = simplify

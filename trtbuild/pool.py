@@ -3,9 +3,9 @@ out-of-memory kill fails that step, not the run.
 
 Workers are reused between steps, so ONNX and ONNX Runtime are imported once per run, and one
 spare is kept warm (started and importing) while a step runs. Some steps get a worker of their own
-that exits afterwards (the step kind's FRESH_PROCESS): exports and calibration loaders import the
-user's code, and two recipes' modules of the same name must never meet in one process; engine
-builds are byte-reproducible only as a process's first build.
+that exits afterwards (the step kind's FRESH_PROCESS, or the runner's choice): exports and
+calibration loaders import the user's code, and two recipes' modules of the same name must never
+meet in one process; a step pinned to a GPU sets CUDA_VISIBLE_DEVICES, which CUDA reads once.
 """
 
 from __future__ import annotations

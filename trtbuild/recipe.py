@@ -149,6 +149,9 @@ class OnnxOptions(_Strict):
         None, ge=7, le=23, description="ONNX opset the exporters write. Default: 18 for pytorch, 17 for tensorflow "
         "and keras (each exporter's best-tested); ignored for onnx sources.")
     simplify: bool = Field(True, description="Run onnx-simplifier before building the engine.")
+    simplify_check: Literal["quick", "thorough"] = Field(
+        "quick", description="quick: the simplified and the original model run once on ONNX Runtime (batch 1) and "
+        "must agree; thorough: onnx-simplifier's own check, 3 random inputs at the opt shapes (slower).")
 
 
 class EngineOptions(_Strict):

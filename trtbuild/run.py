@@ -271,8 +271,10 @@ class Runner:
             outdir = workdir / "out"
             outdir.mkdir()
             job = self.job(step, deps, workdir)
-            # A process of its own for kinds that ask for one and for steps importing the user's code.
-            fresh = getattr(step.kind, "FRESH_PROCESS", False) or "python_path" in step.context
+            # A process of its own for kinds that ask for one, steps importing the user's code, and steps
+            # pinned to a GPU (CUDA reads CUDA_VISIBLE_DEVICES once per process).
+            fresh = (getattr(step.kind, "FRESH_PROCESS", False) or "python_path" in step.context
+                     or "cuda_device" in step.context)
             timeout = self.step_timeout or step.recipe.recipe.step_timeout
             result = self._pool.run(job, log, isolated=fresh, spare=len(self._unfinished) > 1, timeout=timeout)
             seconds = time.perf_counter() - started

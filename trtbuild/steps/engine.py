@@ -13,9 +13,10 @@ NAME = "engine"
 MAIN_OUTPUT = "model.plan"
 READS = Reads(params=("inputs", "precision", "workspace", "optimization_level", "target"),
               files=("model",), context=("timing_cache", "cuda_device"))
-# A builder's first build in a process is byte-reproducible (later ones can differ by a few bytes),
-# and the memory it took goes back to the system.
-FRESH_PROCESS = True
+# Engines build in warm workers (TensorRT loads once per worker, not once per engine). Plans are
+# keyed by their inputs, not their bytes: a second build in one process may differ by a few bytes.
+# A step pinned to a GPU (full TensorRT, cuda_device) gets a fresh worker: CUDA reads
+# CUDA_VISIBLE_DEVICES once per process.
 
 
 def tools(params: dict) -> tuple[str, ...]:
