@@ -43,4 +43,6 @@ def test_a_thorough_check_is_a_recipe_switch(project):
     code, report = project.build()
     simplify = next(s for s in report["steps"] if s["step"] == "simplify")
     assert simplify["status"] == "built" and simplify["reason"] == "params.check: thorough -> quick"
-    assert simplify["meta"]["verification"].endswith("max abs diff 0.0e+00)")
+    note = simplify["meta"]["verification"]
+    assert note.startswith("outputs compared with the original on ONNX Runtime once (x [1, 3, 16, 16]; max abs diff ")
+    assert float(note.rsplit("diff ", 1)[1].rstrip(")")) < 1e-4  # BatchNorm folded into the Conv: float noise
