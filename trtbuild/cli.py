@@ -222,6 +222,7 @@ def _compile(args, cache) -> tuple[list, list[str]]:
 def cmd_build(args) -> int:
     from trtbuild.cache import Cache
     from trtbuild.progress import Progress
+    from trtbuild.reports import write_reports
     from trtbuild.run import Runner
 
     started = time.perf_counter()
@@ -240,7 +241,7 @@ def cmd_build(args) -> int:
         progress.close()
     if runner is not None and runner.interrupted:  # the reports still say what each step got to
         seconds = time.perf_counter() - started
-        _write_reports(args, results, problems, seconds, EXIT_INTERRUPTED, cache)
+        write_reports(args, results, problems, seconds, EXIT_INTERRUPTED, cache.root)
         print("trtbuild: interrupted; nothing partial was recorded, out/ keeps the last complete build",
               file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -254,7 +255,7 @@ def cmd_build(args) -> int:
     else:
         code = EXIT_BUILD_FAILED if failed or undelivered else EXIT_OK
     seconds = time.perf_counter() - started
-    _write_reports(args, results, problems, seconds, code, cache)
+    write_reports(args, results, problems, seconds, code, cache.root)
     recap(results, problems, seconds, progress)
     for r in undelivered:
         progress.message(f"trtbuild: error: {r.step.label} [{r.step.target.id}] was asked for with "
@@ -273,20 +274,6 @@ def _remote(args, warn):
         return Remote(args.remote, warn)
     except ImportError as exc:
         raise UsageError(f"--remote {args.remote}: {exc}; pip install 'trtbuild[remote]'") from None
-
-
-def _write_reports(args, results, problems, seconds: float, code: int, cache) -> None:
-    from trtbuild.fsutil import atomic_write
-    from trtbuild.reports import json_report, junit_xml, markdown
-
-    if args.report:
-        text = json_report(results, problems, ok=code == EXIT_OK, exit_code=code, dry_run=args.dry_run,
-                           seconds=round(seconds, 3), cache_dir=str(cache.root))
-        atomic_write(args.report, text.encode())
-    if args.junit:
-        atomic_write(args.junit, junit_xml(results, problems, seconds).encode())
-    if args.markdown:
-        atomic_write(args.markdown, markdown(results, problems, seconds).encode())
 
 
 def _target_spec(text: str) -> str:
@@ -352,6 +339,7 @@ def cmd_repro(args) -> int:
     import shutil
 
     from trtbuild.cache import Cache
+    from trtbuild.graph import Pick, Step, producer
     from trtbuild.progress import Progress
     from trtbuild.repro import write_repro
     from trtbuild.run import Runner
@@ -367,8 +355,7 @@ def cmd_repro(args) -> int:
     with open(os.devnull, "w") as devnull:
         runner = Runner(cache, Progress(stream=devnull, quiet=True), dry_run=True)
         results = {r.step: r for r in runner.run(steps)}
-    unbuilt = [d.name for d in step.deps if d in step.inputs.values() or any(getattr(i, "step", None) is d
-                                                                             for i in step.inputs.values())
+    unbuilt = [d.name for d in {producer(i) for i in step.inputs.values() if isinstance(i, (Step, Pick))}
                if results[d].record is None]
     if unbuilt:
         raise UsageError(f"{step.label} reads what {', '.join(unbuilt)} makes, which is not built: run trtbuild "

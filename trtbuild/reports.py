@@ -7,6 +7,20 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 
 
+def write_reports(args, results, problems: list[str], seconds: float, exit_code: int, cache_dir) -> None:
+    """The reports the command line asked for (--report, --junit, --markdown), each written atomically."""
+    from trtbuild.fsutil import atomic_write
+
+    if args.report:
+        text = json_report(results, problems, ok=exit_code == 0, exit_code=exit_code, dry_run=args.dry_run,
+                           seconds=round(seconds, 3), cache_dir=str(cache_dir))
+        atomic_write(args.report, text.encode())
+    if args.junit:
+        atomic_write(args.junit, junit_xml(results, problems, seconds).encode())
+    if args.markdown:
+        atomic_write(args.markdown, markdown(results, problems, seconds).encode())
+
+
 def json_report(results, problems: list[str], **extra) -> str:
     return json.dumps(extra | {"recipe_errors": problems, "steps": [r.to_json() for r in results]}, indent=2) + "\n"
 
