@@ -32,8 +32,8 @@ def _worker_path() -> str:
 
 
 class Worker:
-    def __init__(self, preload: bool):
-        command = [sys.executable, "-c", _BOOT, _worker_path()] + (["--preload"] if preload else [])
+    def __init__(self, preload: tuple[str, ...] = ()):
+        command = [sys.executable, "-c", _BOOT, _worker_path()] + (["--preload", *preload] if preload else [])
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
     def run(self, job: dict, log: Path, last: bool, timeout: float | None = None) -> dict | None:
@@ -71,8 +71,10 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._closed = False
 
-    def run(self, job: dict, log: Path, isolated: bool, spare: bool = True, timeout: float | None = None) -> dict:
-        """Run `job` in a worker; `spare`: more steps will follow, so warm up a worker for them."""
+    def run(self, job: dict, log: Path, isolated: bool, spare: tuple[str, ...] | None = (),
+            timeout: float | None = None) -> dict:
+        """Run `job` in a worker. `spare`: more steps will follow, so warm up a worker for them, importing
+        these modules (what those steps import); None: no spare."""
         worker = self._take(spare)
         result = worker.run(job, log, last=isolated, timeout=timeout)
         with self._lock:
@@ -90,16 +92,16 @@ class WorkerPool:
             worker.proc.wait()  # it is exiting: reap it
         return result
 
-    def _take(self, spare: bool) -> Worker:
+    def _take(self, spare: tuple[str, ...] | None) -> Worker:
         with self._lock:
             if self._closed:
                 raise RuntimeError("worker pool is closed")
-            worker = self._idle.pop() if self._idle else self._spawn(preload=False)
-            if spare and not self._idle and len(self._live) <= self.size:
-                self._idle.append(self._spawn(preload=True))  # warms up while this step runs
+            worker = self._idle.pop() if self._idle else self._spawn()
+            if spare is not None and not self._idle and len(self._live) <= self.size:
+                self._idle.append(self._spawn(spare))  # warms up while this step runs
             return worker
 
-    def _spawn(self, preload: bool) -> Worker:
+    def _spawn(self, preload: tuple[str, ...] = ()) -> Worker:
         worker = Worker(preload)
         self._live.add(worker)
         return worker

@@ -258,6 +258,14 @@ class Runner:
             self._in_flight.discard(key)
             lock.release()
 
+    def _spare_imports(self, running: Step) -> tuple[str, ...] | None:
+        """What a spare worker should import while `running` runs: the libraries of the steps still to
+        come (eight engines need no ONNX Runtime); None when no step follows."""
+        coming = [s for s in list(self._unfinished) if s is not running]
+        if not coming:
+            return None
+        return tuple(sorted({m for s in coming for m in getattr(s.kind, "IMPORTS", ())}))
+
     def _forced(self, step: Step) -> bool:
         return self.force in ("all", step.name)
 
@@ -276,7 +284,7 @@ class Runner:
             fresh = (getattr(step.kind, "FRESH_PROCESS", False) or "python_path" in step.context
                      or "cuda_device" in step.context)
             timeout = self.step_timeout or step.recipe.recipe.step_timeout
-            result = self._pool.run(job, log, isolated=fresh, spare=len(self._unfinished) > 1, timeout=timeout)
+            result = self._pool.run(job, log, isolated=fresh, spare=self._spare_imports(step), timeout=timeout)
             seconds = time.perf_counter() - started
             if self._stopping.is_set():  # its worker was killed by the interruption: not a failure of the step
                 return StepResult(step, INTERRUPTED, "the run was interrupted while it ran", seconds, key=key,

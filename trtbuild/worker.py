@@ -4,7 +4,7 @@ Protocol: one JSON request per line on stdin ({"job", "log", "exit_after"}), one
 line on the original stdout. While a step runs, file descriptors 1 and 2 point at the step's log,
 so output of native libraries (TensorRT, ONNX Runtime) lands there too. End of input: exit.
 
-    python -m trtbuild.worker [--preload]
+    python -m trtbuild.worker [--preload MODULE...]
 """
 
 from __future__ import annotations
@@ -21,9 +21,6 @@ from pathlib import Path
 
 from trtbuild.errors import StepError
 from trtbuild.steps import Job, load_kind
-
-# What most steps import; a spare worker imports them while another step runs.
-PRELOAD = ("numpy", "onnx", "onnxruntime")
 
 
 def _exit_with_parent() -> None:
@@ -82,8 +79,8 @@ def main(argv: list[str]) -> int:
     replies = os.fdopen(os.dup(1), "w")
     quiet = os.open(os.devnull, os.O_WRONLY)
     _point_output_at(quiet)
-    if "--preload" in argv:
-        for module in PRELOAD:
+    if "--preload" in argv:  # what the steps still to run import: a spare loads it while it waits
+        for module in argv[argv.index("--preload") + 1:]:
             try:
                 __import__(module)
             except Exception:  # a broken install: the step that needs it reports the error

@@ -6,6 +6,7 @@
     tools(params)      distributions whose versions go into the step key (must not import them)
     run(job)           does the work, writing every output file into job.outdir; returns metadata
     FRESH_PROCESS      optional, True: run in a worker process of its own (see trtbuild.pool)
+    IMPORTS            optional: the heavy modules run() imports, which a spare worker loads ahead
 
 Modules import heavy libraries inside run(), which executes in a worker process. A step's code
 version, in its key, is a digest of its module and the trtbuild modules it imports (code_version).

@@ -17,6 +17,7 @@ NAME = "accuracy"
 MAIN_OUTPUT = "accuracy.json"
 READS = Reads(params=("inputs", "precision", "max_relative_error", "seed"),
               files=("fp32", "model", "data"), context=())
+IMPORTS = ("numpy", "onnx", "onnxruntime")  # a spare worker loads these before this step comes
 
 
 def tools(params: dict) -> tuple[str, ...]:

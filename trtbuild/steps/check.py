@@ -20,6 +20,7 @@ NAME = "check"
 MAIN_OUTPUT = "io.json"
 READS = Reads(params=("inputs",),
               files=("model",), context=("where",))
+IMPORTS = ("onnx",)  # a spare worker loads these before this step comes
 _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 
 

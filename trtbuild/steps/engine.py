@@ -13,6 +13,7 @@ NAME = "engine"
 MAIN_OUTPUT = "model.plan"
 READS = Reads(params=("inputs", "precision", "workspace", "optimization_level", "target"),
               files=("model",), context=("timing_cache", "cuda_device"))
+IMPORTS = ()  # a spare worker loads these before this step comes
 # Engines build in warm workers (TensorRT loads once per worker, not once per engine). Plans are
 # keyed by their inputs, not their bytes: a second build in one process may differ by a few bytes.
 # A step pinned to a GPU (full TensorRT, cuda_device) gets a fresh worker: CUDA reads

@@ -12,6 +12,7 @@ MAIN_OUTPUT = "model.onnx"
 READS = Reads(params=("framework", "opset", "inputs", "entrypoint", "args", "kwargs", "exporter", "package", "outputs",
                "inputs_as_nchw", "input_order", "reference"),
               files=("model", "checkpoint", "code", "data"), context=("python_path", "where"))
+IMPORTS = ("numpy", "onnx")  # a spare worker loads these before this step comes
 REFERENCE = "reference.npz"
 ONNX_FILES = (MAIN_OUTPUT, f"{MAIN_OUTPUT}.data")  # what steps after export read (see onnx_io)
 FRESH_PROCESS = True  # it imports the user's model code and a framework

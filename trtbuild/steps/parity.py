@@ -12,6 +12,7 @@ NAME = "parity"
 MAIN_OUTPUT = "parity.json"
 READS = Reads(params=("atol", "rtol", "framework", "inputs_from"),
               files=("onnx",), context=())
+IMPORTS = ("numpy", "onnxruntime")  # a spare worker loads these before this step comes
 
 
 def tools(params: dict) -> tuple[str, ...]:

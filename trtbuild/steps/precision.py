@@ -15,6 +15,7 @@ NAME = "precision"
 MAIN_OUTPUT = "model.onnx"
 READS = Reads(params=("precision", "converter", "keep_io_types", "keep_fp32", "calibration", "inputs"),
               files=("model", "calibration"), context=("calibration_files", "python_path", "where"))
+IMPORTS = ("numpy", "onnx", "onnxruntime")  # a spare worker loads these before this step comes
 
 CONVERTER_TOOLS = {"modelopt": ("nvidia-modelopt",), "onnxconverter": ("onnxconverter-common",),
                    "ort-quantization": ("onnxruntime",)}

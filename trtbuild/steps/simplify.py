@@ -16,6 +16,7 @@ NAME = "simplify"
 MAIN_OUTPUT = "model.onnx"
 READS = Reads(params=("inputs", "check"),
               files=("model",), context=())
+IMPORTS = ("numpy", "onnx", "onnxruntime")  # a spare worker loads these before this step comes
 
 
 def tools(params: dict) -> tuple[str, ...]:

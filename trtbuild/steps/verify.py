@@ -15,6 +15,7 @@ NAME = "verify"
 MAIN_OUTPUT = "verify.json"
 READS = Reads(params=("inputs", "target", "atol", "rtol", "max_relative_error", "seed"),
               files=("plan", "onnx", "data"), context=("cuda_device",))
+IMPORTS = ("numpy", "onnxruntime")  # a spare worker loads these before this step comes
 FRESH_PROCESS = True  # Polygraphy binds TensorRT or TensorRT-RTX once per process (see run)
 
 
