@@ -58,7 +58,7 @@ def test_force_reruns_cached_steps(project):
 
 def test_bad_jobs_is_a_usage_error(project):
     done = trtbuild(project, str(project.recipe), "-j", "0")
-    assert done.returncode == 2 and "'0': expected a whole number of steps, 1 or more" in done.stderr
+    assert done.returncode == 2 and "'0': expected a whole number, 1 or more" in done.stderr
 
 
 def test_path_with_a_target_works_without_a_gpu(project):

@@ -190,7 +190,7 @@ def test_gc_removes_only_unreferenced_objects(project, capsys):
     stray.write_bytes(b"left by a killed run")
     (project.cache / "tmp" / "engine-x").mkdir(parents=True)
     assert main(["gc", "--cache-dir", str(project.cache)]) == 0
-    assert "removed 1 objects" in capsys.readouterr().out
+    assert "removed 0 results and 1 objects" in capsys.readouterr().out
     assert not stray.exists() and not (project.cache / "tmp").exists()
     code, report = project.build()
     assert statuses(report) == {"check": "cached", "simplify": "cached", "engine": "cached"}

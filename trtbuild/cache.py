@@ -185,24 +185,46 @@ class Cache:
 
     # -- garbage collection ----------------------------------------------------------------
 
-    def gc(self) -> dict:
-        """Delete objects no action references, and scratch left by killed runs."""
+    def gc(self, policy=None, dry_run: bool = False) -> dict:
+        """Retire action records as `policy` (trtbuild.retention.Policy) says, then delete objects no
+        record names, and scratch left by killed runs. dry_run: say what would go, delete nothing.
+        Builds hold the cache shared: gc waits for them."""
+        from trtbuild.publish import read_manifest
+        from trtbuild.retention import retire
+
         with self.using(exclusive=True):
-            live = {o["digest"] for record in self.iter_actions() for o in record["outputs"].values()}
-            removed, freed = 0, 0
-            for path in self.objects.glob("*/*"):
-                if path.name not in live:
-                    freed += path.stat().st_size
-                    path.unlink()
-                    removed += 1
-            if self.tmp.exists():
-                shutil.rmtree(self.tmp)
-            # out/.<recipe>.<id>/ folders no out/<recipe> link points at: left by a killed publish
-            shown = {p.resolve() for p in self.out.glob("*") if p.is_symlink()}
-            for folder in self.out.glob(".*"):
-                if folder.is_dir() and not folder.is_symlink() and folder.resolve() not in shown:
-                    shutil.rmtree(folder, ignore_errors=True)
-            for lock in self.locks.glob("*.lock"):
-                if lock.name != "cache.lock" and time.time() - lock.stat().st_mtime > 3600:
-                    lock.unlink(missing_ok=True)
-        return {"removed_objects": removed, "freed_bytes": freed, "kept_objects": len(live)}
+            actions = []
+            for path in self.actions.glob("*/*.json"):
+                with contextlib.suppress(ValueError, OSError):
+                    actions.append((path, json.loads(path.read_text())))
+            sizes = {p.name: p.stat().st_size for p in self.objects.glob("*/*")}
+            retired = []
+            if policy is not None and not policy.empty:
+                protected = {e.get("key") for state in self.state_dir.glob("*.json")
+                             for e in self.read_state(state.stem).values()}
+                protected |= {s.get("key") for link in self.out.glob("*") if link.is_symlink()
+                              for s in (read_manifest(link) or {}).get("steps", {}).values()}
+                retired = retire(actions, protected - {None}, sizes, policy, time.time())
+            gone = set(retired)
+            live = {o["digest"] for path, record in actions if path not in gone for o in record["outputs"].values()}
+            dead = [digest for digest in sizes if digest not in live]
+            if not dry_run:
+                for path in retired:
+                    path.unlink(missing_ok=True)
+                for digest in dead:
+                    self.object_path(digest).unlink(missing_ok=True)
+                self._clean_scratch()
+        return {"retired_actions": len(retired), "removed_objects": len(dead),
+                "freed_bytes": sum(sizes[d] for d in dead), "kept_objects": len(live), "dry_run": dry_run}
+
+    def _clean_scratch(self) -> None:
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        # out/.<recipe>.<id>/ folders no out/<recipe> link points at: left by a killed publish
+        shown = {p.resolve() for p in self.out.glob("*") if p.is_symlink()}
+        for folder in self.out.glob(".*"):
+            if folder.is_dir() and not folder.is_symlink() and folder.resolve() not in shown:
+                shutil.rmtree(folder, ignore_errors=True)
+        for lock in self.locks.glob("*.lock"):
+            if lock.name != "cache.lock" and time.time() - lock.stat().st_mtime > 3600:
+                lock.unlink(missing_ok=True)

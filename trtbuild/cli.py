@@ -12,7 +12,8 @@ from pathlib import Path
 
 from trtbuild import __version__
 from trtbuild.errors import (EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, RecipeError, TrtbuildError,
-                             UsageError)
+                             UsageError, first_line)
+from trtbuild.arguments import byte_size, positive, positive_seconds, step_kinds, target_spec
 from trtbuild.summary import print_results, recap
 
 COMMANDS = ("build", "status", "dag", "repro", "gc", "schema", "env", "path")
@@ -24,7 +25,7 @@ Build TensorRT engines from YAML recipes, rebuilding only what is stale.
   trtbuild status RECIPE_OR_DIR...   recipe x target matrix: fresh / remote / stale (why) / missing / failed
   trtbuild dag RECIPE_OR_DIR...      the step graph with each step's state (Mermaid; --dot for Graphviz)
   trtbuild repro RECIPE STEP         write a standalone script making STEP's library calls (for bug reports)
-  trtbuild gc                        delete cache objects no action references
+  trtbuild gc                        bound the cache (--keep-last N, --older-than 30d, --max-size 50GiB)
   trtbuild schema                    print the recipe JSON Schema
   trtbuild env                       GPUs, TensorRT backends, frameworks and precisions found here
   trtbuild path NAME                 the plan of recipe NAME for this GPU and TensorRT version
@@ -62,32 +63,6 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of steps, 1 or more")
-    return value
-
-
-def _step_kinds() -> list[str]:
-    from trtbuild.steps import KINDS
-
-    return list(KINDS)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of seconds")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trtbuild", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -105,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
                            help="recipe files, or directories of *.yaml / *.yml recipes")
     graph_opt.add_argument("--backend", choices=["auto", "tensorrt", "tensorrt-rtx"], help="override engine.backend")
     graph_opt.add_argument(
-        "--target", action="append", type=_target_spec, metavar="SPEC",
+        "--target", action="append", type=target_spec, metavar="SPEC",
         help='build these targets instead of the recipes\' (repeatable): "tensorrt-rtx", "tensorrt-rtx:sm86+sm120", '
         '"tensorrt:sm86"',
     )
@@ -120,15 +95,15 @@ def _parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", parents=[graph_opt, cache_opt, remote_opt],
                            help="build recipes (the default command)",
                            description="Build recipes; only steps whose key changed run.")
-    build.add_argument("-j", "--jobs", type=_positive, default=1, metavar="N", help="run up to N independent steps at once")
-    build.add_argument("--force", nargs="?", const="all", choices=["all", *_step_kinds()], metavar="STEP",
+    build.add_argument("-j", "--jobs", type=positive, default=1, metavar="N", help="run up to N independent steps at once")
+    build.add_argument("--force", nargs="?", const="all", choices=["all", *step_kinds()], metavar="STEP",
                        help="run steps even when cached (all of them, or one kind: --force engine); "
                        "the new result replaces the cached one")
     build.add_argument("-n", "--dry-run", action="store_true", help="say which steps would run and why; build nothing")
     build.add_argument("--report", type=Path, metavar="PATH", help="write a JSON report of every step")
     build.add_argument("--junit", type=Path, metavar="PATH", help="write JUnit XML (a testcase per recipe x step)")
     build.add_argument("--markdown", type=Path, metavar="PATH", help="write a Markdown summary (for a CI job page)")
-    build.add_argument("--step-timeout", type=_seconds, metavar="SECONDS",
+    build.add_argument("--step-timeout", type=positive_seconds, metavar="SECONDS",
                        help="kill a step's worker after SECONDS and fail that step (a hung loader or build); "
                        "beats each recipe's step_timeout")
     build.add_argument("-q", "--quiet", action="store_true", help="print only steps that ran, failed or were skipped")
@@ -156,12 +131,18 @@ def _parser() -> argparse.ArgumentParser:
                            "on the same inputs without trtbuild, and print its path. Steps before it must be built. A "
                            "failed step gets one beside its log by itself.")
     repro.add_argument("recipe", metavar="RECIPE", help="the recipe file")
-    repro.add_argument("step", choices=_step_kinds(), metavar="STEP", help=f"one of: {', '.join(_step_kinds())}")
-    repro.add_argument("--target", type=_target_spec, metavar="SPEC", help="for engine / verify: which target")
+    repro.add_argument("step", choices=step_kinds(), metavar="STEP", help=f"one of: {', '.join(step_kinds())}")
+    repro.add_argument("--target", type=target_spec, metavar="SPEC", help="for engine / verify: which target")
     repro.set_defaults(func=cmd_repro)
 
-    gc = sub.add_parser("gc", parents=[cache_opt], help="delete cache objects that no action references",
-                        description="Delete unreferenced objects and scratch files left by killed runs.")
+    gc = sub.add_parser("gc", parents=[cache_opt], help="bound the cache: retire old results, delete what nothing names",
+                        description="Retire old action records as the options say (never those of each recipe's last "
+                        "build or of what out/ shows), then delete objects no record names and scratch files left by "
+                        "killed runs. Waits for running builds.")
+    gc.add_argument("--keep-last", type=positive, metavar="N", help="keep the N newest results per recipe x step x target")
+    gc.add_argument("--older-than", metavar="AGE", help="retire results made more than AGE ago (30d, 12h, 90m)")
+    gc.add_argument("--max-size", metavar="SIZE", help="retire the least recent results until the objects fit (50GiB)")
+    gc.add_argument("-n", "--dry-run", action="store_true", help="say what would be removed; remove nothing")
     gc.set_defaults(func=cmd_gc)
 
     schema = sub.add_parser("schema", help="print the recipe JSON Schema (for editor completion)")
@@ -176,7 +157,7 @@ def _parser() -> argparse.ArgumentParser:
                           "installed TensorRT; exit 1 with what exists when none does.")
     path.add_argument("name", metavar="NAME", help="recipe name")
     path.add_argument("--gpu", type=int, default=0, metavar="INDEX", help="GPU index (default 0)")
-    path.add_argument("--target", type=_target_spec, metavar="SPEC",
+    path.add_argument("--target", type=target_spec, metavar="SPEC",
                       help="the plan of this target instead (\"tensorrt-rtx\", \"tensorrt:sm86\"), on any machine")
     path.set_defaults(func=cmd_path)
     return parser
@@ -276,16 +257,6 @@ def _remote(args, warn):
         raise UsageError(f"--remote {args.remote}: {exc}; pip install 'trtbuild[remote]'") from None
 
 
-def _target_spec(text: str) -> str:
-    import re
-
-    from trtbuild.target import TARGET_PATTERN
-
-    if not re.match(TARGET_PATTERN, text):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected BACKEND[:ARCH], e.g. tensorrt-rtx:sm86+sm120 or tensorrt:sm90")
-    return text
-
-
 def _dry_run(args) -> tuple[list, list, list[str]]:
     """What a build would do, step by step, without building: (results, state rows, recipe problems)."""
     from trtbuild.cache import Cache
@@ -374,9 +345,18 @@ def cmd_repro(args) -> int:
 def cmd_gc(args) -> int:
     from trtbuild.cache import Cache
 
-    stats = Cache(args.cache_dir).gc()
-    print(f"removed {stats['removed_objects']} objects ({stats['freed_bytes'] / 2**20:.1f} MiB); "
-          f"kept {stats['kept_objects']} referenced by actions")
+    from trtbuild.retention import Policy, parse_age
+
+    try:
+        policy = Policy(keep_last=args.keep_last,
+                        older_than=parse_age(args.older_than) if args.older_than else None,
+                        max_size=byte_size(args.max_size) if args.max_size else None)
+    except ValueError as exc:
+        raise UsageError(f"gc: {first_line(exc)}") from None
+    stats = Cache(args.cache_dir).gc(policy, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {stats['retired_actions']} results and {stats['removed_objects']} objects "
+          f"({stats['freed_bytes'] / 2**20:.1f} MiB); kept {stats['kept_objects']} objects")
     return EXIT_OK
 
 
