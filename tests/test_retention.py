@@ -42,11 +42,15 @@ def test_keep_last_retires_superseded_engines_and_keeps_the_current_build(projec
     before = cache_bytes(project)
     capsys.readouterr()
     assert gc(project, "--keep-last", "1", "-n") == 0
-    # each superseded engine: its model.plan and model.json
-    assert "would remove 2 results and 4 objects" in capsys.readouterr().out
+    # the superseded engines' model.plan and model.json objects; two workspaces may give the same plan
+    superseded = sorted(engines(project), key=lambda a: a["created"], reverse=True)[1:]
+    kept = {o["digest"] for a in project.actions() if a not in superseded for o in a["outputs"].values()}
+    retired = {o["digest"] for a in superseded for o in a["outputs"].values()} - kept
+    assert 2 <= len(retired) <= 4
+    assert f"would remove 2 results and {len(retired)} objects" in capsys.readouterr().out
     assert len(engines(project)) == 3 and cache_bytes(project) == before  # -n removes nothing
     assert gc(project, "--keep-last", "1") == 0
-    assert "removed 2 results and 4 objects" in capsys.readouterr().out
+    assert f"removed 2 results and {len(retired)} objects" in capsys.readouterr().out
     assert len(engines(project)) == 1 and cache_bytes(project) < before
     code, report = project.build()  # the last build is untouched
     assert code == 0 and set(statuses(report).values()) == {"cached"}
