@@ -46,3 +46,48 @@ def test_a_thorough_check_is_a_recipe_switch(project):
     note = simplify["meta"]["verification"]
     assert note.startswith("outputs compared with the original on ONNX Runtime once (x [1, 3, 16, 16]; max abs diff ")
     assert float(note.rsplit("diff ", 1)[1].rstrip(")")) < 1e-4  # BatchNorm folded into the Conv: float noise
+
+
+
+def simplify_job(tmp_path, check: str):
+    from trtbuild.steps import Job
+
+    onnx.save(conv_model(), tmp_path / "model.onnx")
+    (tmp_path / "out").mkdir()
+    return Job("simplify", {"inputs": INPUTS, "check": check}, {"model": tmp_path / "model.onnx"}, tmp_path / "out", {})
+
+
+def test_a_simplified_model_that_computes_something_else_fails_the_step(tmp_path, monkeypatch):
+    """onnx-simplifier with a bug: the real simplify, then one weight of its result changed (a wrong
+    rewrite cannot be asked of the real one). The quick check catches it and the step fails."""
+    import onnxsim
+
+    from trtbuild.errors import StepError
+    from trtbuild.steps import simplify
+
+    real = onnxsim.simplify
+
+    def buggy(model, *args, **kwargs):
+        simplified, same = real(model, *args, **kwargs)
+        weights = next(i for i in simplified.graph.initializer if numpy_helper.to_array(i).ndim == 4)
+        changed = numpy_helper.to_array(weights).copy()
+        changed.flat[0] += 0.5
+        weights.CopyFrom(numpy_helper.from_array(changed, weights.name))
+        return simplified, same
+
+    monkeypatch.setattr(onnxsim, "simplify", buggy)
+    job = simplify_job(tmp_path, "quick")
+    with pytest.raises(StepError, match="output 'y' differs from the original's .* `onnx: {simplify: false}`"):
+        simplify.run(job)
+
+
+def test_a_thorough_check_that_finds_a_difference_fails_the_step(tmp_path, monkeypatch):
+    import onnxsim
+
+    from trtbuild.errors import StepError
+    from trtbuild.steps import simplify
+
+    real = onnxsim.simplify
+    monkeypatch.setattr(onnxsim, "simplify", lambda model, *a, **k: (real(model, *a, **k)[0], False))
+    with pytest.raises(StepError, match="outputs differ from the original's"):
+        simplify.run(simplify_job(tmp_path, "thorough"))

@@ -1,7 +1,8 @@
 """simplify: onnx-simplifier (constant folding, shape simplification), verified with ONNX Runtime.
 
-A model the simplifier cannot handle (or whose outputs it would change) passes through unchanged
-with a warning: the engine builder, not this optimization, decides whether a model builds."""
+A model the simplifier cannot handle passes through unchanged with a warning: the engine builder,
+not this optimization, decides whether a model builds. A simplified model whose outputs differ from
+the original's fails the step: the rewrite is wrong, and nothing built from it may be cached."""
 
 from __future__ import annotations
 
@@ -58,12 +59,15 @@ def run(job: Job) -> dict:
             note = f"not compared: ONNX Runtime cannot run the model ({ort_error[:200]})"
             simplified, same = onnxsim.simplify(before, check_n=0, test_input_shapes=test_shapes)
         if not same:
-            raise ValueError("the simplified model's outputs differ from the original's on ONNX Runtime")
+            raise Mismatch("the simplified model's outputs differ from the original's on ONNX Runtime")
         save_onnx(simplified, output)
         if not thorough:
             note = quick_check(source, output, job.params["inputs"])
         if note.startswith("not compared"):
             warnings.append(f"the simplified model was not checked: {note[len('not compared: '):]}")
+    except Mismatch as exc:
+        raise StepError(f"{exc}: onnx-simplifier changed what the model computes. Build from the model as "
+                        "given with `onnx: {simplify: false}` in the recipe") from exc
     except Exception as exc:
         # Simplifying is an optimization: a model onnx-simplifier cannot handle goes to the builder as given.
         traceback.print_exc()
@@ -78,10 +82,15 @@ def run(job: Job) -> dict:
             "verification": note, "warnings": warnings}
 
 
+class Mismatch(ValueError):
+    """The simplified model computes something else than the original."""
+
+
 def quick_check(original: Path, simplified: Path, recipe_inputs: dict) -> str:
     """One run of each model on ONNX Runtime, on the same seeded inputs at the opt shapes with a dynamic
     batch of 1: what proves a rewrite for a fraction of onnx-simplifier's check (two runs at opt).
-    Returns the verification note; raises ValueError when the simplified model disagrees or is refused."""
+    Returns the verification note; raises Mismatch when the simplified model disagrees, ValueError when
+    ONNX Runtime refuses it."""
     import numpy as np
 
     from trtbuild.onnx_io import complete_inputs
@@ -107,7 +116,7 @@ def quick_check(original: Path, simplified: Path, recipe_inputs: dict) -> str:
     for name, want in zip(names, expected):
         have = got.get(name)
         if have is None or have.shape != want.shape or not np.allclose(have, want, rtol=1e-4, atol=1e-5, equal_nan=True):
-            raise ValueError(f"the simplified model's output {name!r} differs from the original's on ONNX Runtime")
+            raise Mismatch(f"the simplified model's output {name!r} differs from the original's on ONNX Runtime")
         if want.size and want.dtype.kind == "f":
             worst = max(worst, float(np.max(np.abs(have.astype(np.float64) - want))))
     shapes = ", ".join(f"{n} {list(a.shape)}" for n, a in feeds.items())
