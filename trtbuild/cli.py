@@ -95,7 +95,12 @@ def _parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", parents=[graph_opt, cache_opt, remote_opt],
                            help="build recipes (the default command)",
                            description="Build recipes; only steps whose key changed run.")
-    build.add_argument("-j", "--jobs", type=positive, default=1, metavar="N", help="run up to N independent steps at once")
+    build.add_argument("-j", "--jobs", type=positive, metavar="N",
+                       help="run up to N independent steps at once (default 1; with --executor ray, the cluster's CPUs)")
+    build.add_argument("--executor", choices=["local", "ray"], default="local",
+                       help="where steps run: worker processes here (default), or tasks on a Ray cluster (RAY_ADDRESS "
+                       "or --ray-address; a local Ray instance when none is given; a multi-node cluster needs --remote)")
+    build.add_argument("--ray-address", metavar="ADDR", help="the Ray cluster for --executor ray (beats RAY_ADDRESS)")
     build.add_argument("--force", nargs="?", const="all", choices=["all", *step_kinds()], metavar="STEP",
                        help="run steps even when cached (all of them, or one kind: --force engine); "
                        "the new result replaces the cached one")
@@ -145,6 +150,14 @@ def _parser() -> argparse.ArgumentParser:
     gc.add_argument("-n", "--dry-run", action="store_true", help="say what would be removed; remove nothing")
     gc.set_defaults(func=cmd_gc)
 
+    ray_node = sub.add_parser("ray-node", help="print the `ray start` options that offer this machine to a build farm",
+                              description="Print the `ray start` options (custom resources) that tell a Ray cluster "
+                              "what this machine builds and runs: TensorRT-RTX engines, full TensorRT engines per GPU "
+                              "architecture, GPUs to run engines on. Found from the installed backends and NVML.")
+    ray_node.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), metavar="ADDR",
+                          help="the head node to join (env RAY_ADDRESS); without it, options for a head node")
+    ray_node.set_defaults(func=cmd_ray_node)
+
     schema = sub.add_parser("schema", help="print the recipe JSON Schema (for editor completion)")
     schema.set_defaults(func=cmd_schema)
 
@@ -179,7 +192,7 @@ def _recipe_files(paths: list[str]) -> list[Path]:
     return files
 
 
-def _compile(args, cache) -> tuple[list, list[str]]:
+def _compile(args, cache, machine=None) -> tuple[list, list[str]]:
     """Steps of every valid recipe, plus the problems of the invalid ones."""
     from trtbuild.graph import compile_recipe
     from trtbuild.recipe import load_recipe
@@ -192,7 +205,7 @@ def _compile(args, cache) -> tuple[list, list[str]]:
             if name in names:
                 raise RecipeError([f"{loaded.where('name')}: name: {name!r} is also the name of {names[name]}"])
             names[name] = file
-            steps += compile_recipe(loaded, cache, args.backend, args.target)
+            steps += compile_recipe(loaded, cache, args.backend, args.target, **({"machine": machine} if machine else {}))
         except RecipeError as exc:
             problems += exc.problems
         except UsageError as exc:
@@ -208,18 +221,23 @@ def cmd_build(args) -> int:
 
     started = time.perf_counter()
     cache = Cache(args.cache_dir)
-    steps, problems = _compile(args, cache)
-    for problem in problems:
-        print(problem, file=sys.stderr)
     progress = Progress(quiet=args.quiet)
     cache.warn = progress.warn
+    remote = _remote(args, progress.warn)
+    executor = _executor(args, cache, progress.warn)
+    steps, problems = _compile(args, cache, executor and executor.machine)
+    for problem in problems:
+        print(problem, file=sys.stderr)
     runner = None
     try:
-        runner = Runner(cache, progress, jobs=args.jobs, dry_run=args.dry_run, remote=_remote(args, progress.warn),
-                        step_timeout=args.step_timeout, force=args.force)
+        jobs = args.jobs or (executor.cpus if executor else 1)
+        runner = Runner(cache, progress, jobs=jobs, dry_run=args.dry_run, remote=remote,
+                        step_timeout=args.step_timeout, force=args.force, executor=executor)
         results = runner.run(steps) if steps else []
     finally:
         progress.close()
+        if executor:
+            executor.close()
     if runner is not None and runner.interrupted:  # the reports still say what each step got to
         seconds = time.perf_counter() - started
         write_reports(args, results, problems, seconds, EXIT_INTERRUPTED, cache.root)
@@ -243,6 +261,28 @@ def cmd_build(args) -> int:
                          f"{'--target' if args.target else '--backend'} and cannot be built here: {r.reason}")
     print_results(results, problems, seconds)
     return code
+
+
+def _executor(args, cache, warn):
+    """The Ray executor for --executor ray (not for --dry-run, which runs nothing), else None."""
+    if args.executor != "ray" or args.dry_run:
+        return None
+    try:
+        from trtbuild.farm_executor import RayExecutor
+    except ImportError as exc:
+        raise UsageError(f"--executor ray: {exc}; pip install 'trtbuild[ray]'") from None
+    return RayExecutor(args.ray_address, args.remote, cache, warn)
+
+
+def cmd_ray_node(args) -> int:
+    from trtbuild.farm import ray_start_options, this_node
+
+    offers = this_node()
+    where = f"--address={args.address}" if args.address else "--head"
+    print(f"ray start {where} {ray_start_options(offers)}")
+    if not offers:
+        print("trtbuild: this machine offers CPU steps only (no TensorRT backend or GPU found)", file=sys.stderr)
+    return EXIT_OK
 
 
 def _remote(args, warn):

@@ -80,8 +80,23 @@ class Step:
         return [producer(i) for i in self.inputs.values() if isinstance(i, (Step, Pick))] + self.after
 
 
+class ThisMachine:
+    """Which targets this machine builds and runs, and on which GPU: what a step's context and skip
+    reason say. A cluster executor answers the same questions for its nodes (trtbuild.farm)."""
+
+    resolve = staticmethod(resolve_target)
+
+    @staticmethod
+    def builder(target: Target) -> dict:
+        return cuda_device(target) if target.backend == "tensorrt" else {}  # TensorRT-RTX builds without one
+
+    @staticmethod
+    def runner(target: Target, precision: str) -> tuple[dict, str | None]:
+        return cuda_device(target, precision), cannot_run_here(target, precision)
+
+
 def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = None,
-                   targets: list[str] | None = None) -> list[Step]:
+                   targets: list[str] | None = None, machine=ThisMachine) -> list[Step]:
     """The steps of one recipe in dependency order:
     [export -> check -> parity ->] simplify -> [precision -> accuracy ->] engine -> verify
     (export and parity for framework sources; precision and accuracy for fp16 / bf16 / int8 / fp8)."""
@@ -135,7 +150,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         model = precision
     # --target beats --backend beats the recipe's targets beats engine.backend.
     for spec in targets or ([backend] if backend else None) or recipe.targets or [recipe.engine.backend]:
-        target, cannot_build = resolve_target(spec)
+        target, cannot_build = machine.resolve(spec)
         if recipe.engine.precision == "fp8":
             cannot_build = cannot_build or _fp8_unsupported(loaded, spec, target)
         engine_params = {
@@ -145,16 +160,16 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
             "optimization_level": recipe.engine.optimization_level,
             "target": target.to_dict(),
         }
-        builder = cuda_device(target) if target.backend == "tensorrt" else {}  # TensorRT-RTX builds without one
+        runs_on, cannot_run = machine.runner(target, recipe.engine.precision)
         engine = Step(loaded, "engine", load_kind("engine"), engine_params, {"model": model}, out / target.id, target,
-                      context={"timing_cache": str(cache.timing / f"{target.id}.cache")} | builder, after=list(gates),
+                      context={"timing_cache": str(cache.timing / f"{target.id}.cache")} | machine.builder(target),
+                      after=list(gates),
                       skip_reason=cannot_build)
         verify_params = {"inputs": _read(inputs, *AT_OPT), "target": target.to_dict(), "atol": recipe.parity.atol,
                          "rtol": recipe.parity.rtol, "max_relative_error": limit, "seed": recipe.parity.seed}
         verify = Step(loaded, "verify", load_kind("verify"), verify_params,
                       {"plan": Pick(engine, ("model.plan",)), "onnx": fp32_model} | parity_data, out / target.id, target,
-                      context=cuda_device(target, recipe.engine.precision),
-                      skip_reason=cannot_build or cannot_run_here(target, recipe.engine.precision))
+                      context=runs_on, skip_reason=cannot_build or cannot_run)
         steps += [engine, verify]
     return steps
 

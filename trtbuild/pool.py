@@ -17,6 +17,8 @@ import sys
 import threading
 from pathlib import Path
 
+from trtbuild.executor import Task
+
 
 # `python -m` would put the current directory first on sys.path, where an onnx.py or numpy/ of the
 # user's would replace the library (and the key would name a version that never ran). The worker's
@@ -64,6 +66,8 @@ class Worker:
 
 
 class WorkerPool:
+    """The local executor (trtbuild.executor): steps run in worker processes on this machine."""
+
     def __init__(self, size: int):
         self.size = size  # concurrent steps; one more process may be warming up
         self._idle: list[Worker] = []
@@ -71,12 +75,12 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._closed = False
 
-    def run(self, job: dict, log: Path, isolated: bool, spare: tuple[str, ...] | None = (),
-            timeout: float | None = None) -> dict:
-        """Run `job` in a worker. `spare`: more steps will follow, so warm up a worker for them, importing
-        these modules (what those steps import); None: no spare."""
-        worker = self._take(spare)
-        result = worker.run(job, log, last=isolated, timeout=timeout)
+    def run(self, task: Task) -> dict:
+        """Run the task's job in a worker. `task.spare`: more steps will follow, so warm up a worker for
+        them, importing these modules (what those steps import); None: no spare."""
+        isolated, timeout, log = task.isolated, task.timeout, task.log
+        worker = self._take(task.spare)
+        result = worker.run(task.job, log, last=isolated, timeout=timeout)
         with self._lock:
             if result is None or isolated or self._closed:
                 self._live.discard(worker)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import threading
@@ -67,8 +68,7 @@ class Remote:
                 for name, obj in record["outputs"].items():
                     if cache.object_path(obj["digest"]).exists():
                         continue
-                    self.fs.get_file(self._object(obj["digest"]), str(workdir / name))
-                    if digest_file(workdir / name) != obj["digest"]:
+                    if not self.get_object(obj["digest"], workdir / name):
                         self._warn(f"remote object {name} of step {key[:12]} does not match its digest; building locally")
                         return None
                     cache.ingest(workdir / name)
@@ -105,9 +105,7 @@ class Remote:
             return
         try:
             for obj in record["outputs"].values():
-                path = self._object(obj["digest"])
-                if not self.fs.exists(path):
-                    self._upload(str(cache.object_path(obj["digest"])), path)
+                self.put_object(cache.object_path(obj["digest"]), obj["digest"])
             path = self._action(key)
             tmp = f"{path}.{uuid.uuid4().hex}.tmp"
             self._makedirs(path)
@@ -115,6 +113,20 @@ class Remote:
             self.fs.mv(tmp, path)
         except Exception as exc:  # see pull()
             self._disable(exc)
+
+    def put_object(self, file, digest: str) -> None:
+        """Upload `file` (whose SHA-256 is `digest`) unless the remote has it. Errors propagate."""
+        path = self._object(digest)
+        if not self.fs.exists(path):
+            self._upload(str(file), path)
+
+    def get_object(self, digest: str, dest) -> bool:
+        """Download object `digest` to `dest`; False (and `dest` removed) when the bytes do not match it."""
+        self.fs.get_file(self._object(digest), str(dest))
+        if digest_file(dest) == digest:
+            return True
+        os.unlink(dest)
+        return False
 
     def _upload(self, local: str, path: str) -> None:
         tmp = f"{path}.{uuid.uuid4().hex}.tmp"

@@ -17,6 +17,7 @@ from trtbuild.cache import Cache
 from trtbuild.discovered import changed, relative
 from trtbuild.graph import (Pick, Step, explain, key_components, producer, source_digests, step_key,
                             upstream_outputs)
+from trtbuild.executor import Executor, Task
 from trtbuild.pool import WorkerPool
 from trtbuild.progress import Progress
 from trtbuild.publish import publish_recipe
@@ -41,6 +42,7 @@ class StepResult:
     user_error: bool = False
     log: str | None = None
     repro: str | None = None  # a standalone script that makes the failed step's library calls again
+    node: dict | None = None  # where a cluster executor ran it: {"id", "address"}
 
     def to_json(self) -> dict:
         data = {
@@ -62,12 +64,14 @@ class StepResult:
             data["log"] = self.log
         if self.repro:
             data["repro"] = self.repro
+        if self.node:
+            data["node"] = self.node
         return data
 
 
 class Runner:
     def __init__(self, cache: Cache, progress: Progress, jobs: int = 1, dry_run: bool = False, remote=None,
-                 step_timeout: float | None = None, force: str | None = None):
+                 step_timeout: float | None = None, force: str | None = None, executor: Executor | None = None):
         self.cache = cache
         self.step_timeout = step_timeout  # seconds; beats each recipe's step_timeout
         self.force = force  # "all" or a step kind: run those steps even when cached
@@ -77,7 +81,8 @@ class Runner:
         self.progress = progress
         self.jobs = max(1, jobs)
         self.dry_run = dry_run
-        self._pool: WorkerPool | None = None
+        self._given_executor = executor  # None: the local worker pool
+        self._executor: Executor | None = None
         self._stopping = threading.Event()
         self._unfinished: set[Step] = set()
         self._states: dict[str, dict] = {}  # recipe -> its state file, read once per run
@@ -92,7 +97,7 @@ class Runner:
             for dep in step.deps:
                 dependents[dep].append(step)
         finished: queue.Queue[tuple[Step, StepResult | Future]] = queue.Queue()
-        self._pool = WorkerPool(self.jobs)
+        self._executor = self._given_executor or WorkerPool(self.jobs)
         self._unfinished = {s for s in steps if not s.skip_reason}  # worth a warm spare worker?
         with self.cache.using(), ThreadPoolExecutor(self.jobs) as pool:
 
@@ -132,7 +137,7 @@ class Runner:
                             start(after)
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM (a CI timeout): stop, and say what each step got to
                 self._stopping.set()
-                self._pool.kill_all()
+                self._executor.kill_all()
                 pool.shutdown(wait=True, cancel_futures=True)  # running steps end at once: their workers are gone
                 while not finished.empty():
                     step, outcome = finished.get_nowait()
@@ -144,10 +149,10 @@ class Runner:
                 self.interrupted = True
             except BaseException:
                 self._stopping.set()
-                self._pool.kill_all()
+                self._executor.kill_all()
                 pool.shutdown(cancel_futures=True)
                 raise
-        self._pool.close()
+        self._executor.close()
         if not self.dry_run and not self.interrupted:  # out/ keeps the last complete build
             self._publish(steps, results)
         self.cache.stat_cache.save()
@@ -283,12 +288,16 @@ class Runner:
             # pinned to a GPU (CUDA reads CUDA_VISIBLE_DEVICES once per process).
             fresh = (getattr(step.kind, "FRESH_PROCESS", False) or "python_path" in step.context
                      or "cuda_device" in step.context)
-            timeout = self.step_timeout or step.recipe.recipe.step_timeout
-            result = self._pool.run(job, log, isolated=fresh, spare=self._spare_imports(step), timeout=timeout)
+            task = Task(job, log, isolated=fresh, spare=self._spare_imports(step),
+                        timeout=self.step_timeout or step.recipe.recipe.step_timeout, label=step.label,
+                        objects=self._objects(step, deps), target=step.target,
+                        precision=step.params.get("precision", "fp32"))
+            result = self._executor.run(task)
+            node = result.get("node")
             seconds = time.perf_counter() - started
             if self._stopping.is_set():  # its worker was killed by the interruption: not a failure of the step
                 return StepResult(step, INTERRUPTED, "the run was interrupted while it ran", seconds, key=key,
-                                  log=str(log))
+                                  log=str(log), node=node)
             if result["ok"]:
                 result = self._same_sources(step, components, result)
             if not result["ok"]:
@@ -297,18 +306,21 @@ class Runner:
                 self._record_state(step, key, components, "failed")
                 return StepResult(step, FAILED, reason, seconds, key=key, meta=result.get("meta") or {},
                                   error=result["error"], user_error=result.get("user_error", False), log=str(log),
-                                  repro=self._repro(job, step, self.cache.logs / f"{key}.repro", workdir))
+                                  repro=self._repro(job, step, self.cache.logs / f"{key}.repro", workdir), node=node)
             outputs = {p.name: dict(zip(("digest", "size"), self.cache.ingest(p))) for p in sorted(outdir.iterdir())}
             discovered = result["meta"].pop("discovered", None)
             record = {
                 "key": key, "recipe": step.recipe.recipe.name, "step": step.id, "components": components,
                 "outputs": outputs, "meta": result["meta"], "seconds": round(seconds, 3), "created": time.time(),
             }
+            if node:
+                record["node"] = node
             if discovered and any(discovered.values()):
                 record["discovered"] = relative(discovered, step.recipe.file.parent.resolve())
             self.cache.put_action(key, record)  # the commit point: from here on the result is valid
             self._record_state(step, key, components, "built")
-            return StepResult(step, BUILT, reason, seconds, self._published(step, outputs), key, record, log=str(log))
+            return StepResult(step, BUILT, reason, seconds, self._published(step, outputs), key, record, log=str(log),
+                              node=node)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -321,6 +333,11 @@ class Runner:
             "outdir": str(workdir / "out"),
             "context": step.context,
         }
+
+    def _objects(self, step: Step, deps: dict[Step, StepResult]) -> dict[str, dict[str, str]]:
+        """The step's upstream inputs by content: {input name: {file name: digest}}."""
+        return {name: {file: obj["digest"] for file, obj in upstream_outputs(source, deps[producer(source)].record).items()}
+                for name, source in step.inputs.items() if isinstance(source, (Step, Pick))}
 
     def _repro(self, job: dict, step: Step, folder: Path, workdir: Path) -> str | None:
         """A standalone script reproducing the failed step (trtbuild.repro); a failure to write one is
