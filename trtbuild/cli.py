@@ -16,7 +16,7 @@ from trtbuild.errors import (EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_
 from trtbuild.arguments import byte_size, positive, positive_seconds, step_kinds, target_spec
 from trtbuild.summary import print_results, recap
 
-COMMANDS = ("build", "status", "dag", "repro", "gc", "schema", "env", "path")
+COMMANDS = ("build", "status", "dag", "repro", "gc", "schema", "env", "path", "ray-node")
 
 DESCRIPTION = """\
 Build TensorRT engines from YAML recipes, rebuilding only what is stale.
@@ -29,6 +29,8 @@ Build TensorRT engines from YAML recipes, rebuilding only what is stale.
   trtbuild schema                    print the recipe JSON Schema
   trtbuild env                       GPUs, TensorRT backends, frameworks and precisions found here
   trtbuild path NAME                 the plan of recipe NAME for this GPU and TensorRT version
+  trtbuild ray-node                  the `ray start` options offering this machine to a build farm
+                                     (then: trtbuild RECIPES --executor ray --remote URL)
 
 Each recipe compiles into steps: export -> check -> parity -> simplify -> precision -> accuracy
 -> engine -> verify (export and parity for framework models; precision and accuracy for fp16,

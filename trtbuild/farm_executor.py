@@ -50,8 +50,8 @@ class RayExecutor:
 
     def _connect(self) -> None:
         started_here = {} if self.address else {"include_dashboard": False, "resources": this_node()}
-        try:
-            self._ray.init(address=self.address, logging_level="ERROR", log_to_driver=False, configure_logging=False,
+        try:  # "local": a new instance, even when `ray start` left one running on this machine
+            self._ray.init(address=self.address or "local", logging_level="ERROR", log_to_driver=False, configure_logging=False,
                            **started_here)
         except ConnectionError as exc:
             raise UsageError(f"--executor ray: cannot reach the Ray cluster at {self.address}: {exc}") from None

@@ -42,7 +42,9 @@ def junit_xml(results, problems: list[str], seconds: float) -> str:
             ET.SubElement(case, "skipped", message=r.reason)
         elif r.status == "interrupted":
             ET.SubElement(case, "error", message=r.reason)
-        ET.SubElement(case, "system-out").text = f"{r.status}: {r.reason}"
+        if r.node:
+            ET.SubElement(ET.SubElement(case, "properties"), "property", name="node", value=node_name(r.node))
+        ET.SubElement(case, "system-out").text = f"{r.status}: {r.reason}" + (f" (on {node_name(r.node)})" if r.node else "")
     if problems:
         suite = ET.SubElement(root, "testsuite", name="recipes")
         for problem in problems:
@@ -63,14 +65,16 @@ def markdown(results, problems: list[str], seconds: float) -> str:
     verdict = ("INTERRUPTED" if counts["interrupted"] else
                "FAILED" if problems or counts["failed"] else "ok")
     summary = ", ".join(f"{n} {status}" for status, n in counts.items())
+    farm = any(r.node for r in results)  # a node column when steps ran on a cluster
     lines = [f"## trtbuild: {verdict}", "",
              f"{len(results)} steps: {summary or 'none'} in {seconds:.1f} s", "",
-             "| recipe | step | target | status | time | reason |", "| --- | --- | --- | --- | --- | --- |"]
+             "| recipe | step | target | status | time | reason |" + (" node |" if farm else ""),
+             "| --- | --- | --- | --- | --- | --- |" + (" --- |" if farm else "")]
     for r in results:
         status = {"failed": "**failed**"}.get(r.status, r.status)
         target = r.step.target.id if r.step.target else ""
         lines.append(f"| {r.step.recipe.recipe.name} | {r.step.name} | {target} | {status} | "
-                     f"{r.seconds:.2f} s | {_cell(r.reason)} |")
+                     f"{r.seconds:.2f} s | {_cell(r.reason)} |" + (f" {node_name(r.node)} |" if farm else ""))
     if results:  # the step graph, coloured by status: GitHub renders Mermaid in job summaries
         from trtbuild.dag import mermaid
 
@@ -85,6 +89,11 @@ def markdown(results, problems: list[str], seconds: float) -> str:
             lines += [f"**{r.step.label}**" + (f" `{r.step.target.id}`" if r.step.target else ""), "", "```",
                       r.error or "", "```", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def node_name(node: dict | None) -> str:
+    """A cluster node as reports show it: its address and the start of its Ray node id."""
+    return f"{node['address']} {node['id'][:8]}" if node else ""
 
 
 def _cell(text: str) -> str:
