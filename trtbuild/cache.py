@@ -5,6 +5,7 @@ Layout under the cache root:
     objects/ab/<sha256>        immutable artifacts, named by their content digest
     actions/ab/<key>.json      step key -> output digests (written last: the commit point)
     state/<recipe>.json        the last key and key components of each step ("why did it rebuild?")
+    recipes/<key>.json         recipe files validated before (trtbuild.validated)
     out/<recipe>/...           stable, human-facing links to the current outputs
     locks/, tmp/, logs/, timing/
 
@@ -28,6 +29,8 @@ from filelock import FileLock
 from trtbuild.fsutil import atomic_write, fsync_file, publish_copy, publish_link
 from trtbuild.hashing import StatCache, canonical_json, digest_file
 
+_USE_RESOLUTION = 86400  # seconds: how finely a record's last use is kept
+
 
 class Cache:
     def __init__(self, root: str | os.PathLike, warn=None):
@@ -41,7 +44,9 @@ class Cache:
         self.tmp = self.root / "tmp"
         self.logs = self.root / "logs"
         self.timing = self.root / "timing"
+        self.recipes = self.root / "recipes"
         self._stat_cache: StatCache | None = None
+        self._have_locks = False
 
     # -- artifacts -------------------------------------------------------------------------
 
@@ -102,6 +107,14 @@ class Cache:
             return record
         return None
 
+    def note_used(self, key: str) -> None:
+        """A hit was served: its record's mtime says when it was last used (what gc --older-than and
+        --max-size go by). At most once a day per record, so a no-op build rarely writes anything."""
+        path = self._action_path(key)
+        with contextlib.suppress(OSError):  # a read-only cache: the record stays dated by its build
+            if time.time() - path.stat().st_mtime > _USE_RESOLUTION:
+                os.utime(path)
+
     def put_action(self, key: str, record: dict) -> None:
         atomic_write(self._action_path(key), canonical_json(record))
 
@@ -157,7 +170,9 @@ class Cache:
     # -- locks, scratch space --------------------------------------------------------------
 
     def locks_dir(self) -> Path:
-        self.locks.mkdir(parents=True, exist_ok=True)
+        if not self._have_locks:  # once per run, not once per lock
+            self.locks.mkdir(parents=True, exist_ok=True)
+            self._have_locks = True
         return self.locks
 
     def step_lock(self, key: str) -> FileLock:
@@ -189,24 +204,19 @@ class Cache:
         """Retire action records as `policy` (trtbuild.retention.Policy) says, then delete objects no
         record names, and scratch left by killed runs. dry_run: say what would go, delete nothing.
         Builds hold the cache shared: gc waits for them."""
-        from trtbuild.publish import read_manifest
         from trtbuild.retention import retire
 
         with self.using(exclusive=True):
             actions = []
             for path in self.actions.glob("*/*.json"):
                 with contextlib.suppress(ValueError, OSError):
-                    actions.append((path, json.loads(path.read_text())))
+                    actions.append((path, json.loads(path.read_text()), path.stat().st_mtime))
             sizes = {p.name: p.stat().st_size for p in self.objects.glob("*/*")}
             retired = []
             if policy is not None and not policy.empty:
-                protected = {e.get("key") for state in self.state_dir.glob("*.json")
-                             for e in self.read_state(state.stem).values()}
-                protected |= {s.get("key") for link in self.out.glob("*") if link.is_symlink()
-                              for s in (read_manifest(link) or {}).get("steps", {}).values()}
-                retired = retire(actions, protected - {None}, sizes, policy, time.time())
+                retired = retire(actions, self.current_keys(), sizes, policy, time.time())
             gone = set(retired)
-            live = {o["digest"] for path, record in actions if path not in gone for o in record["outputs"].values()}
+            live = {o["digest"] for path, record, _ in actions if path not in gone for o in record["outputs"].values()}
             dead = [digest for digest in sizes if digest not in live]
             if not dry_run:
                 for path in retired:
@@ -216,6 +226,15 @@ class Cache:
                 self._clean_scratch()
         return {"retired_actions": len(retired), "removed_objects": len(dead),
                 "freed_bytes": sum(sizes[d] for d in dead), "kept_objects": len(live), "dry_run": dry_run}
+
+    def current_keys(self) -> set[str]:
+        """The keys of each recipe's last build (its state) and of what out/ shows (its manifest)."""
+        from trtbuild.publish import read_manifest
+
+        keys = {e.get("key") for state in self.state_dir.glob("*.json") for e in self.read_state(state.stem).values()}
+        keys |= {s.get("key") for link in self.out.glob("*") if link.is_symlink()
+                 for s in (read_manifest(link) or {}).get("steps", {}).values()}
+        return keys - {None}
 
     def _clean_scratch(self) -> None:
         if self.tmp.exists():

@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-from trtbuild import __version__
+from trtbuild import __version__, commands
 from trtbuild.errors import (EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, RecipeError, TrtbuildError,
-                             UsageError, first_line)
-from trtbuild.arguments import byte_size, positive, positive_seconds, step_kinds, target_spec
+                             UsageError)
+from trtbuild.arguments import positive, positive_seconds, step_kinds, target_spec
 from trtbuild.summary import print_results, recap
 
 COMMANDS = ("build", "status", "dag", "repro", "gc", "schema", "env", "path", "ray-node")
@@ -142,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     repro.add_argument("--target", type=target_spec, metavar="SPEC", help="for engine / verify: which target")
     repro.set_defaults(func=cmd_repro)
 
-    gc = sub.add_parser("gc", parents=[cache_opt], help="bound the cache: retire old results, delete what nothing names",
+    gc = sub.add_parser("gc", parents=[cache_opt, remote_opt], help="bound the cache: retire old results, delete what nothing names",
                         description="Retire old action records as the options say (never those of each recipe's last "
                         "build or of what out/ shows), then delete objects no record names and scratch files left by "
                         "killed runs. Waits for running builds.")
@@ -150,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     gc.add_argument("--older-than", metavar="AGE", help="retire results made more than AGE ago (30d, 12h, 90m)")
     gc.add_argument("--max-size", metavar="SIZE", help="retire the least recent results until the objects fit (50GiB)")
     gc.add_argument("-n", "--dry-run", action="store_true", help="say what would be removed; remove nothing")
-    gc.set_defaults(func=cmd_gc)
+    gc.set_defaults(func=commands.cmd_gc)
 
     ray_node = sub.add_parser("ray-node", help="print the `ray start` options that offer this machine to a build farm",
                               description="Print the `ray start` options (custom resources) that tell a Ray cluster "
@@ -158,14 +158,14 @@ def _parser() -> argparse.ArgumentParser:
                               "architecture, GPUs to run engines on. Found from the installed backends and NVML.")
     ray_node.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), metavar="ADDR",
                           help="the head node to join (env RAY_ADDRESS); without it, options for a head node")
-    ray_node.set_defaults(func=cmd_ray_node)
+    ray_node.set_defaults(func=commands.cmd_ray_node)
 
     schema = sub.add_parser("schema", help="print the recipe JSON Schema (for editor completion)")
     schema.set_defaults(func=cmd_schema)
 
     env = sub.add_parser("env", help="show GPUs, backends and frameworks found on this machine")
     env.add_argument("--json", action="store_true", help="machine-readable output")
-    env.set_defaults(func=cmd_env)
+    env.set_defaults(func=commands.cmd_env)
 
     path = sub.add_parser("path", parents=[cache_opt], help="print the plan for this machine's GPU and TensorRT",
                           description="Print the plan built for recipe NAME that runs on this machine's GPU with the "
@@ -174,7 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     path.add_argument("--gpu", type=int, default=0, metavar="INDEX", help="GPU index (default 0)")
     path.add_argument("--target", type=target_spec, metavar="SPEC",
                       help="the plan of this target instead (\"tensorrt-rtx\", \"tensorrt:sm86\"), on any machine")
-    path.set_defaults(func=cmd_path)
+    path.set_defaults(func=commands.cmd_path)
     return parser
 
 
@@ -202,7 +202,7 @@ def _compile(args, cache, machine=None) -> tuple[list, list[str]]:
     steps, problems, names = [], [], {}
     for file in _recipe_files(args.recipes):
         try:
-            loaded = load_recipe(file)
+            loaded = load_recipe(file, cache.recipes)
             name = loaded.recipe.name
             if name in names:
                 raise RecipeError([f"{loaded.where('name')}: name: {name!r} is also the name of {names[name]}"])
@@ -225,7 +225,9 @@ def cmd_build(args) -> int:
     cache = Cache(args.cache_dir)
     progress = Progress(quiet=args.quiet)
     cache.warn = progress.warn
-    remote = _remote(args, progress.warn)
+    from trtbuild.remote import open_remote
+
+    remote = open_remote(args.remote, progress.warn)
     executor = _executor(args, cache, progress.warn)
     steps, problems = _compile(args, cache, executor and executor.machine)
     for problem in problems:
@@ -276,29 +278,6 @@ def _executor(args, cache, warn):
     return RayExecutor(args.ray_address, args.remote, cache, warn)
 
 
-def cmd_ray_node(args) -> int:
-    from trtbuild.farm import ray_start_options, this_node
-
-    offers = this_node()
-    where = f"--address={args.address}" if args.address else "--head"
-    print(f"ray start {where} {ray_start_options(offers)}")
-    if not offers:
-        print("trtbuild: this machine offers CPU steps only (no TensorRT backend or GPU found)", file=sys.stderr)
-    return EXIT_OK
-
-
-def _remote(args, warn):
-    """The --remote cache, or None."""
-    if not args.remote:
-        return None
-    try:
-        from trtbuild.remote import Remote
-
-        return Remote(args.remote, warn)
-    except ImportError as exc:
-        raise UsageError(f"--remote {args.remote}: {exc}; pip install 'trtbuild[remote]'") from None
-
-
 def _dry_run(args) -> tuple[list, list, list[str]]:
     """What a build would do, step by step, without building: (results, state rows, recipe problems)."""
     from trtbuild.cache import Cache
@@ -310,7 +289,9 @@ def _dry_run(args) -> tuple[list, list, list[str]]:
     steps, problems = _compile(args, cache)
     with open(os.devnull, "w") as devnull:
         progress = Progress(stream=devnull, quiet=True)
-        remote = _remote(args, lambda text: print(f"trtbuild: warning: {text}", file=sys.stderr))
+        from trtbuild.remote import open_remote
+
+        remote = open_remote(args.remote, lambda text: print(f"trtbuild: warning: {text}", file=sys.stderr))
         results = Runner(cache, progress, dry_run=True, remote=remote).run(steps) if steps else []
     return results, step_states(results, cache), problems
 
@@ -381,39 +362,6 @@ def cmd_repro(args) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(script)
-    return EXIT_OK
-
-
-def cmd_gc(args) -> int:
-    from trtbuild.cache import Cache
-
-    from trtbuild.retention import Policy, parse_age
-
-    try:
-        policy = Policy(keep_last=args.keep_last,
-                        older_than=parse_age(args.older_than) if args.older_than else None,
-                        max_size=byte_size(args.max_size) if args.max_size else None)
-    except ValueError as exc:
-        raise UsageError(f"gc: {first_line(exc)}") from None
-    stats = Cache(args.cache_dir).gc(policy, dry_run=args.dry_run)
-    verb = "would remove" if args.dry_run else "removed"
-    print(f"{verb} {stats['retired_actions']} results and {stats['removed_objects']} objects "
-          f"({stats['freed_bytes'] / 2**20:.1f} MiB); kept {stats['kept_objects']} objects")
-    return EXIT_OK
-
-
-def cmd_env(args) -> int:
-    from trtbuild.environment import describe, render
-
-    info = describe()
-    print(json.dumps(info, indent=2) if args.json else render(info))
-    return EXIT_OK
-
-
-def cmd_path(args) -> int:
-    from trtbuild.deploy import find_plan
-
-    print(find_plan(args.name, args.cache_dir, args.gpu, args.target))
     return EXIT_OK
 
 

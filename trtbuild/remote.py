@@ -16,11 +16,23 @@ import threading
 import uuid
 
 from trtbuild.cache import Cache
+from trtbuild.errors import UsageError
 from trtbuild.hashing import canonical_json, digest_file
 
 # What a remote record may name: a file in the step's output folder, an object by its SHA-256.
 _OUTPUT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_PUSH_GRACE = 3600  # seconds: gc leaves younger remote objects alone (their record may be on its way)
+
+
+def open_remote(url: str | None, warn) -> "Remote | None":
+    """The --remote cache, or None when no URL is given."""
+    if not url:
+        return None
+    try:
+        return Remote(url, warn)
+    except ImportError as exc:
+        raise UsageError(f"--remote {url}: {exc}; pip install 'trtbuild[remote]'") from None
 
 
 class Remote:
@@ -128,6 +140,34 @@ class Remote:
         os.unlink(dest)
         return False
 
+    def gc(self, policy, protected: set[str], dry_run: bool, now: float) -> dict:
+        """trtbuild gc on the remote: retire records as `policy` says (never `protected` keys), then delete
+        objects no record names. Objects and temp files younger than an hour are left alone: another
+        machine may be pushing a step whose record is not written yet. Errors propagate."""
+        from trtbuild.retention import retire
+
+        actions = []
+        for path, info in self.fs.find(f"{self.root}/actions", detail=True).items():
+            key = path.rsplit("/", 1)[1].removesuffix(".json")
+            try:
+                record = json.loads(self.fs.cat_file(path))
+            except (ValueError, FileNotFoundError):
+                continue
+            if path.endswith(".json") and not record_problem(record, key):  # others name nothing: not kept alive
+                actions.append((path, record, _modified(info)))
+        objects = {path: info for path, info in self.fs.find(f"{self.root}/objects", detail=True).items()}
+        sizes = {path.rsplit("/", 1)[1]: info["size"] for path, info in objects.items()}
+        retired = retire(actions, protected, sizes, policy, now) if not policy.empty else []
+        live = {o["digest"] for path, record, _ in actions if path not in set(retired)
+                for o in record["outputs"].values()}
+        dead = [path for path, info in objects.items()
+                if path.rsplit("/", 1)[1] not in live and now - _modified(info) > _PUSH_GRACE]
+        if not dry_run:
+            for path in [*retired, *dead]:
+                self.fs.rm_file(path)
+        return {"retired_actions": len(retired), "removed_objects": len(dead),
+                "freed_bytes": sum(objects[p]["size"] for p in dead), "kept_objects": len(live), "dry_run": dry_run}
+
     def _upload(self, local: str, path: str) -> None:
         tmp = f"{path}.{uuid.uuid4().hex}.tmp"
         self._makedirs(path)
@@ -150,6 +190,16 @@ class Remote:
                 self.enabled = False
                 self._warn(f"remote cache {self.url} unavailable ({type(exc).__name__}: {str(exc)[:200]}); "
                            "building locally")
+
+
+def _modified(info: dict) -> float:
+    """An fsspec listing entry's modification time (local: mtime; S3: LastModified; GCS: updated)."""
+    stamp = info.get("mtime") or info.get("LastModified") or info.get("updated") or 0
+    if isinstance(stamp, str):
+        from datetime import datetime
+
+        stamp = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp)
 
 
 def record_problem(record, key: str) -> str | None:

@@ -1,9 +1,11 @@
 """Which action records `trtbuild gc` retires, so a nightly runner's cache stays bounded.
 
 Never retired: the steps of each recipe's last build (its state file) and of what out/ shows (its
-manifest). Of the rest: all but the newest `keep_last` per recipe x step x target, those made more
-than `older_than` seconds ago, then the oldest first until the objects the remaining records name
-fit in `max_size` bytes. Objects no remaining record names are then deleted by gc.
+manifest). Of the rest: all but the newest `keep_last` per recipe x step x target, those last used
+more than `older_than` seconds ago, then the least recently used first until the objects the
+remaining records name fit in `max_size` bytes. Objects no remaining record names are then deleted
+by gc. A record's last use is when it was made or last served as a hit (its file's mtime, touched
+at most daily by trtbuild.cache).
 """
 
 from __future__ import annotations
@@ -35,12 +37,15 @@ def parse_age(text: str) -> float:
     return float(found.group(1)) * _UNITS[found.group(2) or "s"]
 
 
-def retire(actions: list[tuple[Path, dict]], protected: set[str], sizes: dict[str, int], policy: Policy,
-           now: float) -> list[Path]:
-    """The action files to delete. `actions`: (file, record) pairs; `protected`: keys never retired;
-    `sizes`: object digest -> bytes."""
+def retire(actions: list[tuple[Path | str, dict, float]], protected: set[str], sizes: dict[str, int],
+           policy: Policy, now: float) -> list[Path | str]:
+    """The action files to delete. `actions`: (file, record, last used) triples; `protected`: keys never
+    retired; `sizes`: object digest -> bytes."""
     def removable(record: dict) -> bool:
         return record.get("key") not in protected
+
+    used = {path: max(last_used, record.get("created", 0)) for path, record, last_used in actions}
+    actions = [(path, record) for path, record, _ in actions]
 
     drop: set[Path] = set()
     if policy.keep_last is not None:
@@ -52,12 +57,12 @@ def retire(actions: list[tuple[Path, dict]], protected: set[str], sizes: dict[st
             drop |= {path for _, path, record in entries[policy.keep_last:] if removable(record)}
     if policy.older_than is not None:
         drop |= {path for path, record in actions
-                 if removable(record) and now - record.get("created", 0) > policy.older_than}
+                 if removable(record) and now - used[path] > policy.older_than}
     if policy.max_size is not None:
         kept = [(path, record) for path, record in actions if path not in drop]
         users = Counter(o["digest"] for _, record in kept for o in record["outputs"].values())
         total = sum(sizes.get(digest, 0) for digest in users)
-        for path, record in sorted(kept, key=lambda pr: pr[1].get("created", 0)):  # least recent first
+        for path, record in sorted(kept, key=lambda pr: used[pr[0]]):  # least recently used first
             if total <= policy.max_size:
                 break
             if not removable(record):

@@ -216,7 +216,11 @@ class Runner:
         if moved:  # the key holds; what the step's code read while it ran does not
             self._moved[step] = f"{', '.join(moved[:3])}{' ...' if len(moved) > 3 else ''} changed (read while it ran)"
             return None
-        outputs = {} if self.dry_run else self._published(step, record["outputs"])
+        if self.dry_run:
+            outputs = {}
+        else:
+            outputs = self._published(step, record["outputs"])
+            self.cache.note_used(key)
         return StepResult(step, CACHED, reason, outputs=outputs, key=key, record=record)
 
     def _published(self, step: Step, outputs: dict) -> dict[str, str]:
