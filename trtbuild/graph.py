@@ -283,7 +283,7 @@ def _read(inputs: dict, *fields: str) -> dict:
 def _where(loaded: LoadedRecipe) -> dict[str, str]:
     """`file:line` of the recipe values a step may blame, by dotted key ("recipe": the file itself)."""
     recipe = loaded.recipe
-    keys = [("source",), *(("source", k) for k in recipe.source.model_fields_set), ("inputs",),
+    keys = [("source",), *(("source", k) for k in recipe.source.given), ("inputs",),
             *(("inputs", n) for n in recipe.inputs), *(("inputs", n, "dtype") for n in recipe.inputs)]
     return {".".join(k): loaded.where(*k) for k in keys} | {"recipe": str(loaded.file)}
 

@@ -43,6 +43,7 @@ class StatCache:
     def __init__(self, path: Path):
         self.path = path
         self._dirty = False
+        self._real: dict[str, str] = {}  # path -> resolved path; an entry is checked by its stat anyway
         try:
             self._entries: dict[str, dict] = json.loads(path.read_text())
         except (OSError, ValueError):  # none yet, or unreadable: only a slower run
@@ -51,7 +52,7 @@ class StatCache:
     def memo(self, file: Path, fact: str, compute: Callable[[Path], Any]) -> Any:
         st = os.stat(file)
         signature = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-        key = str(Path(file).resolve())
+        key = self._resolved(file)
         entry = self._entries.get(key)
         if entry and entry["stat"] == signature and fact in entry["facts"]:
             return entry["facts"][fact]
@@ -63,10 +64,18 @@ class StatCache:
             self._dirty = True
         return value
 
+    def _resolved(self, file: Path) -> str:
+        """The entry's name: the file's real path, looked up once per run (resolving costs a stat per
+        path component). A symlink moved meanwhile cannot mislead: the entry must match the stat."""
+        name = str(file)
+        if name not in self._real:
+            self._real[name] = str(Path(file).resolve())
+        return self._real[name]
+
     def remember(self, file: Path, fact: str, value: Any) -> None:
         """Record a fact computed by whoever wrote the file (the store's objects, named by their digest)."""
         st = os.stat(file)
-        self._entries[str(Path(file).resolve())] = {
+        self._entries[self._resolved(file)] = {
             "stat": [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino], "facts": {fact: value}}
         self._dirty = True
 
