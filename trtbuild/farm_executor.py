@@ -15,7 +15,7 @@ from pathlib import Path
 from trtbuild.errors import UsageError
 from trtbuild.executor import Task
 from trtbuild.farm import FarmMachine, needs, this_node, what_it_needs
-from trtbuild.farm_task import run_step
+from trtbuild.farm_task import run_step, warm_up
 
 _RETRIES = 2  # a node that dies mid-step: the step runs again elsewhere, this many times at most
 _POLL = 1.0  # seconds between checks that a pending task can still be placed
@@ -32,6 +32,7 @@ class RayExecutor:
         self.cache = cache
         self._lock = threading.Lock()
         self._running: set = set()
+        self._warm = False
         if self.address:  # a cluster: what its nodes offer decides the targets, so ask it now
             self._connect()
             nodes = self._alive()
@@ -57,9 +58,24 @@ class RayExecutor:
             raise UsageError(f"--executor ray: cannot reach the Ray cluster at {self.address}: {exc}") from None
 
     def _ensure_connected(self) -> None:
+        """Connected (a local instance starts here), and the nodes warming up, before the first step."""
         with self._lock:
             if not self._ray.is_initialized():
                 self._connect()
+            if not self._warm:
+                self._warm = True
+                self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One task per CPU node, not waited for: Ray starts a worker process for this run on each, which
+        loads trtbuild and a step worker while the first steps are planned and run."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        warm = self._ray.remote(warm_up)
+        for node in self._alive():
+            if node["Resources"].get("CPU", 0) >= 1:
+                warm.options(num_cpus=1, scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=True)
+                             ).remote()
 
     @property
     def cpus(self) -> int:

@@ -11,6 +11,7 @@ import atexit
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from trtbuild.hashing import digest_file
@@ -54,8 +55,9 @@ def run_step(payload: dict) -> dict:
         # A task given a GPU runs in a process of its own: CUDA reads CUDA_VISIBLE_DEVICES (set by Ray
         # for this task) once per process.
         isolated = payload["isolated"] or bool(os.environ.get("CUDA_VISIBLE_DEVICES"))
+        started = time.perf_counter()
         result = _workers().run(Task(job, log, isolated=isolated, spare=None, timeout=payload["timeout"]))
-        result["node"] = node
+        result["node"] = node | {"seconds": round(time.perf_counter() - started, 3)}  # the step itself, on the node
         result["log"] = _tail_bytes(log)
         if result.get("ok"):
             result["outputs"] = {}
@@ -66,6 +68,12 @@ def run_step(payload: dict) -> dict:
         return result
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def warm_up() -> None:
+    """Start a Ray worker process with this module and its imports loaded, and a step worker ready:
+    what the first step on each node would otherwise wait for."""
+    _workers().prestart()
 
 
 def _workers() -> WorkerPool:

@@ -96,6 +96,12 @@ class WorkerPool:
             worker.proc.wait()  # it is exiting: reap it
         return result
 
+    def prestart(self) -> None:
+        """Have one idle worker starting, if none is idle: the next step need not wait for a process."""
+        with self._lock:
+            if not self._idle and not self._closed:
+                self._idle.append(self._spawn())
+
     def _take(self, spare: tuple[str, ...] | None) -> Worker:
         with self._lock:
             if self._closed:
