@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -116,31 +117,64 @@ def test_an_sm86_engine_goes_to_the_node_that_offers_sm86_and_an_unoffered_targe
     assert code == 1
 
 
-def test_a_node_killed_mid_step_ends_its_recipe_with_a_clear_result(cluster, tmp_path):
-    """A PyTorch export that takes a while runs on a node of its own; that node is killed under it.
-    No other node offers a CPU, so the step fails at once, naming why; the run ends."""
-    folder = tmp_path / "recipes"
+def slow_export(folder: Path, started: Path) -> None:
+    """A PyTorch recipe whose model takes a minute to build; it writes its process id to `started`."""
     folder.mkdir()
-    started = tmp_path / "export-started"
     (folder / "slownet.py").write_text(
-        "import pathlib, time\nimport torch\n\n"
+        "import os, pathlib, time\nimport torch\n\n"
         "def build():\n"
-        f"    pathlib.Path({str(started)!r}).write_text('')\n"
+        f"    pathlib.Path({str(started)!r}).write_text(str(os.getpid()))\n"
         "    time.sleep(60)\n"
         "    return torch.nn.Conv2d(3, 4, 3)\n")
     data = recipe_dict("unused")
     data["name"] = "slow"
     data["source"] = {"framework": "pytorch", "entrypoint": "slownet:build", "outputs": ["y"]}
     (folder / "slow.yaml").write_text(yaml.safe_dump(data))
+
+
+def wait_for(path: Path, process) -> None:
+    deadline = time.monotonic() + 120
+    while not path.exists() or not path.read_text():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.2)
+
+
+def gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_ctrl_c_cancels_the_running_tasks(cluster, tmp_path):
+    started = tmp_path / "export-started"
+    slow_export(tmp_path / "recipes", started)
+    process = build(tmp_path / "recipes", cluster.address, remote=tmp_path / "remote", wait=False)
+    wait_for(started, process)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    report = json.loads((tmp_path / "recipes" / "report.json").read_text())
+    assert next(s for s in report["steps"] if s["step"] == "export")["status"] == "interrupted"
+    assert gone(int(started.read_text()), within=15)  # the export on the node stopped too
+
+
+def test_a_node_killed_mid_step_ends_its_recipe_with_a_clear_result(cluster, tmp_path):
+    """A PyTorch export that takes a while runs on a node of its own; that node is killed under it.
+    No other node offers a CPU, so the step fails at once, naming why; the run ends."""
+    folder = tmp_path / "recipes"
+    started = tmp_path / "export-started"
+    slow_export(folder, started)
     lone = cluster.add_node(num_cpus=1, resources={"lone": 1}, object_store_memory=80 * 2**20)
     for node in cluster.workers:  # only the lone node offers a CPU while the export runs
         cluster.remove_node(node)
     try:
         process = build(folder, cluster.address, remote=tmp_path / "remote", wait=False)
-        deadline = time.monotonic() + 120
-        while not started.exists():
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-            time.sleep(0.2)
+        wait_for(started, process)
         cluster.remove_node(lone)
         out, err = process.communicate(timeout=120)
     finally:  # the workers back, for any test after this one
@@ -153,6 +187,7 @@ def test_a_node_killed_mid_step_ends_its_recipe_with_a_clear_result(cluster, tmp
     assert process.returncode == 1
     assert export["status"] == "failed"
     assert "left the cluster" in export["error"] or "died" in export["error"], export["error"]
+    assert gone(int(started.read_text()), within=15)  # no export left running for nobody
     assert {s["status"] for s in report["steps"] if s["step"] != "export"} == {"skipped"}
 
 
