@@ -19,6 +19,7 @@ from trtbuild.errors import RecipeError, UsageError
 from trtbuild.hashing import digest_json
 from trtbuild.recipe import QUANTIZED_PRECISIONS, LoadedRecipe
 from trtbuild.frameworks import DEFAULT_OPSET, require
+from trtbuild.gpu import remember_in
 from trtbuild.sources import distribution_of, glob_files, module_file, onnx_files, tree_files, user_imports
 from trtbuild.steps import code_version, load_kind, tool_version
 from trtbuild.steps.export import ONNX_FILES
@@ -100,6 +101,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
     """The steps of one recipe in dependency order:
     [export -> check -> parity ->] simplify -> [precision -> accuracy ->] engine -> verify
     (export and parity for framework sources; precision and accuracy for fp16 / bf16 / int8 / fp8)."""
+    remember_in(cache.root / "gpus.json")  # NVML once per GPU set, not once per run
     recipe = loaded.recipe
     out = Path(recipe.name)
     # PyTorch models carry no input types; the other sources' types come from the model when not set.
