@@ -51,7 +51,7 @@ class Cache:
     # -- artifacts -------------------------------------------------------------------------
 
     def object_path(self, digest: str) -> Path:
-        return self.objects / digest[:2] / digest
+        return self.objects.joinpath(digest[:2], digest)  # one join: a no-op build makes thousands
 
     def ingest(self, file: Path) -> tuple[str, int]:
         """Move a finished file (on the cache's filesystem) into the store; return (digest, size).
@@ -73,7 +73,7 @@ class Cache:
         """Whether objects/<digest> exists and holds those bytes. Its stat is compared with the one
         recorded at ingest; a file whose stat moved (an edit, even as root) is re-hashed, and one whose
         bytes no longer match is reported and removed, so it is rebuilt or pulled, never served."""
-        path = self.object_path(digest)
+        path = os.path.join(self.objects, digest[:2], digest)  # a string: every hit checks its objects
         try:
             actual = self.stat_cache.digest(path)
         except FileNotFoundError:
@@ -86,18 +86,18 @@ class Cache:
         self.warn(f"cache object {path} does not hold the bytes it is named after (edited in place?); "
                   "removed, rebuilding")
         with contextlib.suppress(OSError):
-            path.unlink()
+            os.unlink(path)
         return False
 
     # -- action records --------------------------------------------------------------------
 
     def _action_path(self, key: str) -> Path:
-        return self.actions / key[:2] / f"{key}.json"
+        return self.actions.joinpath(key[:2], f"{key}.json")
 
     def get_action(self, key: str) -> dict | None:
         """The record for `key` if it and every object it names exist and hold their bytes."""
         try:
-            record = json.loads(self._action_path(key).read_text())
+            record = json.loads(self._action_path(key).read_bytes())
         except (FileNotFoundError, ValueError):
             return None
         except OSError as exc:
@@ -127,7 +127,7 @@ class Cache:
 
     def read_state(self, recipe: str) -> dict:
         try:
-            return json.loads((self.state_dir / f"{recipe}.json").read_text())
+            return json.loads((self.state_dir / f"{recipe}.json").read_bytes())
         except (OSError, ValueError):  # none yet, or another user's unreadable one: no history
             return {}
 

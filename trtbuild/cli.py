@@ -196,22 +196,24 @@ def _recipe_files(paths: list[str]) -> list[Path]:
 
 def _compile(args, cache, machine=None) -> tuple[list, list[str]]:
     """Steps of every valid recipe, plus the problems of the invalid ones."""
-    from trtbuild.graph import compile_recipe
+    from trtbuild.graph import compile_recipe, no_collection
     from trtbuild.recipe import load_recipe
 
     steps, problems, names = [], [], {}
-    for file in _recipe_files(args.recipes):
-        try:
-            loaded = load_recipe(file, cache.recipes)
-            name = loaded.recipe.name
-            if name in names:
-                raise RecipeError([f"{loaded.where('name')}: name: {name!r} is also the name of {names[name]}"])
-            names[name] = file
-            steps += compile_recipe(loaded, cache, args.backend, args.target, **({"machine": machine} if machine else {}))
-        except RecipeError as exc:
-            problems += exc.problems
-        except UsageError as exc:
-            problems.append(f"{file}: {exc}")
+    with no_collection():
+        for file in _recipe_files(args.recipes):
+            try:
+                loaded = load_recipe(file, cache.recipes)
+                name = loaded.recipe.name
+                if name in names:
+                    raise RecipeError([f"{loaded.where('name')}: name: {name!r} is also the name of {names[name]}"])
+                names[name] = file
+                steps += compile_recipe(loaded, cache, args.backend, args.target,
+                                        **({"machine": machine} if machine else {}))
+            except RecipeError as exc:
+                problems += exc.problems
+            except UsageError as exc:
+                problems.append(f"{file}: {exc}")
     return steps, problems
 
 
