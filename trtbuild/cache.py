@@ -97,7 +97,8 @@ class Cache:
     def get_action(self, key: str) -> dict | None:
         """The record for `key` if it and every object it names exist and hold their bytes."""
         try:
-            record = json.loads(self._action_path(key).read_bytes())
+            with open(os.path.join(self.actions, key[:2], f"{key}.json"), "rb") as f:  # a string path: see verified
+                record = json.loads(f.read())
         except (FileNotFoundError, ValueError):
             return None
         except OSError as exc:
@@ -127,7 +128,8 @@ class Cache:
 
     def read_state(self, recipe: str) -> dict:
         try:
-            return json.loads((self.state_dir / f"{recipe}.json").read_bytes())
+            with open(os.path.join(self.state_dir, f"{recipe}.json"), "rb") as f:
+                return json.loads(f.read())
         except (OSError, ValueError):  # none yet, or another user's unreadable one: no history
             return {}
 

@@ -25,6 +25,7 @@ class Section:
     `given`, the keys the recipe file itself set."""
 
     def __init__(self, values: dict, given: list[str]):
+        assert "given" not in values, "a recipe field named 'given' would hide the keys given"
         self.__dict__.update(values)
         self.__dict__["given"] = frozenset(given)
 

@@ -29,7 +29,8 @@ def key(data: bytes) -> str:
 def read(folder: Path, key: str) -> dict | None:
     """The record for `key`; None when there is none (or it is unreadable: then the file is validated again)."""
     try:
-        record = json.loads((folder / f"{key}.json").read_bytes())
+        with open(os.path.join(folder, f"{key}.json"), "rb") as f:
+            record = json.loads(f.read())
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) and record.keys() == {"recipe", "lines"} else None
