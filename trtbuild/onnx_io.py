@@ -11,20 +11,25 @@ _PROTOBUF_LIMIT = 2**31 - 1
 def save_onnx(model, path: Path) -> None:
     import onnx
 
-    if _fits_in_one_file(model):
-        onnx.save(model, str(path))
+    data = _serialized(model)
+    if data is not None:
+        with open(path, "wb") as f:
+            f.write(data)
     else:
         onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                   location=f"{path.name}.data")
 
 
-def _fits_in_one_file(model) -> bool:
+def _serialized(model) -> bytes | None:
+    """The model's bytes when it fits in one file, else None. Serialized once: measuring a model
+    (ByteSize) costs as much as serializing it."""
     from google.protobuf.message import EncodeError
 
     try:
-        return model.ByteSize() < _PROTOBUF_LIMIT
-    except (EncodeError, ValueError):  # protobuf (upb) refuses even to measure a message over 2 GB
-        return False
+        data = model.SerializeToString()
+    except (EncodeError, ValueError):  # protobuf (upb) refuses to serialize, even to measure, over 2 GB
+        return None
+    return data if len(data) <= _PROTOBUF_LIMIT else None
 
 
 def normalize_file(path: Path) -> None:
