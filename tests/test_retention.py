@@ -125,3 +125,14 @@ def test_gc_applies_the_same_policy_to_the_remote_cache(project, tmp_path, capsy
     (remote / "actions" / "ab").mkdir(exist_ok=True)  # a hostile record names nothing and keeps nothing alive
     (remote / "actions" / "ab" / ("ab" * 32 + ".json")).write_text('{"outputs": {"../x": {"digest": "zz"}}}')
     assert gc(project, "--remote", remote.as_uri()) == 0
+
+
+def test_gc_drops_recipe_records_older_than_a_week(project, capsys):
+    assert project.build()[0] == 0
+    records = list((project.cache / "recipes").glob("*.json"))
+    assert len(records) == 1
+    os.utime(records[0], (time.time() - 8 * 86400,) * 2)
+    assert gc(project) == 0
+    assert not records[0].exists()
+    code, report = project.build()  # validated again, and the steps are still cached
+    assert code == 0 and set(statuses(report).values()) == {"cached"} and records[0].exists()

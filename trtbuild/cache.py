@@ -246,6 +246,9 @@ class Cache:
         for folder in self.out.glob(".*"):
             if folder.is_dir() and not folder.is_symlink() and folder.resolve() not in shown:
                 shutil.rmtree(folder, ignore_errors=True)
+        for record in self.recipes.glob("*.json"):  # over a week old: remade by one validation (0.15 s) if needed
+            if time.time() - record.stat().st_mtime > 7 * 86400:
+                record.unlink(missing_ok=True)
         for lock in self.locks.glob("*.lock"):
             if lock.name != "cache.lock" and time.time() - lock.stat().st_mtime > 3600:
                 lock.unlink(missing_ok=True)
