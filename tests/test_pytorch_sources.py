@@ -50,6 +50,17 @@ class Counted(Single):
         return {"seg": torch.relu(self.conv(x)), "count": x.shape[0]}
 
 
+class BatchStats(torch.nn.Module):
+    """Normalized by the batch's own statistics, at inference too: refuses a batch of 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = torch.nn.BatchNorm1d(8, track_running_stats=False)
+
+    def forward(self, x):
+        return {"z": self.norm(x)}
+
+
 class Checked(Single):
     """Refuses NaN input: a branch on tensor values, which torch.export cannot capture and tracing passes."""
 
@@ -194,6 +205,17 @@ def test_exported_program_file_builds(nets):
     assert statuses(report) == ALL_BUILT
     assert report["steps"][0]["meta"]["exporter"] == "dynamo"
     assert engine_outputs(nets) == [("cls", [-1, 5]), ("seg", [-1, 4, 16, 16])]
+
+
+def test_model_that_refuses_batch_1_is_run_at_opt_to_learn_its_outputs(nets):
+    # what a model returns is learnt at batch 1 where the batch is dynamic; this one needs two samples
+    x = {"shape": [-1, 8], "min": [2, 8], "opt": [4, 8], "max": [8, 8]}
+    code, report = build(write_recipe(nets, x, entrypoint="nets:BatchStats"))
+    export = report["steps"][0]
+    assert export["status"] == "built", report
+    assert "the model failed at batch 1" in Path(export["log"]).read_text()
+    import onnx
+    assert [o.name for o in onnx.load(nets / "cache" / "out" / "net" / "model.onnx").graph.output] == ["z"]
 
 
 def test_checkpoint_that_does_not_fit_names_the_keys(nets):

@@ -20,6 +20,13 @@ def numpy_dtype(name: str) -> np.dtype:
     return np.dtype(name)
 
 
+def at_batch_one(inputs: dict[str, dict]) -> dict[str, dict]:
+    """The input specs with a dynamic leading (batch) dim set to 1 in `opt`: the cheapest run of the
+    model that proves something about every batch (a structure, a rewrite)."""
+    return {name: spec | {"opt": [1, *spec["opt"][1:]]} if spec["shape"] and spec["shape"][0] == -1 else spec
+            for name, spec in inputs.items()}
+
+
 def example_inputs(inputs: dict[str, dict], seed: int, data: Path | None = None) -> dict[str, np.ndarray]:
     """Arrays at each input's `opt` shape: from a .npz keyed by input name, or seeded random values
     (normal floats, integers 0..9, ones for integer or bool inputs named like a mask)."""

@@ -84,11 +84,9 @@ def quick_check(original: Path, simplified: Path, recipe_inputs: dict) -> str:
     import numpy as np
 
     from trtbuild.onnx_io import complete_inputs
-    from trtbuild.tensors import example_inputs, run_onnxruntime
+    from trtbuild.tensors import at_batch_one, example_inputs, run_onnxruntime
 
-    inputs = complete_inputs(original, recipe_inputs)
-    for spec in inputs.values():  # batch 1 where the batch is dynamic: the cheapest run that proves it
-        spec["opt"] = [1, *spec["opt"][1:]] if spec["shape"] and spec["shape"][0] == -1 else spec["opt"]
+    inputs = at_batch_one(complete_inputs(original, recipe_inputs))
     try:
         feeds = example_inputs(inputs, seed=0)
     except StepError as exc:  # string inputs, say: nothing to feed either model
