@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 from trtbuild.cache import Cache
-from trtbuild.hashing import digest_file
+from trtbuild import hashing
+from trtbuild.hashing import digest_file, write_hashed
 
 
 def stored(cache: Cache, tmp_path, name: str, data: bytes) -> dict:
@@ -21,6 +22,22 @@ def test_ingest_names_objects_by_content_and_makes_them_read_only(tmp_path):
     b = stored(cache, tmp_path, "b", b"weights")
     assert a == b and digest_file(cache.object_path(a["digest"])) == a["digest"]
     assert oct(cache.object_path(a["digest"]).stat().st_mode & 0o777) == "0o444"
+
+
+def test_ingest_takes_the_writers_digest_only_while_the_file_is_unchanged(tmp_path):
+    cache = Cache(tmp_path / "cache")
+    plan = tmp_path / "model.plan"
+    write_hashed(plan, memoryview(b"engine bytes" * 1000))
+    noted = hashing.written[str(plan)]
+    assert noted["digest"] == digest_file(plan)
+    digest, _ = cache.ingest(plan, noted)
+    assert digest == noted["digest"] and cache.object_path(digest).read_bytes() == b"engine bytes" * 1000
+
+    write_hashed(plan, b"first")
+    noted = hashing.written[str(plan)]
+    plan.write_bytes(b"other")  # same size, other bytes, rewritten after the digest was noted
+    digest, _ = cache.ingest(plan, noted)
+    assert digest != noted["digest"] and cache.object_path(digest).read_bytes() == b"other"
 
 
 def test_step_inputs_are_links_but_onnx_external_data_is_copied(tmp_path):

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from filelock import FileLock
 
 from trtbuild.fsutil import atomic_write, fsync_file, publish_copy, publish_link
-from trtbuild.hashing import StatCache, canonical_json, digest_file
+from trtbuild.hashing import StatCache, canonical_json, digest_written
 
 _USE_RESOLUTION = 86400  # seconds: how finely a record's last use is kept
 
@@ -53,16 +53,18 @@ class Cache:
     def object_path(self, digest: str) -> Path:
         return self.objects.joinpath(digest[:2], digest)  # one join: a no-op build makes thousands
 
-    def ingest(self, file: Path) -> tuple[str, int]:
+    def ingest(self, file: Path, written: dict | None = None) -> tuple[str, int]:
         """Move a finished file (on the cache's filesystem) into the store; return (digest, size).
-        An object already there is kept only if it still holds its bytes."""
-        digest = digest_file(file)
+        `written`: the digest and stat write_hashed noted as it wrote the file, taken while the file's
+        stat is unchanged. An object already there is kept only if it still holds its bytes."""
+        digest, durable = digest_written(file, written)
         size = file.stat().st_size
         dest = self.object_path(digest)
         if self.verified(digest):
             file.unlink()
         else:
-            fsync_file(file)
+            if not durable:
+                fsync_file(file)
             file.chmod(0o444)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(file, dest)

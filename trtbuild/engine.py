@@ -13,6 +13,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from trtbuild.errors import StepError
+from trtbuild.hashing import write_hashed
 from trtbuild.target import BACKENDS, Target
 
 # Parser error codes that mean "TensorRT cannot import this op", with the advice to give.
@@ -72,7 +73,7 @@ def build_engine(
     if plan is None:
         detail = "\n  ".join(logger.errors) or "no details from TensorRT"
         raise StepError(f"TensorRT failed to build the engine:\n  {detail}")
-    plan_path.write_bytes(memoryview(plan))
+    write_hashed(plan_path, plan)
 
     if use_timing_cache:
         from trtbuild.fsutil import atomic_write

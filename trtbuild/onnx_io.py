@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trtbuild.hashing import write_hashed
+
 _PROTOBUF_LIMIT = 2**31 - 1
 
 
@@ -13,8 +15,7 @@ def save_onnx(model, path: Path) -> None:
 
     data = _serialized(model)
     if data is not None:
-        with open(path, "wb") as f:
-            f.write(data)
+        write_hashed(path, data)
     else:
         onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                   location=f"{path.name}.data")

@@ -311,7 +311,9 @@ class Runner:
                 return StepResult(step, FAILED, reason, seconds, key=key, meta=result.get("meta") or {},
                                   error=result["error"], user_error=result.get("user_error", False), log=str(log),
                                   repro=self._repro(job, step, self.cache.logs / f"{key}.repro", workdir), node=node)
-            outputs = {p.name: dict(zip(("digest", "size"), self.cache.ingest(p))) for p in sorted(outdir.iterdir())}
+            written = result.get("written") or {}  # digests taken as the worker wrote (stat-checked)
+            outputs = {p.name: dict(zip(("digest", "size"), self.cache.ingest(p, written.get(p.name))))
+                       for p in sorted(outdir.iterdir())}
             discovered = result["meta"].pop("discovered", None)
             record = {
                 "key": key, "recipe": step.recipe.recipe.name, "step": step.id, "components": components,

@@ -19,6 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
+from trtbuild import hashing
 from trtbuild.errors import StepError
 from trtbuild.steps import Job, load_kind
 
@@ -52,8 +53,12 @@ def run_job(spec: dict) -> dict:
         outdir=Path(spec["outdir"]),
         context=spec["context"],
     )
+    hashing.written.clear()
     try:
-        return {"ok": True, "meta": load_kind(job.kind).run(job)}
+        meta = load_kind(job.kind).run(job)
+        # what the step wrote with write_hashed: the runner stores those files without reading them again
+        written = {Path(p).name: facts for p, facts in hashing.written.items() if Path(p).parent == job.outdir}
+        return {"ok": True, "meta": meta, "written": written}
     except StepError as exc:  # the log gets the message and where it was raised, like any failure
         traceback.print_exc()
         return {"ok": False, "error": str(exc), "user_error": exc.user_error, "meta": exc.details}

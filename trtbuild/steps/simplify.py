@@ -52,7 +52,7 @@ def run(job: Job) -> dict:
             raise Mismatch("the simplified model's outputs differ from the original's on ONNX Runtime")
         save_onnx(simplified, output)
         if not thorough:
-            note = quick_check(source, output, job.params["inputs"])
+            note = quick_check(source, output, job.params["inputs"], loaded=before)
         if note.startswith("not compared"):
             warnings.append(f"the simplified model was not checked: {note[len('not compared: '):]}")
     except Mismatch as exc:
@@ -76,9 +76,10 @@ class Mismatch(ValueError):
     """The simplified model computes something else than the original."""
 
 
-def quick_check(original: Path, simplified: Path, recipe_inputs: dict) -> str:
+def quick_check(original: Path, simplified: Path, recipe_inputs: dict, loaded=None) -> str:
     """One run of each model on ONNX Runtime, on the same seeded inputs at the opt shapes with a dynamic
     batch of 1: what proves a rewrite for a fraction of onnx-simplifier's check (two runs at opt).
+    `loaded`: the original as a ModelProto, when the caller has it (its inputs are read from it).
     Returns the verification note; raises Mismatch when the simplified model disagrees, ValueError when
     ONNX Runtime refuses it."""
     import numpy as np
@@ -86,7 +87,7 @@ def quick_check(original: Path, simplified: Path, recipe_inputs: dict) -> str:
     from trtbuild.onnx_io import complete_inputs
     from trtbuild.tensors import at_batch_one, example_inputs, run_onnxruntime
 
-    inputs = at_batch_one(complete_inputs(original, recipe_inputs))
+    inputs = at_batch_one(complete_inputs(original if loaded is None else loaded, recipe_inputs))
     try:
         feeds = example_inputs(inputs, seed=0)
     except StepError as exc:  # string inputs, say: nothing to feed either model
