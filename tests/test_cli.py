@@ -45,6 +45,16 @@ def test_a_failure_is_recapped_at_the_end_with_its_log(project):
     assert outcome.startswith("failed: TensorRT could not parse")
 
 
+def test_a_step_shared_by_two_recipes_runs_once_and_says_so(project):
+    other = yaml.safe_load(project.recipe.read_text()) | {"name": "conv_b"}
+    (project.root / "conv_b.yaml").write_text(yaml.safe_dump(other))
+    done = trtbuild(project, str(project.root), "-j", "2", "--report", "report.json")
+    assert done.returncode == 0, done.stderr
+    checks = [s for s in json.loads((project.root / "report.json").read_text())["steps"] if s["step"] == "check"]
+    assert sorted(s["status"] for s in checks) == ["built", "cached"]
+    assert [s["reason"] for s in checks if s["status"] == "cached"] == ["built by another recipe of this run"]
+
+
 def test_force_reruns_cached_steps(project):
     assert trtbuild(project, str(project.recipe)).returncode == 0
     report = project.root / "r.json"

@@ -76,6 +76,7 @@ class Runner:
         self.step_timeout = step_timeout  # seconds; beats each recipe's step_timeout
         self.force = force  # "all" or a step kind: run those steps even when cached
         self._in_flight: set[str] = set()  # keys this run's own threads are building
+        self._seen: set[str] = set()  # keys this run's own threads have taken the lock of
         self.interrupted = False
         self.remote = remote  # a trtbuild.remote.Remote, or None
         self.progress = progress
@@ -240,7 +241,7 @@ class Runner:
         try:
             lock.acquire(blocking=False)
         except Timeout:
-            ours = key in self._in_flight  # the same step of two recipes (a shared ONNX model)
+            ours = key in self._in_flight or key in self._seen  # the same step of two recipes (a shared model)
             self.progress.waiting(step, "another recipe of this run is building it" if ours else
                                   "another trtbuild run is building it")
             while True:  # in slices, so an interrupted run stops waiting for another run's step
@@ -250,10 +251,13 @@ class Runner:
                 except Timeout:
                     if self._stopping.is_set():
                         return StepResult(step, INTERRUPTED, "interrupted while waiting for another run")
+        ours = key in self._seen
         self._in_flight.add(key)
+        self._seen.add(key)
         try:
-            # Another run may have built it while we waited for the lock.
-            cached = None if forced else self._cached(step, key, "built by a concurrent run")
+            # Another recipe of this run, or another run, may have built it while we waited for the lock.
+            cached = None if forced else self._cached(
+                step, key, "built by another recipe of this run" if ours else "built by a concurrent run")
             if cached:
                 return cached
             if not forced and self.remote and self.remote.pull(key, self.cache):

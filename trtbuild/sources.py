@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import mmap
+import os
 from pathlib import Path
 
 from trtbuild.errors import UsageError
@@ -22,6 +24,8 @@ def onnx_files(model: Path, stat_cache: StatCache) -> list[Path]:
 
 
 def _external_data_locations(model: Path) -> list[str]:
+    if not _mentions(model, b"location"):  # the key every external tensor names its file under
+        return []  # no external data, found without importing onnx (0.1 s)
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -35,6 +39,14 @@ def _external_data_locations(model: Path) -> list[str]:
             entries = {e.key: e.value for e in tensor.external_data}
             locations.add(entries["location"])
     return sorted(locations)
+
+
+def _mentions(path: Path, text: bytes) -> bool:
+    with open(path, "rb") as f:
+        if not os.fstat(f.fileno()).st_size:
+            return False
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:  # a 2 GB model is not read into memory
+            return view.find(text) != -1
 
 
 def _tensors(graph):
