@@ -104,6 +104,11 @@ def test_an_sm86_engine_goes_to_the_node_that_offers_sm86_and_an_unoffered_targe
     try:
         write_recipes(tmp_path / "recipes", 1)
         code, report, err = build(tmp_path / "recipes", cluster.address, "--target", "tensorrt:sm86",
+                                  "--dry-run", remote=tmp_path / "remote")
+        assert code == 0, err  # the cluster's TensorRT version names the target, as in the build
+        assert [(s["target"], s["status"]) for s in report["steps"] if s["step"] == "engine"] == \
+            [("tensorrt-10.13.3.9-sm86", "would-run")]
+        code, report, err = build(tmp_path / "recipes", cluster.address, "--target", "tensorrt:sm86",
                                   "--target", "tensorrt:sm89", remote=tmp_path / "remote")
     finally:
         cluster.remove_node(gpu_node)

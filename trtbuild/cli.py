@@ -270,8 +270,9 @@ def cmd_build(args) -> int:
 
 
 def _executor(args, cache, warn):
-    """The Ray executor for --executor ray (not for --dry-run, which runs nothing), else None."""
-    if args.executor != "ray" or args.dry_run:
+    """The Ray executor for --executor ray, else None. A dry run asks the cluster too: what its nodes
+    offer decides the targets, so the keys it shows are the ones a build would use."""
+    if args.executor != "ray":
         return None
     try:
         from trtbuild.farm_executor import RayExecutor
