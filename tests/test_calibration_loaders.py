@@ -49,9 +49,13 @@ class Folder(Dataset):
         return torch.from_numpy(load(self.files[i]))
 
 
-def batches():
-    for images in DataLoader(Folder(), batch_size=2, shuffle=False):
+def batches(workers=0):
+    for images in DataLoader(Folder(), batch_size=2, shuffle=False, num_workers=workers):
         yield {"x": images}
+
+
+def batches_in_worker_processes():
+    yield from batches(workers=2)  # the images are read in forked processes
 '''
 
 
@@ -99,11 +103,12 @@ def test_an_image_folder_calibrates_and_its_images_are_inputs(project):
     assert _precision(report)["reason"] == "images/ changed (read while it ran)"
 
 
-def test_a_torch_dataloader_calibrates(project):
+@pytest.mark.parametrize("loader", ["torch_loader:batches", "torch_loader:batches_in_worker_processes"])
+def test_a_torch_dataloader_calibrates(project, loader):
     needs("torch")
     needs("PIL")
     _images(project)
-    _recipe(project, "torch_loader:batches")
+    _recipe(project, loader)
     code, report = project.build()
     assert code == 0, _precision(report).get("error")
     assert _precision(report)["meta"]["calibration"]["samples"] == 4

@@ -2,7 +2,9 @@
 listings) a user's calibration loader opened. They cannot be in the key, which is taken before the
 step runs; they are recorded with the result, and a hit whose recorded files moved is not a hit.
 
-Worker side: `with recording() as seen:` around the user's code, then `seen.digests()`.
+Worker side: `with recording() as seen:` around the user's code, then `seen.digests()`. Processes the
+user's code forks meanwhile (a torch DataLoader's workers) inherit the hook and report to the
+recorder through a shared file; a child started with "spawn" is not seen.
 Runner side: `changed(discovered, base)` lists what moved since.
 """
 
@@ -12,10 +14,12 @@ import hashlib
 import os
 import sys
 import sysconfig
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 _active: list[Reads] = []  # audit hooks cannot be removed: one hook, fed to whoever records
+_forked = False  # in a child forked while recording: reads go to the recorder's file
 _INSTALLED = tuple({str(Path(p).resolve()) for p in (sys.prefix, sys.base_prefix, sysconfig.get_paths()["purelib"],
                                                       sysconfig.get_paths()["platlib"])})
 _SYSTEM = ("/proc/", "/sys/", "/dev/", "/etc/", "/usr/")
@@ -26,6 +30,20 @@ class Reads:
     def __init__(self):
         self.files: set[str] = set()
         self.folders: set[str] = set()
+        # forked children append "<kind><path>\0" records (O_APPEND: each lands whole)
+        self.shared = tempfile.TemporaryFile(mode="a+b")
+
+    def add(self, kind: str, path: str) -> None:
+        if _forked:
+            os.write(self.shared.fileno(), f"{kind}{path}\0".encode(errors="surrogateescape"))
+        else:
+            (self.files if kind == "f" else self.folders).add(path)
+
+    def _collect(self) -> None:
+        self.shared.seek(0)
+        for record in self.shared.read().decode(errors="surrogateescape").split("\0")[:-1]:
+            (self.files if record[0] == "f" else self.folders).add(record[1:])
+        self.shared.close()
 
     def digests(self) -> dict[str, dict[str, str]]:
         """{"files": {path: sha256}, "folders": {path: digest of the sorted listing}}, for the record."""
@@ -39,6 +57,7 @@ def recording():
     """Record the user's files opened for reading, and folders listed, inside the block."""
     if not getattr(recording, "hooked", False):
         sys.addaudithook(_hook)
+        os.register_at_fork(after_in_child=_in_child)
         recording.hooked = True
     reads = Reads()
     _active.append(reads)
@@ -46,6 +65,12 @@ def recording():
         yield reads
     finally:
         _active.remove(reads)
+        reads._collect()
+
+
+def _in_child() -> None:
+    global _forked
+    _forked = True
 
 
 def _hook(event: str, args: tuple) -> None:
@@ -60,7 +85,7 @@ def _hook(event: str, args: tuple) -> None:
     if text.endswith(_CODE) or text.startswith(_INSTALLED) or text.startswith(_SYSTEM):
         return
     for reads in _active:
-        (reads.files if event == "open" else reads.folders).add(text)
+        reads.add("f" if event == "open" else "d", text)
 
 
 def _writes(mode, flags) -> bool:
