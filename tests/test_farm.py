@@ -114,7 +114,8 @@ def test_an_sm86_engine_goes_to_the_node_that_offers_sm86_and_an_unoffered_targe
         cluster.remove_node(gpu_node)
     engines = {s["target"]: s for s in report["steps"] if s["step"].startswith("engine")}
     sm86 = engines["tensorrt-10.13.3.9-sm86"]
-    assert sm86["node"]["id"] == gpu_node.node_id  # whatever it made of it: there is no TensorRT on it
+    assert sm86["node"]["id"] == gpu_node.node_id  # the node said it has TensorRT; it has not
+    assert sm86["status"] == "failed" and "tensorrt cannot be imported on this machine" in sm86["error"]
     sm89 = engines["tensorrt-none-sm89"]
     assert sm89["status"] == "failed" and sm89["seconds"] < 5
     assert "no node of the Ray cluster can run m0/engine for tensorrt:sm89: it needs a node with full TensorRT " \

@@ -14,7 +14,7 @@ from filelock import FileLock
 
 from trtbuild.errors import StepError
 from trtbuild.hashing import write_hashed
-from trtbuild.target import BACKENDS, Target
+from trtbuild.target import BACKENDS, INSTALL_HINT, Target
 
 # Parser error codes that mean "TensorRT cannot import this op", with the advice to give.
 _UNSUPPORTED_HINT = "TensorRT has no importer for this op: replace it in the model or provide a plugin"
@@ -31,7 +31,11 @@ def build_engine(
     tf32: bool = False,
 ) -> dict:
     """Parse `onnx_path`, build a strongly typed engine for `target`, write it to `plan_path`; return metadata."""
-    trt = importlib.import_module(BACKENDS[target.backend][0])
+    try:
+        trt = importlib.import_module(BACKENDS[target.backend][0])
+    except ImportError as exc:  # a farm node offering a backend it lacks, or a broken install
+        raise StepError(f"{target.backend} cannot be imported on this machine ({exc}): {INSTALL_HINT[target.backend]}, "
+                        "or on a build farm node, offer only what `trtbuild ray-node` prints there") from None
     logger = _make_logger(trt)
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
