@@ -7,6 +7,7 @@ is retried elsewhere by Ray (max_retries); when no node that could run it is lef
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import threading
@@ -51,6 +52,9 @@ class RayExecutor:
 
     def _connect(self) -> None:
         started_here = {} if self.address else {"include_dashboard": False, "resources": this_node()}
+        if not self.address:  # Ray's notices about an instance that lives as long as this run (its
+            # token auth, a SIGTERM handler it cannot set from a step's thread) are not the user's concern
+            logging.getLogger("ray").setLevel(logging.ERROR)
         try:  # "local": a new instance, even when `ray start` left one running on this machine
             self._ray.init(address=self.address or "local", logging_level="ERROR", log_to_driver=False, configure_logging=False,
                            **started_here)
