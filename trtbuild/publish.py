@@ -20,7 +20,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from trtbuild.fsutil import atomic_write
-from trtbuild.hashing import canonical_json
+from trtbuild.hashing import canonical_json, stat_signature
 
 MANIFEST = ".trtbuild-build.json"
 
@@ -29,6 +29,8 @@ def publish_recipe(cache, recipe: str, files: dict[str, dict], steps: dict[str, 
     """Make out/<recipe>/ hold exactly `files` (path relative to it -> {"digest", "size"}).
     `steps` (step id -> status and key) goes into the manifest, so readers can tell what is current."""
     link = cache.out / recipe
+    if _intact(link, files, steps):  # a no-op build: no lock needed to find nothing to do (the link swaps
+        return  # in one rename, so a half-swapped folder reads as not intact)
     with FileLock(str(cache.locks_dir() / f"publish-{recipe}.lock")):
         if _intact(link, files, steps):
             return
@@ -39,7 +41,7 @@ def publish_recipe(cache, recipe: str, files: dict[str, dict], steps: dict[str, 
                 dest = version / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(cache.object_path(obj["digest"]), dest)
-                manifest["files"][rel] = {"digest": obj["digest"], "stat": _signature(dest)}
+                manifest["files"][rel] = {"digest": obj["digest"], "stat": stat_signature(dest)}
             atomic_write(version / MANIFEST, canonical_json(manifest))
             _swap(link, version)
         except BaseException:
@@ -63,14 +65,9 @@ def _intact(link: Path, files: dict[str, dict], steps: dict[str, dict]) -> bool:
     if {rel: f["digest"] for rel, f in shown.items()} != {rel: o["digest"] for rel, o in files.items()}:
         return False
     try:  # an edited copy (its mtime or ctime moved) is replaced by a fresh one
-        return all(_signature(link / rel) == f["stat"] for rel, f in shown.items())
+        return all(stat_signature(link / rel) == f["stat"] for rel, f in shown.items())
     except OSError:
         return False
-
-
-def _signature(path: Path) -> list[int]:
-    st = os.stat(path)
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 def _swap(link: Path, version: Path) -> None:
