@@ -62,11 +62,11 @@ def write_hashed(path: str | os.PathLike, data) -> None:
     written[os.fspath(path)] = {"digest": hasher.hexdigest(), "stat": stat_signature(path)}
 
 
-def digest_written(path: str | os.PathLike, written: dict | None) -> tuple[str, bool]:
+def digest_written(path: str | os.PathLike, noted: dict | None) -> tuple[str, bool]:
     """(digest, durable) of a file: what write_hashed noted, if the file's stat has not moved since
     (then it is fsynced too), else hashed now (and not known to be on disk)."""
-    if written is not None and written["stat"] == stat_signature(path):
-        return written["digest"], True
+    if noted is not None and noted["stat"] == stat_signature(path):
+        return noted["digest"], True
     return digest_file(path), False
 
 

@@ -29,8 +29,10 @@ def publish_recipe(cache, recipe: str, files: dict[str, dict], steps: dict[str, 
     """Make out/<recipe>/ hold exactly `files` (path relative to it -> {"digest", "size"}).
     `steps` (step id -> status and key) goes into the manifest, so readers can tell what is current."""
     link = cache.out / recipe
-    if _intact(link, files, steps):  # a no-op build: no lock needed to find nothing to do (the link swaps
-        return  # in one rename, so a half-swapped folder reads as not intact)
+    # A no-op build finds nothing to do without the lock: the link swaps in one rename, so a check
+    # that races a publish reads "not intact" and waits for the lock below.
+    if _intact(link, files, steps):
+        return
     with FileLock(str(cache.locks_dir() / f"publish-{recipe}.lock")):
         if _intact(link, files, steps):
             return

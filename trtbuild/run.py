@@ -75,8 +75,7 @@ class Runner:
         self.cache = cache
         self.step_timeout = step_timeout  # seconds; beats each recipe's step_timeout
         self.force = force  # "all" or a step kind: run those steps even when cached
-        self._in_flight: set[str] = set()  # keys this run's own threads are building
-        self._seen: set[str] = set()  # keys this run's own threads have taken the lock of
+        self._seen: set[str] = set()  # keys this run's own threads have locked (built, or found built)
         self.interrupted = False
         self.remote = remote  # a trtbuild.remote.Remote, or None
         self.progress = progress
@@ -241,7 +240,7 @@ class Runner:
         try:
             lock.acquire(blocking=False)
         except Timeout:
-            ours = key in self._in_flight or key in self._seen  # the same step of two recipes (a shared model)
+            ours = key in self._seen  # the same step of two recipes (a shared model)
             self.progress.waiting(step, "another recipe of this run is building it" if ours else
                                   "another trtbuild run is building it")
             while True:  # in slices, so an interrupted run stops waiting for another run's step
@@ -252,7 +251,6 @@ class Runner:
                     if self._stopping.is_set():
                         return StepResult(step, INTERRUPTED, "interrupted while waiting for another run")
         ours = key in self._seen
-        self._in_flight.add(key)
         self._seen.add(key)
         try:
             # Another recipe of this run, or another run, may have built it while we waited for the lock.
@@ -268,7 +266,6 @@ class Runner:
                 self.remote.share(key, result.record, self.cache)
             return result
         finally:
-            self._in_flight.discard(key)
             lock.release()
 
     def _spare_imports(self, running: Step) -> tuple[str, ...] | None:
