@@ -108,6 +108,12 @@ def test_an_sm86_engine_goes_to_the_node_that_offers_sm86_and_an_unoffered_targe
         assert code == 0, err  # the cluster's TensorRT version names the target, as in the build
         assert [(s["target"], s["status"]) for s in report["steps"] if s["step"] == "engine"] == \
             [("tensorrt-10.13.3.9-sm86", "would-run")]
+        status = subprocess.run([sys.executable, "-m", "trtbuild", "status", str(tmp_path / "recipes"), "--json",
+                                 "--cache-dir", str(tmp_path / "recipes" / "cache"), "--target", "tensorrt:sm86",
+                                 "--executor", "ray", "--ray-address", cluster.address, "--remote",
+                                 (tmp_path / "remote").as_uri()], capture_output=True, text=True, timeout=120)
+        assert [r["target"] for r in json.loads(status.stdout)["steps"] if r["step"] == "engine"] == \
+            ["tensorrt-10.13.3.9-sm86"], status.stderr
         code, report, err = build(tmp_path / "recipes", cluster.address, "--target", "tensorrt:sm86",
                                   "--target", "tensorrt:sm89", remote=tmp_path / "remote")
     finally:

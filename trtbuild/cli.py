@@ -94,15 +94,19 @@ def _parser() -> argparse.ArgumentParser:
         "found there instead of building them and pushes new ones; status and --dry-run show them as remote",
     )
 
-    build = sub.add_parser("build", parents=[graph_opt, cache_opt, remote_opt],
+    executor_opt = argparse.ArgumentParser(add_help=False)
+    executor_opt.add_argument(
+        "--executor", choices=["local", "ray"], default="local",
+        help="where steps run: worker processes here (default), or tasks on a Ray cluster (RAY_ADDRESS or "
+        "--ray-address; a local Ray instance when none is given; a multi-node cluster needs --remote). With ray, "
+        "targets resolve against what the cluster's nodes offer")
+    executor_opt.add_argument("--ray-address", metavar="ADDR", help="the Ray cluster for --executor ray (beats RAY_ADDRESS)")
+
+    build = sub.add_parser("build", parents=[graph_opt, cache_opt, remote_opt, executor_opt],
                            help="build recipes (the default command)",
                            description="Build recipes; only steps whose key changed run.")
     build.add_argument("-j", "--jobs", type=positive, metavar="N",
                        help="run up to N independent steps at once (default 1; with --executor ray, the cluster's CPUs)")
-    build.add_argument("--executor", choices=["local", "ray"], default="local",
-                       help="where steps run: worker processes here (default), or tasks on a Ray cluster (RAY_ADDRESS "
-                       "or --ray-address; a local Ray instance when none is given; a multi-node cluster needs --remote)")
-    build.add_argument("--ray-address", metavar="ADDR", help="the Ray cluster for --executor ray (beats RAY_ADDRESS)")
     build.add_argument("--force", nargs="?", const="all", choices=["all", *step_kinds()], metavar="STEP",
                        help="run steps even when cached (all of them, or one kind: --force engine); "
                        "the new result replaces the cached one")
@@ -116,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("-q", "--quiet", action="store_true", help="print only steps that ran, failed or were skipped")
     build.set_defaults(func=cmd_build)
 
-    status = sub.add_parser("status", parents=[graph_opt, cache_opt, remote_opt],
+    status = sub.add_parser("status", parents=[graph_opt, cache_opt, remote_opt, executor_opt],
                             help="show fresh / stale / missing per step",
                             description="Show whether each step's cached result is fresh, on the remote cache, "
                             "stale (and why) or missing.")
@@ -124,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--steps", action="store_true", help="one line per step instead of the recipe x target matrix")
     status.set_defaults(func=cmd_status)
 
-    dag = sub.add_parser("dag", parents=[graph_opt, cache_opt, remote_opt],
+    dag = sub.add_parser("dag", parents=[graph_opt, cache_opt, remote_opt, executor_opt],
                          help="print the step graph with each step's state",
                          description="Print the step graph of the recipes with each step's state (fresh, stale and "
                          "why, missing, failed, remote, skipped) as Mermaid, which renders in GitHub job summaries and "
@@ -288,14 +292,20 @@ def _dry_run(args) -> tuple[list, list, list[str]]:
     from trtbuild.run import Runner
     from trtbuild.status import step_states
 
-    cache = Cache(args.cache_dir)
-    steps, problems = _compile(args, cache)
-    with open(os.devnull, "w") as devnull:
-        progress = Progress(stream=devnull, quiet=True)
-        from trtbuild.remote import open_remote
+    from trtbuild.remote import open_remote
 
-        remote = open_remote(args.remote, lambda text: print(f"trtbuild: warning: {text}", file=sys.stderr))
-        results = Runner(cache, progress, dry_run=True, remote=remote).run(steps) if steps else []
+    cache = Cache(args.cache_dir)
+    warn = lambda text: print(f"trtbuild: warning: {text}", file=sys.stderr)  # noqa: E731
+    executor = _executor(args, cache, warn)  # with ray: targets as the cluster resolves them; nothing runs
+    try:
+        steps, problems = _compile(args, cache, executor and executor.machine)
+        with open(os.devnull, "w") as devnull:
+            progress = Progress(stream=devnull, quiet=True)
+            remote = open_remote(args.remote, warn)
+            results = Runner(cache, progress, dry_run=True, remote=remote).run(steps) if steps else []
+    finally:
+        if executor:
+            executor.close()
     return results, step_states(results, cache), problems
 
 
