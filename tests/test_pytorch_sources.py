@@ -61,6 +61,14 @@ class BatchStats(torch.nn.Module):
         return {"z": self.norm(x)}
 
 
+class WidthBound(Single):
+    """Made for one width, as a Python value (timm's Swin partitions windows this way)."""
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        return y * 2.0 if x.shape[-1] == 16 else y
+
+
 class Checked(Single):
     """Refuses NaN input: a branch on tensor values, which torch.export cannot capture and tracing passes."""
 
@@ -216,6 +224,17 @@ def test_model_that_refuses_batch_1_is_run_at_opt_to_learn_its_outputs(nets):
     assert "the model failed at batch 1" in Path(export["log"]).read_text()
     import onnx
     assert [o.name for o in onnx.load(nets / "cache" / "out" / "net" / "model.onnx").graph.output] == ["z"]
+
+
+def test_a_dim_the_model_fixes_but_the_recipe_makes_dynamic_is_a_recipe_error(nets):
+    # torchscript would trace it at 16 and still call the width dynamic: a model wrong at other widths
+    x = {"shape": [-1, 3, 16, -1], "min": [1, 3, 16, 8], "opt": [2, 3, 16, 16], "max": [4, 3, 16, 32]}
+    recipe = write_recipe(nets, x, entrypoint="nets:WidthBound")
+    code, report = build(recipe)
+    assert code == 2
+    assert export_error(report) == (f"{line_of(recipe, 'x:')}: inputs.x: the model fixes dim 3 at 16 (torch.export "
+                                    "traced it as a constant), but the recipe makes it dynamic: make it 16 in min, "
+                                    "opt and max, or change the model so that it takes any size there")
 
 
 def test_checkpoint_that_does_not_fit_names_the_keys(nets):

@@ -209,7 +209,11 @@ def export(model, spec: ModelSpec, out: Path) -> dict:
             _torchscript(model, spec, out)
             return meta | {"exporter": "torchscript"}
         if spec.exporter == "dynamo":
-            _dynamo(model, spec, out, model.names)
+            try:
+                _dynamo(model, spec, out, model.names)
+            except Exception as exc:
+                _raise_if_dims_refused(exc, spec)
+                raise
             return meta | {"exporter": "dynamo"}
         return meta | _auto(model, spec, out)
 
@@ -225,6 +229,8 @@ def _auto(model, spec: ModelSpec, out: Path) -> dict:
         why = f"dynamo wrote opset {written}, not {spec.opset}"
     except Exception as exc:
         traceback.print_exc()
+        # Never a fallback here: torchscript would bake the traced size in and still call the dim dynamic.
+        _raise_if_dims_refused(exc, spec)
         why = f"dynamo failed: {_root_cause(exc)}"
     print(f"trtbuild: {why}; exporting with torchscript", file=sys.stderr)
     for stale in out.parent.glob(f"{out.name}*"):  # dynamo's model and any external data beside it
@@ -299,6 +305,25 @@ def _example(spec: ModelSpec, batch_one: bool = False) -> tuple:
 
     inputs = at_batch_one(spec.inputs) if batch_one else spec.inputs
     return tuple(torch.from_numpy(a) for a in example_inputs(inputs, seed=0).values())
+
+
+# torch.export's words for a dim the recipe makes dynamic and the model fixes
+_FIXED_DIM = re.compile(r"tracing inferred a static shape of (\d+) for dimension inputs\[(\d+)\]\.shape\[(\d+)\]")
+
+
+def _raise_if_dims_refused(exc: BaseException, spec: ModelSpec) -> None:
+    """A recipe error when torch.export found that the model fixes a dim the recipe makes dynamic."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    names = list(spec.inputs)  # Flat(*inputs) takes them in this order
+    problems = []
+    for size, index, dim in _FIXED_DIM.findall(str(exc)):
+        name = names[int(index)]
+        problems.append(f"{spec.at(f'inputs.{name}')}: inputs.{name}: the model fixes dim {dim} at {size} (torch.export "
+                        f"traced it as a constant), but the recipe makes it dynamic: make it {size} in min, opt and "
+                        "max, or change the model so that it takes any size there")
+    if problems:
+        raise StepError("\n".join(problems), user_error=True) from None
 
 
 def _root_cause(exc: BaseException) -> str:
