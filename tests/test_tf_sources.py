@@ -264,6 +264,26 @@ def test_keras_inputs_left_out_or_without_dtype_come_from_the_model(tmp_path):
 
 
 @pytest.mark.slow
+def test_keras_model_with_outputs_by_name_builds_and_passes_parity(tmp_path):
+    import keras
+
+    image = keras.Input((8, 8, 3), name="image")
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(image))
+    heads = {"cls": keras.layers.Dense(5, name="scores")(pooled), "box": keras.layers.Dense(4, name="boxes")(pooled)}
+    keras.Model(image, heads).save(str(tmp_path / "model.keras"))
+    recipe = tmp_path / "model.yaml"
+    recipe.write_text("name: model\nsource: {framework: keras, path: model.keras}\ninputs:\n"
+                      "  image: {shape: [-1, 8, 8, 3], min: [1, 8, 8, 3], opt: [2, 8, 8, 3], max: [4, 8, 8, 3]}\n"
+                      + ENGINE)
+    code, report = build(recipe)
+    assert code == 0, report
+    rows = next(s for s in report["steps"] if s["step"] == "parity")["meta"]["parity"]["outputs"]
+    # named by their layers, as tf2onnx names them
+    assert sorted((r["output"], r["shape"], r["ok"]) for r in rows) == [("boxes", [2, 4], True),
+                                                                      ("scores", [2, 5], True)]
+
+
+@pytest.mark.slow
 def test_keras_application_nchw_recipe_is_refused_then_builds_with_inputs_as_nchw(tmp_path):
     """MobileNetV3Small (weights=None) takes NHWC; the recipe's NCHW shape needs inputs_as_nchw."""
     import keras

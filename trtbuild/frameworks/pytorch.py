@@ -319,9 +319,9 @@ def _raise_if_dims_refused(exc: BaseException, spec: ModelSpec) -> None:
     problems = []
     for size, index, dim in _FIXED_DIM.findall(str(exc)):
         name = names[int(index)]
-        problems.append(f"{spec.at(f'inputs.{name}')}: inputs.{name}: the model fixes dim {dim} at {size} (torch.export "
-                        f"traced it as a constant), but the recipe makes it dynamic: make it {size} in min, opt and "
-                        "max, or change the model so that it takes any size there")
+        problems.append(f"{spec.at(f'inputs.{name}')}: inputs.{name}: the model fixes dim {dim} at {size} "
+                        "(torch.export traced it as a constant), but the recipe makes it dynamic: make it "
+                        f"{size} in min, opt and max, or change the model so that it takes any size there")
     if problems:
         raise StepError("\n".join(problems), user_error=True) from None
 

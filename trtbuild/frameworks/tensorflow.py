@@ -147,4 +147,5 @@ def predict(model: _Model, spec: ModelSpec, feeds: dict[str, np.ndarray]):
         return {n: o.numpy() for n, o in outputs.items()}
     keras_model, names = model.model, list(model.inputs)
     result = keras_model([tf_feeds[n] for n in names] if len(names) > 1 else tf_feeds[names[0]], training=False)
-    return [np.asarray(r) for r in (result if isinstance(result, (list, tuple)) else [result])]
+    # In the order tf2onnx exports them (the model's outputs; a dict's by sorted key, as Keras flattens it)
+    return [np.asarray(r) for r in tf.nest.flatten(result)]
