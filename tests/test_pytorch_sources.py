@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -67,6 +68,17 @@ class WidthBound(Single):
     def forward(self, x):
         y = torch.relu(self.conv(x))
         return y * 2.0 if x.shape[-1] == 16 else y
+
+
+class Tokens(torch.nn.Module):
+    """Five token ids and BERT's two sentence ids: 0..9 would be out of range for both."""
+
+    def __init__(self):
+        super().__init__()
+        self.words, self.sentences = torch.nn.Embedding(5, 4), torch.nn.Embedding(2, 4)
+
+    def forward(self, input_ids, token_type_ids):
+        return self.words(input_ids) + self.sentences(token_type_ids)
 
 
 class Checked(Single):
@@ -276,6 +288,24 @@ def test_input_dtype_the_model_rejects(nets):
     error = export_error(report)
     assert error.startswith(f"{line_of(recipe, 'dtype:')}: inputs.x.dtype: the model rejects int64 input (")
     assert error.endswith("): the model expects float32")
+
+
+def test_integer_inputs_the_model_rejects_name_the_fix_and_parity_data_gives_the_values(nets):
+    ids = {"dtype": "int64", "shape": [-1, 8], "min": [1, 8], "opt": [2, 8], "max": [4, 8]}
+    recipe = nets / "net.yaml"
+    data = {"name": "net", "source": {"framework": "pytorch", "entrypoint": "nets:Tokens"},
+            "inputs": {"input_ids": ids, "token_type_ids": ids}, "engine": ENGINE}
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, report = build(recipe)  # token_type_ids get zeros; input_ids 0..9, past the model's 5
+    assert code == 2
+    assert export_error(report).startswith(f"{line_of(recipe, 'inputs:')}: inputs: the model rejects the integer "
+                                           "example values trtbuild makes for input_ids, token_type_ids (")
+    np.savez(nets / "tokens.npz", input_ids=np.array([[0, 1, 2, 3, 4, 4, 3, 2]] * 2),
+             token_type_ids=np.zeros((2, 8), np.int64))
+    recipe.write_text(yaml.safe_dump(data | {"parity": {"data": "tokens.npz"}}, sort_keys=False))
+    code, report = build(recipe)
+    assert code == 0, report
+    assert statuses(report) == ALL_BUILT
 
 
 @pytest.mark.slow

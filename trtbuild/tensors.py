@@ -27,26 +27,39 @@ def at_batch_one(inputs: dict[str, dict]) -> dict[str, dict]:
             for name, spec in inputs.items()}
 
 
-def example_inputs(inputs: dict[str, dict], seed: int, data: Path | None = None) -> dict[str, np.ndarray]:
+def example_inputs(inputs: dict[str, dict], seed: int, data: Path | None = None,
+                   values_from: Path | None = None) -> dict[str, np.ndarray]:
     """Arrays at each input's `opt` shape: from a .npz keyed by input name, or seeded random values
-    (normal floats, integers 0..9, ones for integer or bool inputs named like a mask)."""
+    (normal floats; ones for integer or bool inputs named like a mask, zeros for token type / segment
+    ids; other integers drawn from `values_from`'s array of that name, a .npz, else 0..9)."""
     if data is not None:
         return _load_npz(data, inputs)
     rng = np.random.default_rng(seed)
     feeds = {}
     for name, spec in inputs.items():
-        shape, dtype = spec["opt"], numpy_dtype(spec["dtype"] or "float32")
+        shape, dtype, lower = spec["opt"], numpy_dtype(spec["dtype"] or "float32"), name.lower()
         if dtype.kind == "f" or spec["dtype"] == "bfloat16":
             feeds[name] = rng.standard_normal(shape).astype(np.float32).astype(dtype)
-        elif "mask" in name.lower():  # attention masks: attend everywhere (a row of zeros is undefined)
+        elif "mask" in lower:  # attention masks: attend everywhere (a row of zeros is undefined)
             feeds[name] = np.ones(shape, dtype)
         elif dtype.kind == "b":
             feeds[name] = rng.integers(0, 2, shape).astype(np.bool_)
+        elif "token_type" in lower or "segment" in lower:  # BERT's sentence A / B: most configs know 2
+            feeds[name] = np.zeros(shape, dtype)
         elif dtype.kind in "iu":
-            feeds[name] = rng.integers(0, 10, shape).astype(dtype)
+            known = _values_in(values_from, name)
+            feeds[name] = (rng.choice(known, shape) if known is not None else rng.integers(0, 10, shape)).astype(dtype)
         else:
             raise StepError(f"input {name!r} has type {spec['dtype']}, for which no example values can be made")
     return feeds
+
+
+def _values_in(path: Path | None, name: str) -> np.ndarray | None:
+    """The distinct values of array `name` in the .npz at `path` (token ids a model knows), or None."""
+    if path is None:
+        return None
+    with np.load(path) as npz:
+        return np.unique(npz[name]) if name in npz.files and npz[name].size else None
 
 
 def _load_npz(path: Path, inputs: dict[str, dict]) -> dict[str, np.ndarray]:

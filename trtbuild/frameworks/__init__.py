@@ -54,6 +54,7 @@ class ModelSpec:
     inputs_as_nchw: list[str] = field(default_factory=list)
     python_path: list[str] = field(default_factory=list)
     where: dict[str, str] = field(default_factory=dict)  # dotted recipe key -> "file:line"
+    data: Path | None = None  # parity.data: integer inputs' example values are drawn from it
 
     def at(self, key: str) -> str:
         """`file:line` of a recipe key (e.g. "source.outputs", "inputs.x"), for errors the recipe causes."""

@@ -51,7 +51,16 @@ def _flatten(model, spec: ModelSpec, **kwargs):
         except Exception:
             traceback.print_exc()
             print("trtbuild: the model failed at batch 1 (above); running it at opt", file=sys.stderr)
-    return flatten(model, spec, _example(spec), **kwargs)
+    try:
+        return flatten(model, spec, _example(spec), **kwargs)
+    except IndexError as exc:  # an embedding given ids it does not have
+        ints = [n for n, s in spec.inputs.items() if s["dtype"] and s["dtype"].startswith(("int", "uint"))]
+        if not ints or spec.data is not None:
+            raise
+        traceback.print_exc()
+        raise StepError(f"{spec.at('inputs')}: inputs: the model rejects the integer example values trtbuild "
+                        f"makes for {', '.join(ints)} ({first_line(exc)}): give parity.data, a .npz with real "
+                        "values for them (export draws its integers from it)", user_error=True) from None
 
 
 def _bind_inputs(model, spec: ModelSpec) -> list[str] | None:
@@ -304,7 +313,7 @@ def _example(spec: ModelSpec, batch_one: bool = False) -> tuple:
     import torch
 
     inputs = at_batch_one(spec.inputs) if batch_one else spec.inputs
-    return tuple(torch.from_numpy(a) for a in example_inputs(inputs, seed=0).values())
+    return tuple(torch.from_numpy(a) for a in example_inputs(inputs, seed=0, values_from=spec.data).values())
 
 
 # torch.export's words for a dim the recipe makes dynamic and the model fixes
