@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
@@ -17,6 +18,32 @@ def test_the_quick_check_passes_a_faithful_model_at_batch_1(tmp_path):
     onnx.save(conv_model(), tmp_path / "b.onnx")
     note = quick_check(tmp_path / "a.onnx", tmp_path / "b.onnx", INPUTS)
     assert note.startswith("outputs compared with the original on ONNX Runtime once (x [1, 3, 16, 16];")
+
+
+def pairs_model():
+    """x [N, 4] -> Reshape [-1, 8]: N must be even, so batch 1 is outside any profile it has."""
+    from onnx import TensorProto, helper
+
+    shape = numpy_helper.from_array(np.array([-1, 8], "int64"), "shape")
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["y"])], "pairs",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [shape])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_a_model_that_cannot_run_at_batch_1_is_checked_at_opt(tmp_path):
+    onnx.save(pairs_model(), tmp_path / "a.onnx")
+    onnx.save(pairs_model(), tmp_path / "b.onnx")
+    inputs = {"x": {"dtype": "float32", "shape": [-1, 4], "opt": [2, 4]}}
+    note = quick_check(tmp_path / "a.onnx", tmp_path / "b.onnx", inputs)
+    assert note.startswith("outputs compared with the original on ONNX Runtime once (x [2, 4];")
+
+
+def test_a_rank_1_input_is_a_length_not_a_batch(tmp_path):
+    from trtbuild.tensors import at_batch_one
+
+    wave = {"dtype": "float32", "shape": [-1], "opt": [16000]}
+    assert at_batch_one({"wave": wave, "x": INPUTS["x"]}) == {"wave": wave, "x": INPUTS["x"] | {"opt": [1, 3, 16, 16]}}
 
 
 def test_the_quick_check_catches_one_changed_constant(tmp_path):

@@ -21,10 +21,11 @@ def numpy_dtype(name: str) -> np.dtype:
 
 
 def at_batch_one(inputs: dict[str, dict]) -> dict[str, dict]:
-    """The input specs with a dynamic leading (batch) dim set to 1 in `opt`: the cheapest run of the
-    model that proves something about every batch (a structure, a rewrite)."""
-    return {name: spec | {"opt": [1, *spec["opt"][1:]]} if spec["shape"] and spec["shape"][0] == -1 else spec
-            for name, spec in inputs.items()}
+    """The input specs with a dynamic batch (the leading dim of a rank >= 2 input) set to 1 in `opt`:
+    the cheapest run of the model that proves something about every batch (a structure, a rewrite).
+    A rank-1 input's one dim is its length (a waveform), not a batch: it stays at opt."""
+    return {name: spec | {"opt": [1, *spec["opt"][1:]]} if len(spec["shape"] or ()) >= 2 and spec["shape"][0] == -1
+            else spec for name, spec in inputs.items()}
 
 
 def example_inputs(inputs: dict[str, dict], seed: int, data: Path | None = None,
