@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 EXIT_OK = 0
 EXIT_BUILD_FAILED = 1
 EXIT_USAGE = 2
@@ -38,6 +40,14 @@ class StepError(TrtbuildError):
         super().__init__(message)
         self.user_error = user_error
         self.details = details or {}
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch colours some of its errors
+
+
+def plain(text: str) -> str:
+    """`text` without terminal colour codes: reports and recaps are read as plain text."""
+    return _ANSI.sub("", text)
 
 
 def first_line(exc: BaseException) -> str:

@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 
 from trtbuild import hashing
-from trtbuild.errors import StepError
+from trtbuild.errors import StepError, plain
 from trtbuild.steps import Job, load_kind
 
 
@@ -64,7 +64,7 @@ def run_job(spec: dict) -> dict:
         return {"ok": False, "error": str(exc), "user_error": exc.user_error, "meta": exc.details}
     except Exception as exc:  # an unexpected failure: the full traceback goes to the step log
         traceback.print_exc()
-        return {"ok": False, "error": _brief(f"{type(exc).__name__}: {exc}"), "user_error": False}
+        return {"ok": False, "error": _brief(plain(f"{type(exc).__name__}: {exc}")), "user_error": False}
 
 
 _libc = ctypes.CDLL(None)  # for fflush: native libraries buffer their own stdout

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from trtbuild.errors import StepError, first_line
+from trtbuild.errors import StepError, first_line, plain
 from trtbuild.frameworks import ModelSpec
 from trtbuild.frameworks.offline import downloads_explained
 from trtbuild.tensors import at_batch_one, example_inputs
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch colours some of its errors
 
 
 def load(spec: ModelSpec):
@@ -339,4 +338,4 @@ def _root_cause(exc: BaseException) -> str:
     """The innermost cause's type and first line: torch.onnx wraps torch.export's error in a page of advice."""
     while exc.__cause__ is not None:
         exc = exc.__cause__
-    return _ANSI.sub("", f"{type(exc).__name__}: {first_line(exc)}")
+    return plain(f"{type(exc).__name__}: {first_line(exc)}")
