@@ -76,6 +76,10 @@ def build_engine(
     seconds = time.perf_counter() - started
     if plan is None:
         detail = "\n  ".join(logger.errors) or "no details from TensorRT"
+        if "OutOfMemory" in detail:  # the builder sizes its requests by the limit it was given
+            limit = f"{workspace >> 30}GiB" if workspace % 2**30 == 0 else f"{workspace >> 20}MiB"
+            detail += (f"\n  the builder's workspace limit is engine.workspace: {limit}; raise it (a larger "
+                       "profile, dynamic image sizes say, needs more)")
         raise StepError(f"TensorRT failed to build the engine:\n  {detail}")
     write_hashed(plan_path, plan)
 
