@@ -21,7 +21,6 @@ from trtbuild.frameworks.offline import downloads_explained
 from trtbuild.tensors import at_batch_one, example_inputs
 
 
-
 def load(spec: ModelSpec):
     import torch
 
@@ -326,6 +325,8 @@ def _raise_if_dims_refused(exc: BaseException, spec: ModelSpec) -> None:
     names = list(spec.inputs)  # Flat(*inputs) takes them in this order
     problems = []
     for size, index, dim in _FIXED_DIM.findall(str(exc)):
+        if int(index) >= len(names):
+            continue
         name = names[int(index)]
         problems.append(f"{spec.at(f'inputs.{name}')}: inputs.{name}: the model fixes dim {dim} at {size} "
                         "(torch.export traced it as a constant), but the recipe makes it dynamic: make it "
