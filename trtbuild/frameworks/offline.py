@@ -40,8 +40,9 @@ def downloads_explained(where: str, subject: str):
         attempt = f"tried to download {url}" if url else "tried a network connection"
         raise StepError(
             f"{where}: {subject} {attempt}, which failed ({type(cause).__name__}: {first_line(cause)}): "
-            "set its weights arguments to null (torchvision: kwargs: {weights: null, weights_backbone: null}) "
-            "or give checkpoint: a state_dict file", user_error=True) from None
+            "turn its pretrained weights off (torchvision: kwargs: {weights: null, weights_backbone: null}; timm: "
+            "kwargs: {pretrained: false}; Hugging Face: build the model from its config) or give checkpoint: a "
+            "state_dict file", user_error=True) from None
     finally:
         urllib.request.OpenerDirector.open = original
 
