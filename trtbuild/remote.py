@@ -158,8 +158,8 @@ class Remote:
         objects = {path: info for path, info in self.fs.find(f"{self.root}/objects", detail=True).items()}
         sizes = {path.rsplit("/", 1)[1]: info["size"] for path, info in objects.items()}
         retired = retire(actions, protected, sizes, policy, now) if not policy.empty else []
-        live = {o["digest"] for path, record, _ in actions if path not in set(retired)
-                for o in record["outputs"].values()}
+        gone = set(retired)
+        live = {o["digest"] for path, record, _ in actions if path not in gone for o in record["outputs"].values()}
         dead = [path for path, info in objects.items()
                 if path.rsplit("/", 1)[1] not in live and now - _modified(info) > _PUSH_GRACE]
         if not dry_run:

@@ -295,7 +295,7 @@ class Runner:
                      or "cuda_device" in step.context)
             task = Task(job, log, isolated=fresh, spare=self._spare_imports(step),
                         timeout=self.step_timeout or step.recipe.recipe.step_timeout, label=step.label,
-                        objects=self._objects(step, deps), target=step.target,
+                        objects=self._objects(step, components), target=step.target,
                         precision=step.params.get("precision", "fp32"))
             result = self._executor.run(task)
             node = result.get("node")
@@ -341,10 +341,11 @@ class Runner:
             "context": step.context,
         }
 
-    def _objects(self, step: Step, deps: dict[Step, StepResult]) -> dict[str, dict[str, str]]:
-        """The step's upstream inputs by content: {input name: {file name: digest}}."""
-        return {name: {file: obj["digest"] for file, obj in upstream_outputs(source, deps[producer(source)].record).items()}
-                for name, source in step.inputs.items() if isinstance(source, (Step, Pick))}
+    @staticmethod
+    def _objects(step: Step, components: dict) -> dict[str, dict[str, str]]:
+        """The step's upstream inputs by content, {input name: {file name: digest}}: its key has them."""
+        return {name: components["inputs"][name] for name, source in step.inputs.items()
+                if isinstance(source, (Step, Pick))}
 
     def _repro(self, job: dict, step: Step, folder: Path, workdir: Path) -> str | None:
         """A standalone script reproducing the failed step (trtbuild.repro); a failure to write one is

@@ -17,8 +17,6 @@ import os
 import re
 from pathlib import Path
 
-_ROOT = Path(__file__).resolve().parent.parent  # the directory holding the trtbuild package
-_IMPORT = re.compile(r"^\s*(?:from|import)\s+(trtbuild(?:\.\w+)*)", re.MULTILINE)
 _FROM_PACKAGE = re.compile(r"^\s*from\s+trtbuild\s+import\s+(\w+)", re.MULTILINE)  # from trtbuild import validated
 
 
@@ -80,15 +78,7 @@ def _validator() -> bytes:
 
 def _code(module: str) -> str:
     """A digest of the module's source and of every trtbuild module it imports, transitively."""
-    seen: dict[str, bytes] = {}
-    pending = [module]
-    while pending:
-        name = pending.pop()
-        base = _ROOT.joinpath(*name.split("."))
-        path = next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
-        if path is None or name in seen:
-            continue
-        seen[name] = path.read_bytes()
-        text = seen[name].decode()
-        pending += _IMPORT.findall(text) + [f"trtbuild.{sub}" for sub in _FROM_PACKAGE.findall(text)]
+    from trtbuild.hashing import package_sources
+
+    seen = package_sources(module, lambda _, text: [f"trtbuild.{sub}" for sub in _FROM_PACKAGE.findall(text)])
     return hashlib.sha256(b"".join(name.encode() + seen[name] for name in sorted(seen))).hexdigest()

@@ -92,8 +92,6 @@ def tool_version(dist: str) -> str:
         return "not installed"
 
 
-_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the trtbuild package
-_IMPORT = re.compile(r"^\s*(?:from|import)\s+(trtbuild(?:\.\w+)*)", re.MULTILINE)
 _NAMED = re.compile(r"[\"'](trtbuild(?:\.\w+)+)[\"']")  # modules loaded by name (frameworks.MODULES)
 
 
@@ -106,21 +104,8 @@ def code_version(kind: str) -> str:
 
     from trtbuild import __version__
 
-    seen: dict[str, bytes] = {}
-    pending = [KINDS[kind]]
-    while pending:
-        module = pending.pop()
-        path = _module_path(module)
-        if path is None or module in seen:
-            continue
-        seen[module] = path.read_bytes()
-        text = seen[module].decode()
-        pending += _IMPORT.findall(text)
-        if module != __name__:  # this registry names every step kind; a step runs only its own
-            pending += _NAMED.findall(text)
+    from trtbuild.hashing import package_sources
+
+    # modules loaded by name too, except by this registry, which names every step kind (a step runs only its own)
+    seen = package_sources(KINDS[kind], lambda module, text: _NAMED.findall(text) if module != __name__ else [])
     return hashlib.sha256(__version__.encode() + b"".join(seen[m] for m in sorted(seen))).hexdigest()[:16]
-
-
-def _module_path(module: str) -> Path | None:
-    base = _ROOT.joinpath(*module.split("."))
-    return next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
