@@ -59,7 +59,7 @@ def main() -> None:
     compile_bytecode()
     from ray.cluster_utils import Cluster
 
-    from trtbuild.farm import this_node
+    from trtbuild.execution.farm import this_node
 
     root = Path(tempfile.mkdtemp(prefix="trtbuild-farm-bench-"))
     write_recipes(root / "recipes", args.recipes)

@@ -38,7 +38,7 @@ def build(target: Path, cache: Path, env: dict) -> float:
 
 def imported(target: Path, cache: Path, env: dict, modules: tuple[str, ...]) -> list[str]:
     script = (
-        "import sys; from trtbuild.cli import main\n"
+        "import sys; from trtbuild.commands.cli import main\n"
         f"assert main([{str(target)!r}, '--cache-dir', {str(cache)!r}, '--quiet']) == 0\n"
         f"print(__import__('json').dumps(sorted(m for m in {modules!r} if m in sys.modules)))\n"
     )

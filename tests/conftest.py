@@ -73,7 +73,7 @@ class Project:
         self.recipe.write_text(yaml.safe_dump(data, sort_keys=False))
 
     def build(self, *args: str) -> tuple[int, dict]:
-        from trtbuild.cli import main
+        from trtbuild.commands.cli import main
 
         report = self.root / "report.json"
         report.unlink(missing_ok=True)
@@ -95,7 +95,7 @@ def needs(module: str) -> None:
 
 def build_recipe(recipe: Path, *args: str) -> tuple[int, dict]:
     """The real CLI on one recipe, with a cache beside it: (exit code, JSON report)."""
-    from trtbuild.cli import main
+    from trtbuild.commands.cli import main
 
     report = recipe.parent / "report.json"
     report.unlink(missing_ok=True)
@@ -120,8 +120,8 @@ def project(tmp_path) -> Project:
 def full_tensorrt(site: Path, bindings: bytes, monkeypatch, request, gpu_name: str, cc: str) -> None:
     """Full TensorRT cannot be installed here: a package laid out as its wheel, whose compiled bindings
     hold `bindings`, and NVML's answer on a machine with one GPU."""
-    from trtbuild import target
-    from trtbuild.gpu import Gpu
+    from trtbuild.backends import target
+    from trtbuild.backends.gpu import Gpu
 
     (site / "tensorrt").mkdir()
     (site / "tensorrt" / "__init__.py").write_text('__version__ = "10.13.3.9"\n')

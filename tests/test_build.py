@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 
 from conftest import REPO, conv_model, recipe_dict, statuses
-from trtbuild.hashing import digest_file
+from trtbuild.store.hashing import digest_file
 
 
 def test_builds_real_plan_then_everything_is_cached(project):
@@ -102,8 +102,7 @@ def test_new_target_gets_new_key_and_old_engine_stays_cached(project):
 
 def test_other_backend_version_changes_the_engine_key(project, monkeypatch):
     project.build()
-    from trtbuild import target
-
+    from trtbuild.backends import target
     real = target.installed_version("tensorrt-rtx")
     target.installed_version.cache_clear()
     monkeypatch.setattr(target, "installed_version", lambda backend: "99.0" if backend == "tensorrt-rtx" else None)
@@ -117,7 +116,7 @@ def test_two_recipes_in_parallel_share_identical_steps(project):
     data = recipe_dict("conv.onnx", optimization_level=1)
     data["name"] = "other"
     (project.root / "other.yaml").write_text(json.dumps(data))
-    from trtbuild.cli import main
+    from trtbuild.commands.cli import main
 
     report = project.root / "r.json"
     assert main(["build", str(project.root), "-j", "2", "--cache-dir", str(project.cache), "--report", str(report)]) == 0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from trtbuild.cache import Cache
-from trtbuild import hashing
-from trtbuild.hashing import digest_file, write_hashed
+from trtbuild.store.cache import Cache
+from trtbuild.store import hashing
+from trtbuild.store.hashing import digest_file, write_hashed
 
 
 def stored(cache: Cache, tmp_path, name: str, data: bytes) -> dict:

@@ -12,11 +12,11 @@ import json
 import pytest
 
 from conftest import recipe_dict
-from trtbuild import deploy
-from trtbuild.cli import main
-from trtbuild.deploy import DeployError, find_plan
-from trtbuild.gpu import Gpu
-from trtbuild.target import installed_version
+from trtbuild.commands import deploy
+from trtbuild.commands.cli import main
+from trtbuild.commands.deploy import DeployError, find_plan
+from trtbuild.backends.gpu import Gpu
+from trtbuild.backends.target import installed_version
 
 
 def fake_gpu(monkeypatch, cc: str) -> None:

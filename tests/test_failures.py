@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from conftest import REPO, conv_model, recipe_dict, statuses
-from trtbuild.cli import main
-from trtbuild.hashing import digest_file
+from trtbuild.commands.cli import main
+from trtbuild.store.hashing import digest_file
 
 
 def assert_cache_consistent(cache: Path) -> None:
@@ -201,7 +201,7 @@ def test_noop_build_imports_no_heavy_library(project):
     os.utime(project.model, (hour_ago, hour_ago))  # an edit this recent is re-read on purpose (racy stat)
     project.build()
     script = (
-        "import sys; from trtbuild.cli import main\n"
+        "import sys; from trtbuild.commands.cli import main\n"
         f"code = main(['build', {str(project.recipe)!r}, '--cache-dir', {str(project.cache)!r}, '--quiet'])\n"
         "heavy = sorted(m for m in ('torch', 'tensorflow', 'tensorrt', 'tensorrt_rtx', 'onnxruntime', 'onnx')"
         " if m in sys.modules)\n"
@@ -212,7 +212,7 @@ def test_noop_build_imports_no_heavy_library(project):
 
 
 def test_interrupt_while_another_run_holds_a_step_stops_promptly(tmp_path):
-    from trtbuild.cache import Cache
+    from trtbuild.store.cache import Cache
 
     recipe, cache = _example(tmp_path), tmp_path / "cache"
     subprocess.run([sys.executable, "-m", "trtbuild", str(recipe), "--cache-dir", str(cache), "-n",

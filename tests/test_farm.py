@@ -29,7 +29,7 @@ def cluster():
     TensorRT-RTX engines, as `trtbuild ray-node` would offer them on this machine."""
     from ray.cluster_utils import Cluster
 
-    from trtbuild.farm import this_node
+    from trtbuild.execution.farm import this_node
 
     small = {"object_store_memory": 80 * 2**20}
     farm = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False, **small})
@@ -190,7 +190,7 @@ def test_a_node_killed_mid_step_ends_its_recipe_with_a_clear_result(cluster, tmp
         cluster.remove_node(lone)
         out, err = process.communicate(timeout=120)
     finally:  # the workers back, for any test after this one
-        from trtbuild.farm import this_node
+        from trtbuild.execution.farm import this_node
 
         cluster.workers = [cluster.add_node(num_cpus=1, resources=this_node(), object_store_memory=80 * 2**20)
                            for _ in cluster.workers]
@@ -217,8 +217,8 @@ def test_without_a_cluster_a_local_ray_instance_builds_and_leaves_nothing_behind
 
 
 def test_ray_node_prints_what_this_machine_offers(capsys):
-    from trtbuild.cli import main
-    from trtbuild.target import installed_version
+    from trtbuild.commands.cli import main
+    from trtbuild.backends.target import installed_version
 
     assert main(["ray-node", "--address", "10.0.0.1:6379"]) == 0
     line = capsys.readouterr().out.strip()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, statuses
-from trtbuild.cli import main
+from trtbuild.commands.cli import main
 
 pytest.importorskip("torch")
 pytest.importorskip("tf2onnx")

@@ -11,8 +11,7 @@ import textwrap
 
 import pytest
 
-from trtbuild import gpu
-
+from trtbuild.backends import gpu
 FAKE_PYNVML = textwrap.dedent("""\
     import json, os
     NVML_ERROR_LIBRARY_NOT_FOUND, NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_UNKNOWN = 12, 9, 999

@@ -9,11 +9,11 @@ import sys
 import types
 
 from conftest import full_tensorrt, recipe_dict
-from trtbuild import target
-from trtbuild.cache import Cache
-from trtbuild.gpu import Gpu, detect_gpus, visible
-from trtbuild.graph import compile_recipe
-from trtbuild.recipe import load_recipe
+from trtbuild.backends import target
+from trtbuild.store.cache import Cache
+from trtbuild.backends.gpu import Gpu, detect_gpus, visible
+from trtbuild.planning.graph import compile_recipe
+from trtbuild.recipes.loader import load_recipe
 
 A100 = Gpu(0, "NVIDIA A100-SXM4-80GB", "8.0", 80 * 2**30, "580.0", "GPU-aaaa0000-1111")
 A10 = Gpu(1, "NVIDIA A10", "8.6", 24 * 2**30, "580.0", "GPU-bbbb0000-2222")

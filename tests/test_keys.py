@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from conftest import REPO, build_recipe, conv_model, needs, recipe_dict
-from trtbuild.cli import main
+from trtbuild.commands.cli import main
 
 pytestmark = pytest.mark.slow
 

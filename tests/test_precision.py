@@ -89,7 +89,7 @@ def test_fp8_model_has_float8_qdq_and_builds_for_ada_and_newer(project):
 def test_fp8_for_a_pre_ada_target_is_a_recipe_error(project, capsys):
     write_calibration(project.root)
     project.write_recipe(quantized_recipe("fp8", targets=["tensorrt-rtx:sm86+sm120"]))
-    from trtbuild.cli import main
+    from trtbuild.commands.cli import main
 
     assert main(["build", str(project.recipe), "--cache-dir", str(project.cache)]) == 2
     err = capsys.readouterr().err
@@ -129,7 +129,7 @@ def test_tf32_is_an_engine_setting(project):
 
 def test_int8_without_calibration_fails_validation(project, capsys):
     project.write_recipe(recipe_dict("conv.onnx", precision="int8"))
-    from trtbuild.cli import main
+    from trtbuild.commands.cli import main
 
     assert main(["build", str(project.recipe), "--cache-dir", str(project.cache)]) == 2
     assert "engine.precision int8 needs precision.calibration" in capsys.readouterr().err
@@ -176,7 +176,7 @@ def test_bf16_without_modelopt_names_the_extra(project, capsys):
     if importlib.util.find_spec("modelopt") is not None:
         pytest.skip("ModelOpt is installed here, so bf16 is available")
     project.write_recipe(recipe_dict("conv.onnx", precision="bf16"))
-    from trtbuild.cli import main
+    from trtbuild.commands.cli import main
 
     assert main(["build", str(project.recipe), "--cache-dir", str(project.cache)]) == 2
     assert "pip install 'trtbuild[modelopt]'" in capsys.readouterr().err
@@ -188,7 +188,7 @@ def test_bf16_gate_runs_bf16_models_as_rounded_fp32(tmp_path):
     from onnx import TensorProto, helper
 
     from trtbuild.steps.accuracy import _bf16_rounded_in_fp32
-    from trtbuild.tensors import run_onnxruntime
+    from trtbuild.models.tensors import run_onnxruntime
 
     rng = np.random.default_rng(0)
     w = rng.standard_normal((4, 8)).astype(ml_dtypes.bfloat16)
@@ -214,9 +214,9 @@ def test_bf16_gate_runs_bf16_models_as_rounded_fp32(tmp_path):
 
 def test_verify_judges_lossy_engines_against_fp32_by_relative_error(project):
     """verify needs a GPU, so only its wiring is checked here: what it compares, and by which rule."""
-    from trtbuild.cache import Cache
-    from trtbuild.graph import compile_recipe
-    from trtbuild.recipe import load_recipe
+    from trtbuild.store.cache import Cache
+    from trtbuild.planning.graph import compile_recipe
+    from trtbuild.recipes.loader import load_recipe
 
     def verify_step(**engine):
         project.write_recipe(recipe_dict("conv.onnx", **engine))

@@ -13,7 +13,7 @@ import yaml
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import statuses
-from trtbuild.cli import main
+from trtbuild.commands.cli import main
 
 pytestmark = pytest.mark.slow
 

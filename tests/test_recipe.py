@@ -7,9 +7,9 @@ import textwrap
 
 import pytest
 
-from trtbuild.cli import main
+from trtbuild.commands.cli import main
 from trtbuild.errors import RecipeError
-from trtbuild.recipe import load_recipe
+from trtbuild.recipes.loader import load_recipe
 
 GOOD = """\
 name: resnet_block

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from conftest import Project, conv_model, recipe_dict, statuses
-from trtbuild.hashing import digest_file
+from trtbuild.store.hashing import digest_file
 
 
 def second_machine(project: Project) -> Project:
@@ -43,7 +43,7 @@ def test_file_remote_shares_every_step(project, tmp_path):
 def test_dry_run_and_status_see_what_the_remote_holds(project, tmp_path, capsys):
     import json
 
-    from trtbuild.cli import main
+    from trtbuild.commands.cli import main
 
     remote = f"file://{tmp_path / 'remote'}"
     assert project.build("--remote", remote)[0] == 0

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from conftest import recipe_dict, statuses
-from trtbuild.cli import main
-from trtbuild.retention import parse_age
+from trtbuild.commands.cli import main
+from trtbuild.store.retention import parse_age
 
 pytestmark = pytest.mark.slow
 

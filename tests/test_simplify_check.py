@@ -40,7 +40,7 @@ def test_a_model_that_cannot_run_at_batch_1_is_checked_at_opt(tmp_path):
 
 
 def test_a_rank_1_input_is_a_length_not_a_batch(tmp_path):
-    from trtbuild.tensors import at_batch_one
+    from trtbuild.models.tensors import at_batch_one
 
     wave = {"dtype": "float32", "shape": [-1], "opt": [16000]}
     assert at_batch_one({"wave": wave, "x": INPUTS["x"]}) == {"wave": wave, "x": INPUTS["x"] | {"opt": [1, 3, 16, 16]}}

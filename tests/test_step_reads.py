@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import recipe_dict
-from trtbuild.cache import Cache
-from trtbuild.graph import Step, compile_recipe
-from trtbuild.recipe import load_recipe
+from trtbuild.store.cache import Cache
+from trtbuild.planning.graph import Step, compile_recipe
+from trtbuild.recipes.loader import load_recipe
 from trtbuild.steps import KINDS, load_kind
 
 

@@ -11,8 +11,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from conftest import REPO, conv_model, full_tensorrt, recipe_dict
-from trtbuild import target
-from trtbuild.cli import main
+from trtbuild.backends import target
+from trtbuild.commands.cli import main
 
 
 def engines(report: dict) -> dict[str, str]:
@@ -98,7 +98,7 @@ def test_directory_with_a_broken_recipe_builds_the_rest_and_reports_it(project, 
 
 def _installed_tensorrt(site: Path) -> str:
     """installed_version("tensorrt") in a fresh interpreter that also sees `site`."""
-    probe = "from trtbuild.target import installed_version; print(installed_version('tensorrt'))"
+    probe = "from trtbuild.backends.target import installed_version; print(installed_version('tensorrt'))"
     env = os.environ | {"PYTHONPATH": f"{site}{os.pathsep}{REPO}"}
     return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout.strip()
 

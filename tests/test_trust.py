@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, Project, conv_model, recipe_dict, statuses
-from trtbuild.hashing import digest_file
-from trtbuild.publish import read_manifest
+from trtbuild.store.hashing import digest_file
+from trtbuild.store.publish import read_manifest
 
 
 def _plan(report: dict) -> Path:

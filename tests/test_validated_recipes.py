@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from conftest import recipe_dict
-from trtbuild import recipe as recipe_module
-from trtbuild import validated
+from trtbuild.recipes import loader as recipe_module
+from trtbuild.recipes import records as validated
 from trtbuild.errors import RecipeError
-from trtbuild.recipe import Section, load_recipe
+from trtbuild.recipes.loader import Section, load_recipe
 
 
 def _plain(value):
@@ -120,7 +120,7 @@ def test_noop_build_of_an_unchanged_recipe_imports_neither_pydantic_nor_yaml_nor
     hour_ago = time.time() - 3600
     os.utime(project.model, (hour_ago, hour_ago))
     script = (
-        "import sys; from trtbuild.cli import main\n"
+        "import sys; from trtbuild.commands.cli import main\n"
         f"code = main(['build', {str(project.recipe)!r}, '--cache-dir', {str(project.cache)!r}, '--quiet'])\n"
         "print(code, sorted(m for m in ('pydantic', 'pydantic_core', 'yaml', 'pynvml') if m in sys.modules))\n"
     )

@@ -1,3 +1,3 @@
-from trtbuild.cli import main
+from trtbuild.commands.cli import main
 
 raise SystemExit(main())

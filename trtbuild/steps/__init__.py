@@ -5,7 +5,7 @@
     READS              what the step reads (Reads): its parameters and input files make its key
     tools(params)      distributions whose versions go into the step key (must not import them)
     run(job)           does the work, writing every output file into job.outdir; returns metadata
-    FRESH_PROCESS      optional, True: run in a worker process of its own (see trtbuild.pool)
+    FRESH_PROCESS      optional, True: run in a worker process of its own (see trtbuild.execution.pool)
     IMPORTS            optional: the heavy modules run() imports, which a spare worker loads ahead
 
 Modules import heavy libraries inside run(), which executes in a worker process. A step's code
@@ -104,7 +104,7 @@ def code_version(kind: str) -> str:
 
     from trtbuild import __version__
 
-    from trtbuild.hashing import package_sources
+    from trtbuild.store.hashing import package_sources
 
     # modules loaded by name too, except by this registry, which names every step kind (a step runs only its own)
     seen = package_sources(KINDS[kind], lambda module, text: _NAMED.findall(text) if module != __name__ else [])

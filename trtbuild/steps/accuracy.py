@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from trtbuild.errors import StepError
-from trtbuild.onnx_io import save_onnx
+from trtbuild.models.onnx_io import save_onnx
 from trtbuild.steps import Job, Reads
 
 NAME = "accuracy"
@@ -25,8 +25,8 @@ def tools(params: dict) -> tuple[str, ...]:
 
 
 def run(job: Job) -> dict:
-    from trtbuild.onnx_io import complete_inputs
-    from trtbuild.tensors import compare, example_inputs, format_table, run_onnxruntime  # numpy: only in the worker
+    from trtbuild.models.onnx_io import complete_inputs
+    from trtbuild.models.tensors import compare, example_inputs, format_table, run_onnxruntime  # numpy: only in the worker
 
     inputs = complete_inputs(job.inputs["fp32"], job.params["inputs"])
     feeds = example_inputs(inputs, job.params["seed"], job.inputs.get("data"))

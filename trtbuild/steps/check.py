@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 from trtbuild.errors import StepError, first_line
-from trtbuild.onnx_io import dims, dtype_name, runtime_inputs
+from trtbuild.models.onnx_io import dims, dtype_name, runtime_inputs
 from trtbuild.steps import Job, Reads
 
 NAME = "check"

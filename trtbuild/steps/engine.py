@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from trtbuild.engine import build_engine
+from trtbuild.backends.engine import build_engine
 from trtbuild.steps import Job, Reads, use_gpu_of
-from trtbuild.target import target_from_dict
+from trtbuild.backends.target import target_from_dict
 
 NAME = "engine"
 MAIN_OUTPUT = "model.plan"

@@ -3,8 +3,8 @@ parity inputs (reference.npz), computed while the model is loaded so parity need
 
 from __future__ import annotations
 
-from trtbuild.frameworks import TOOLS, ModelSpec, load_framework
-from trtbuild.onnx_io import complete_inputs, normalize_file
+from trtbuild.frontends import TOOLS, ModelSpec, load_framework
+from trtbuild.models.onnx_io import complete_inputs, normalize_file
 from trtbuild.steps import Job, Reads
 
 NAME = "export"
@@ -38,7 +38,7 @@ def model_spec(job: Job) -> ModelSpec:
 
 
 def run(job: Job) -> dict:
-    from trtbuild.tensors import example_inputs  # numpy: only in the worker
+    from trtbuild.models.tensors import example_inputs  # numpy: only in the worker
 
     spec = model_spec(job)
     framework = load_framework(spec.framework)

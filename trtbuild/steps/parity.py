@@ -20,7 +20,7 @@ def tools(params: dict) -> tuple[str, ...]:
 
 
 def run(job: Job) -> dict:
-    from trtbuild.tensors import compare, format_table, run_onnxruntime  # numpy: only in the worker
+    from trtbuild.models.tensors import compare, format_table, run_onnxruntime  # numpy: only in the worker
 
     onnx_path = job.inputs["onnx"]
     feeds, expected = load_reference(onnx_path.parent / REFERENCE)

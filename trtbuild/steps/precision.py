@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from trtbuild.calibration import calibration_batches
+from trtbuild.models.calibration import calibration_batches
 from trtbuild.errors import StepError
-from trtbuild.onnx_io import save_onnx
+from trtbuild.models.onnx_io import save_onnx
 from trtbuild.steps import Job, Reads
 
 NAME = "precision"

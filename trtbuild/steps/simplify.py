@@ -10,7 +10,7 @@ import traceback
 from pathlib import Path
 
 from trtbuild.errors import StepError, first_line
-from trtbuild.onnx_io import save_onnx
+from trtbuild.models.onnx_io import save_onnx
 from trtbuild.steps import Job, Reads
 
 NAME = "simplify"
@@ -18,7 +18,7 @@ MAIN_OUTPUT = "model.onnx"
 READS = Reads(params=("inputs", "check"),
               files=("model",), context=())
 # A spare worker loads these before this step comes (onnx-simplifier alone takes 0.6 s to import).
-IMPORTS = ("numpy", "onnx", "onnxruntime", "trtbuild.onnxsim_loader")
+IMPORTS = ("numpy", "onnx", "onnxruntime", "trtbuild.models.onnxsim_loader")
 
 
 def tools(params: dict) -> tuple[str, ...]:
@@ -28,7 +28,7 @@ def tools(params: dict) -> tuple[str, ...]:
 def run(job: Job) -> dict:
     import onnx
 
-    from trtbuild.onnxsim_loader import onnxsim
+    from trtbuild.models.onnxsim_loader import onnxsim
 
     source = job.inputs["model"]
     before = onnx.load(str(source))  # once: onnx-simplifier takes the loaded model too
@@ -84,8 +84,8 @@ def quick_check(original: Path, simplified: Path, recipe_inputs: dict, loaded=No
     ONNX Runtime refuses it."""
     import numpy as np
 
-    from trtbuild.onnx_io import complete_inputs
-    from trtbuild.tensors import at_batch_one, example_inputs, run_onnxruntime
+    from trtbuild.models.onnx_io import complete_inputs
+    from trtbuild.models.tensors import at_batch_one, example_inputs, run_onnxruntime
 
     at_opt = complete_inputs(original if loaded is None else loaded, recipe_inputs)
     try:
@@ -117,8 +117,8 @@ def quick_check(original: Path, simplified: Path, recipe_inputs: dict, loaded=No
 
 def _ort_error(model_path, recipe_inputs: dict) -> str | None:
     """Why ONNX Runtime cannot run the model once on example inputs at opt; None when it can."""
-    from trtbuild.onnx_io import complete_inputs
-    from trtbuild.tensors import example_inputs, run_onnxruntime
+    from trtbuild.models.onnx_io import complete_inputs
+    from trtbuild.models.tensors import example_inputs, run_onnxruntime
 
     try:
         run_onnxruntime(model_path, example_inputs(complete_inputs(model_path, recipe_inputs), seed=0))

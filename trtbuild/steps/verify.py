@@ -9,7 +9,7 @@ import os
 
 from trtbuild.errors import StepError
 from trtbuild.steps import Job, Reads, use_gpu_of
-from trtbuild.target import BACKENDS, target_from_dict
+from trtbuild.backends.target import BACKENDS, target_from_dict
 
 NAME = "verify"
 MAIN_OUTPUT = "verify.json"
@@ -24,8 +24,8 @@ def tools(params: dict) -> tuple[str, ...]:
 
 
 def run(job: Job) -> dict:
-    from trtbuild.onnx_io import complete_inputs
-    from trtbuild.tensors import compare, example_inputs, format_table, run_onnxruntime  # numpy: only in the worker
+    from trtbuild.models.onnx_io import complete_inputs
+    from trtbuild.models.tensors import compare, example_inputs, format_table, run_onnxruntime  # numpy: only in the worker
 
     gpu = use_gpu_of(job)
     target = target_from_dict(job.params["target"])

@@ -1,0 +1,1 @@
+"""TensorRT backends: targets, the builder adapter, GPUs on this machine."""

@@ -1,0 +1,168 @@
+"""One engine builder over the Python API that TensorRT >= 10 and TensorRT-RTX share.
+
+Runs inside a worker process; the orchestrator never imports this module's backends.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from pathlib import Path
+
+from filelock import FileLock
+
+from trtbuild.errors import StepError
+from trtbuild.store.hashing import write_hashed
+from trtbuild.backends.target import BACKENDS, INSTALL_HINT, Target
+
+# Parser error codes that mean "TensorRT cannot import this op", with the advice to give.
+_UNSUPPORTED_HINT = "TensorRT has no importer for this op: replace it in the model or provide a plugin"
+
+
+def build_engine(
+    onnx_path: Path,
+    plan_path: Path,
+    target: Target,
+    profile: dict[str, tuple[list[int], list[int], list[int]]],
+    workspace: int,
+    optimization_level: int,
+    timing_cache: Path | None,
+    tf32: bool = False,
+) -> dict:
+    """Parse `onnx_path`, build a strongly typed engine for `target`, write it to `plan_path`; return metadata."""
+    try:
+        trt = importlib.import_module(BACKENDS[target.backend][0])
+    except ImportError as exc:  # a farm node offering a backend it lacks, or a broken install
+        raise StepError(f"{target.backend} cannot be imported on this machine ({exc}): {INSTALL_HINT[target.backend]}, "
+                        "or on a build farm node, offer only what `trtbuild ray-node` prints there") from None
+    logger = _make_logger(trt)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    # parse_from_file (not parse(bytes)) so external-data weight files beside the model are found.
+    parsed = parser.parse_from_file(str(onnx_path))
+    errors = [_describe_parser_error(trt, parser.get_error(i)) for i in range(parser.num_errors)]
+    if not parsed or errors:
+        raise StepError("TensorRT could not parse the ONNX model:\n  " + "\n  ".join(errors or logger.errors or ["unknown error"]))
+    if network.num_outputs == 0:
+        raise StepError("TensorRT parsed an empty network (no outputs): is the file really an ONNX model?")
+
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    outputs = [network.get_output(i) for i in range(network.num_outputs)]
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
+    config.builder_optimization_level = optimization_level
+    # TF32 only when asked for: fp32 means fp32. Other precisions come from the (strongly typed) graph.
+    (config.set_flag if tf32 else config.clear_flag)(trt.BuilderFlag.TF32)
+    if target.backend == "tensorrt-rtx" and target.compute_capabilities:
+        config.num_compute_capabilities = len(target.compute_capabilities)
+        for i, cc in enumerate(target.compute_capabilities):
+            config.set_compute_capability(getattr(trt.ComputeCapability, "SM" + cc.replace(".", "")), i)
+    if target.backend == "tensorrt" and not target.gpu_model:
+        # Runs on every GPU of this compute capability, as the target id (no GPU model) promises.
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
+    _add_profile(builder, config, inputs, profile)
+
+    use_timing_cache = timing_cache is not None and target.backend == "tensorrt"  # a no-op in TensorRT-RTX
+    lock = FileLock(str(timing_cache) + ".lock") if use_timing_cache else None
+    if use_timing_cache:
+        with lock:
+            data = timing_cache.read_bytes() if timing_cache.exists() else b""
+        config.set_timing_cache(config.create_timing_cache(data), ignore_mismatch=False)
+
+    started = time.perf_counter()
+    plan = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - started
+    if plan is None:
+        detail = "\n  ".join(logger.errors) or "no details from TensorRT"
+        if "OutOfMemory" in detail:  # the builder sizes its requests by the limit it was given
+            limit = f"{workspace >> 30}GiB" if workspace % 2**30 == 0 else f"{workspace >> 20}MiB"
+            detail += (f"\n  the builder's workspace limit is engine.workspace: {limit}; raise it (a larger "
+                       "profile, dynamic image sizes say, needs more)")
+        raise StepError(f"TensorRT failed to build the engine:\n  {detail}")
+    write_hashed(plan_path, plan)
+
+    if use_timing_cache:
+        from trtbuild.store.fsutil import atomic_write
+
+        with lock:
+            atomic_write(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+
+    return {
+        "backend": target.backend,
+        "backend_version": trt.__version__,
+        "target": target.id,
+        "compute_capabilities": list(target.compute_capabilities) or "portable",
+        "gpu_model": target.gpu_model or None,
+        "runs_on": _runs_on(target),
+        "inputs": [_tensor_info(t, profile.get(t.name)) for t in inputs],
+        "outputs": [_tensor_info(t) for t in outputs],
+        "build_seconds": round(seconds, 3),
+        "plan_bytes": plan_path.stat().st_size,
+        "timing_cache": str(timing_cache) if use_timing_cache else None,
+    }
+
+
+def _runs_on(target: Target) -> str:
+    if target.backend == "tensorrt-rtx":
+        return "GPUs of the target's compute capabilities" if target.compute_capabilities else "portable"
+    if target.gpu_model:
+        return f"{target.gpu_model} GPUs only (this TensorRT has no same-compute-capability build)"
+    return f"every sm_{target.compute_capabilities[0].replace('.', '')} GPU (hardware compatibility: same compute capability)"
+
+
+def _add_profile(builder, config, inputs, profile: dict) -> None:
+    """One optimization profile from the recipe's min/opt/max; static inputs need none."""
+    if not any(-1 in tuple(t.shape) for t in inputs):
+        return
+    opt_profile = builder.create_optimization_profile()
+    for tensor in inputs:
+        if tensor.name in profile:
+            lo, mid, hi = profile[tensor.name]
+        elif -1 in tuple(tensor.shape):
+            raise StepError(f"input {tensor.name!r} has dynamic dims {tuple(tensor.shape)}: give it min/opt/max in the recipe", True)
+        else:
+            lo = mid = hi = list(tensor.shape)
+        opt_profile.set_shape(tensor.name, lo, mid, hi)
+    config.add_optimization_profile(opt_profile)
+
+
+# TensorRT DataType names -> the dtype names recipes use.
+_DTYPE_NAMES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT32": "int32", "INT64": "int64",
+                "INT8": "int8", "UINT8": "uint8", "BOOL": "bool", "FP8": "float8", "INT4": "int4"}
+
+
+def _tensor_info(tensor, profile=None) -> dict:
+    dtype = _DTYPE_NAMES.get(tensor.dtype.name, tensor.dtype.name.lower())
+    info = {"name": tensor.name, "dtype": dtype, "shape": list(tensor.shape)}
+    if profile is not None and -1 in info["shape"]:
+        info["min"], info["opt"], info["max"] = (list(p) for p in profile)
+    return info
+
+
+def _describe_parser_error(trt, error) -> str:
+    node, op, desc = error.node_name(), error.node_operator(), error.desc().strip()
+    if error.code() == trt.ErrorCode.UNSUPPORTED_NODE and desc in ("", "false"):
+        desc = _UNSUPPORTED_HINT
+    elif "Plugin not found" in desc:
+        desc = f"no importer or plugin for op {op!r}; {_UNSUPPORTED_HINT}"
+    where = f"node {node!r} ({op})" if (node or op) else "model"
+    return f"{where}: {desc}"
+
+
+def _make_logger(trt):
+    class _Logger(trt.ILogger):
+        """Forwards TensorRT's messages to the step log and keeps errors for the failure message."""
+
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity, msg):
+            if severity <= trt.ILogger.Severity.ERROR:
+                self.errors.append(msg)
+            if severity <= trt.ILogger.Severity.WARNING:
+                print(f"[{trt.__name__}] {severity.name}: {msg}", file=sys.stderr, flush=True)
+
+    return _Logger()

@@ -1,0 +1,225 @@
+"""What an engine is built for: backend, backend version and GPU architecture.
+
+Resolved without importing TensorRT (package metadata only), so a no-op build stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import importlib.util
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from trtbuild.errors import UsageError
+from trtbuild.backends.gpu import detect_gpus
+
+# backend name -> (Python module, distribution)
+BACKENDS = {"tensorrt": ("tensorrt", "tensorrt"), "tensorrt-rtx": ("tensorrt_rtx", "tensorrt-rtx")}
+INSTALL_HINT = {
+    "tensorrt": "pip install 'trtbuild[tensorrt]'  (full TensorRT, on a machine with an NVIDIA GPU)",
+    "tensorrt-rtx": "pip install 'trtbuild[rtx]'  (TensorRT-RTX builds engines even without a GPU)",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    backend: str
+    version: str
+    compute_capabilities: tuple[str, ...]  # () = portable TensorRT-RTX plan
+    # Full TensorRT without a same-compute-capability build: the plan runs only on this GPU model.
+    gpu_model: str = ""
+
+    @property
+    def arch(self) -> str:
+        if not self.compute_capabilities:
+            return "portable"
+        return "+".join("sm" + cc.replace(".", "") for cc in self.compute_capabilities)
+
+    @property
+    def spec(self) -> str:
+        """The target as written in a recipe: "tensorrt-rtx:portable", "tensorrt:sm86"."""
+        return f"{self.backend}:{self.arch}"
+
+    @property
+    def id(self) -> str:
+        return f"{self.backend}-{self.version}-{self.arch}" + (f"-{self.gpu_model}" if self.gpu_model else "")
+
+    def to_dict(self) -> dict:
+        return {"backend": self.backend, "version": self.version, "compute_capabilities": list(self.compute_capabilities),
+                "gpu_model": self.gpu_model}
+
+
+@functools.cache
+def installed_version(backend: str) -> str | None:
+    """The backend's version, found without importing it: from the distribution that installed its
+    module (tensorrt, tensorrt-cu12, tensorrt_rtx_cu13...), else from the module's own source (a
+    system package such as JetPack's python3-libnvinfer has no distribution metadata)."""
+    module, dist = BACKENDS[backend]
+    spec = importlib.util.find_spec(module)
+    if spec is None:
+        return None
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    # Only then scan every installed distribution (a third of a second): tensorrt-cu12 and the like.
+    for name in sorted(_packages_distributions().get(module, ())):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return _version_in_source(spec.origin)
+
+
+@functools.cache
+def _packages_distributions() -> dict:
+    return importlib.metadata.packages_distributions()
+
+
+def _version_in_source(origin: str | None, depth: int = 2) -> str | None:
+    """`__version__ = "10.3.0"` in a module's file, following one `from X import __version__`."""
+    if not origin or not origin.endswith(".py"):
+        return None
+    text = Path(origin).read_text(errors="replace")
+    found = re.search(r"^__version__\s*=\s*[\"']([^\"']+)[\"']", text, re.MULTILINE)
+    if found:
+        return found.group(1)
+    source = re.search(r"^from\s+([\w.]+)\s+import\s+.*\b__version__\b", text, re.MULTILINE)
+    if source and depth:
+        spec = importlib.util.find_spec(source.group(1))
+        return _version_in_source(spec.origin if spec else None, depth - 1)
+    return None
+
+
+TARGET_PATTERN = r"^(auto|tensorrt|tensorrt-rtx)(:(portable|sm\d+(\+sm\d+)*))?$"
+# Compute capabilities TensorRT-RTX can target ahead of time (ComputeCapability.SM75 ...).
+RTX_COMPUTE_CAPABILITIES = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
+
+
+def sm_to_cc(sm: str) -> str:
+    """"sm86" -> "8.6", "sm120" -> "12.0"."""
+    digits = sm.removeprefix("sm")
+    return f"{digits[:-1]}.{digits[-1]}"
+
+
+def resolve_target(spec: str) -> tuple[Target, str | None]:
+    """A target spec ("tensorrt-rtx", "tensorrt-rtx:sm86+sm120", "tensorrt:sm90", "auto") -> the Target,
+    and why this machine cannot build it (None when it can).
+
+    TensorRT-RTX builds for any compute capability on any machine. Full TensorRT builds only for the
+    GPUs present, so other SMs are reported as needing that GPU, never built wrong.
+    """
+    backend, _, arch = spec.partition(":")
+    caps = () if arch in ("", "portable") else tuple(sm_to_cc(sm) for sm in arch.split("+"))
+    if backend == "auto":
+        if installed_version("tensorrt") and detect_gpus():
+            backend = "tensorrt"
+        elif installed_version("tensorrt-rtx"):
+            backend = "tensorrt-rtx"
+        else:
+            raise UsageError("no TensorRT backend found: install one of\n  " + "\n  ".join(INSTALL_HINT.values()))
+    version = installed_version(backend)
+    if backend == "tensorrt-rtx":
+        if version is None:
+            raise UsageError(f"target {spec!r}: TensorRT-RTX is not installed: {INSTALL_HINT[backend]}")
+        unknown = [cc for cc in caps if cc not in RTX_COMPUTE_CAPABILITIES]
+        if unknown:
+            raise UsageError(f"target {spec!r}: TensorRT-RTX cannot build for compute capability {', '.join(unknown)} "
+                             f"(it supports {', '.join(RTX_COMPUTE_CAPABILITIES)})")
+        return Target(backend, version, caps), None
+    gpus = detect_gpus()
+    if not caps:
+        if not gpus:
+            return Target(backend, version or "none", ("local",)), "TensorRT builds for the local GPU and there is none"
+        caps = (gpus[0].compute_capability,)
+    need = " or ".join("sm_" + cc.replace(".", "") for cc in caps)
+    if version is None:
+        return Target(backend, "none", caps), f"needs TensorRT and a GPU with {need}: {INSTALL_HINT[backend]}"
+    if len(caps) != 1:
+        raise UsageError(f"target {spec!r}: a TensorRT engine is built for one GPU architecture; list one SM per target")
+    builder = next((g for g in gpus if g.compute_capability == caps[0]), None)
+    if builder is None:
+        here = ", ".join(f"{g.name} (sm_{g.compute_capability.replace('.', '')})" for g in gpus) or "no NVIDIA GPU"
+        return Target(backend, version, caps), f"needs a GPU with {need} to build (this machine has {here})"
+    same_cc = builds_same_compute_capability() and _major(caps[0]) >= 8
+    return Target(backend, version, caps, "" if same_cc else gpu_model_id(builder.name)), None
+
+
+def builds_same_compute_capability() -> bool:
+    """Whether the installed full TensorRT offers HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY: a plan
+    built with it runs on every GPU of the builder's compute capability (A10, A40 and RTX 3090 are all
+    sm_86). Found without importing TensorRT: the name is in its compiled bindings. When it cannot be
+    found the plan is keyed by GPU model, which shares less but never hands a plan to a GPU it fails on."""
+    spec = importlib.util.find_spec(BACKENDS["tensorrt"][0])
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    return _mentions(tuple(spec.submodule_search_locations), b"SAME_COMPUTE_CAPABILITY")
+
+
+@functools.cache
+def _mentions(folders: tuple[str, ...], name: bytes) -> bool:
+    import mmap
+
+    for binary in (b for folder in folders for b in Path(folder).glob("*.so*")):
+        with binary.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if data.find(name) != -1:
+                return True
+    return False
+
+
+def gpu_model_id(name: str) -> str:
+    """"NVIDIA GeForce RTX 3090" -> "geforce-rtx-3090": the GPU model as it appears in a target id."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower().removeprefix("nvidia")).strip("-")
+
+
+def _major(cc: str) -> int:
+    return int(cc.split(".")[0])
+
+
+def target_from_dict(data: dict) -> Target:
+    return Target(data["backend"], data["version"], tuple(data["compute_capabilities"]), data.get("gpu_model", ""))
+
+
+def supports_fp8(cc: str) -> bool:
+    """fp8 tensor cores arrived with Ada (8.9); Hopper (9.0) and Blackwell (10.x, 12.x) have them too."""
+    major, _, minor = cc.partition(".")
+    return cc != "local" and (int(major), int(minor or 0)) >= (8, 9)
+
+
+def usable_gpus(target: Target, precision: str = "fp32") -> list:
+    """The local GPUs that run (and, for full TensorRT, build) engines of `precision` for `target`."""
+    gpus = detect_gpus()
+    if target.backend == "tensorrt-rtx":
+        # Portable TensorRT-RTX plans run on Ampere, Ada and Blackwell client GPUs (8.x, 12.x), not Hopper.
+        wanted = target.compute_capabilities
+        usable = [g for g in gpus if (g.compute_capability in wanted if wanted else
+                                      g.compute_capability.split(".")[0] in ("8", "12"))]
+    else:
+        usable = [g for g in gpus if g.compute_capability in target.compute_capabilities
+                  and target.gpu_model in ("", gpu_model_id(g.name))]
+    if precision == "fp8":
+        usable = [g for g in usable if supports_fp8(g.compute_capability)]
+    return usable
+
+
+def cannot_run_here(target: Target, precision: str = "fp32") -> str | None:
+    """Why no local GPU can run engines of `precision` built for `target`; None when one can."""
+    if usable_gpus(target, precision):
+        return None
+    if target.backend == "tensorrt-rtx":
+        need = " or ".join(target.compute_capabilities) if target.compute_capabilities else "8.x or 12.x"
+    else:
+        need = " or ".join(target.compute_capabilities) + (f" ({target.gpu_model})" if target.gpu_model else "")
+    if precision == "fp8":
+        need += " (fp8: 8.9 or newer)"
+    here = ", ".join(f"{g.name} ({g.compute_capability})" for g in detect_gpus()) or "no NVIDIA GPU"
+    return f"running this engine needs a GPU with compute capability {need}; this machine has {here}"
+
+
+def cuda_device(target: Target, precision: str = "fp32") -> dict:
+    """A step's context naming the GPU its worker uses (by UUID, for CUDA_VISIBLE_DEVICES): the one
+    matching the target, not whichever CUDA makes current. Empty when no GPU is needed or found."""
+    usable = usable_gpus(target, precision)
+    return {"cuda_device": usable[0].uuid} if usable and usable[0].uuid else {}

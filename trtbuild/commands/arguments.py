@@ -1,0 +1,52 @@
+"""Argument types of the command line: each turns a string into a value or says, as argparse shows
+it, what was expected."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number, 1 or more")
+    return value
+
+
+def step_kinds() -> list[str]:
+    from trtbuild.steps import KINDS
+
+    return list(KINDS)
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of seconds")
+    return value
+
+
+def target_spec(text: str) -> str:
+    import re
+
+    from trtbuild.backends.target import TARGET_PATTERN
+
+    if not re.match(TARGET_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected BACKEND[:ARCH], e.g. tensorrt-rtx:sm86+sm120 or tensorrt:sm90")
+    return text
+
+
+def byte_size(text: str) -> int:
+    """"50GiB", "500MB" or bytes, as recipes write sizes."""
+    from pydantic import ByteSize, TypeAdapter, ValidationError
+
+    try:
+        return int(TypeAdapter(ByteSize).validate_python(text))
+    except ValidationError:
+        raise ValueError(f"--max-size {text!r}: expected a size such as 50GiB or 500MB") from None

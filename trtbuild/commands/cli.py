@@ -1,0 +1,386 @@
+"""Command line: a thin layer over recipe loading, graph compilation and the runner."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from trtbuild import __version__
+from trtbuild.commands import maintenance as commands
+from trtbuild.errors import (EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, RecipeError, TrtbuildError,
+                             UsageError)
+from trtbuild.commands.arguments import positive, positive_seconds, step_kinds, target_spec
+from trtbuild.commands.summary import print_results, recap
+
+COMMANDS = ("build", "status", "dag", "repro", "gc", "schema", "env", "path", "ray-node")
+
+DESCRIPTION = """\
+Build TensorRT engines from YAML recipes, rebuilding only what is stale.
+
+  trtbuild RECIPE_OR_DIR...          build (a directory means every *.yaml / *.yml in it)
+  trtbuild status RECIPE_OR_DIR...   recipe x target matrix: fresh / remote / stale (why) / missing / failed
+  trtbuild dag RECIPE_OR_DIR...      the step graph with each step's state (Mermaid; --dot for Graphviz)
+  trtbuild repro RECIPE STEP         write a standalone script making STEP's library calls (for bug reports)
+  trtbuild gc                        bound the cache (--keep-last N, --older-than 30d, --max-size 50GiB)
+  trtbuild schema                    print the recipe JSON Schema
+  trtbuild env                       GPUs, TensorRT backends, frameworks and precisions found here
+  trtbuild path NAME                 the plan of recipe NAME for this GPU and TensorRT version
+  trtbuild ray-node                  the `ray start` options offering this machine to a build farm
+                                     (then: trtbuild RECIPES --executor ray --remote URL)
+
+Each recipe compiles into steps: export -> check -> parity -> simplify -> precision -> accuracy
+-> engine -> verify (export and parity for framework models; precision and accuracy for fp16,
+bf16, int8 and fp8). Each is keyed by a hash of its inputs, parameters, tool versions and target;
+only steps whose key changed run. Outputs appear under CACHE/out/NAME/.
+`trtbuild COMMAND --help` describes each command's options.
+Exit codes: 0 built or cached, 1 a step failed, 2 bad usage or bad recipe, 130 interrupted.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
+        argv.insert(0, "build")  # `trtbuild recipes/` and `trtbuild -j 2 recipes/` mean build
+    parser = _parser()
+    if not argv:
+        parser.print_help()
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return args.func(args)
+    except TrtbuildError as exc:
+        print(f"trtbuild: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("trtbuild: interrupted; nothing partial was recorded", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trtbuild", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"trtbuild {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    cache_opt = argparse.ArgumentParser(add_help=False)
+    cache_opt.add_argument(
+        "--cache-dir", type=Path, default=Path(os.environ.get("TRTBUILD_CACHE_DIR", "cache")),
+        help="cache directory (env TRTBUILD_CACHE_DIR, default ./cache)",
+    )
+    graph_opt = argparse.ArgumentParser(add_help=False)
+    graph_opt.add_argument("recipes", nargs="+", metavar="RECIPE_OR_DIR",
+                           help="recipe files, or directories of *.yaml / *.yml recipes")
+    graph_opt.add_argument("--backend", choices=["auto", "tensorrt", "tensorrt-rtx"], help="override engine.backend")
+    graph_opt.add_argument(
+        "--target", action="append", type=target_spec, metavar="SPEC",
+        help='build these targets instead of the recipes\' (repeatable): "tensorrt-rtx", "tensorrt-rtx:sm86+sm120", '
+        '"tensorrt:sm86"',
+    )
+
+    remote_opt = argparse.ArgumentParser(add_help=False)
+    remote_opt.add_argument(
+        "--remote", default=os.environ.get("TRTBUILD_REMOTE"), metavar="URL",
+        help="shared cache (env TRTBUILD_REMOTE): file:///path, s3://bucket/prefix, gs://...; a build pulls the steps "
+        "found there instead of building them and pushes new ones; status and --dry-run show them as remote",
+    )
+
+    executor_opt = argparse.ArgumentParser(add_help=False)
+    executor_opt.add_argument(
+        "--executor", choices=["local", "ray"], default="local",
+        help="where steps run: worker processes here (default), or tasks on a Ray cluster (RAY_ADDRESS or "
+        "--ray-address; a local Ray instance when none is given; a multi-node cluster needs --remote). With ray, "
+        "targets resolve against what the cluster's nodes offer")
+    executor_opt.add_argument("--ray-address", metavar="ADDR", help="the Ray cluster for --executor ray (beats RAY_ADDRESS)")
+
+    build = sub.add_parser("build", parents=[graph_opt, cache_opt, remote_opt, executor_opt],
+                           help="build recipes (the default command)",
+                           description="Build recipes; only steps whose key changed run.")
+    build.add_argument("-j", "--jobs", type=positive, metavar="N",
+                       help="run up to N independent steps at once (default 1; with --executor ray, the cluster's CPUs)")
+    build.add_argument("--force", nargs="?", const="all", choices=["all", *step_kinds()], metavar="STEP",
+                       help="run steps even when cached (all of them, or one kind: --force engine); "
+                       "the new result replaces the cached one")
+    build.add_argument("-n", "--dry-run", action="store_true", help="say which steps would run and why; build nothing")
+    build.add_argument("--report", type=Path, metavar="PATH", help="write a JSON report of every step")
+    build.add_argument("--junit", type=Path, metavar="PATH", help="write JUnit XML (a testcase per recipe x step)")
+    build.add_argument("--markdown", type=Path, metavar="PATH", help="write a Markdown summary (for a CI job page)")
+    build.add_argument("--step-timeout", type=positive_seconds, metavar="SECONDS",
+                       help="kill a step's worker after SECONDS and fail that step (a hung loader or build); "
+                       "beats each recipe's step_timeout")
+    build.add_argument("-q", "--quiet", action="store_true", help="print only steps that ran, failed or were skipped")
+    build.set_defaults(func=cmd_build)
+
+    status = sub.add_parser("status", parents=[graph_opt, cache_opt, remote_opt, executor_opt],
+                            help="show fresh / stale / missing per step",
+                            description="Show whether each step's cached result is fresh, on the remote cache, "
+                            "stale (and why) or missing.")
+    status.add_argument("--json", action="store_true", help="machine-readable output (matrix and steps)")
+    status.add_argument("--steps", action="store_true", help="one line per step instead of the recipe x target matrix")
+    status.set_defaults(func=cmd_status)
+
+    dag = sub.add_parser("dag", parents=[graph_opt, cache_opt, remote_opt, executor_opt],
+                         help="print the step graph with each step's state",
+                         description="Print the step graph of the recipes with each step's state (fresh, stale and "
+                         "why, missing, failed, remote, skipped) as Mermaid, which renders in GitHub job summaries and "
+                         "Markdown files, or as Graphviz dot.")
+    dag.add_argument("--dot", action="store_true", help="Graphviz dot instead of Mermaid (`| dot -Tsvg > dag.svg`)")
+    dag.set_defaults(func=cmd_dag)
+
+    repro = sub.add_parser("repro", parents=[cache_opt], help="write a standalone script that reproduces a step",
+                           description="Write a Python script that makes STEP's library calls (the torch / tf2onnx "
+                           "export, onnx-simplifier, the quantization, or TensorRT's parse + config + profile + build) "
+                           "on the same inputs without trtbuild, and print its path. Steps before it must be built. A "
+                           "failed step gets one beside its log by itself.")
+    repro.add_argument("recipe", metavar="RECIPE", help="the recipe file")
+    repro.add_argument("step", choices=step_kinds(), metavar="STEP", help=f"one of: {', '.join(step_kinds())}")
+    repro.add_argument("--target", type=target_spec, metavar="SPEC", help="for engine / verify: which target")
+    repro.set_defaults(func=cmd_repro)
+
+    gc = sub.add_parser("gc", parents=[cache_opt, remote_opt], help="bound the cache: retire old results, delete what nothing names",
+                        description="Retire old action records as the options say (never those of each recipe's last "
+                        "build or of what out/ shows), then delete objects no record names and scratch files left by "
+                        "killed runs. Waits for running builds.")
+    gc.add_argument("--keep-last", type=positive, metavar="N", help="keep the N newest results per recipe x step x target")
+    gc.add_argument("--older-than", metavar="AGE", help="retire results made more than AGE ago (30d, 12h, 90m)")
+    gc.add_argument("--max-size", metavar="SIZE", help="retire the least recent results until the objects fit (50GiB)")
+    gc.add_argument("-n", "--dry-run", action="store_true", help="say what would be removed; remove nothing")
+    gc.set_defaults(func=commands.cmd_gc)
+
+    ray_node = sub.add_parser("ray-node", help="print the `ray start` options that offer this machine to a build farm",
+                              description="Print the `ray start` options (custom resources) that tell a Ray cluster "
+                              "what this machine builds and runs: TensorRT-RTX engines, full TensorRT engines per GPU "
+                              "architecture, GPUs to run engines on. Found from the installed backends and NVML.")
+    ray_node.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), metavar="ADDR",
+                          help="the head node to join (env RAY_ADDRESS); without it, options for a head node")
+    ray_node.set_defaults(func=commands.cmd_ray_node)
+
+    schema = sub.add_parser("schema", help="print the recipe JSON Schema (for editor completion)")
+    schema.set_defaults(func=cmd_schema)
+
+    env = sub.add_parser("env", help="show GPUs, backends and frameworks found on this machine")
+    env.add_argument("--json", action="store_true", help="machine-readable output")
+    env.set_defaults(func=commands.cmd_env)
+
+    path = sub.add_parser("path", parents=[cache_opt], help="print the plan for this machine's GPU and TensorRT",
+                          description="Print the plan built for recipe NAME that runs on this machine's GPU with the "
+                          "installed TensorRT; exit 1 with what exists when none does.")
+    path.add_argument("name", metavar="NAME", help="recipe name")
+    path.add_argument("--gpu", type=int, default=0, metavar="INDEX", help="GPU index (default 0)")
+    path.add_argument("--target", type=target_spec, metavar="SPEC",
+                      help="the plan of this target instead (\"tensorrt-rtx\", \"tensorrt:sm86\"), on any machine")
+    path.set_defaults(func=commands.cmd_path)
+    return parser
+
+
+def _recipe_files(paths: list[str]) -> list[Path]:
+    files = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+            if not found:
+                raise UsageError(f"{path}: no *.yaml recipes in this directory")
+            files += found
+        elif path.exists():
+            files.append(path)
+        else:
+            raise UsageError(f"{path}: no such recipe file or directory")
+    return files
+
+
+def _compile(args, cache, machine=None) -> tuple[list, list[str]]:
+    """Steps of every valid recipe, plus the problems of the invalid ones."""
+    from trtbuild.planning.graph import compile_recipe, no_collection
+    from trtbuild.recipes.loader import load_recipe
+
+    steps, problems, names = [], [], {}
+    with no_collection():
+        for file in _recipe_files(args.recipes):
+            try:
+                loaded = load_recipe(file, cache.recipes)
+                name = loaded.recipe.name
+                if name in names:
+                    raise RecipeError([f"{loaded.where('name')}: name: {name!r} is also the name of {names[name]}"])
+                names[name] = file
+                steps += compile_recipe(loaded, cache, args.backend, args.target,
+                                        **({"machine": machine} if machine else {}))
+            except RecipeError as exc:
+                problems += exc.problems
+            except UsageError as exc:
+                problems.append(f"{file}: {exc}")
+    return steps, problems
+
+
+def cmd_build(args) -> int:
+    from trtbuild.store.cache import Cache
+    from trtbuild.execution.progress import Progress
+    from trtbuild.commands.reports import write_reports
+    from trtbuild.execution.runner import Runner
+
+    started = time.perf_counter()
+    cache = Cache(args.cache_dir)
+    progress = Progress(quiet=args.quiet)
+    cache.warn = progress.warn
+    from trtbuild.store.remote import open_remote
+
+    remote = open_remote(args.remote, progress.warn)
+    executor = _executor(args, cache, progress.warn)
+    steps, problems = _compile(args, cache, executor and executor.machine)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    runner = None
+    try:
+        jobs = args.jobs or (executor.cpus if executor else 1)
+        runner = Runner(cache, progress, jobs=jobs, dry_run=args.dry_run, remote=remote,
+                        step_timeout=args.step_timeout, force=args.force, executor=executor)
+        results = runner.run(steps) if steps else []
+    finally:
+        progress.close()
+        if executor:
+            executor.close()
+    if runner is not None and runner.interrupted:  # the reports still say what each step got to
+        seconds = time.perf_counter() - started
+        write_reports(args, results, problems, seconds, EXIT_INTERRUPTED, cache.root)
+        print("trtbuild: interrupted; nothing partial was recorded, out/ keeps the last complete build",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    failed = [r for r in results if r.status == "failed"]
+    # An engine asked for on the command line is a promise: not building it here is a failure. Targets
+    # a recipe declares for other GPUs are skipped with the reason, and the build still succeeds.
+    undelivered = [r for r in results if (args.target or args.backend) and r.step.name == "engine"
+                   and r.status == "skipped" and r.step.skip_reason]
+    if problems or any(r.user_error for r in failed):
+        code = EXIT_USAGE
+    else:
+        code = EXIT_BUILD_FAILED if failed or undelivered else EXIT_OK
+    seconds = time.perf_counter() - started
+    write_reports(args, results, problems, seconds, code, cache.root)
+    recap(results, problems, seconds, progress)
+    for r in undelivered:
+        progress.message(f"trtbuild: error: {r.step.label} [{r.step.target.id}] was asked for with "
+                         f"{'--target' if args.target else '--backend'} and cannot be built here: {r.reason}")
+    print_results(results, problems, seconds)
+    return code
+
+
+def _executor(args, cache, warn):
+    """The Ray executor for --executor ray, else None. A dry run asks the cluster too: what its nodes
+    offer decides the targets, so the keys it shows are the ones a build would use."""
+    if args.executor != "ray":
+        return None
+    try:
+        from trtbuild.execution.farm_executor import RayExecutor
+    except ImportError as exc:
+        raise UsageError(f"--executor ray: {exc}; pip install 'trtbuild[ray]'") from None
+    return RayExecutor(args.ray_address, args.remote, cache, warn)
+
+
+def _dry_run(args) -> tuple[list, list, list[str]]:
+    """What a build would do, step by step, without building: (results, state rows, recipe problems)."""
+    from trtbuild.store.cache import Cache
+    from trtbuild.execution.progress import Progress
+    from trtbuild.execution.runner import Runner
+    from trtbuild.commands.status import step_states
+
+    from trtbuild.store.remote import open_remote
+
+    cache = Cache(args.cache_dir)
+    warn = lambda text: print(f"trtbuild: warning: {text}", file=sys.stderr)  # noqa: E731
+    executor = _executor(args, cache, warn)  # with ray: targets as the cluster resolves them; nothing runs
+    try:
+        steps, problems = _compile(args, cache, executor and executor.machine)
+        with open(os.devnull, "w") as devnull:
+            progress = Progress(stream=devnull, quiet=True)
+            remote = open_remote(args.remote, warn)
+            results = Runner(cache, progress, dry_run=True, remote=remote).run(steps) if steps else []
+    finally:
+        if executor:
+            executor.close()
+    return results, step_states(results, cache), problems
+
+
+def cmd_dag(args) -> int:
+    from trtbuild.commands.dag import dot, mermaid
+
+    results, rows, problems = _dry_run(args)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    states = [(row["state"], row["reason"]) for row in rows]
+    print((dot if args.dot else mermaid)(results, states), end="")
+    return EXIT_USAGE if problems else EXIT_OK
+
+
+def cmd_status(args) -> int:
+    from trtbuild.commands.status import matrix, render_matrix
+
+    results, rows, problems = _dry_run(args)
+    cells = matrix(rows)
+    if args.json:
+        print(json.dumps({"recipe_errors": problems, "matrix": cells, "steps": rows}, indent=2))
+    else:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if args.steps:
+            for row in rows:
+                target = f" [{row['target']}]" if row["target"] else ""
+                print(f"{row['state']:<8} {row['recipe']}/{row['step']}{target}  {row['reason']}".rstrip())
+        else:
+            print(render_matrix(cells))
+    if problems:
+        return EXIT_USAGE
+    # 0: a build would compile nothing (a step on the remote is pulled, not built).
+    return EXIT_OK if all(row["state"] in ("fresh", "remote", "skipped") for row in rows) else EXIT_BUILD_FAILED
+
+
+def cmd_repro(args) -> int:
+    import shutil
+
+    from trtbuild.store.cache import Cache
+    from trtbuild.planning.graph import Pick, Step, producer
+    from trtbuild.execution.progress import Progress
+    from trtbuild.execution.repro import write_repro
+    from trtbuild.execution.runner import Runner
+
+    cache = Cache(args.cache_dir)
+    args.recipes, args.backend, args.target = [args.recipe], None, [args.target] if args.target else None
+    steps, problems = _compile(args, cache)
+    if problems:
+        raise UsageError("\n".join(problems))
+    step = next((s for s in steps if s.name == args.step), None)
+    if step is None:
+        raise UsageError(f"{args.recipe} has no {args.step} step; its steps: {', '.join(dict.fromkeys(s.name for s in steps))}")
+    with open(os.devnull, "w") as devnull:
+        runner = Runner(cache, Progress(stream=devnull, quiet=True), dry_run=True)
+        results = {r.step: r for r in runner.run(steps)}
+    unbuilt = [d.name for d in {producer(i) for i in step.inputs.values() if isinstance(i, (Step, Pick))}
+               if results[d].record is None]
+    if unbuilt:
+        raise UsageError(f"{step.label} reads what {', '.join(unbuilt)} makes, which is not built: run trtbuild "
+                         f"{args.recipe} first")
+    workdir = cache.workdir("repro")
+    try:
+        job = runner.job(step, {d: results[d] for d in step.deps}, workdir)
+        script = write_repro(job, cache.root / "repro" / step.recipe.recipe.name / step.id.replace("@", "-"),
+                             step.label, scratch=workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(script)
+    return EXIT_OK
+
+
+def cmd_schema(args) -> int:
+    from trtbuild.recipes.loader import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return EXIT_OK

@@ -1,0 +1,78 @@
+"""What `trtbuild env` reports: GPUs, TensorRT backends, frameworks and converters, from package
+metadata and NVML only (nothing heavy is imported)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from trtbuild.errors import UsageError
+from trtbuild.frontends import REQUIREMENTS
+from trtbuild.backends.gpu import detect_gpus
+from trtbuild.steps import tool_version
+from trtbuild.backends.target import INSTALL_HINT, installed_version, resolve_target, supports_fp8
+
+FRAMEWORK_DISTS = {"pytorch": ("torch", "torchvision"), "tensorflow": ("tensorflow", "tensorflow-cpu", "tf2onnx"),
+                   "keras": ("keras",)}
+TOOLS = ("onnx", "onnxsim", "onnxruntime", "onnxconverter-common", "nvidia-modelopt", "polygraphy")
+
+
+def describe() -> dict:
+    info = {
+        "gpus": [asdict(g) for g in detect_gpus()],
+        "backends": {b: installed_version(b) for b in INSTALL_HINT},
+        "frameworks": {fw: _installed(FRAMEWORK_DISTS[fw]) for fw in REQUIREMENTS},
+        "tools": {d: tool_version(d) for d in TOOLS},
+        "precisions": _precisions(),
+    }
+    try:
+        target, cannot = resolve_target("auto")
+        info["default_target"] = target.id if cannot is None else f"none ({cannot})"
+    except UsageError as exc:  # no backend at all: say so instead of failing
+        info["default_target"] = f"none ({exc})"
+    return info
+
+
+def _installed(dists: tuple[str, ...]) -> dict[str, str]:
+    """The distributions present (tensorflow-cpu, not a "not installed" tensorflow beside it), or the
+    first one's name as missing."""
+    found = {d: tool_version(d) for d in dists}
+    present = {d: v for d, v in found.items() if v != "not installed"}
+    return present or {dists[0]: "not installed"}
+
+
+def _precisions() -> dict[str, str]:
+    """engine.precision -> how this machine would make it, or why it cannot."""
+    from trtbuild.planning.graph import fp16_converter
+
+    found = {"fp32": "builder setting", "tf32": "builder setting (runs faster on Ampere and newer)"}
+    for precision in ("fp16", "bf16"):
+        try:
+            found[precision] = fp16_converter(precision)
+        except UsageError as exc:
+            found[precision] = f"unavailable: {exc}"
+    found["int8"] = "ort-quantization"
+    found["fp8"] = "ort-quantization (engines for sm_89 and newer)"
+    return found
+
+
+def render(info: dict) -> str:
+    lines = ["GPUs:"]
+    for g in info["gpus"]:
+        fp8 = "  fp8" if supports_fp8(g["compute_capability"]) else ""
+        lines.append(f"  {g['index']}: {g['name']}  sm_{g['compute_capability'].replace('.', '')}  "
+                     f"{g['memory_bytes'] / 2**30:.1f} GiB  driver {g['driver']}{fp8}")
+    if not info["gpus"]:
+        lines.append("  none (no NVIDIA driver or GPU): TensorRT-RTX can still build plans; none can run here")
+    lines.append("Backends:")
+    for backend, version in info["backends"].items():
+        lines.append(f"  {backend:<14} {version or 'not installed: ' + INSTALL_HINT[backend]}")
+    lines.append("Frameworks:")
+    for fw, dists in info["frameworks"].items():
+        found = ", ".join(f"{d} {v}" for d, v in dists.items() if v != "not installed") or "not installed"
+        lines.append(f"  {fw:<14} {found}")
+    lines.append("Tools:")
+    lines.append("  " + ", ".join(f"{d} {v}" for d, v in info["tools"].items()))
+    lines.append("Precisions:")
+    lines += [f"  {p:<6} {how}" for p, how in info["precisions"].items()]
+    lines.append(f"Default target: {info['default_target']}")
+    return "\n".join(lines)

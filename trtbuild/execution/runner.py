@@ -1,0 +1,396 @@
+"""Executes step graphs: dependency order, -j parallelism, locks, progress (workers: trtbuild.execution.pool)."""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import threading
+import time
+import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import Timeout
+
+from trtbuild.store.cache import Cache
+from trtbuild.store.discovered import changed, relative
+from trtbuild.planning.graph import (Pick, Step, explain, key_components, producer, source_digests, step_key,
+                            upstream_outputs)
+from trtbuild.execution.executor import Executor, Task
+from trtbuild.execution.pool import WorkerPool
+from trtbuild.execution.progress import Progress
+from trtbuild.store.publish import publish_recipe
+
+# Statuses a step can end in. "would-run" and "would-pull" (from the remote cache) only appear with --dry-run.
+BUILT, CACHED, FAILED, SKIPPED = "built", "cached", "failed", "skipped"
+INTERRUPTED = "interrupted"  # the run was stopped (Ctrl-C, SIGTERM) before the step finished; nothing recorded
+WOULD_RUN, WOULD_PULL = "would-run", "would-pull"
+
+
+@dataclass
+class StepResult:
+    step: Step
+    status: str
+    reason: str
+    seconds: float = 0.0
+    outputs: dict[str, str] = field(default_factory=dict)
+    key: str | None = None
+    record: dict | None = None  # the action record, for downstream keys
+    meta: dict = field(default_factory=dict)  # what the step reported (also on failure)
+    error: str | None = None
+    user_error: bool = False
+    log: str | None = None
+    repro: str | None = None  # a standalone script that makes the failed step's library calls again
+    node: dict | None = None  # where a cluster executor ran it: {"id", "address"}
+
+    def to_json(self) -> dict:
+        data = {
+            "recipe": self.step.recipe.recipe.name,
+            "recipe_file": str(self.step.recipe.file),
+            "step": self.step.name,
+            "target": self.step.target.id if self.step.target else None,
+            "status": self.status,
+            "reason": self.reason,
+            "seconds": round(self.seconds, 3),
+            "outputs": self.outputs,
+            "key": self.key,
+        }
+        if self.meta or self.record:
+            data["meta"] = self.meta or self.record.get("meta", {})
+        if self.error:
+            data["error"] = self.error
+        if self.log:
+            data["log"] = self.log
+        if self.repro:
+            data["repro"] = self.repro
+        if self.node:
+            data["node"] = self.node
+        return data
+
+
+class Runner:
+    def __init__(self, cache: Cache, progress: Progress, jobs: int = 1, dry_run: bool = False, remote=None,
+                 step_timeout: float | None = None, force: str | None = None, executor: Executor | None = None):
+        self.cache = cache
+        self.step_timeout = step_timeout  # seconds; beats each recipe's step_timeout
+        self.force = force  # "all" or a step kind: run those steps even when cached
+        self._seen: set[str] = set()  # keys this run's own threads have locked (built, or found built)
+        self.interrupted = False
+        self.remote = remote  # a trtbuild.store.remote.Remote, or None
+        self.progress = progress
+        self.jobs = max(1, jobs)
+        self.dry_run = dry_run
+        self._given_executor = executor  # None: the local worker pool
+        self._executor: Executor | None = None
+        self._stopping = threading.Event()
+        self._unfinished: set[Step] = set()
+        self._states: dict[str, dict] = {}  # recipe -> its state file, read once per run
+        self._moved: dict[Step, str] = {}  # steps whose hit is void: files their last run read have changed
+
+    def run(self, steps: list[Step]) -> list[StepResult]:
+        """Run every step once its dependencies are done; results in the order of `steps`."""
+        results: dict[Step, StepResult] = {}
+        blockers = {s: len(s.deps) for s in steps}
+        dependents: dict[Step, list[Step]] = {s: [] for s in steps}
+        for step in steps:
+            for dep in step.deps:
+                dependents[dep].append(step)
+        finished: queue.Queue[tuple[Step, StepResult | Future]] = queue.Queue()
+        self._executor = self._given_executor or WorkerPool(self.jobs)
+        self._unfinished = {s for s in steps if not s.skip_reason}  # worth a warm spare worker?
+        with self.cache.using(), ThreadPoolExecutor(self.jobs) as pool:
+
+            def start(step: Step) -> None:
+                deps = {d: results[d] for d in step.deps}
+                # Most steps of a rebuild are settled by a lookup: do those here, without a thread hop.
+                settled = self._settle(step, deps)
+                if isinstance(settled, StepResult):
+                    self.progress.finished(settled)
+                    finished.put((step, settled))
+                    return
+
+                def build() -> StepResult:
+                    try:
+                        result = self._build(step, *settled, deps)
+                    except OSError as exc:  # disk full, permissions: this step fails, the run goes on
+                        result = StepResult(step, FAILED, "cache I/O error", error=f"{type(exc).__name__}: {exc}")
+                    except Exception as exc:  # a bug of trtbuild's: this step fails; the run and its report go on
+                        traceback.print_exc()
+                        result = StepResult(step, FAILED, "internal error", error=f"{type(exc).__name__}: {exc}")
+                    self.progress.finished(result)
+                    return result
+
+                pool.submit(build).add_done_callback(lambda f: finished.put((step, f)))
+
+            try:
+                for step in steps:
+                    if not blockers[step]:
+                        start(step)
+                while len(results) < len(steps):
+                    step, outcome = finished.get()
+                    results[step] = outcome if isinstance(outcome, StepResult) else outcome.result()
+                    self._unfinished.discard(step)
+                    for after in dependents[step]:
+                        blockers[after] -= 1
+                        if not blockers[after]:
+                            start(after)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM (a CI timeout): stop, and say what each step got to
+                self._stopping.set()
+                self._executor.kill_all()
+                pool.shutdown(wait=True, cancel_futures=True)  # running steps end at once: their workers are gone
+                while not finished.empty():
+                    step, outcome = finished.get_nowait()
+                    if isinstance(outcome, StepResult) or not outcome.cancelled():
+                        results[step] = outcome if isinstance(outcome, StepResult) else outcome.result()
+                for step in steps:
+                    if step not in results:
+                        results[step] = StepResult(step, INTERRUPTED, "the run was interrupted before it finished")
+                self.interrupted = True
+            except BaseException:
+                self._stopping.set()
+                self._executor.kill_all()
+                pool.shutdown(cancel_futures=True)
+                raise
+        self._executor.close()
+        if not self.dry_run and not self.interrupted:  # out/ keeps the last complete build
+            self._publish(steps, results)
+        self.cache.stat_cache.save()
+        return [results[s] for s in steps]
+
+    def _publish(self, steps: list[Step], results: dict[Step, StepResult]) -> None:
+        """out/<recipe>/ shows this build of each recipe: the outputs of the steps that succeeded; a later
+        step's model.onnx (and its external data) replaces an earlier one's in the same folder."""
+        recipes: dict[str, list[StepResult]] = {}
+        for step in steps:
+            recipes.setdefault(step.recipe.recipe.name, []).append(results[step])
+        for recipe, done in recipes.items():
+            files, states = {}, {}
+            for r in done:
+                ok = r.status in (BUILT, CACHED)
+                states[r.step.id] = {"key": r.key, "current": ok}
+                if not ok:
+                    continue
+                folder = r.step.publish_dir.relative_to(recipe)
+                if r.step.kind.MAIN_OUTPUT in r.record["outputs"]:
+                    for name in (r.step.kind.MAIN_OUTPUT, f"{r.step.kind.MAIN_OUTPUT}.data"):
+                        files.pop(str(folder / name), None)
+                files |= {str(folder / name): obj for name, obj in r.record["outputs"].items()}
+            try:
+                publish_recipe(self.cache, recipe, files, states)
+            except OSError as exc:  # disk full, permissions: the build stands, out/ keeps the last one
+                self.progress.warn(f"could not publish {self.cache.out / recipe}: {exc}")
+
+    def _settle(self, step: Step, deps: dict[Step, StepResult]) -> StepResult | tuple[str, dict]:
+        """The step's result when no build is needed, else its (key, key components)."""
+        if step.skip_reason:
+            return StepResult(step, SKIPPED, step.skip_reason)
+        blocked = [d for d in deps.values() if d.status in (FAILED, SKIPPED)]
+        if blocked:
+            return StepResult(step, SKIPPED, f"{blocked[0].step.name} did not complete")
+        waiting = [d for d in deps.values() if d.status == WOULD_RUN]
+        if waiting:
+            # The root cause, not the chain: "inputs.code.(main) changed (export reruns first)".
+            upstream = waiting[0]
+            cause = upstream.reason if upstream.reason.endswith("reruns first)") else \
+                f"{upstream.reason} ({upstream.step.name} reruns first)"
+            return StepResult(step, WOULD_RUN, cause)
+        components = key_components(step, self.cache, {d: r.record for d, r in deps.items() if r.record})
+        key = step_key(components)
+        cached = None if self._forced(step) else self._cached(step, key, "up to date")
+        if cached and not self.dry_run:
+            self._note_current(step, key, components)
+            if self.remote:
+                self.remote.share(key, cached.record, self.cache)
+        if cached is None and self.dry_run and self.remote:
+            record = self.remote.lookup(key)  # its record (not its files) gives the steps after it their keys
+            if record:
+                return StepResult(step, WOULD_PULL, "on the remote cache", key=key, record=record)
+        return cached or (key, components)
+
+    def _cached(self, step: Step, key: str, reason: str) -> StepResult | None:
+        record = self.cache.get_action(key)
+        if record is None:
+            return None
+        moved = changed(record.get("discovered", {}), step.recipe.file.parent.resolve(), self.cache.stat_cache)
+        if moved:  # the key holds; what the step's code read while it ran does not
+            self._moved[step] = f"{', '.join(moved[:3])}{' ...' if len(moved) > 3 else ''} changed (read while it ran)"
+            return None
+        if self.dry_run:
+            outputs = {}
+        else:
+            outputs = self._published(step, record["outputs"])
+            self.cache.note_used(key)
+        return StepResult(step, CACHED, reason, outputs=outputs, key=key, record=record)
+
+    def _published(self, step: Step, outputs: dict) -> dict[str, str]:
+        """Where the outputs appear once the run publishes (see _publish)."""
+        return {name: str(self.cache.out / step.publish_dir / name) for name in outputs}
+
+    def _build(self, step: Step, key: str, components: dict, deps: dict[Step, StepResult]) -> StepResult:
+        state = self.cache.read_state(step.recipe.recipe.name)
+        # A target never built before is explained against the step's latest build for another target.
+        same_step = [e for sid, e in state.items() if sid.split("@")[0] == step.name]
+        previous = state.get(step.id) or max(same_step, key=lambda e: e["time"], default=None)
+        forced = self._forced(step)
+        reason = "--force" if forced else self._moved.pop(step, None) or explain(previous, components)
+        if self.dry_run:
+            return StepResult(step, WOULD_RUN, reason, key=key)
+        lock = self.cache.step_lock(key)
+        try:
+            lock.acquire(blocking=False)
+        except Timeout:
+            ours = key in self._seen  # the same step of two recipes (a shared model)
+            self.progress.waiting(step, "another recipe of this run is building it" if ours else
+                                  "another trtbuild run is building it")
+            while True:  # in slices, so an interrupted run stops waiting for another run's step
+                try:
+                    lock.acquire(timeout=0.5)
+                    break
+                except Timeout:
+                    if self._stopping.is_set():
+                        return StepResult(step, INTERRUPTED, "interrupted while waiting for another run")
+        ours = key in self._seen
+        self._seen.add(key)
+        try:
+            # Another recipe of this run, or another run, may have built it while we waited for the lock.
+            cached = None if forced else self._cached(
+                step, key, "built by another recipe of this run" if ours else "built by a concurrent run")
+            if cached:
+                return cached
+            if not forced and self.remote and self.remote.pull(key, self.cache):
+                self._record_state(step, key, components, "built")
+                return self._cached(step, key, "pulled from the remote cache")
+            result = self._execute(step, key, components, reason, deps)
+            if self.remote and result.status == BUILT:
+                self.remote.share(key, result.record, self.cache)
+            return result
+        finally:
+            lock.release()
+
+    def _spare_imports(self, running: Step) -> tuple[str, ...] | None:
+        """What a spare worker should import while `running` runs: the libraries of the steps still to
+        come (eight engines need no ONNX Runtime); None when no step follows."""
+        coming = [s for s in list(self._unfinished) if s is not running]
+        if not coming:
+            return None
+        return tuple(sorted({m for s in coming for m in getattr(s.kind, "IMPORTS", ())}))
+
+    def _forced(self, step: Step) -> bool:
+        return self.force in ("all", step.name)
+
+    def _execute(self, step: Step, key: str, components: dict, reason: str, deps: dict[Step, StepResult]) -> StepResult:
+        self.progress.started(step, reason)
+        workdir = self.cache.workdir(step.name)
+        log = self.cache.logs / f"{key}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        try:
+            outdir = workdir / "out"
+            outdir.mkdir()
+            job = self.job(step, deps, workdir)
+            # A process of its own for kinds that ask for one, steps importing the user's code, and steps
+            # pinned to a GPU (CUDA reads CUDA_VISIBLE_DEVICES once per process).
+            fresh = (getattr(step.kind, "FRESH_PROCESS", False) or "python_path" in step.context
+                     or "cuda_device" in step.context)
+            task = Task(job, log, isolated=fresh, spare=self._spare_imports(step),
+                        timeout=self.step_timeout or step.recipe.recipe.step_timeout, label=step.label,
+                        objects=self._objects(step, components), target=step.target,
+                        precision=step.params.get("precision", "fp32"))
+            result = self._executor.run(task)
+            node = result.get("node")
+            seconds = time.perf_counter() - started
+            if self._stopping.is_set():  # its worker was killed by the interruption: not a failure of the step
+                return StepResult(step, INTERRUPTED, "the run was interrupted while it ran", seconds, key=key,
+                                  log=str(log), node=node)
+            if result["ok"]:
+                result = self._same_sources(step, components, result)
+            if not result["ok"]:
+                if not log.exists() or not log.stat().st_size:  # a worker that died silently: the log still tells
+                    log.write_text(result["error"] + "\n")
+                self._record_state(step, key, components, "failed")
+                return StepResult(step, FAILED, reason, seconds, key=key, meta=result.get("meta") or {},
+                                  error=result["error"], user_error=result.get("user_error", False), log=str(log),
+                                  repro=self._repro(job, step, self.cache.logs / f"{key}.repro", workdir), node=node)
+            written = result.get("written") or {}  # digests taken as the worker wrote (stat-checked)
+            outputs = {p.name: dict(zip(("digest", "size"), self.cache.ingest(p, written.get(p.name))))
+                       for p in sorted(outdir.iterdir())}
+            discovered = result["meta"].pop("discovered", None)
+            record = {
+                "key": key, "recipe": step.recipe.recipe.name, "step": step.id, "components": components,
+                "outputs": outputs, "meta": result["meta"], "seconds": round(seconds, 3), "created": time.time(),
+            }
+            if node:
+                record["node"] = node
+            if discovered and any(discovered.values()):
+                record["discovered"] = relative(discovered, step.recipe.file.parent.resolve())
+            self.cache.put_action(key, record)  # the commit point: from here on the result is valid
+            self._record_state(step, key, components, "built")
+            return StepResult(step, BUILT, reason, seconds, self._published(step, outputs), key, record, log=str(log),
+                              node=node)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def job(self, step: Step, deps: dict[Step, StepResult], workdir: Path) -> dict:
+        """What a worker gets for `step`: upstream outputs linked into `workdir`, the user's files in place."""
+        return {
+            "kind": step.kind.NAME,
+            "params": step.params,
+            "inputs": {name: str(self._materialize(src, workdir / f"in-{name}", deps)) for name, src in step.inputs.items()},
+            "outdir": str(workdir / "out"),
+            "context": step.context,
+        }
+
+    @staticmethod
+    def _objects(step: Step, components: dict) -> dict[str, dict[str, str]]:
+        """The step's upstream inputs by content, {input name: {file name: digest}}: its key has them."""
+        return {name: components["inputs"][name] for name, source in step.inputs.items()
+                if isinstance(source, (Step, Pick))}
+
+    def _repro(self, job: dict, step: Step, folder: Path, workdir: Path) -> str | None:
+        """A standalone script reproducing the failed step (trtbuild.execution.repro); a failure to write one is
+        only a warning: the step's own error is what matters."""
+        from trtbuild.execution.repro import write_repro
+
+        try:
+            return str(write_repro(job, folder, step.label, scratch=workdir))
+        except Exception as exc:
+            self.progress.warn(f"no repro script for {step.label}: {type(exc).__name__}: {exc}")
+            return None
+
+    def _same_sources(self, step: Step, components: dict, result: dict) -> dict:
+        """The worker read the user's files after the key was taken: if one changed meanwhile (a git
+        pull during a nightly build), what it made belongs to neither version. Fail, record nothing."""
+        try:
+            moved = [str(step.inputs[name].main) if label == "(main)" else label
+                     for name, files in source_digests(step, self.cache).items()
+                     for label, digest in files.items() if components["inputs"][name].get(label) != digest]
+        except OSError as exc:  # deleted meanwhile
+            moved = [f"{exc.filename} ({exc.strerror})"]
+        if not moved:
+            return result
+        return {"ok": False, "user_error": False,
+                "error": f"source changed during the build: {', '.join(moved)}; nothing was cached, run again"}
+
+    def _note_current(self, step: Step, key: str, components: dict) -> None:
+        """A cache hit is what out/ now shows: --dry-run and status explain the next change against it.
+        Written only when it differs from the recorded entry, so a no-op build writes nothing."""
+        recipe = step.recipe.recipe.name
+        if recipe not in self._states:
+            self._states[recipe] = self.cache.read_state(recipe)
+        entry = self._states[recipe].get(step.id)
+        if not entry or entry.get("key") != key or entry.get("status") != "built":
+            self._record_state(step, key, components, "built")
+
+    def _record_state(self, step: Step, key: str, components: dict, status: str) -> None:
+        """Remember the step's last key components: what --dry-run and status diff against."""
+        entry = {"key": key, "components": components, "time": time.time(), "status": status}
+        self.cache.record_state(step.recipe.recipe.name, step.id, entry)
+
+    def _materialize(self, source, where: Path, deps: dict[Step, StepResult]) -> Path:
+        """The path a worker opens for an input: the user's file, or upstream outputs linked under their names."""
+        if not isinstance(source, (Step, Pick)):
+            return source.main
+        step = producer(source)
+        self.cache.link_into(where, upstream_outputs(source, deps[step].record))
+        return where / step.kind.MAIN_OUTPUT

@@ -1,0 +1,173 @@
+"""The files a source model is made of, found without importing heavy libraries on a no-op run."""
+
+from __future__ import annotations
+
+import functools
+import mmap
+import os
+from pathlib import Path
+
+from trtbuild.errors import UsageError
+from trtbuild.store.hashing import StatCache
+
+
+def onnx_files(model: Path, stat_cache: StatCache) -> list[Path]:
+    """The model plus the external-data files it references (remembered per model file version)."""
+    relative = stat_cache.memo(model, "onnx_external_data", _external_data_locations)
+    files = [model]
+    for name in relative:
+        path = model.parent / name
+        if not path.is_file():
+            raise UsageError(f"{model}: references external data {name!r}, which is missing (expected {path})")
+        files.append(path)
+    return files
+
+
+def _external_data_locations(model: Path) -> list[str]:
+    if not _mentions(model, b"location"):  # the key every external tensor names its file under
+        return []  # no external data, found without importing onnx (0.1 s)
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        proto = onnx.load(str(model), load_external_data=False)
+    except (DecodeError, ValueError, OSError):
+        return []  # not ONNX: the check step reports it
+    locations = set()
+    for tensor in _tensors(proto.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            entries = {e.key: e.value for e in tensor.external_data}
+            locations.add(entries["location"])
+    return sorted(locations)
+
+
+def _mentions(path: Path, text: bytes) -> bool:
+    with open(path, "rb") as f:
+        if not os.fstat(f.fileno()).st_size:
+            return False
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:  # a 2 GB model is not read into memory
+            return view.find(text) != -1
+
+
+def _tensors(graph):
+    """Every tensor a graph holds: initializers and tensor attributes, subgraphs (If, Loop) included."""
+    yield from graph.initializer
+    yield from (sparse.values for sparse in graph.sparse_initializer)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _tensors(sub)
+
+
+def tree_files(path: Path) -> list[Path]:
+    """A file, or every file under a directory (a SavedModel), in a stable order."""
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file())
+
+
+def glob_files(base: Path, patterns: list[str]) -> list[Path]:
+    files = set()
+    for pattern in patterns:
+        matched = [p for p in base.glob(pattern) if p.is_file()]
+        if not matched:
+            raise UsageError(f"source.deps: {pattern!r} matches no file under {base}")
+        files.update(p.resolve() for p in matched)
+    return sorted(files)
+
+
+def module_file(module: str, search: list[Path], key: str) -> Path:
+    """The file defining `module`, found on `search` + sys.path without importing (or running) anything.
+
+    `key` names the recipe key that asked for it, for the error message.
+    """
+    import sys
+    from importlib.machinery import PathFinder
+
+    paths = [str(p) for p in search] + sys.path
+    parts = module.split(".")
+    for depth in range(len(parts)):
+        name = ".".join(parts[: depth + 1])
+        spec = PathFinder.find_spec(name, paths)
+        if spec is None:
+            raise UsageError(f"{key}: cannot find module {name!r} (searched source.python_path and sys.path)")
+        paths = list(spec.submodule_search_locations or [])
+    if not spec.origin or not Path(spec.origin).is_file():
+        raise UsageError(f"{key}: module {module!r} has no source file to hash")
+    return Path(spec.origin).resolve()
+
+
+def distribution_of(module: str, file: Path) -> str | None:
+    """The installed distribution providing `module` (defined in `file`); None for the user's own code."""
+    import importlib.metadata
+
+    if not any(part in ("site-packages", "dist-packages") for part in file.parts):
+        return None
+    top = module.split(".")[0]
+    try:
+        importlib.metadata.distribution(top)  # the usual case: torchvision, timm, transformers
+        return top
+    except importlib.metadata.PackageNotFoundError:
+        dists = _packages_distributions().get(top)  # scans every installed distribution: slow
+        return dists[0] if dists else None
+
+
+@functools.lru_cache(maxsize=1)
+def _packages_distributions() -> dict:
+    import importlib.metadata
+
+    return importlib.metadata.packages_distributions()
+
+
+def user_imports(first: Path, search: list[Path]) -> list[Path]:
+    """The Python files of the user's that `first` imports, transitively: modules found on `search`
+    (source.python_path), not the standard library or installed packages. Read from the import
+    statements, without running anything, so their digests can join the key before the step runs
+    (as ninja reads a compiler's depfile); a module imported by a computed name needs `deps:`."""
+    import ast
+
+    roots = [str(p) for p in search]
+    found: set[Path] = set()
+    pending = [first]
+    while pending:
+        file = pending.pop()
+        if file in found:
+            continue
+        found.add(file)
+        try:
+            tree = ast.parse(file.read_bytes(), str(file))
+        except (SyntaxError, ValueError, OSError):
+            continue  # the export step reports it
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names, where = [a.name for a in node.names], roots
+            elif isinstance(node, ast.ImportFrom):
+                base = (node.module or "").split(".") if node.module else []
+                names = [".".join([*base, a.name]) for a in node.names] + ([node.module] if node.module else [])
+                where = [str(file.parents[node.level - 1])] if node.level else roots
+            else:
+                continue
+            for name in names:
+                pending += _files_of(name, where)
+    return sorted(found - {first})
+
+
+def _files_of(module: str, roots: list[str]) -> list[Path]:
+    """The source files (packages' __init__.py included) that importing `module` from `roots` runs."""
+    from importlib.machinery import PathFinder
+
+    files, paths = [], roots
+    for depth, part in enumerate(module.split(".")):
+        spec = PathFinder.find_spec(part if depth == 0 else ".".join(module.split(".")[: depth + 1]), paths)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            break
+        files.append(Path(spec.origin).resolve())
+        paths = list(spec.submodule_search_locations or [])
+        if not paths:
+            break
+    return files

@@ -1,0 +1,212 @@
+"""Recipe loading: YAML with file:line errors, validated by the schema (trtbuild.recipes.schema), read as Sections.
+
+A recipe file whose bytes were validated before is read from its record in the cache instead
+(trtbuild.recipes.records): the same Sections without importing PyYAML's parser or pydantic, which is
+most of what a no-op build would otherwise spend. Both ways go through the same JSON data, so a
+recipe read from its record is exactly the recipe validated.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import typing
+from pathlib import Path
+
+from trtbuild.recipes import records as validated
+from trtbuild.errors import RecipeError
+
+# Precisions made by calibrated Q/DQ nodes: they need precision.calibration.
+QUANTIZED_PRECISIONS = ("int8", "fp8")
+
+
+class Section:
+    """A part of a validated recipe: its values (defaults filled in) as read-only attributes, and
+    `given`, the keys the recipe file itself set."""
+
+    def __init__(self, values: dict, given: list[str]):
+        assert "given" not in values, "a recipe field named 'given' would hide the keys given"
+        self.__dict__.update(values)
+        self.__dict__["given"] = frozenset(given)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"recipe values are read-only ({name})")
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items() if k != "given")
+        return f"{type(self).__name__}({values})"
+
+
+class InputSection(Section):
+    """One input of `inputs`: dtype, shape, min, opt, max."""
+
+    @property
+    def dims(self) -> list[int]:
+        return spec_dims(self)
+
+    def profile(self) -> tuple[list[int], list[int], list[int]]:
+        """(min, opt, max) shapes; a static input has all three equal to its shape."""
+        if self.min is None:
+            return self.dims, self.dims, self.dims
+        return list(self.min), list(self.opt), list(self.max)
+
+
+SECTIONS = {"InputSpec": InputSection}  # schema model -> its Section class (others: Section)
+
+
+def spec_dims(spec) -> list[int]:
+    """The shape, or the one min/opt/max describe (-1 where min != max)."""
+    if spec.shape is not None:
+        return list(spec.shape)
+    return [lo if lo == hi else -1 for lo, hi in zip(spec.min, spec.max)]
+
+
+class LoadedRecipe(typing.NamedTuple):
+    recipe: Section
+    file: Path  # the recipe file
+    lines: dict[tuple, int]  # key path -> line number, for errors found after loading
+
+    def resolve(self, relative: str) -> Path:
+        return (self.file.parent / relative).resolve()
+
+    def source_path(self) -> Path | None:
+        return self.resolve(self.recipe.source.path) if self.recipe.source.path else None
+
+    def where(self, *loc) -> str:
+        """`file:line` of the deepest known key on `loc`."""
+        return f"{self.file}:{_line_for(self.lines, tuple(loc))}"
+
+
+def load_recipe(file: str | Path, records: Path | None = None) -> LoadedRecipe:
+    """Parse and validate one recipe; raise RecipeError with every problem at file:line.
+
+    `records`: the cache's folder of validated recipes. A file whose bytes (with the same trtbuild,
+    schema and libraries) were validated before is read from there; any other is validated in full,
+    and recorded when valid. Errors are never recorded. The files a recipe names are checked every time."""
+    file = Path(file)
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise RecipeError([f"{file}: no such recipe file"]) from None
+    except IsADirectoryError as exc:
+        raise RecipeError([f"{file}: cannot read recipe: {exc}"]) from None
+    key = validated.key(data) if records is not None else None
+    record = validated.read(records, key) if key else None
+    if record is None:
+        record = _validate(data, file)
+        text = validated.to_json(record)  # None: a value JSON cannot hold (a YAML date in kwargs)
+        if text is not None:
+            record = json.loads(text)  # exactly what a later run reads back
+            if key:
+                validated.write(records, key, text)
+    loaded = LoadedRecipe(_sections(record["recipe"]), file, {tuple(path): n for path, n in record["lines"]})
+    _check_files(loaded)
+    return loaded
+
+
+def _validate(data: bytes, file: Path) -> dict:
+    """Parse and validate the file's bytes: {"recipe": the schema's normalized data, "lines": [[key path, line]]}."""
+    import yaml  # here only: a recipe read from its record needs no parser
+
+    from trtbuild.recipes.schema import validate
+
+    try:
+        text = io.TextIOWrapper(io.BytesIO(data)).read()  # as Path.read_text decodes
+    except UnicodeDecodeError as exc:
+        raise RecipeError([f"{file}: cannot read recipe: {exc}"]) from None
+    try:
+        root, parsed = _parse_yaml(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise RecipeError([f"{file}{line}: invalid YAML: {getattr(exc, 'problem', None) or exc}"]) from None
+    lines: dict[tuple, int] = {}
+    problems: list[str] = []
+    if root is not None:
+        _index_lines(root, (), lines, problems, file)
+    if problems:
+        raise RecipeError(problems)
+    return {"recipe": validate(parsed, file, lines), "lines": [[list(path), n] for path, n in lines.items()]}
+
+
+def _sections(data: dict) -> Section:
+    """The normalized data (trtbuild.recipes.schema.normalized) with each model's dict made a Section."""
+    top = {"": data["values"]}
+    for path, kind, given in sorted(data["sections"], key=lambda s: len(s[0]), reverse=True):  # innermost first
+        holder, key = top, ""
+        for part in path:
+            holder, key = holder[key], part
+        holder[key] = SECTIONS.get(kind, Section)(holder[key], given)
+    return top[""]
+
+
+def _check_files(loaded: LoadedRecipe) -> None:
+    """The files the recipe names must exist: checked on every load, as they change without the recipe."""
+    recipe, file = loaded.recipe, loaded.file
+    missing = [
+        f"{loaded.where(*loc)}: {_dotted(loc)}: no such file: {loaded.resolve(value)}"
+        for loc, value in (
+            (("source", "path"), recipe.source.path),
+            (("source", "checkpoint"), recipe.source.checkpoint),
+            (("parity", "data"), recipe.parity.data),
+        )
+        if value is not None and not (file.parent / value).exists()  # as resolved: the kernel follows links alike
+    ]
+    calibration = recipe.precision.calibration
+    if calibration and calibration.data and not list(file.parent.glob(calibration.data)):
+        missing.append(f"{loaded.where('precision', 'calibration', 'data')}: precision.calibration.data: "
+                       f"{calibration.data!r} matches no file")
+    if missing:
+        raise RecipeError(missing)
+
+
+def _parse_yaml(text: str):
+    """One safe parse (libyaml when available) giving both the node tree, for line numbers, and the data."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    try:
+        root = loader.get_single_node()
+        return root, (loader.construct_document(root) if root is not None else None)
+    finally:
+        loader.dispose()
+
+
+def _index_lines(node, path: tuple, lines: dict, problems: list, file: Path) -> None:
+    """Record the line of every key; report duplicate keys, which PyYAML silently overwrites."""
+    lines[path] = node.start_mark.line + 1
+    if node.id == "mapping":
+        seen = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                problems.append(f"{file}:{key_node.start_mark.line + 1}: {_dotted(path + (key,))}: duplicate key")
+            seen.add(key)
+            _index_lines(value_node, path + (key,), lines, problems, file)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+    elif node.id == "sequence":
+        for i, item in enumerate(node.value):
+            _index_lines(item, path + (i,), lines, problems, file)
+
+
+def _line_for(lines: dict, loc: tuple) -> int:
+    while loc and loc not in lines:
+        loc = loc[:-1]
+    return lines.get(loc, 1)
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        name = part if part.replace("_", "a").isalnum() else f'"{part}"'
+        out += f".{name}" if out else name
+    return out
+
+
+def json_schema() -> dict:
+    from trtbuild.recipes.schema import json_schema
+
+    return json_schema()

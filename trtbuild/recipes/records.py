@@ -1,0 +1,84 @@
+"""Records of recipe files validated before: CACHE/recipes/<key>.json.
+
+A record holds what validating a recipe file gave (the normalized recipe and the line of every key),
+so a later run reads it instead of parsing and validating again. Its key is the digest of the
+file's bytes and of everything else the result depends on: trtbuild's version, the code of the
+schema and of the modules it uses, pydantic's, pydantic-core's, PyYAML's and Python's versions, and
+the text encoding. Any other byte, or any other code, finds no record and is validated in full. The
+files a recipe names are not part of the result: they are checked on every load (trtbuild.recipes.loader).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+_FROM_PACKAGE = re.compile(r"^\s*from\s+trtbuild\s+import\s+(\w+)", re.MULTILINE)  # from trtbuild import validated
+
+
+def key(data: bytes) -> str:
+    return hashlib.sha256(_validator() + data).hexdigest()
+
+
+def read(folder: Path, key: str) -> dict | None:
+    """The record for `key`; None when there is none (or it is unreadable: then the file is validated again)."""
+    try:
+        with open(os.path.join(folder, f"{key}.json"), "rb") as f:
+            record = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.keys() == {"recipe", "lines"} else None
+
+
+def to_json(record: dict) -> str | None:
+    """The record as JSON text, or None when JSON would not give back the same values (a YAML date or
+    set in `kwargs`, a NaN): such a recipe is validated on every run."""
+    try:
+        text = json.dumps(record, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return text if json.loads(text) == record else None
+
+
+def write(folder: Path, key: str, text: str) -> None:
+    """Store a record; a cache this user cannot write to only means validating again next time.
+    Not fsynced: a record cut short by a crash does not parse, and is a miss."""
+    path = folder / f"{key}.json"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(text.encode())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+@functools.cache
+def _validator() -> bytes:
+    """A digest of everything besides the file's bytes that validation depends on."""
+    import importlib.metadata
+    import locale
+    import sys
+
+    from trtbuild import __version__
+
+    versions = []
+    for dist in ("pydantic", "pydantic-core", "PyYAML"):
+        try:
+            versions.append(importlib.metadata.version(dist))
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(None)
+    parts = [__version__, sys.version, locale.getpreferredencoding(False), versions, _code("trtbuild.recipes.schema")]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest().encode()
+
+
+def _code(module: str) -> str:
+    """A digest of the module's source and of every trtbuild module it imports, transitively."""
+    from trtbuild.store.hashing import package_sources
+
+    seen = package_sources(module, lambda _, text: [f"trtbuild.{sub}" for sub in _FROM_PACKAGE.findall(text)])
+    return hashlib.sha256(b"".join(name.encode() + seen[name] for name in sorted(seen))).hexdigest()

@@ -1,0 +1,337 @@
+"""The recipe schema (pydantic v2): validation, defaults and the `trtbuild schema` JSON Schema.
+
+The pydantic models are the single source of truth: validation, defaults, the JSON Schema and the
+README's reference all come from them. Only a recipe file not validated before gets here
+(trtbuild.recipes.loader): importing pydantic and building these models is most of a no-op build's time.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trtbuild.errors import RecipeError
+from trtbuild.recipes.loader import QUANTIZED_PRECISIONS, _dotted, _line_for, spec_dims
+from trtbuild.backends.target import TARGET_PATTERN
+
+DType = Literal["float32", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    """Where the model comes from. Paths are relative to the recipe file."""
+
+    framework: Literal["onnx", "pytorch", "tensorflow", "keras"] = Field(
+        description="onnx: an ONNX file. pytorch: an entrypoint or a TorchScript / ExportedProgram file. "
+        "tensorflow: a SavedModel directory or a TF1 frozen graph (.pb). keras: a .keras / .h5 file."
+    )
+    path: str | None = Field(None, description="Model file or directory, relative to the recipe.")
+    entrypoint: str | None = Field(
+        None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
+        description='pytorch: "module:callable" returning a torch.nn.Module, e.g. "torchvision.models:resnet50".',
+    )
+    args: list[Any] = Field(default_factory=list, description="pytorch: positional arguments for the entrypoint.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="pytorch: keyword arguments for the entrypoint.")
+    checkpoint: str | None = Field(None, description="pytorch: a state_dict file, loaded with weights_only=True.")
+    exporter: Literal["auto", "dynamo", "torchscript"] = Field(
+        "auto", description="pytorch: torch.onnx exporter. auto: dynamo (torch's default, torch.export-based) and, "
+        "if it fails, torchscript; the report says which one made the model and why the other was not used."
+    )
+    python_path: list[str] = Field(
+        default_factory=lambda: ["."], description="Directories (relative to the recipe) searched for the entrypoint's module."
+    )
+    deps: list[str] = Field(
+        default_factory=list, description="Globs (relative to the recipe) of further files the model's code depends on."
+    )
+    outputs: list[str] = Field(
+        default_factory=list, description="Output tensor names: ONNX output names for pytorch; "
+        "required for a TF1 frozen graph ('logits:0')."
+    )
+    inputs_as_nchw: list[str] = Field(
+        default_factory=list, description="tensorflow / keras: inputs to transpose from NHWC to NCHW in the ONNX model "
+        "(the recipe's shapes for them are NCHW)."
+    )
+
+    @model_validator(mode="after")
+    def _one_model(self) -> Source:
+        fw = self.framework
+        if fw == "pytorch":
+            if (self.path is None) == (self.entrypoint is None):
+                raise ValueError("pytorch needs exactly one of path (TorchScript / ExportedProgram) or entrypoint")
+        elif self.path is None:
+            raise ValueError(f"{fw} needs path")
+        if fw == "pytorch" and self.path:
+            if self.exporter == "dynamo" and not self.path.endswith(".pt2"):
+                raise ValueError("exporter dynamo cannot export a TorchScript file: use exporter torchscript, "
+                                 "an ExportedProgram (.pt2) or an entrypoint")
+            if self.path.endswith(".pt2") and self.exporter == "torchscript":
+                raise ValueError("an ExportedProgram (.pt2) is exported with exporter dynamo (or auto)")
+            if self.path.endswith(".pt2") and self.checkpoint:
+                raise ValueError("an ExportedProgram (.pt2) carries its own weights; checkpoint applies to entrypoints")
+        torch_only = ("entrypoint", "checkpoint", "args", "kwargs")
+        if fw != "pytorch" and any(k in self.model_fields_set for k in torch_only + ("exporter",)):
+            raise ValueError(f"entrypoint, args, kwargs, checkpoint and exporter apply to pytorch only, not {fw}")
+        if fw in ("onnx", "pytorch") and self.inputs_as_nchw:
+            raise ValueError("inputs_as_nchw applies to tensorflow and keras only")
+        if fw == "tensorflow" and self.path.endswith(".pb") and not self.outputs:
+            raise ValueError("a TF1 frozen graph (.pb) needs outputs: the output tensor names, e.g. ['logits:0']")
+        return self
+
+
+class InputSpec(_Strict):
+    """One network input: what the recipe sets. Dynamic dims (-1) need a min/opt/max range for the
+    optimization profile; with min/opt/max alone, dims where min == max are fixed and the others dynamic."""
+
+    dtype: DType | None = Field(None, description="Default: the model's (ONNX, TensorFlow, Keras), float32 (PyTorch).")
+    shape: list[Annotated[int, Field(ge=-1)]] | None = Field(
+        None, description="Dims; -1 marks a dynamic dim. Default: from min/opt/max.")
+    min: list[Annotated[int, Field(ge=1)]] | None = None
+    opt: list[Annotated[int, Field(ge=1)]] | None = None
+    max: list[Annotated[int, Field(ge=1)]] | None = None
+
+    @field_validator("shape")
+    @classmethod
+    def _no_zero_dims(cls, shape: list[int] | None) -> list[int] | None:
+        if shape is not None and 0 in shape:
+            raise ValueError("dims must be positive or -1 (dynamic)")
+        return shape
+
+    @model_validator(mode="after")
+    def _check_profile(self) -> InputSpec:
+        ranges = {k: getattr(self, k) for k in ("min", "opt", "max")}
+        given = [k for k, v in ranges.items() if v is not None]
+        missing = ", ".join(k for k in ranges if ranges[k] is None)
+        if self.shape is None and len(given) != 3:
+            raise ValueError(f"give shape (fixed dims, -1 for dynamic ones) or min, opt and max (missing: {missing})")
+        shape = self.dims
+        if -1 in shape and len(given) != 3:
+            raise ValueError(f"shape {shape} has dynamic dims (-1): add {missing} (one value per dim)")
+        for k in given:
+            if len(ranges[k]) != len(shape):
+                raise ValueError(f"{k} has rank {len(ranges[k])} but shape has rank {len(shape)}")
+        for i, dim in enumerate(shape):
+            if dim != -1:
+                for k in given:
+                    if ranges[k][i] != dim:
+                        raise ValueError(f"{k}[{i}]={ranges[k][i]} but shape[{i}] is fixed at {dim}")
+        if len(given) == 3:
+            for i in range(len(shape)):
+                lo, mid, hi = self.min[i], self.opt[i], self.max[i]
+                if not lo <= mid <= hi:
+                    raise ValueError(f"dim {i} needs min <= opt <= max, got min={lo} opt={mid} max={hi}")
+        return self
+
+    @property
+    def dims(self) -> list[int]:
+        return spec_dims(self)
+
+
+class OnnxOptions(_Strict):
+    opset: int | None = Field(
+        None, ge=7, le=23, description="ONNX opset the exporters write. Default: 18 for pytorch, 17 for tensorflow "
+        "and keras (each exporter's best-tested); ignored for onnx sources.")
+    simplify: bool = Field(True, description="Run onnx-simplifier before building the engine.")
+    simplify_check: Literal["quick", "thorough"] = Field(
+        "quick", description="quick: the simplified and the original model run once on ONNX Runtime (batch 1) and "
+        "must agree; thorough: onnx-simplifier's own check, 3 random inputs at the opt shapes (slower).")
+
+
+class EngineOptions(_Strict):
+    backend: Literal["auto", "tensorrt", "tensorrt-rtx"] = Field(
+        "auto", description="auto: TensorRT if it imports and a GPU is present, else TensorRT-RTX."
+    )
+    precision: Literal["fp32", "tf32", "fp16", "bf16", "int8", "fp8"] = Field(
+        "fp32", description="fp32 and tf32 are builder settings; fp16 / bf16 convert the ONNX model, int8 and fp8 "
+        "add calibrated Q/DQ nodes (fp8 engines need sm_89 or newer); the network is always built strongly typed.",
+    )
+    workspace: ByteSize = Field(ByteSize(1 << 30), description='Workspace memory-pool limit: "512MiB", "4GiB" or bytes.')
+    optimization_level: int = Field(3, ge=0, le=5, description="Builder optimization level, 0 (fast build) to 5.")
+
+    @field_validator("workspace")
+    @classmethod
+    def _positive(cls, value: ByteSize) -> ByteSize:
+        if value <= 0:
+            raise ValueError("workspace must be positive")
+        return value
+
+
+class Calibration(_Strict):
+    """int8 / fp8 calibration data: a glob of .npy batches or a .npz, or a loader; never downloaded."""
+
+    data: str | None = Field(
+        None, description='"calib/*.npy" (one batch per file, single-input models) or "calib.npz" '
+        "(arrays keyed by input name, first dim = samples), relative to the recipe.",
+    )
+    loader: str | None = Field(
+        None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
+        description='"module:callable" returning an iterable of {input name: array} batches '
+        "(module found on source.python_path).",
+    )
+    batches: int = Field(8, ge=1, description="How many batches to calibrate on.")
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Calibration:
+        if (self.data is None) == (self.loader is None):
+            raise ValueError("give exactly one of data or loader")
+        return self
+
+
+class PrecisionOptions(_Strict):
+    """How fp16 / bf16 / int8 / fp8 models are made from the fp32 one, and the accuracy gate after it."""
+
+    keep_io_types: bool = Field(True, description="fp16/bf16: keep float32 model inputs and outputs.")
+    keep_fp32: list[str] = Field(
+        default_factory=list, description="Op types (Softmax) or node names kept in fp32 / left unquantized."
+    )
+    calibration: Calibration | None = Field(None, description="Required for int8 and fp8.")
+    max_relative_error: float | None = Field(
+        None, gt=0, description="Accuracy gate and engine verify: largest allowed ||out - fp32 out|| / ||fp32 out|| "
+        "per output. Default: tf32 0.01, fp16 0.01, bf16 0.05, int8 0.1, fp8 0.15; fp32 engines are verified "
+        "with parity.atol / rtol instead.",
+    )
+
+
+class Parity(_Strict):
+    """Framework vs ONNX Runtime on the same inputs, after export (framework sources only)."""
+
+    enabled: bool = Field(True, description="Compare the exported ONNX model with the source framework.")
+    atol: float = Field(1e-4, ge=0, description="Absolute tolerance.")
+    rtol: float = Field(1e-3, ge=0, description="Relative tolerance: |onnx - framework| <= atol + rtol * |framework|.")
+    seed: int = Field(0, description="Seed of the random inputs.")
+    data: str | None = Field(
+        None, description="Inputs to use instead of random ones: a .npz keyed by input name, relative to the recipe."
+    )
+
+
+class Recipe(_Strict):
+    """A trtbuild recipe: one model, how to turn it into ONNX, and how to build its engine."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Recipe name; names the output directory.")
+    source: Source
+    inputs: dict[str, InputSpec] = Field(
+        default_factory=dict, description="Network inputs by tensor name: only what the recipe sets (dynamic dims "
+        "and their ranges, or an override). Inputs left out keep the model's static shape and type; "
+        "pytorch sources list every input (the shapes to export with).")
+    onnx: OnnxOptions = OnnxOptions()
+    parity: Parity = Parity()
+    precision: PrecisionOptions = PrecisionOptions()
+    engine: EngineOptions = EngineOptions()
+    step_timeout: float | None = Field(
+        default=None, gt=0, description="Seconds any one step of this recipe may run before its worker is killed and "
+        "the step fails (a hung calibration loader or build); --step-timeout overrides it. Not part of any key.")
+    targets: list[Annotated[str, Field(pattern=TARGET_PATTERN)]] = Field(
+        default_factory=list,
+        description='Engines to build, each "BACKEND[:ARCH]": "tensorrt-rtx" (portable), "tensorrt-rtx:sm86+sm120", '
+        '"tensorrt:sm86" (needs that GPU). Default: one target from engine.backend.',
+    )
+
+    @model_validator(mode="after")
+    def _quantized_has_calibration(self) -> Recipe:
+        if self.engine.precision in QUANTIZED_PRECISIONS and self.precision.calibration is None:
+            raise ValueError(f"engine.precision {self.engine.precision} needs precision.calibration "
+                             "(data: 'calib/*.npy' or a .npz, or loader: 'module:callable')")
+        return self
+
+    @model_validator(mode="after")
+    def _dynamo_opset(self) -> Recipe:
+        if self.source.framework == "pytorch" and self.source.exporter == "dynamo" and (self.onnx.opset or 18) < 18:
+            raise ValueError(f"onnx.opset {self.onnx.opset}: the dynamo exporter writes opset 18 and newer; "
+                             "use source.exporter torchscript (or auto) for older opsets")
+        return self
+
+    @model_validator(mode="after")
+    def _pytorch_lists_inputs(self) -> Recipe:
+        if self.source.framework == "pytorch" and not self.inputs:
+            raise ValueError("a pytorch source needs inputs: each forward() argument in order, with its shape "
+                             "(e.g. inputs: {x: {shape: [1, 3, 224, 224]}})")
+        return self
+
+    @model_validator(mode="after")
+    def _nchw_inputs_exist(self) -> Recipe:
+        unknown = [n for n in self.source.inputs_as_nchw if n not in self.inputs]
+        if unknown:
+            raise ValueError(f"source.inputs_as_nchw names {unknown}, which are not in inputs")
+        if any(len(self.inputs[n].dims) != 4 for n in self.source.inputs_as_nchw):
+            raise ValueError("inputs_as_nchw inputs must have rank 4")
+        return self
+
+
+def validate(data: object, file: Path, lines: dict) -> dict:
+    """Validate parsed YAML; return it normalized (see `normalized`) or raise RecipeError at file:line."""
+    if not isinstance(data, dict):
+        raise RecipeError([f"{file}:1: a recipe must be a mapping with keys: {', '.join(Recipe.model_fields)}"])
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError([_describe(err, file, lines) for err in exc.errors()]) from None
+    return normalized(recipe)
+
+
+def normalized(recipe: Recipe) -> dict:
+    """A validated recipe as plain data: its values, defaults filled in, and for each section (model)
+    its path, its kind and the keys the file gave. trtbuild.recipes.loader reads it back as Sections."""
+    sections = []
+
+    def plain(value, path: tuple):
+        if isinstance(value, BaseModel):
+            sections.append([list(path), type(value).__name__, sorted(value.model_fields_set)])
+            return {name: plain(getattr(value, name), (*path, name)) for name in type(value).model_fields}
+        if isinstance(value, dict):
+            return {key: plain(item, (*path, key)) for key, item in value.items()}
+        if isinstance(value, list):
+            return [plain(item, (*path, i)) for i, item in enumerate(value)]
+        return int(value) if isinstance(value, ByteSize) else value
+
+    return {"values": plain(recipe, ()), "sections": sections}
+
+
+def _describe(err: dict, file: Path, lines: dict) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-after", "function-"))))
+    where = f"{file}:{_line_for(lines, loc)}"
+    if err["type"] == "extra_forbidden":
+        allowed = _fields_at(loc[:-1])
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        fix = f"did you mean {hint[0]!r}?" if hint else f"allowed keys: {', '.join(allowed)}"
+        return f"{where}: {_dotted(loc)}: unknown key ({fix})"
+    if err["type"] == "missing":
+        return f"{where}: {_dotted(loc)}: required key is missing"
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {_dotted(loc) or 'recipe'}: {message}"
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """Field names valid at `loc`, found by walking the schema's type annotations."""
+    tp: object = Recipe
+    for part in loc:
+        tp = _strip_optional(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if part not in tp.model_fields:
+                return []
+            tp = tp.model_fields[part].annotation
+        elif typing.get_origin(tp) in (dict, list):
+            tp = typing.get_args(tp)[-1]  # `part` is a dict key or list index
+        else:
+            return []
+    tp = _strip_optional(tp)
+    return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+
+
+def _strip_optional(tp: object) -> object:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1 else tp
+
+
+def json_schema() -> dict:
+    schema = Recipe.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "trtbuild recipe"
+    return schema

@@ -1,0 +1,3 @@
+"""The store: hashing, content-addressed objects and action records, out/, the remote cache, gc.
+
+It knows nothing of TensorRT or of frameworks."""

