@@ -347,7 +347,7 @@ def cmd_repro(args) -> int:
     import shutil
 
     from trtbuild.store.cache import Cache
-    from trtbuild.planning.graph import Pick, Step, producer
+    from trtbuild.planning.graph import Pick, Step, key_components, producer
     from trtbuild.execution.progress import Progress
     from trtbuild.execution.repro import write_repro
     from trtbuild.execution.runner import Runner
@@ -370,7 +370,9 @@ def cmd_repro(args) -> int:
                          f"{args.recipe} first")
     workdir = cache.workdir("repro")
     try:
-        job = runner.job(step, {d: results[d] for d in step.deps}, workdir)
+        deps = {d: results[d] for d in step.deps}
+        components = key_components(step, cache, {d: r.record for d, r in deps.items()})
+        job = runner.job(step, deps, workdir, components)
         script = write_repro(job, cache.root / "repro" / step.recipe.recipe.name / step.id.replace("@", "-"),
                              step.label, scratch=workdir)
     finally:

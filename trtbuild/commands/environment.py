@@ -8,7 +8,7 @@ from dataclasses import asdict
 from trtbuild.errors import UsageError
 from trtbuild.frontends import REQUIREMENTS
 from trtbuild.backends.gpu import detect_gpus
-from trtbuild.steps import tool_version
+from trtbuild.steps.action import tool_version
 from trtbuild.backends.target import INSTALL_HINT, installed_version, resolve_target, supports_fp8
 
 FRAMEWORK_DISTS = {"pytorch": ("torch", "torchvision"), "tensorflow": ("tensorflow", "tensorflow-cpu", "tf2onnx"),

@@ -23,6 +23,8 @@ _POLL = 1.0  # seconds between checks that a pending task can still be placed
 
 
 class RayExecutor:
+    checks_sources = True  # a node digests the user files it sees before it runs a step (steps.action)
+
     def __init__(self, address: str | None, store_url: str | None, cache, warn):
         import ray
 

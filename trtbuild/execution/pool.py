@@ -33,10 +33,20 @@ def _worker_path() -> str:
     return os.pathsep.join([package_root] + [p for p in path if p != package_root])
 
 
+def _environment() -> dict[str, str]:
+    """A worker's environment: no variable that could change a step's output unless some kind keys it
+    (each step then keeps only its own kind's: trtbuild.steps.action)."""
+    from trtbuild.steps import KINDS, load_kind
+    from trtbuild.steps.action import worker_environment
+
+    return worker_environment(tuple(sorted({v for kind in KINDS for v in load_kind(kind).READS.env})))
+
+
 class Worker:
     def __init__(self, preload: tuple[str, ...] = ()):
         command = [sys.executable, "-c", _BOOT, _worker_path()] + (["--preload", *preload] if preload else [])
-        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     env=_environment())
 
     def run(self, job: dict, log: Path, last: bool, timeout: float | None = None) -> dict | None:
         """The job's result, or None if the worker died (or was killed after `timeout` seconds)."""

@@ -14,9 +14,10 @@ from pathlib import Path
 from filelock import Timeout
 
 from trtbuild.store.cache import Cache
-from trtbuild.store.discovered import changed, relative
-from trtbuild.planning.graph import (Pick, Step, explain, key_components, producer, source_digests, step_key,
-                            upstream_outputs)
+from trtbuild.store import discovered as found_while_running
+from trtbuild.planning.graph import (Pick, SourceFiles, Step, explain, key_components, producer, source_digests,
+                                     portable, source_labels, stable_root, step_key, upstream_outputs)
+from trtbuild.steps.action import expectations, tool_version
 from trtbuild.execution.executor import Executor, Task
 from trtbuild.execution.pool import WorkerPool
 from trtbuild.execution.progress import Progress
@@ -212,7 +213,12 @@ class Runner:
         record = self.cache.get_action(key)
         if record is None:
             return None
-        moved = changed(record.get("discovered", {}), step.recipe.file.parent.resolve(), self.cache.stat_cache)
+        found = record.get("discovered", {})
+        if not found_while_running.valid(found):
+            self.progress.warn(f"{step.label}: ignoring the cached result {key[:12]}: its record of the files "
+                               "read while it ran is malformed")
+            return None
+        moved = found_while_running.changed(found, stable_root(step.recipe.file), self.cache.stat_cache, tool_version)
         if moved:  # the key holds; what the step's code read while it ran does not
             self._moved[step] = f"{', '.join(moved[:3])}{' ...' if len(moved) > 3 else ''} changed (read while it ran)"
             return None
@@ -259,8 +265,11 @@ class Runner:
             if cached:
                 return cached
             if not forced and self.remote and self.remote.pull(key, self.cache):
-                self._record_state(step, key, components, "built")
-                return self._cached(step, key, "pulled from the remote cache")
+                pulled = self._cached(step, key, "pulled from the remote cache")
+                if pulled:  # else what it read while it ran differs here: build it
+                    self._record_state(step, key, components, "built")
+                    return pulled
+                reason = self._moved.pop(step, reason)
             result = self._execute(step, key, components, reason, deps)
             if self.remote and result.status == BUILT:
                 self.remote.share(key, result.record, self.cache)
@@ -288,7 +297,7 @@ class Runner:
         try:
             outdir = workdir / "out"
             outdir.mkdir()
-            job = self.job(step, deps, workdir)
+            job = self.job(step, deps, workdir, components)
             # A process of its own for kinds that ask for one, steps importing the user's code, and steps
             # pinned to a GPU (CUDA reads CUDA_VISIBLE_DEVICES once per process).
             fresh = (getattr(step.kind, "FRESH_PROCESS", False) or "python_path" in step.context
@@ -323,7 +332,8 @@ class Runner:
             if node:
                 record["node"] = node
             if discovered and any(discovered.values()):
-                record["discovered"] = relative(discovered, step.recipe.file.parent.resolve())
+                root = stable_root(step.recipe.file)
+                record["discovered"] = found_while_running.relative(discovered, lambda p: portable(p, root))
             self.cache.put_action(key, record)  # the commit point: from here on the result is valid
             self._record_state(step, key, components, "built")
             return StepResult(step, BUILT, reason, seconds, self._published(step, outputs), key, record, log=str(log),
@@ -331,15 +341,24 @@ class Runner:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def job(self, step: Step, deps: dict[Step, StepResult], workdir: Path) -> dict:
-        """What a worker gets for `step`: upstream outputs linked into `workdir`, the user's files in place."""
-        return {
+    def job(self, step: Step, deps: dict[Step, StepResult], workdir: Path, components: dict) -> dict:
+        """What a worker gets for `step`: upstream outputs linked into `workdir`, the user's files in place,
+        the environment variables in its key, and what the worker checks before it runs (steps.action)."""
+        job = {
             "kind": step.kind.NAME,
             "params": step.params,
             "inputs": {name: str(self._materialize(src, workdir / f"in-{name}", deps)) for name, src in step.inputs.items()},
             "outdir": str(workdir / "out"),
             "context": step.context,
+            "env": components["env"],
+            "expect": expectations(step.kind.NAME, components),
         }
+        if getattr(self._executor, "checks_sources", False):  # a farm node digests the user's files it sees
+            sources = {name: {label: str(path) for label, path in source_labels(step, source).items()}
+                       for name, source in step.inputs.items() if isinstance(source, SourceFiles)}
+            job["sources"] = sources
+            job["expect"]["inputs"] = {name: components["inputs"][name] for name in sources}
+        return job
 
     @staticmethod
     def _objects(step: Step, components: dict) -> dict[str, dict[str, str]]:

@@ -19,9 +19,10 @@ import time
 import traceback
 from pathlib import Path
 
-from trtbuild.store import hashing
 from trtbuild.errors import StepError, plain
 from trtbuild.steps import Job, load_kind
+from trtbuild.steps.action import differences, step_environment
+from trtbuild.store import discovered, hashing
 
 
 def _exit_with_parent() -> None:
@@ -54,17 +55,44 @@ def run_job(spec: dict) -> dict:
         context=spec["context"],
     )
     hashing.written.clear()
+    step_environment(spec.get("env", {}))
+    wrong = _not_the_action(spec)
+    if wrong:
+        return {"ok": False, "user_error": False,
+                "error": f"not built here: this worker would build another action than its key describes: {wrong}"}
     try:
-        meta = load_kind(job.kind).run(job)
+        if "python_path" in job.context:  # the user's code runs: what it reads is an input too
+            ignore = [str(job.outdir.parent), *(str(p) for p in job.inputs.values())]
+            with discovered.recording(ignore) as seen:
+                meta = load_kind(job.kind).run(job)
+            meta["discovered"] = seen.result()
+        else:
+            meta = load_kind(job.kind).run(job)
         # what the step wrote with write_hashed: the runner stores those files without reading them again
         written = {Path(p).name: facts for p, facts in hashing.written.items() if Path(p).parent == job.outdir}
         return {"ok": True, "meta": meta, "written": written}
+    except discovered.FileChangedError as exc:
+        return {"ok": False, "error": str(exc), "user_error": False}
     except StepError as exc:  # the log gets the message and where it was raised, like any failure
         traceback.print_exc()
         return {"ok": False, "error": str(exc), "user_error": exc.user_error, "meta": exc.details}
     except Exception as exc:  # an unexpected failure: the full traceback goes to the step log
         traceback.print_exc()
         return {"ok": False, "error": _brief(plain(f"{type(exc).__name__}: {exc}")), "user_error": False}
+
+
+def _not_the_action(spec: dict) -> str:
+    """What differs between the action the job's key describes and what this process would run:
+    trtbuild's code, tool versions and (on a farm node) the user's files it sees. "" when nothing."""
+    expected = spec.get("expect")
+    if not expected:
+        return ""
+    found = differences(spec["kind"], expected)
+    for name, files in spec.get("sources", {}).items():
+        for label, path in files.items():
+            if discovered.file_digest(path) != expected["inputs"][name][label]:
+                found.append(f"{path} differs from the file the key was computed from")
+    return "; ".join(found)
 
 
 _libc = ctypes.CDLL(None)  # for fflush: native libraries buffer their own stdout

@@ -28,9 +28,9 @@ REQUIREMENTS = {
 }
 # framework -> distributions whose versions go into the export and parity keys
 TOOLS = {
-    "pytorch": ("torch", "onnx"),
-    "tensorflow": ("tensorflow", "tensorflow-cpu", "tf2onnx", "onnx"),
-    "keras": ("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx"),
+    "pytorch": ("torch", "onnx", "numpy"),
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tf2onnx", "onnx", "numpy", "protobuf"),
+    "keras": ("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "numpy", "protobuf"),
 }
 
 # framework -> the opset its exporter writes when the recipe sets none (each exporter's best-tested)

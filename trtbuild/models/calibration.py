@@ -8,29 +8,26 @@ import importlib
 import sys
 from pathlib import Path
 
-from trtbuild.store.discovered import recording
 from trtbuild.errors import StepError
 
 
-def calibration_batches(job, model) -> tuple[list[dict], dict]:
-    """Up to `batches` batches of {input name: array}, and the files a loader read (trtbuild.store.discovered)."""
+def calibration_batches(job, model) -> list[dict]:
+    """Up to `batches` batches of {input name: array}. The files a loader reads are recorded by the
+    worker, as for any step that runs the user's code (trtbuild.store.discovered)."""
     from trtbuild.models.onnx_io import complete_inputs
 
     spec = job.params["calibration"]
     inputs = complete_inputs(model, job.params["inputs"])
     where = job.context.get("where", "precision.calibration")
-    discovered = {}
     if spec["loader"]:
         sys.path[:0] = job.context["python_path"]
-        with recording() as seen:  # the images or shards the loader opens are inputs of this step too
-            batches = _from_loader(spec["loader"], inputs, spec["batches"], where)
-        discovered = seen.digests()
+        batches = _from_loader(spec["loader"], inputs, spec["batches"], where)
     else:
         files = [Path(f) for f in job.context["calibration_files"]]
         batches = _from_files(files, inputs, spec["batches"], where)
     if not batches:
         raise StepError(f"{where}: precision.calibration produced no batches", user_error=True)
-    return batches, discovered
+    return batches
 
 
 def _from_loader(name: str, inputs: dict, limit: int, where: str) -> list[dict]:

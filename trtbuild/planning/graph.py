@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import gc
 import importlib.util
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -23,8 +23,10 @@ from trtbuild.store.hashing import digest_json
 from trtbuild.recipes.loader import QUANTIZED_PRECISIONS, LoadedRecipe
 from trtbuild.frontends import DEFAULT_OPSET, require
 from trtbuild.backends.gpu import remember_in
-from trtbuild.planning.sources import distribution_of, glob_files, module_file, onnx_files, tree_files, user_imports
-from trtbuild.steps import code_version, load_kind, tool_version
+from trtbuild.planning.sources import (distribution_of, glob_files, module_file, onnx_files, package_folder,
+                                       tree_files, user_imports)
+from trtbuild.steps import load_kind
+from trtbuild.steps.action import code_version, keyed_env, tool_version
 from trtbuild.steps.export import ONNX_FILES
 from trtbuild.backends.target import Target, cannot_run_here, cuda_device, resolve_target, supports_fp8
 
@@ -38,10 +40,13 @@ DEFAULT_MAX_RELATIVE_ERROR = {"tf32": 0.01, "fp16": 0.01, "bf16": 0.05, "int8": 
 
 @dataclass(frozen=True)
 class SourceFiles:
-    """Files from the user's tree; `main` is what the step opens (the others sit beside it)."""
+    """Files from the user's tree; `main` is what the step opens (the others sit beside it). In a key,
+    `main` is "(main)" and the others are named relative to its folder when `beside_main`, else
+    relative to the recipe's project (stable_root)."""
 
     main: Path
     files: tuple[Path, ...]
+    beside_main: bool = True
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,7 +136,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
     if recipe.source.framework == "onnx":
         model: SourceFiles | Step | Pick = _files(onnx_files(loaded.source_path(), cache.stat_cache))
     else:
-        export = _export_step(loaded, inputs, out, parity_data)
+        export = _export_step(loaded, inputs, out, parity_data, cache)
         steps.append(export)
         model = Pick(export, ONNX_FILES)  # not reference.npz: float noise there must not rebuild anything
 
@@ -158,7 +163,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
     # Lossy precisions are judged by relative L2 error against fp32, in the gate and in verify.
     limit = recipe.precision.max_relative_error or DEFAULT_MAX_RELATIVE_ERROR.get(recipe.engine.precision)
     if recipe.engine.precision in TRANSFORMED_PRECISIONS:
-        precision = _precision_step(loaded, _read(inputs, *AT_OPT), model, out, after=[check])
+        precision = _precision_step(loaded, _read(inputs, *AT_OPT), model, out, cache, after=[check])
         accuracy = Step(loaded, "accuracy", load_kind("accuracy"),
                         {"inputs": _read(inputs, *AT_OPT), "precision": recipe.engine.precision,
                          "max_relative_error": limit,
@@ -206,7 +211,7 @@ def _fp8_unsupported(loaded: LoadedRecipe, spec: str, target: Target) -> str | N
     return f"fp8 engines need a GPU with sm_89 or newer (this machine's is {sms})"
 
 
-def _precision_step(loaded: LoadedRecipe, inputs: dict, model, out: Path, after: list[Step]) -> Step:
+def _precision_step(loaded: LoadedRecipe, inputs: dict, model, out: Path, cache: Cache, after: list[Step]) -> Step:
     recipe, options = loaded.recipe, loaded.recipe.precision
     precision = recipe.engine.precision
     files: dict[str, SourceFiles | Step | Pick] = {"model": model}
@@ -215,22 +220,23 @@ def _precision_step(loaded: LoadedRecipe, inputs: dict, model, out: Path, after:
     if precision in QUANTIZED_PRECISIONS:
         converter = "ort-quantization"
         cal = options.calibration
-        calibration = {"method": cal.method, "batches": cal.batches, "loader": cal.loader, "data": cal.data}
+        # The files a data glob resolves to are inputs (by content and path), not the glob's spelling.
+        calibration = {"method": cal.method, "batches": cal.batches, "loader": cal.loader, "data": bool(cal.data)}
         if cal.data:
-            found = sorted(p.resolve() for p in loaded.file.parent.glob(cal.data) if p.is_file())
-            files["calibration"] = _files(found)
+            found = sorted({p.resolve() for p in loaded.file.parent.glob(cal.data) if p.is_file()})
+            files["calibration"] = SourceFiles(found[0], tuple(found), beside_main=False)  # named by path
             context["calibration_files"] = [str(p) for p in found]
             context["where"] = loaded.where("precision", "calibration", "data")
         else:
             search = [loaded.resolve(p) for p in recipe.source.python_path]
             loader = module_file(cal.loader.split(":")[0], search, "precision.calibration.loader")
-            files["calibration"] = _files([loader, *user_imports(loader, search)])
+            files["calibration"] = _files([loader, *user_imports(loader, search, cache.stat_cache)])
             context["python_path"] = [str(p) for p in search]
             context["where"] = loaded.where("precision", "calibration", "loader")
     else:
         converter = fp16_converter(precision)
     params = {"precision": precision, "converter": converter, "keep_io_types": options.keep_io_types,
-              "keep_fp32": options.keep_fp32, "calibration": calibration, "inputs": inputs}
+              "keep_fp32": sorted(set(options.keep_fp32)), "calibration": calibration, "inputs": inputs}
     return Step(loaded, "precision", load_kind("precision"), params, files, out / precision, context=context,
                 after=after)
 
@@ -247,7 +253,7 @@ def fp16_converter(precision: str) -> str:
     return "onnxconverter"
 
 
-def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dict) -> Step:
+def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dict, cache: Cache) -> Step:
     recipe, source = loaded.recipe, loaded.recipe.source
     require(source.framework)
     search = [loaded.resolve(p) for p in source.python_path]
@@ -261,8 +267,8 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dic
         module = source.entrypoint.split(":")[0]
         code.append(module_file(module, search, "source.entrypoint"))
         package = distribution_of(module, code[0])
-        if package is None:  # the user's code: the modules it imports are inputs too
-            code += user_imports(code[0], search)
+        if package is None:  # the user's code (or an editable install's): the modules it imports are inputs too
+            code += user_imports(code[0], [*search, package_folder(module, code[0])], cache.stat_cache)
     code += glob_files(loaded.file.parent, source.deps)
     if code:
         files["code"] = _files(code)
@@ -320,25 +326,30 @@ def key_components(step: Step, cache: Cache, upstream: dict[Step, dict]) -> dict
         "params": step.params,
         "inputs": inputs,
         "tools": {dist: tool_version(dist) for dist in step.kind.tools(step.params)},
+        "env": keyed_env(step.kind.READS.env),
     }
 
 
 def source_digests(step: Step, cache: Cache) -> dict[str, dict[str, str]]:
     """The digests of the step's files from the user's tree, by input name and label. Taken for the key
     and again after the step ran: a file that moved in between fails the step, not the cache."""
-    return {name: {_file_label(f, source, step.recipe.file.parent): cache.stat_cache.digest(f) for f in source.files}
+    return {name: {label: cache.stat_cache.digest(f) for label, f in source_labels(step, source).items()}
             for name, source in step.inputs.items() if isinstance(source, SourceFiles)}
 
 
-def _file_label(file: Path, source: SourceFiles, recipe_dir: Path) -> str:
-    """How a file is named in a key: relative to the main file's directory, else to the recipe's; never
-    absolute, so two checkouts of one repository at different paths share every key."""
-    if file == source.main:
-        return "(main)"
-    try:
-        return str(file.relative_to(source.main.parent))
-    except ValueError:
-        return os.path.relpath(file, recipe_dir.resolve())
+def source_labels(step: Step, source: SourceFiles) -> dict[str, Path]:
+    """{label: file}: how each file is named in a key. Relative names (to the main file's folder, else
+    to the recipe's project) let two checkouts of one repository share every key."""
+    root = stable_root(step.recipe.file)
+    labels = {}
+    for file in source.files:
+        if source.beside_main and file == source.main:
+            labels["(main)"] = file
+        elif source.beside_main and file.is_relative_to(source.main.parent):
+            labels[str(file.relative_to(source.main.parent))] = file
+        else:
+            labels[portable(file, root)] = file
+    return labels
 
 
 def producer(source: Step | Pick) -> Step:
@@ -389,3 +400,23 @@ def _diff(old, new, path: str = "") -> list[str]:
 def _short(value) -> str:
     text = str(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+@functools.cache
+def stable_root(recipe_file: Path) -> Path:
+    """What paths of a recipe's files are recorded relative to: the git repository holding the recipe,
+    else the recipe's folder (the same in every checkout, wherever it lies)."""
+    folder = recipe_file.resolve().parent
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return folder
+
+
+def portable(file: Path | str, root: Path) -> str:
+    """A file's name in keys and records: relative to `root` when inside it; outside, absolute when
+    `root` is a repository (a dataset on another volume), else relative too (a project copied whole)."""
+    file = Path(file)
+    if file.is_relative_to(root):
+        return str(file.relative_to(root))
+    return str(file) if (root / ".git").exists() else os.path.relpath(file, root)

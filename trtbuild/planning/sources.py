@@ -124,50 +124,25 @@ def _packages_distributions() -> dict:
     return importlib.metadata.packages_distributions()
 
 
-def user_imports(first: Path, search: list[Path]) -> list[Path]:
+def user_imports(first: Path, search: list[Path], stat_cache: StatCache) -> list[Path]:
     """The Python files of the user's that `first` imports, transitively: modules found on `search`
-    (source.python_path), not the standard library or installed packages. Read from the import
-    statements, without running anything, so their digests can join the key before the step runs
-    (as ninja reads a compiler's depfile); a module imported by a computed name needs `deps:`."""
-    import ast
+    (source.python_path, and the folder an entrypoint's package lies in), not the standard library or
+    installed packages. Read from the import statements, without running anything, so their digests
+    can join the key before the step runs (as ninja reads a compiler's depfile); what the code imports
+    by a computed name is found while the step runs (trtbuild.store.discovered)."""
+    from trtbuild.store.code import imported_files, source_facts
 
-    roots = [str(p) for p in search]
-    found: set[Path] = set()
-    pending = [first]
-    while pending:
-        file = pending.pop()
-        if file in found:
-            continue
-        found.add(file)
+    def facts(file: Path) -> dict:
         try:
-            tree = ast.parse(file.read_bytes(), str(file))
-        except (SyntaxError, ValueError, OSError):
-            continue  # the export step reports it
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names, where = [a.name for a in node.names], roots
-            elif isinstance(node, ast.ImportFrom):
-                base = (node.module or "").split(".") if node.module else []
-                names = [".".join([*base, a.name]) for a in node.names] + ([node.module] if node.module else [])
-                where = [str(file.parents[node.level - 1])] if node.level else roots
-            else:
-                continue
-            for name in names:
-                pending += _files_of(name, where)
-    return sorted(found - {first})
+            return stat_cache.memo(file, "python", lambda f: source_facts(f.read_bytes(), str(f)))
+        except OSError:
+            return {"imports": [], "named": [], "digest": ""}  # the export step reports it
+
+    return sorted(set(imported_files(first, [str(p) for p in search], facts)) - {first})
 
 
-def _files_of(module: str, roots: list[str]) -> list[Path]:
-    """The source files (packages' __init__.py included) that importing `module` from `roots` runs."""
-    from importlib.machinery import PathFinder
-
-    files, paths = [], roots
-    for depth, part in enumerate(module.split(".")):
-        spec = PathFinder.find_spec(part if depth == 0 else ".".join(module.split(".")[: depth + 1]), paths)
-        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-            break
-        files.append(Path(spec.origin).resolve())
-        paths = list(spec.submodule_search_locations or [])
-        if not paths:
-            break
-    return files
+def package_folder(module: str, file: Path) -> Path:
+    """The folder holding an entrypoint's top-level package: "mypkg.nets.resnet" in .../src/mypkg/nets/
+    resnet.py -> .../src (an editable install's sources, imported like the user's own)."""
+    parts = len(module.split("."))
+    return file.parents[parts if file.name == "__init__.py" else parts - 1]

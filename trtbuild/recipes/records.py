@@ -14,11 +14,7 @@ import functools
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
-
-_FROM_PACKAGE = re.compile(r"^\s*from\s+trtbuild\s+import\s+(\w+)", re.MULTILINE)  # from trtbuild import validated
-
 
 def key(data: bytes) -> str:
     return hashlib.sha256(_validator() + data).hexdigest()
@@ -77,8 +73,7 @@ def _validator() -> bytes:
 
 
 def _code(module: str) -> str:
-    """A digest of the module's source and of every trtbuild module it imports, transitively."""
-    from trtbuild.store.hashing import package_sources
+    """A digest of the module's code and of every trtbuild module it imports, transitively."""
+    from trtbuild.store.code import code_digest, package_code
 
-    seen = package_sources(module, lambda _, text: [f"trtbuild.{sub}" for sub in _FROM_PACKAGE.findall(text)])
-    return hashlib.sha256(b"".join(name.encode() + seen[name] for name in sorted(seen))).hexdigest()
+    return code_digest(package_code(module))

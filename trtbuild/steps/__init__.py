@@ -2,23 +2,21 @@
 
     NAME               the step kind
     MAIN_OUTPUT        the file a downstream step opens
-    READS              what the step reads (Reads): its parameters and input files make its key
+    READS              what the step reads (Reads): its parameters, input files and environment
+                       variables make its key
     tools(params)      distributions whose versions go into the step key (must not import them)
     run(job)           does the work, writing every output file into job.outdir; returns metadata
     FRESH_PROCESS      optional, True: run in a worker process of its own (see trtbuild.execution.pool)
     IMPORTS            optional: the heavy modules run() imports, which a spare worker loads ahead
 
 Modules import heavy libraries inside run(), which executes in a worker process. A step's code
-version, in its key, is a digest of its module and the trtbuild modules it imports (code_version).
+version, in its key, is a digest of its module and the trtbuild modules it imports (steps.action).
 Adding a step kind: one new module plus one line in KINDS.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
-import importlib.metadata
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -54,11 +52,14 @@ class Reads:
     files: the names its input files may have (also hashed into the key).
     context: what it gets outside the key, which must not change its output: where to blame a recipe
     value (file:line), the paths of files already hashed as inputs, the shared timing cache.
+    env: the environment variables that can change its output (names, or prefixes ending in '_'):
+    they reach the step and their values are in its key; no other variable reaches it (steps.action).
     """
 
     params: tuple[str, ...]
     files: tuple[str, ...]
     context: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
 
     def check(self, kind: str, params: dict, files: dict, context: dict) -> None:
         """A step built with a value its kind does not declare is a bug in trtbuild: fail at once."""
@@ -82,30 +83,3 @@ def use_gpu_of(job: Job) -> str | None:
 
 def load_kind(name: str) -> ModuleType:
     return importlib.import_module(KINDS[name])
-
-
-@functools.cache
-def tool_version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-_NAMED = re.compile(r"[\"'](trtbuild(?:\.\w+)+)[\"']")  # modules loaded by name (frameworks.MODULES)
-
-
-@functools.cache
-def code_version(kind: str) -> str:
-    """A digest of the code that makes a step kind's artifacts: its module and every trtbuild module
-    it imports or loads by name, transitively, with trtbuild's version. Editing any of them changes
-    the step's key, so what older code made is never served as what newer code makes."""
-    import hashlib
-
-    from trtbuild import __version__
-
-    from trtbuild.store.hashing import package_sources
-
-    # modules loaded by name too, except by this registry, which names every step kind (a step runs only its own)
-    seen = package_sources(KINDS[kind], lambda module, text: _NAMED.findall(text) if module != __name__ else [])
-    return hashlib.sha256(__version__.encode() + b"".join(seen[m] for m in sorted(seen))).hexdigest()[:16]

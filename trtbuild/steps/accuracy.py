@@ -21,7 +21,7 @@ IMPORTS = ("numpy", "onnx", "onnxruntime")  # a spare worker loads these before 
 
 
 def tools(params: dict) -> tuple[str, ...]:
-    return ("onnxruntime",)
+    return ("onnxruntime", "numpy")
 
 
 def run(job: Job) -> dict:

@@ -25,7 +25,7 @@ _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 
 
 def tools(params: dict) -> tuple[str, ...]:
-    return ("onnx",)
+    return ("onnx", "numpy")
 
 
 def run(job: Job) -> dict:

@@ -11,7 +11,8 @@ NAME = "export"
 MAIN_OUTPUT = "model.onnx"
 READS = Reads(params=("framework", "opset", "inputs", "entrypoint", "args", "kwargs", "exporter", "package", "outputs",
                "inputs_as_nchw", "input_order", "reference"),
-              files=("model", "checkpoint", "code", "data"), context=("python_path", "where"))
+              files=("model", "checkpoint", "code", "data"), context=("python_path", "where"),
+              env=("KERAS_BACKEND", "TF_", "TORCH_", "PYTORCH_"))
 IMPORTS = ("numpy", "onnx")  # a spare worker loads these before this step comes
 REFERENCE = "reference.npz"
 ONNX_FILES = (MAIN_OUTPUT, f"{MAIN_OUTPUT}.data")  # what steps after export read (see onnx_io)
@@ -21,7 +22,7 @@ FRESH_PROCESS = True  # it imports the user's model code and a framework
 def tools(params: dict) -> tuple[str, ...]:
     found = TOOLS[params["framework"]]
     if params.get("exporter") in ("dynamo", "auto"):
-        found += ("onnxscript",)
+        found += ("onnxscript", "onnx-ir")  # the dynamo exporter writes the model through onnx-ir
     if params.get("package"):  # e.g. torchvision for "torchvision.models:resnet50"
         found += (params["package"],)
     return found

@@ -16,7 +16,7 @@ IMPORTS = ("numpy", "onnxruntime")  # a spare worker loads these before this ste
 
 
 def tools(params: dict) -> tuple[str, ...]:
-    return ("onnxruntime",)
+    return ("onnxruntime", "numpy")
 
 
 def run(job: Job) -> dict:

@@ -22,7 +22,8 @@ CONVERTER_TOOLS = {"modelopt": ("nvidia-modelopt",), "onnxconverter": ("onnxconv
 
 
 def tools(params: dict) -> tuple[str, ...]:
-    return ("onnx",) + CONVERTER_TOOLS[params["converter"]]
+    fp8 = ("ml_dtypes",) if params["precision"] == "fp8" else ()  # fp8 weights are cast with ml_dtypes
+    return ("onnx", "numpy") + CONVERTER_TOOLS[params["converter"]] + fp8
 
 
 def run(job: Job) -> dict:
@@ -118,7 +119,7 @@ def _quantize(source: Path, out: Path, job: Job, ops_to_keep, nodes_to_keep, mod
     excluded = nodes_to_keep + [n.name for n in model.graph.node if n.op_type in ops_to_keep]
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[job.params["calibration"]["method"]]
-    batches, discovered = calibration_batches(job, model)
+    batches = calibration_batches(job, model)
     quantize_static(
         str(prepared), str(out), _Reader(batches), quant_format=QuantFormat.QDQ,
         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
@@ -133,7 +134,7 @@ def _quantize(source: Path, out: Path, job: Job, ops_to_keep, nodes_to_keep, mod
         _int8_scales_to_fp8(quantized)
         _store_weights_in_fp8(quantized)
         save_onnx(quantized, out)
-    return _calibration_used(batches, job.params["calibration"]["batches"]) | {"discovered": discovered}
+    return _calibration_used(batches, job.params["calibration"]["batches"])
 
 
 def _calibration_used(batches: list[dict], asked: int) -> dict:

@@ -16,13 +16,13 @@ from trtbuild.steps import Job, Reads
 NAME = "simplify"
 MAIN_OUTPUT = "model.onnx"
 READS = Reads(params=("inputs", "check"),
-              files=("model",), context=())
+              files=("model",), context=(), env=("ONNXSIM_",))  # e.g. ONNXSIM_FIXED_POINT_ITERS
 # A spare worker loads these before this step comes (onnx-simplifier alone takes 0.6 s to import).
 IMPORTS = ("numpy", "onnx", "onnxruntime", "trtbuild.models.onnxsim_loader")
 
 
 def tools(params: dict) -> tuple[str, ...]:
-    return ("onnx", "onnxsim", "onnxruntime")
+    return ("onnx", "onnxsim", "onnxruntime", "numpy")
 
 
 def run(job: Job) -> dict:

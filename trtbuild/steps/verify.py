@@ -20,7 +20,7 @@ FRESH_PROCESS = True  # Polygraphy binds TensorRT or TensorRT-RTX once per proce
 
 
 def tools(params: dict) -> tuple[str, ...]:
-    return ("onnxruntime", "polygraphy")
+    return ("onnxruntime", "polygraphy", "numpy")
 
 
 def run(job: Job) -> dict:

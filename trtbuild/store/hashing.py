@@ -1,12 +1,10 @@
-"""Content digests, canonical JSON, a stat cache that skips re-hashing unchanged files, and the
-sources of trtbuild's own code that a digest of "this code" covers."""
+"""Content digests, canonical JSON, and a stat cache that skips re-hashing unchanged files."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import re
 import threading
 import time
 from pathlib import Path
@@ -16,8 +14,6 @@ from collections.abc import Callable
 from trtbuild.store.fsutil import atomic_write
 
 _CHUNK = 1 << 20
-_PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the trtbuild package
-_IMPORT = re.compile(r"^\s*(?:from|import)\s+(trtbuild(?:\.\w+)*)", re.MULTILINE)
 # A file modified this recently may change again within the same mtime tick (git's "racy" case).
 _RACY_SECONDS = 2.0
 
@@ -36,23 +32,6 @@ def digest_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def package_sources(start: str, also: Callable[[str, str], list[str]]) -> dict[str, bytes]:
-    """The source of trtbuild module `start` and of every trtbuild module it imports, transitively,
-    plus those `also(module, text)` names: {module: its file's bytes}."""
-    seen: dict[str, bytes] = {}
-    pending = [start]
-    while pending:
-        module = pending.pop()
-        base = _PACKAGE_ROOT.joinpath(*module.split("."))
-        path = next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
-        if path is None or module in seen:
-            continue
-        seen[module] = path.read_bytes()
-        text = seen[module].decode()
-        pending += _IMPORT.findall(text) + also(module, text)
-    return seen
 
 
 def stat_signature(path: str | os.PathLike) -> list[int]:

@@ -1,0 +1,102 @@
+"""What an action is made of besides its parameters and input files: the code of its step kind, the
+versions of the tools it calls and the environment variables it reads. The planner puts them in the
+key; whoever runs the step (a local worker, a farm node) computes them again from what it sees and
+refuses to run on a difference, so no result is ever stored under a key it did not compute.
+
+Environment: a worker gets the variables in PASS_THROUGH (where files are, which GPU, locale: they
+do not change what a step makes) and, for each step, the variables its kind declares in READS.env,
+whose values are in its key. Every other variable never reaches a step.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import os
+
+from trtbuild.store.code import code_digest, package_code, raw_digests
+
+PASS_THROUGH = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "TZ", "LANG", "LANGUAGE", "TMPDIR", "TEMP", "TMP",
+    "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", "PYTHONUNBUFFERED", "PYTHONIOENCODING",
+    "VIRTUAL_ENV", "CONDA_PREFIX", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH",
+    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "CUDA_MODULE_LOADING",
+    "CUDA_CACHE_PATH", "CUDA_CACHE_MAXSIZE", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+    "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_HOME", "KERAS_HOME",
+    "XDG_CACHE_HOME", "TF_CPP_MIN_LOG_LEVEL", "TF_CPP_MAX_VLOG_LEVEL",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+})
+PASS_PREFIXES = ("LC_",)
+
+
+def passes(name: str) -> bool:
+    return name in PASS_THROUGH or name.startswith(PASS_PREFIXES)
+
+
+def keyed_env(declared: tuple[str, ...], environ=os.environ) -> dict[str, str]:
+    """The variables a step kind reads (names, or prefixes ending in '_'), as this process sees them."""
+    return {name: value for name, value in sorted(environ.items())
+            if not passes(name) and any(name == d or (d.endswith("_") and name.startswith(d)) for d in declared)}
+
+
+def worker_environment(declared: tuple[str, ...], environ=os.environ) -> dict[str, str]:
+    """A worker process's environment: what passes through, plus what any kind reads (each step then
+    keeps only its own kind's, see `step_environment`)."""
+    return {n: v for n, v in environ.items() if passes(n)} | keyed_env(declared, environ)
+
+
+def step_environment(keyed: dict[str, str]) -> None:
+    """This process's environment for one step: what passes through, plus the step's keyed values."""
+    for name in [n for n in os.environ if not passes(n) and n not in keyed]:
+        del os.environ[name]
+    os.environ.update(keyed)
+
+
+@functools.cache
+def code_modules(kind: str) -> dict[str, str]:
+    """{module: digest} of the code that makes a step kind's artifacts: its module and every trtbuild
+    module it imports or loads by name, transitively (not the registry, which names every kind)."""
+    from trtbuild.steps import KINDS
+
+    return package_code(KINDS[kind], registries=("trtbuild.steps",))
+
+
+@functools.cache
+def code_version(kind: str) -> str:
+    """Editing what a step kind runs (not its comments or docstrings) changes the step's key, so what
+    older code made is never served as what newer code makes."""
+    from trtbuild import __version__
+
+    return code_digest({"__version__": __version__, **code_modules(kind)})
+
+
+@functools.cache
+def tool_version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def expectations(kind: str, components: dict) -> dict:
+    """What a worker checks before running a step: the key's code version and tools, and the bytes of
+    the modules they came from (equal bytes spare the worker a parse)."""
+    return {"version": components["version"], "tools": components["tools"],
+            "code": raw_digests(code_modules(kind))}
+
+
+def differences(kind: str, expected: dict) -> list[str]:
+    """How the action this process would run differs from the one its key describes."""
+    found = []
+    if raw_digests(expected["code"]) != expected["code"] and code_version(kind) != expected["version"]:
+        mine = code_modules(kind)
+        theirs = set(expected["code"])
+        edited = sorted(m for m in theirs | set(mine) if (m in mine) != (m in theirs)
+                        or raw_digests([m])[m] != expected["code"].get(m))
+        found.append(f"trtbuild's code of the {kind} step ({', '.join(edited[:3])}): code version "
+                     f"{code_version(kind)} here, {expected['version']} in the key")
+    for dist, version in sorted(expected["tools"].items()):
+        if tool_version(dist) != version:
+            found.append(f"{dist} {tool_version(dist)} here, {version} in the key")
+    return found

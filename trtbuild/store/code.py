@@ -1,0 +1,195 @@
+"""Python code as a build input: which files a module imports, and a digest of what the code does.
+
+One walker serves trtbuild's own code (a step kind's code version, the recipe records' validator)
+and the user's (a model's entrypoint, a calibration loader): `imported_files` follows `import`
+statements, read with `ast` without running anything, to the files a search path resolves them to.
+
+A module's digest covers its syntax tree without docstrings, so comments, docstrings and layout do
+not change a key. trtbuild's own facts are computed once per version of its sources and kept in a
+small index beside the user's cache (parsing every module costs a quarter of a second).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from importlib.machinery import PathFinder
+from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the trtbuild package
+_INDEX_VERSION = 1
+
+
+def source_facts(data: bytes, filename: str = "<module>") -> dict:
+    """{"digest": the syntax tree without docstrings, "imports": [(module, level)], "named": [dotted
+    strings that look like trtbuild modules]}; a file that does not parse is digested by its bytes."""
+    try:
+        tree = ast.parse(data, filename)
+    except (SyntaxError, ValueError):
+        return {"digest": hashlib.sha256(data).hexdigest(), "imports": [], "named": []}
+    imports, named = [], []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imports += [[alias.name, 0] for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            imports.append([base, node.level])
+            imports += [[f"{base}.{alias.name}" if base else alias.name, node.level] for alias in node.names]
+        elif isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            node.body = [s for s in node.body if not _is_docstring(s)] or [ast.Pass()]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("trtbuild."):
+            named.append(node.value)
+    return {"digest": hashlib.sha256(ast.dump(tree).encode()).hexdigest(), "imports": imports, "named": named}
+
+
+def _is_docstring(statement: ast.stmt) -> bool:
+    return (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant)
+            and isinstance(statement.value.value, str))
+
+
+def imported_files(first: Path, roots: list[str], facts: Callable[[Path], dict],
+                   also: Callable[[Path, dict], Iterable[str]] = lambda file, found: ()) -> list[Path]:
+    """`first` and the Python files it imports, transitively, found on `roots` (relative imports from
+    the importing file's package); packages' __init__.py files included. `facts(file)` gives a file's
+    source_facts; `also(file, facts)` names more modules to follow (modules loaded by name)."""
+    found: dict[Path, None] = {}
+    pending = [first]
+    while pending:
+        file = pending.pop()
+        if file in found:
+            continue
+        found[file] = None
+        known = facts(file)
+        for module, level in known["imports"]:
+            where = (str(file.parents[level - 1]),) if level else tuple(roots)
+            pending += _files_of(module, where)
+        for module in also(file, known):
+            pending += _files_of(module, tuple(roots))
+    return list(found)
+
+
+@functools.lru_cache(maxsize=4096)
+def _files_of(module: str, roots: tuple[str, ...]) -> list[Path]:
+    """The source files (packages' __init__.py included) that importing `module` from `roots` runs."""
+    files, paths, parts = [], roots, module.split(".")
+    for depth in range(len(parts)):
+        if not parts[depth]:
+            break
+        spec = PathFinder.find_spec(".".join(parts[: depth + 1]), paths)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            break
+        files.append(Path(spec.origin).resolve())
+        paths = list(spec.submodule_search_locations or [])
+        if not paths:
+            break
+    return files
+
+
+# trtbuild's own code
+
+
+def module_path(module: str) -> Path:
+    base = PACKAGE_ROOT.joinpath(*module.split("."))
+    return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+
+
+def package_code(start: str, registries: tuple[str, ...] = ()) -> dict[str, str]:
+    """{module: digest} for trtbuild module `start` and every trtbuild module it imports or names in a
+    string (modules loaded by name), transitively; `registries` name modules whose strings are not
+    followed (a registry names every module of its kind, and one runs only its own)."""
+    index = _package_index()
+    root = str(PACKAGE_ROOT)
+    skip = {str(module_path(r)) for r in registries}
+
+    def named(file: Path, found: dict) -> list[str]:
+        return [] if str(file) in skip else found["named"]
+
+    def ours(file: Path) -> dict:  # only trtbuild's imports can resolve to trtbuild's files
+        found = index.get(str(file)) or _NOTHING
+        return found | {"imports": [i for i in found["imports"] if i[0].startswith("trtbuild")]}
+
+    files = imported_files(module_path(start), [root], ours, named)
+    inside = [f for f in files if str(f) in index]
+    return {_module_name(f): index[str(f)]["digest"] for f in inside}
+
+
+def code_digest(modules: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(modules, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def raw_digests(modules: Iterable[str]) -> dict[str, str | None]:
+    """{module: sha256 of its file's bytes} of this installation's trtbuild (None: no such module)."""
+    result = {}
+    for module in modules:
+        try:
+            result[module] = hashlib.sha256(module_path(module).read_bytes()).hexdigest()
+        except OSError:
+            result[module] = None
+    return result
+
+
+_NOTHING = {"imports": [], "named": [], "digest": ""}
+
+
+def _module_name(file: Path) -> str:
+    parts = file.relative_to(PACKAGE_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@functools.cache
+def _package_index() -> dict[str, dict]:
+    """source_facts of every trtbuild module by its path: from the index kept for this exact set of
+    source bytes, else parsed now (and the index written for the next process)."""
+    files = sorted((PACKAGE_ROOT / "trtbuild").rglob("*.py"))
+    data = {str(f): f.read_bytes() for f in files}
+    version = hashlib.sha256(json.dumps([_INDEX_VERSION, sorted((p, hashlib.sha256(b).hexdigest())
+                                                                for p, b in data.items())]).encode()).hexdigest()
+    kept = _index_file(version)
+    if kept is not None:
+        try:
+            index = json.loads(kept.read_bytes())
+            if isinstance(index, dict) and index.keys() == data.keys() and all(_valid(v) for v in index.values()):
+                return index
+        except (OSError, ValueError):
+            pass
+    index = {path: source_facts(raw, path) for path, raw in data.items()}
+    if kept is not None:
+        _write_index(kept, index)
+    return index
+
+
+def _valid(facts) -> bool:
+    return (isinstance(facts, dict) and isinstance(facts.get("digest"), str)
+            and isinstance(facts.get("imports"), list) and isinstance(facts.get("named"), list)
+            and all(isinstance(i, list) and len(i) == 2 and isinstance(i[0], str) and isinstance(i[1], int)
+                    for i in facts["imports"]) and all(isinstance(n, str) for n in facts["named"]))
+
+
+def _index_file(version: str) -> Path | None:
+    """Where this user keeps the index: a folder of their own (not one another user could plant)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trtbuild" / "code"
+    try:
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if base.stat().st_uid != os.getuid():
+            return None
+    except OSError:
+        return None
+    return base / f"{version}.json"
+
+
+def _write_index(path: Path, index: dict) -> None:
+    """Write the index; indexes of other source versions go (one installation's edits would pile up)."""
+    try:
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+            json.dump(index, f)
+        os.replace(f.name, path)
+        for old in path.parent.glob("*.json"):
+            if old != path:
+                old.unlink(missing_ok=True)
+    except OSError:
+        pass
