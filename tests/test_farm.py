@@ -225,3 +225,40 @@ def test_ray_node_prints_what_this_machine_offers(capsys):
     assert line.startswith("ray start --address=10.0.0.1:6379 --resources='")
     offers = json.loads(line.split("--resources=", 1)[1].strip("'"))
     assert offers[f"trtbuild-build-tensorrt-rtx-{installed_version('tensorrt-rtx')}"] == os.cpu_count()
+
+
+def test_a_node_running_other_trtbuild_code_refuses_the_step_and_nothing_is_stored(tmp_path, monkeypatch):
+    """A node whose simplify step is another version than the driver's: the step fails naming the
+    difference; no result is stored under the driver's key, locally or on the remote."""
+    import shutil
+
+    from ray.cluster_utils import Cluster
+
+    from trtbuild.execution.farm import this_node
+
+    other = tmp_path / "other"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "trtbuild", other / "trtbuild",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    simplify = other / "trtbuild" / "steps" / "simplify.py"
+    simplify.write_text(simplify.read_text() + "\nFIXED_POINT_ITERATIONS = 1\n")
+    monkeypatch.setenv("PYTHONPATH", str(other))  # the node's processes import this trtbuild
+    small = {"object_store_memory": 80 * 2**20}
+    farm = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False, **small})
+    try:
+        farm.add_node(num_cpus=1, resources=this_node(), **small)
+        farm.wait_for_nodes()
+        monkeypatch.delenv("PYTHONPATH")
+        monkeypatch.chdir(tmp_path)  # Ray puts the driver's folder first on its workers' path
+        write_recipes(tmp_path / "recipes", 1)
+        code, report, err = build(tmp_path / "recipes", farm.address, remote=tmp_path / "remote")
+    finally:
+        farm.shutdown()
+    assert code == 1, err
+    steps = {s["step"].split("@")[0]: s for s in report["steps"]}
+    assert steps["check"]["status"] == "built"  # its code is the same on both sides
+    assert steps["simplify"]["status"] == "failed"
+    assert steps["simplify"]["error"].startswith("not built here: this worker would build another action")
+    assert "trtbuild's code of the simplify step (trtbuild.steps.simplify)" in steps["simplify"]["error"]
+    remote_steps = [json.loads(p.read_text())["step"] for p in (tmp_path / "remote" / "actions").glob("*/*.json")]
+    local_steps = [json.loads(p.read_text())["step"] for p in (tmp_path / "recipes" / "cache" / "actions").glob("*/*.json")]
+    assert remote_steps == local_steps == ["check"]

@@ -112,7 +112,9 @@ def resolve_target(spec: str) -> tuple[Target, str | None]:
     GPUs present, so other SMs are reported as needing that GPU, never built wrong.
     """
     backend, _, arch = spec.partition(":")
-    caps = () if arch in ("", "portable") else tuple(sm_to_cc(sm) for sm in arch.split("+"))
+    # a set of compute capabilities, in one order: sm120+sm86 and sm86+sm120 are one target (one key)
+    caps = () if arch in ("", "portable") else tuple(sorted({sm_to_cc(sm) for sm in arch.split("+")},
+                                                            key=lambda cc: tuple(map(int, cc.split(".")))))
     if backend == "auto":
         if installed_version("tensorrt") and detect_gpus():
             backend = "tensorrt"

@@ -220,7 +220,7 @@ class Runner:
             return None
         moved = found_while_running.changed(found, stable_root(step.recipe.file), self.cache.stat_cache, tool_version)
         if moved:  # the key holds; what the step's code read while it ran does not
-            self._moved[step] = f"{', '.join(moved[:3])}{' ...' if len(moved) > 3 else ''} changed (read while it ran)"
+            self._moved[step] = f"{', '.join(moved[:3])}{' ...' if len(moved) > 3 else ''} (read while it ran)"
             return None
         if self.dry_run:
             outputs = {}

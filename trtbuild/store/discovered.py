@@ -38,6 +38,7 @@ _INSTALLED = tuple({str(Path(p).resolve()) + os.sep for p in (sys.prefix, sys.ba
                                                                sysconfig.get_paths()["stdlib"])} - {"//"})
 _TRTBUILD = str(Path(__file__).resolve().parents[1]) + os.sep
 _SYSTEM = ("/proc/", "/sys/", "/dev/", "/etc/", "/usr/")
+_METADATA, _EGG_INFO = ".dist-info" + os.sep, ".egg-info" + os.sep
 _CODE = (".py", ".pyc", ".so", ".pth")  # modules are recorded from sys.modules, by their source
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 KINDS = ("files", "folders", "tools")
@@ -154,8 +155,10 @@ def _hook(event: str, args: tuple) -> None:
 
 
 def _users(path: str) -> bool:
-    """Outside the interpreter, the installed packages, trtbuild and the system's folders."""
-    return not (path.startswith(_INSTALLED) or path.startswith(_SYSTEM) or path.startswith(_TRTBUILD))
+    """Outside the interpreter, the installed packages (and their metadata, wherever an editable
+    install keeps it), trtbuild and the system's folders."""
+    return not (path.startswith(_INSTALLED) or path.startswith(_SYSTEM) or path.startswith(_TRTBUILD)
+                or _METADATA in path or _EGG_INFO in path)
 
 
 def _by_importer() -> bool:
@@ -260,10 +263,10 @@ def changed(found: dict[str, dict[str, str]], root: Path, stat_cache, tool_versi
         except OSError:
             same = False
         if not same:
-            moved.append(label)
+            moved.append(f"{label} changed")
     for label, digest in found.get("folders", {}).items():
         if _listing_digest(str(root / label)) != digest:
-            moved.append(label + "/")
+            moved.append(f"{label}/ changed")
     for dist, version in found.get("tools", {}).items():
         if tool_version(dist) != version:
             moved.append(f"{dist} {version} -> {tool_version(dist)}")
