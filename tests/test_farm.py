@@ -20,7 +20,15 @@ from conftest import conv_model, recipe_dict
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
-SM86 = {"trtbuild-build-tensorrt-10.13.3.9-sm86": 1, "trtbuild-gpu-sm86": 1}
+def _this_code() -> dict[str, float]:
+    from trtbuild.execution.farm import code_resource
+    from trtbuild.steps.action import toolchain
+
+    return {code_resource(toolchain()): 1000.0}
+
+
+# A node as `trtbuild ray-node` would offer it on a machine with full TensorRT and an sm_86 GPU.
+SM86 = {"trtbuild-build-tensorrt-10.13.3.9-sm86": 1, "trtbuild-gpu-sm86": 1} | _this_code()
 
 
 @pytest.fixture(scope="module")
@@ -262,3 +270,37 @@ def test_a_node_running_other_trtbuild_code_refuses_the_step_and_nothing_is_stor
     remote_steps = [json.loads(p.read_text())["step"] for p in (tmp_path / "remote" / "actions").glob("*/*.json")]
     local_steps = [json.loads(p.read_text())["step"] for p in (tmp_path / "recipes" / "cache" / "actions").glob("*/*.json")]
     assert remote_steps == local_steps == ["check"]
+
+
+def test_steps_go_to_the_nodes_running_the_drivers_trtbuild(tmp_path, monkeypatch):
+    """Two nodes: one advertises another trtbuild code version (an older node of the farm), one this
+    one's. Every step lands on the matching node and the build succeeds; with only the other node, each
+    step fails at once saying what the nodes run."""
+    from ray.cluster_utils import Cluster
+
+    from trtbuild.execution.farm import code_resource, this_node
+    from trtbuild.steps.action import toolchain
+
+    small = {"object_store_memory": 80 * 2**20}
+    older = {name: amount for name, amount in this_node().items() if not name.startswith("trtbuild-code-")}
+    older[code_resource("0" * 16)] = 1000.0
+    farm = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False, **small})
+    try:
+        farm.add_node(num_cpus=1, resources=older, **small)
+        farm.wait_for_nodes()
+        write_recipes(tmp_path / "alone", 1)
+        code, report, err = build(tmp_path / "alone", farm.address, remote=tmp_path / "remote")
+        assert code == 1, err
+        check = next(s for s in report["steps"] if s["step"] == "check")
+        assert check["error"] == (f"no node of the Ray cluster runs this trtbuild (code version {toolchain()}; the "
+                                  f"nodes run {'0' * 16}): install the same trtbuild and tools on the nodes and start "
+                                  "them with the options `trtbuild ray-node` prints")
+        current = farm.add_node(num_cpus=1, resources=this_node(), **small)
+        farm.wait_for_nodes()
+        write_recipes(tmp_path / "recipes", 2)
+        code, report, err = build(tmp_path / "recipes", farm.address, remote=tmp_path / "remote")
+        assert code == 0, err
+        ran = [s for s in report["steps"] if s["status"] == "built"]
+        assert len(ran) == 6 and {s["node"]["id"] for s in ran} == {current.node_id}
+    finally:
+        farm.shutdown()

@@ -104,6 +104,14 @@ def sm_to_cc(sm: str) -> str:
     return f"{digits[:-1]}.{digits[-1]}"
 
 
+def compute_capabilities(arch: str) -> tuple[str, ...]:
+    """"sm120+sm86" -> ("8.6", "12.0"): a set, in one order, so that sm120+sm86 and sm86+sm120 are
+    one target (one key, one folder); "" or "portable" -> ()."""
+    if arch in ("", "portable"):
+        return ()
+    return tuple(sorted({sm_to_cc(sm) for sm in arch.split("+")}, key=lambda cc: tuple(map(int, cc.split(".")))))
+
+
 def resolve_target(spec: str) -> tuple[Target, str | None]:
     """A target spec ("tensorrt-rtx", "tensorrt-rtx:sm86+sm120", "tensorrt:sm90", "auto") -> the Target,
     and why this machine cannot build it (None when it can).
@@ -112,9 +120,7 @@ def resolve_target(spec: str) -> tuple[Target, str | None]:
     GPUs present, so other SMs are reported as needing that GPU, never built wrong.
     """
     backend, _, arch = spec.partition(":")
-    # a set of compute capabilities, in one order: sm120+sm86 and sm86+sm120 are one target (one key)
-    caps = () if arch in ("", "portable") else tuple(sorted({sm_to_cc(sm) for sm in arch.split("+")},
-                                                            key=lambda cc: tuple(map(int, cc.split(".")))))
+    caps = compute_capabilities(arch)
     if backend == "auto":
         if installed_version("tensorrt") and detect_gpus():
             backend = "tensorrt"

@@ -4,7 +4,10 @@ A node advertises (`trtbuild ray-node` prints the `ray start` options):
   trtbuild-build-tensorrt-rtx-<version>            it builds TensorRT-RTX engines (any compute capability)
   trtbuild-build-tensorrt-<version>-sm<XX>[-<gpu>]  it builds full TensorRT engines for that GPU
   trtbuild-gpu-sm<XX>                               it has GPUs of that compute capability, to run engines
-CPU steps (export, simplify, calibration) go to any node. No Ray import here: planning stays light.
+  trtbuild-code-<digest>                            the code version of its trtbuild (steps.action.toolchain)
+CPU steps (export, simplify, calibration) go to any node running the driver's trtbuild; when no node
+offers a code resource (nodes started by hand), to any node, whose worker then checks each step's
+code and tools before running it. No Ray import here: planning stays light.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import re
 from trtbuild.errors import UsageError
 from trtbuild.backends.gpu import detect_gpus
 from trtbuild.backends.target import (RTX_COMPUTE_CAPABILITIES, TARGET_PATTERN, Target, builds_same_compute_capability,
-                             gpu_model_id, installed_version, resolve_target, sm_to_cc, supports_fp8)
+                                      compute_capabilities, gpu_model_id, installed_version, resolve_target, sm_to_cc,
+                                      supports_fp8)
 
 PREFIX = "trtbuild-"
+CODE = f"{PREFIX}code-"
 _FULL = re.compile(r"^trtbuild-build-tensorrt-(?P<version>[^-]+)-(?P<sm>sm\d+)(?:-(?P<model>.+))?$")
 _RTX = re.compile(r"^trtbuild-build-tensorrt-rtx-(?P<version>.+)$")
 
@@ -33,9 +38,15 @@ def gpu_resource(cc: str) -> str:
     return f"{PREFIX}gpu-sm{cc.replace('.', '')}"
 
 
+def code_resource(toolchain: str) -> str:
+    return f"{CODE}{toolchain}"
+
+
 def this_node() -> dict[str, float]:
     """The resources this machine offers a farm, from its installed backends and NVML."""
-    offers: dict[str, float] = {}
+    from trtbuild.steps.action import toolchain
+
+    offers: dict[str, float] = {code_resource(toolchain()): 1000.0}  # any number of steps at once
     rtx = installed_version("tensorrt-rtx")
     if rtx:
         offers[f"{PREFIX}build-tensorrt-rtx-{rtx}"] = float(os.cpu_count() or 1)
@@ -66,7 +77,7 @@ class FarmMachine:
         if not re.match(TARGET_PATTERN, spec):
             raise UsageError(f"target {spec!r}: expected tensorrt-rtx[:portable|:smXX+...] or tensorrt:smXX")
         backend, _, arch = spec.partition(":")
-        caps = () if arch in ("", "portable") else tuple(sm_to_cc(sm) for sm in arch.split("+"))
+        caps = compute_capabilities(arch)
         if backend == "auto":
             backend = "tensorrt-rtx" if self._versions(_RTX) or installed_version("tensorrt-rtx") else "tensorrt"
         if backend == "tensorrt-rtx":
@@ -86,6 +97,17 @@ class FarmMachine:
     @staticmethod
     def builder(target: Target) -> dict:
         return {}  # Ray hands the task its GPU (CUDA_VISIBLE_DEVICES)
+
+    def code_need(self) -> dict[str, float]:
+        """The driver's code resource when some node offers code resources; else nothing."""
+        from trtbuild.steps.action import toolchain
+
+        if not any(name.startswith(CODE) for name in self.offered):
+            return {}
+        return {code_resource(toolchain()): 0.001}
+
+    def other_code(self) -> list[str]:
+        return sorted(name.removeprefix(CODE) for name in self.offered if name.startswith(CODE))
 
     def runner(self, target: Target, precision: str) -> tuple[dict, str | None]:
         if self.run_resource(target, precision):
@@ -122,12 +144,13 @@ class FarmMachine:
 
 def needs(target: Target | None, step_kind: str, machine: FarmMachine, precision: str) -> tuple[dict[str, float], int]:
     """The Ray custom resources and GPU count a step asks for."""
+    code = machine.code_need()
     if target is None:
-        return {}, 0
+        return code, 0
     if step_kind == "engine":
-        return {build_resource(target): 1}, 1 if target.backend == "tensorrt" else 0
+        return code | {build_resource(target): 1}, 1 if target.backend == "tensorrt" else 0
     run = machine.run_resource(target, precision)
-    return ({run: 1}, 1) if run else ({}, 0)
+    return (code | {run: 1}, 1) if run else (code, 0)
 
 
 def what_it_needs(target: Target, step_kind: str) -> str:

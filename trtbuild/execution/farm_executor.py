@@ -17,6 +17,7 @@ from trtbuild.errors import UsageError
 from trtbuild.execution.executor import Task
 from trtbuild.execution.farm import FarmMachine, needs, this_node, what_it_needs
 from trtbuild.execution.farm_task import run_step, warm_up
+from trtbuild.steps.action import toolchain
 
 _RETRIES = 2  # a node that dies mid-step: the step runs again elsewhere, this many times at most
 _POLL = 1.0  # seconds between checks that a pending task can still be placed
@@ -94,6 +95,12 @@ class RayExecutor:
         self._ensure_connected()
         kind = task.job["kind"]
         resources, gpus = needs(task.target, kind, self.machine, task.precision)
+        code = self.machine.code_need()
+        if code and not self._placeable(code, 0):
+            return {"ok": False, "user_error": False,
+                    "error": f"no node of the Ray cluster runs this trtbuild (code version {toolchain()}; the nodes "
+                             f"run {', '.join(self.machine.other_code())}): install the same trtbuild and tools on "
+                             "the nodes and start them with the options `trtbuild ray-node` prints"}
         if not self._placeable(resources, gpus):
             return {"ok": False, "user_error": False,
                     "error": f"no node of the Ray cluster can run {task.label} for {task.target.spec}: it needs "

@@ -71,6 +71,14 @@ def code_version(kind: str) -> str:
     return code_digest({"__version__": __version__, **code_modules(kind)})
 
 
+def toolchain() -> str:
+    """One digest of every step kind's code version: what a farm node offers (trtbuild.execution.farm)
+    so that steps go to nodes that run the same trtbuild as the driver."""
+    from trtbuild.steps import KINDS
+
+    return code_digest({kind: code_version(kind) for kind in sorted(KINDS)})
+
+
 @functools.cache
 def tool_version(dist: str) -> str:
     try:
