@@ -304,3 +304,27 @@ def _sha(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_two_checkouts_of_one_repository_on_one_cache_share_what_the_loader_read(tmp_path):
+    from conftest import Project, conv_model
+
+    cache = tmp_path / "shared-cache"
+    projects = []
+    for name in ("alice", "bob"):
+        root = tmp_path / name / "repo"
+        (root / ".git").mkdir(parents=True)  # a checkout: paths are named from the repository's root
+        (root / "recipes").mkdir()
+        project = Project(root / "recipes")
+        project.cache = cache
+        (project.root / "loader.py").write_text(LOADER)
+        project.write_model(conv_model())
+        _calibration_files(project, "a.npy", "b.npy")
+        _int8(project, loader="loader:batches")
+        projects.append(project)
+    assert projects[0].build()[0] == 0
+    for project in (projects[1], projects[0], projects[1]):
+        code, report = project.build()
+        assert code == 0 and statuses(report)["precision"] == "cached", step(report, "precision")["reason"]
+    record = next(a for a in projects[0].actions() if a["step"] == "precision")
+    assert sorted(record["discovered"]["files"]) == ["recipes/calib/a.npy", "recipes/calib/b.npy"]
