@@ -45,8 +45,10 @@ KINDS = ("files", "folders", "tools")
 
 
 class Reads:
-    def __init__(self, ignore: tuple[str, ...]):
-        self.ignore = ignore  # the step's own inputs (already in its key) and outputs
+    def __init__(self, ignore: list[str]):
+        # the step's own inputs (already in its key) and scratch folder: those paths and what is under them
+        self.ignore = tuple(os.path.abspath(p) for p in ignore)
+        self._under = tuple(p.rstrip(os.sep) + os.sep for p in self.ignore)
         self.files: dict[str, str] = {}
         self.folders: dict[str, str] = {}
         self.written: set[str] = set()  # scratch files the step made and read back are not inputs
@@ -59,12 +61,15 @@ class Reads:
         if kind == "w":
             self._keep(kind, path, "-")
             return
-        if path.startswith(self.ignore) or path in self.written or path in (self.files if kind == "f" else self.folders):
+        if self._ignored(path) or path in self.written or path in (self.files if kind == "f" else self.folders):
             return
         digest = file_digest(path) if kind == "f" else _listing_digest(path)
         if digest is None:
             return  # not a regular file (a FIFO, a device) or gone: not something a result depends on
         self._keep(kind, path, digest)
+
+    def _ignored(self, path: str) -> bool:
+        return path in self.ignore or path.startswith(self._under)
 
     def _keep(self, kind: str, path: str, digest: str) -> None:
         if _forked:
@@ -100,7 +105,7 @@ class Reads:
                 digest = file_digest(os.path.abspath(source))
                 if digest:
                     files.setdefault(os.path.abspath(source), digest)
-        files = {p: d for p, d in files.items() if not p.startswith(self.ignore)}
+        files = {p: d for p, d in files.items() if not self._ignored(p)}
         return {"files": dict(sorted(files.items())), "folders": dict(sorted(self.folders.items())),
                 "tools": _distributions(set(sys.modules) - self.modules)}
 
@@ -117,7 +122,7 @@ def recording(ignore: list[str] = ()):
         sys.addaudithook(_hook)
         os.register_at_fork(after_in_child=_in_child)
         recording.hooked = True
-    reads = Reads(tuple(os.path.abspath(p) for p in ignore))
+    reads = Reads(list(ignore))
     _active.append(reads)
     try:
         yield reads
