@@ -43,6 +43,16 @@ Exit codes: 0 built or cached, 1 a step failed, 2 bad usage or bad recipe, 130 i
 
 
 def main(argv: list[str] | None = None) -> int:
+    previous = _catch_stop_signals()  # first: a signal at any moment of the run ends it with exit 130
+    try:
+        return _main(argv)
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "build")  # `trtbuild recipes/` and `trtbuild -j 2 recipes/` mean build
@@ -50,9 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         parser.print_help()
         return EXIT_USAGE
-    args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
     try:
+        args = parser.parse_args(argv)
         return args.func(args)
     except TrtbuildError as exc:
         print(f"trtbuild: error: {exc}", file=sys.stderr)
@@ -62,8 +71,32 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def _terminate(signum, frame):
-    raise KeyboardInterrupt
+class _Stop:
+    """SIGINT and SIGTERM (what a CI timeout sends first) raise KeyboardInterrupt in the main thread, once:
+    while the run stops and writes its reports, or once they are written, more signals change nothing."""
+
+    settled = False
+
+    def __call__(self, signum, frame):
+        if not _Stop.settled:
+            _Stop.settled = True
+            raise KeyboardInterrupt
+
+
+def _catch_stop_signals() -> dict:
+    _Stop.settled = False
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[signum] = signal.signal(signum, _Stop())
+        except ValueError:  # not the main thread (an embedding application): its own handlers stay
+            pass
+    return previous
+
+
+def settle() -> None:
+    """The outcome is final (the reports are written): a late signal no longer changes the exit code."""
+    _Stop.settled = True
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -118,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--step-timeout", type=positive_seconds, metavar="SECONDS",
                        help="kill a step's worker after SECONDS and fail that step (a hung loader or build); "
                        "beats each recipe's step_timeout")
-    build.add_argument("-q", "--quiet", action="store_true", help="print only steps that ran, failed or were skipped")
+    build.add_argument("-q", "--quiet", action="store_true", help="print only steps that ran or failed, and those skipped because an earlier one did not complete")
     build.set_defaults(func=cmd_build)
 
     status = sub.add_parser("status", parents=[graph_opt, cache_opt, remote_opt, executor_opt],
@@ -223,49 +256,88 @@ def _compile(args, cache, machine=None) -> tuple[list, list[str]]:
 
 
 def cmd_build(args) -> int:
-    from trtbuild.store.cache import Cache
-    from trtbuild.execution.progress import Progress
     from trtbuild.commands.reports import write_reports
-    from trtbuild.execution.runner import Runner
+    from trtbuild.store.cache import Cache
 
     started = time.perf_counter()
     cache = Cache(args.cache_dir)
-    progress = Progress(quiet=args.quiet)
-    cache.warn = progress.warn
+    run = _Run()
+    try:
+        code = _build(args, cache, run, started)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, at any moment: the reports say what each step got to
+        code = EXIT_INTERRUPTED
+        run.results = run.interrupted()
+        write_reports(args, run.results, run.problems, time.perf_counter() - started, code, cache.root)
+        settle()
+        print("trtbuild: interrupted; nothing partial was recorded, out/ keeps the last complete build",
+              file=sys.stderr)
+    return code
+
+
+class _Run:
+    """What a build has got to: its steps, recipe problems, runner."""
+
+    def __init__(self):
+        self.steps, self.problems, self.runner, self.results = [], [], None, None
+
+    def interrupted(self) -> list:
+        from trtbuild.execution.runner import INTERRUPTED, StepResult
+
+        done = self.runner.results if self.runner is not None else {}
+        return [done.get(s) or StepResult(s, INTERRUPTED, "the run was interrupted before it finished")
+                for s in self.steps]
+
+
+def _build(args, cache, run: _Run, started: float) -> int:
+    from trtbuild.execution.progress import Progress
+    from trtbuild.execution.runner import Runner
     from trtbuild.store.remote import open_remote
 
+    progress = Progress(quiet=args.quiet)
+    cache.warn = progress.warn
     remote = open_remote(args.remote, progress.warn)
-    executor = _executor(args, cache, progress.warn)
-    steps, problems = _compile(args, cache, executor and executor.machine)
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    runner = None
+    executor = None
     try:
+        executor = _executor(args, cache, progress.warn)
+        machine = executor and executor.machine
+        run.steps, run.problems = _compile(args, cache, machine)
+        for problem in run.problems:
+            print(problem, file=sys.stderr)
+        # A run of other targets than the recipes' (--target, --backend) leaves theirs in out/: the
+        # runner publishes the current outputs of both.
+        declared = _compile(argparse.Namespace(**vars(args) | {"target": None, "backend": None}), cache,
+                            machine)[0] if (args.target or args.backend) and run.steps else None
         jobs = args.jobs or (executor.cpus if executor else 1)
-        runner = Runner(cache, progress, jobs=jobs, dry_run=args.dry_run, remote=remote,
-                        step_timeout=args.step_timeout, force=args.force, executor=executor)
-        results = runner.run(steps) if steps else []
+        run.runner = Runner(cache, progress, jobs=jobs, dry_run=args.dry_run, remote=remote,
+                            step_timeout=args.step_timeout, force=args.force, executor=executor)
+        run.results = run.runner.run(run.steps, declared) if run.steps else []
     finally:
         progress.close()
         if executor:
             executor.close()
-    if runner is not None and runner.interrupted:  # the reports still say what each step got to
-        seconds = time.perf_counter() - started
-        write_reports(args, results, problems, seconds, EXIT_INTERRUPTED, cache.root)
-        print("trtbuild: interrupted; nothing partial was recorded, out/ keeps the last complete build",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+    if run.runner is not None and run.runner.interrupted:
+        raise KeyboardInterrupt
+    return _conclude(args, cache, run, started, progress)
+
+
+def _conclude(args, cache, run: _Run, started: float, progress) -> int:
+    """The exit code, the reports, the recap and the results of a run that went to its end."""
+    results, problems = run.results, run.problems
     failed = [r for r in results if r.status == "failed"]
     # An engine asked for on the command line is a promise: not building it here is a failure. Targets
     # a recipe declares for other GPUs are skipped with the reason, and the build still succeeds.
     undelivered = [r for r in results if (args.target or args.backend) and r.step.name == "engine"
                    and r.status == "skipped" and r.step.skip_reason]
+    unpublished = run.runner.undelivered if run.runner is not None else []  # built, not in out/
     if problems or any(r.user_error for r in failed):
         code = EXIT_USAGE
     else:
-        code = EXIT_BUILD_FAILED if failed or undelivered else EXIT_OK
+        code = EXIT_BUILD_FAILED if failed or undelivered or unpublished else EXIT_OK
     seconds = time.perf_counter() - started
+    from trtbuild.commands.reports import write_reports
+
     write_reports(args, results, problems, seconds, code, cache.root)
+    settle()
     recap(results, problems, seconds, progress)
     for r in undelivered:
         progress.message(f"trtbuild: error: {r.step.label} [{r.step.target.id}] was asked for with "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import shutil
+import signal
 import threading
 import time
 import traceback
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from filelock import Timeout
 
+from trtbuild.errors import TrtbuildError
 from trtbuild.store.cache import Cache
 from trtbuild.store.discovered import changed, relative
 from trtbuild.planning.graph import (Pick, Step, explain, key_components, producer, source_digests, step_key,
@@ -87,10 +89,14 @@ class Runner:
         self._unfinished: set[Step] = set()
         self._states: dict[str, dict] = {}  # recipe -> its state file, read once per run
         self._moved: dict[Step, str] = {}  # steps whose hit is void: files their last run read have changed
+        self.results: dict[Step, StepResult] = {}  # as steps finish: what an interrupted run reports
+        self.undelivered: list[StepResult] = []  # built or cached, but not in out/ (a publish that failed)
 
-    def run(self, steps: list[Step]) -> list[StepResult]:
-        """Run every step once its dependencies are done; results in the order of `steps`."""
-        results: dict[Step, StepResult] = {}
+    def run(self, steps: list[Step], declared: list[Step] | None = None) -> list[StepResult]:
+        """Run every step once its dependencies are done; results in the order of `steps`.
+        `declared`: the recipes' own steps, when `steps` builds other targets (--target, --backend):
+        out/ shows the current outputs of both."""
+        results = self.results = {}
         blockers = {s: len(s.deps) for s in steps}
         dependents: dict[Step, list[Step]] = {s: [] for s in steps}
         for step in steps:
@@ -99,7 +105,10 @@ class Runner:
         finished: queue.Queue[tuple[Step, StepResult | Future]] = queue.Queue()
         self._executor = self._given_executor or WorkerPool(self.jobs)
         self._unfinished = {s for s in steps if not s.skip_reason}  # worth a warm spare worker?
-        with self.cache.using(), ThreadPoolExecutor(self.jobs) as pool:
+        # Build threads block SIGINT / SIGTERM, and so do the workers they start (a blocked signal stays
+        # blocked across exec): Ctrl-C reaches the whole process group, and a worker dying of it would
+        # look like a failed step. The main thread handles the signal and kills the workers itself.
+        with self.cache.using(), ThreadPoolExecutor(self.jobs, initializer=_block_stop_signals) as pool:
 
             def start(step: Step) -> None:
                 deps = {d: results[d] for d in step.deps}
@@ -113,11 +122,8 @@ class Runner:
                 def build() -> StepResult:
                     try:
                         result = self._build(step, *settled, deps)
-                    except OSError as exc:  # disk full, permissions: this step fails, the run goes on
-                        result = StepResult(step, FAILED, "cache I/O error", error=f"{type(exc).__name__}: {exc}")
-                    except Exception as exc:  # a bug of trtbuild's: this step fails; the run and its report go on
-                        traceback.print_exc()
-                        result = StepResult(step, FAILED, "internal error", error=f"{type(exc).__name__}: {exc}")
+                    except Exception as exc:
+                        result = self._crashed(step, exc)
                     self.progress.finished(result)
                     return result
 
@@ -154,32 +160,82 @@ class Runner:
                 raise
         self._executor.close()
         if not self.dry_run and not self.interrupted:  # out/ keeps the last complete build
-            self._publish(steps, results)
+            self._publish(steps, results, declared or [])
         self.cache.stat_cache.save()
         return [results[s] for s in steps]
 
-    def _publish(self, steps: list[Step], results: dict[Step, StepResult]) -> None:
-        """out/<recipe>/ shows this build of each recipe: the outputs of the steps that succeeded; a later
-        step's model.onnx (and its external data) replaces an earlier one's in the same folder."""
-        recipes: dict[str, list[StepResult]] = {}
-        for step in steps:
-            recipes.setdefault(step.recipe.recipe.name, []).append(results[step])
-        for recipe, done in recipes.items():
-            files, states = {}, {}
-            for r in done:
-                ok = r.status in (BUILT, CACHED)
-                states[r.step.id] = {"key": r.key, "current": ok}
-                if not ok:
+    def _crashed(self, step: Step, exc: Exception) -> StepResult:
+        """The result of a step whose build raised: interrupted when the run is stopping (its worker was
+        killed, the pool closed under it), else a failure of that step alone; the run goes on."""
+        if self._stopping.is_set():
+            return StepResult(step, INTERRUPTED, "the run was interrupted while it ran")
+        if isinstance(exc, OSError):  # disk full, permissions
+            return StepResult(step, FAILED, "cache I/O error", error=f"{type(exc).__name__}: {exc}")
+        traceback.print_exc()  # a bug of trtbuild's: the report and the other steps go on
+        return StepResult(step, FAILED, "internal error", error=f"{type(exc).__name__}: {exc}")
+
+    def _publish(self, steps: list[Step], results: dict[Step, StepResult], declared: list[Step]) -> None:
+        """out/<recipe>/ shows, for each step of the recipe (its own targets and those this run built), the
+        outputs of the step's current key when the cache has them, whatever subset this run built: a step
+        whose forced rerun failed keeps its cached result; one whose current key never built is not shown.
+        A later step's model.onnx (and its external data) replaces an earlier one's in the same folder.
+        A publish that fails leaves the recipe's results undelivered (the run fails)."""
+        recipes: dict[str, dict[str, Step]] = {}  # recipe -> step id -> step, dependencies first
+        for step in [*declared, *steps]:
+            recipes.setdefault(step.recipe.recipe.name, {}).setdefault(step.id, step)
+        ran = {(s.recipe.recipe.name, s.id): results[s] for s in steps}
+        for recipe, shown in recipes.items():
+            files, states, current = {}, {}, {}
+            for sid, step in shown.items():
+                key, record = current[sid] = self._current(step, ran.get((recipe, sid)), current)
+                states[sid] = {"key": key, "current": record is not None}
+                if record is None:
                     continue
-                folder = r.step.publish_dir.relative_to(recipe)
-                if r.step.kind.MAIN_OUTPUT in r.record["outputs"]:
-                    for name in (r.step.kind.MAIN_OUTPUT, f"{r.step.kind.MAIN_OUTPUT}.data"):
+                folder = step.publish_dir.relative_to(recipe)
+                if step.kind.MAIN_OUTPUT in record["outputs"]:
+                    for name in (step.kind.MAIN_OUTPUT, f"{step.kind.MAIN_OUTPUT}.data"):
                         files.pop(str(folder / name), None)
-                files |= {str(folder / name): obj for name, obj in r.record["outputs"].items()}
+                files |= {str(folder / name): obj for name, obj in record["outputs"].items()}
+            mine = [r for (name, _), r in ran.items() if name == recipe and r.status in (BUILT, CACHED)]
             try:
                 publish_recipe(self.cache, recipe, files, states)
-            except OSError as exc:  # disk full, permissions: the build stands, out/ keeps the last one
-                self.progress.warn(f"could not publish {self.cache.out / recipe}: {exc}")
+            except OSError as exc:  # disk full, permissions: built and cached, but not delivered
+                self._undeliver(mine, f"not published to {self.cache.out / recipe}: {type(exc).__name__}: {exc}")
+                continue
+            for r in mine:  # an engine that made no plan is not an engine delivered
+                if r.step.kind.MAIN_OUTPUT not in r.outputs and r.step.name == "engine":
+                    self._undeliver([r], f"made no {r.step.kind.MAIN_OUTPUT}")
+
+    def _current(self, step: Step, result: StepResult | None,
+                 current: dict[str, tuple[str | None, dict | None]]) -> tuple[str | None, dict | None]:
+        """(key, action record) of what `step` makes now: this run's result, else the cached result of its
+        current key (a forced rerun that failed under the same key, a target this run did not build)."""
+        if result is not None and result.status in (BUILT, CACHED):
+            return result.key, result.record
+        if step.skip_reason:
+            return None, None
+        upstream = {}
+        for dep in step.deps:
+            record = current.get(dep.id, (None, None))[1]
+            if record is None:
+                return None, None
+            upstream[dep] = record
+        key = result.key if result is not None else None
+        try:
+            key = key or step_key(key_components(step, self.cache, upstream))
+        except (OSError, TrtbuildError):  # a source gone meanwhile: nothing of it is current
+            return None, None
+        cached = self._cached(step, key, "up to date")
+        return key, cached.record if cached else None
+
+    def _undeliver(self, results: list[StepResult], why: str) -> None:
+        """Results the run was asked for and did not deliver: no path to show, an error, the run fails."""
+        for r in results:
+            r.outputs = {}
+            r.error = why
+            self.undelivered.append(r)
+            self.progress.message(f"trtbuild: error: {r.step.label}"
+                                  f"{f' [{r.step.target.id}]' if r.step.target else ''}: {why}", "bold red")
 
     def _settle(self, step: Step, deps: dict[Step, StepResult]) -> StepResult | tuple[str, dict]:
         """The step's result when no build is needed, else its (key, key components)."""
@@ -394,3 +450,7 @@ class Runner:
         step = producer(source)
         self.cache.link_into(where, upstream_outputs(source, deps[step].record))
         return where / step.kind.MAIN_OUTPUT
+
+
+def _block_stop_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
