@@ -1,12 +1,17 @@
+"""`python -m trtbuild` and the `trtbuild` command. A stop signal is caught from the first line on:
+one that comes while the command line loads still ends the run with exit 130 and its reports."""
+
 import signal
 
 
-def _early_stop(signum, frame):  # until the command line takes over (trtbuild.commands.cli.main)
-    raise KeyboardInterrupt
+def run() -> int:
+    early: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda signum, frame: early.append(signum))
+    from trtbuild.commands.cli import main
+
+    return main(early_signals=early)
 
 
-signal.signal(signal.SIGTERM, _early_stop)
-
-from trtbuild.commands.cli import main  # noqa: E402
-
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(run())

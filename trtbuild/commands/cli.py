@@ -42,8 +42,10 @@ Exit codes: 0 built or cached, 1 a step failed, 2 bad usage or bad recipe, 130 i
 """
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, early_signals: list[int] | tuple = ()) -> int:
+    """The command line. `early_signals`: stop signals caught before it was loaded (trtbuild.__main__)."""
     previous = _catch_stop_signals()  # first: a signal at any moment of the run ends it with exit 130
+    _Stop.pending = _Stop.pending or bool(early_signals)
     try:
         return _main(argv)
     finally:
@@ -56,12 +58,14 @@ def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "build")  # `trtbuild recipes/` and `trtbuild -j 2 recipes/` mean build
-    parser = _parser()
-    if not argv:
-        parser.print_help()
-        return EXIT_USAGE
     try:
+        parser = _parser()
+        if not argv:
+            parser.print_help()
+            return EXIT_USAGE
         args = parser.parse_args(argv)
+        if args.func is not cmd_build:  # a build is armed inside, where it writes its reports
+            _Stop.arm()
         return args.func(args)
     except TrtbuildError as exc:
         print(f"trtbuild: error: {exc}", file=sys.stderr)
@@ -72,19 +76,33 @@ def _main(argv: list[str] | None) -> int:
 
 
 class _Stop:
-    """SIGINT and SIGTERM (what a CI timeout sends first) raise KeyboardInterrupt in the main thread, once:
-    while the run stops and writes its reports, or once they are written, more signals change nothing."""
+    """SIGINT and SIGTERM (what a CI timeout sends first) raise KeyboardInterrupt in the main thread, once
+    the command is armed (a signal before that, while the command line is read, waits until then); once
+    only: while the run stops and writes its reports, or once they are written, more signals change nothing."""
 
-    settled = False
+    armed = settled = False
+    pending = False  # a signal came before the command was armed
 
     def __call__(self, signum, frame):
-        if not _Stop.settled:
+        if _Stop.settled:
+            return
+        if not _Stop.armed:
+            _Stop.pending = True
+            return
+        _Stop.settled = True
+        raise KeyboardInterrupt
+
+    @staticmethod
+    def arm() -> None:
+        """From here on a signal stops the command; one that came before stops it now."""
+        _Stop.armed = True
+        if _Stop.pending and not _Stop.settled:
             _Stop.settled = True
             raise KeyboardInterrupt
 
 
 def _catch_stop_signals() -> dict:
-    _Stop.settled = False
+    _Stop.armed = _Stop.settled = _Stop.pending = False
     previous = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -256,18 +274,18 @@ def _compile(args, cache, machine=None) -> tuple[list, list[str]]:
 
 
 def cmd_build(args) -> int:
-    from trtbuild.commands.reports import write_reports
-    from trtbuild.store.cache import Cache
-
     started = time.perf_counter()
-    cache = Cache(args.cache_dir)
     run = _Run()
     try:
-        code = _build(args, cache, run, started)
+        _Stop.arm()
+        code = _build(args, run, started)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM, at any moment: the reports say what each step got to
+        from trtbuild.commands.reports import write_reports
+
         code = EXIT_INTERRUPTED
         run.results = run.interrupted()
-        write_reports(args, run.results, run.problems, time.perf_counter() - started, code, cache.root)
+        write_reports(args, run.results, run.problems, time.perf_counter() - started, code,
+                      args.cache_dir.resolve())
         settle()
         print("trtbuild: interrupted; nothing partial was recorded, out/ keeps the last complete build",
               file=sys.stderr)
@@ -288,11 +306,13 @@ class _Run:
                 for s in self.steps]
 
 
-def _build(args, cache, run: _Run, started: float) -> int:
+def _build(args, run: _Run, started: float) -> int:
     from trtbuild.execution.progress import Progress
     from trtbuild.execution.runner import Runner
+    from trtbuild.store.cache import Cache
     from trtbuild.store.remote import open_remote
 
+    cache = Cache(args.cache_dir)
     progress = Progress(quiet=args.quiet)
     cache.warn = progress.warn
     remote = open_remote(args.remote, progress.warn)

@@ -200,11 +200,13 @@ class Runner:
             try:
                 publish_recipe(self.cache, recipe, files, states)
             except OSError as exc:  # disk full, permissions: built and cached, but not delivered
-                self._undeliver(mine, f"not published to {self.cache.out / recipe}: {type(exc).__name__}: {exc}")
+                self._undeliver(mine, f"not published to {self.cache.out / recipe}: {exc.strerror or exc}",
+                                f"{recipe}: the results are in the cache; a build with space or access again "
+                                "publishes them")
                 continue
             for r in mine:  # an engine that made no plan is not an engine delivered
                 if r.step.kind.MAIN_OUTPUT not in r.outputs and r.step.name == "engine":
-                    self._undeliver([r], f"made no {r.step.kind.MAIN_OUTPUT}")
+                    self._undeliver([r], f"made no {r.step.kind.MAIN_OUTPUT}", f"{r.step.label} [{r.step.target.id}]")
 
     def _current(self, step: Step, result: StepResult | None,
                  current: dict[str, tuple[str | None, dict | None]]) -> tuple[str | None, dict | None]:
@@ -228,14 +230,13 @@ class Runner:
         cached = self._cached(step, key, "up to date")
         return key, cached.record if cached else None
 
-    def _undeliver(self, results: list[StepResult], why: str) -> None:
+    def _undeliver(self, results: list[StepResult], why: str, what: str) -> None:
         """Results the run was asked for and did not deliver: no path to show, an error, the run fails."""
         for r in results:
             r.outputs = {}
             r.error = why
             self.undelivered.append(r)
-            self.progress.message(f"trtbuild: error: {r.step.label}"
-                                  f"{f' [{r.step.target.id}]' if r.step.target else ''}: {why}", "bold red")
+        self.progress.message(f"trtbuild: error: {why} ({what})", "bold red")
 
     def _settle(self, step: Step, deps: dict[Step, StepResult]) -> StepResult | tuple[str, dict]:
         """The step's result when no build is needed, else its (key, key components)."""
