@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,7 @@ def test_a_subset_target_run_leaves_the_other_targets_current_outputs(project, c
 
 CALIBRATION = '''
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -139,13 +141,16 @@ def test_a_publish_on_a_full_disk_fails_the_run_and_prints_no_missing_path(proje
                 while True:
                     filler.write(b"\0" * 4096)
         capsys.readouterr()
-        code, report = project.build()
+        junit = project.root / "junit.xml"
+        code, report = project.build("--junit", str(junit))
         captured = capsys.readouterr()
         engine = next(s for s in report["steps"] if s["step"] == "engine")
         assert code == 1 and not report["ok"] and report["exit_code"] == 1
         assert engine["status"] == "built" and engine["outputs"] == {}  # built and cached, not delivered
         assert "not published to" in engine["error"] and "No space left on device" in engine["error"]
         assert "not published to" in captured.err
+        cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
+        assert "No space left" in cases[f"engine [{engine['target']}]"].find("failure").get("message")
         assert "model.plan" not in captured.out
         assert all(Path(p).exists() for p in _printed_paths(captured.out))
         assert not (out / "conv").exists() and [p.name for p in out.iterdir()] == ["filler"]

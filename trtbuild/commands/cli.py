@@ -38,7 +38,8 @@ Each recipe compiles into steps: export -> check -> parity -> simplify -> precis
 bf16, int8 and fp8). Each is keyed by a hash of its inputs, parameters, tool versions and target;
 only steps whose key changed run. Outputs appear under CACHE/out/NAME/.
 `trtbuild COMMAND --help` describes each command's options.
-Exit codes: 0 built or cached, 1 a step failed, 2 bad usage or bad recipe, 130 interrupted.
+Exit codes: 0 built or cached, 1 a step failed or an output was not delivered to out/, 2 bad usage or
+bad recipe, 130 interrupted (Ctrl-C, SIGTERM).
 """
 
 
