@@ -14,7 +14,6 @@ from pathlib import Path
 
 from filelock import Timeout
 
-from trtbuild.errors import TrtbuildError
 from trtbuild.store.cache import Cache
 from trtbuild.store.discovered import changed, relative
 from trtbuild.planning.graph import (Pick, Step, explain, key_components, producer, source_digests, step_key,
@@ -22,7 +21,7 @@ from trtbuild.planning.graph import (Pick, Step, explain, key_components, produc
 from trtbuild.execution.executor import Executor, Task
 from trtbuild.execution.pool import WorkerPool
 from trtbuild.execution.progress import Progress
-from trtbuild.store.publish import publish_recipe
+from trtbuild.execution.shown import publish_current
 
 # Statuses a step can end in. "would-run" and "would-pull" (from the remote cache) only appear with --dry-run.
 BUILT, CACHED, FAILED, SKIPPED = "built", "cached", "failed", "skipped"
@@ -175,68 +174,14 @@ class Runner:
         return StepResult(step, FAILED, "internal error", error=f"{type(exc).__name__}: {exc}")
 
     def _publish(self, steps: list[Step], results: dict[Step, StepResult], declared: list[Step]) -> None:
-        """out/<recipe>/ shows, for each step of the recipe (its own targets and those this run built), the
-        outputs of the step's current key when the cache has them, whatever subset this run built: a step
-        whose forced rerun failed keeps its cached result; one whose current key never built is not shown.
-        A later step's model.onnx (and its external data) replaces an earlier one's in the same folder.
-        A publish that fails leaves the recipe's results undelivered (the run fails)."""
-        recipes: dict[str, dict[str, Step]] = {}  # recipe -> step id -> step, dependencies first
-        for step in [*declared, *steps]:
-            recipes.setdefault(step.recipe.recipe.name, {}).setdefault(step.id, step)
-        ran = {(s.recipe.recipe.name, s.id): results[s] for s in steps}
-        for recipe, shown in recipes.items():
-            files, states, current = {}, {}, {}
-            for sid, step in shown.items():
-                key, record = current[sid] = self._current(step, ran.get((recipe, sid)), current)
-                states[sid] = {"key": key, "current": record is not None}
-                if record is None:
-                    continue
-                folder = step.publish_dir.relative_to(recipe)
-                if step.kind.MAIN_OUTPUT in record["outputs"]:
-                    for name in (step.kind.MAIN_OUTPUT, f"{step.kind.MAIN_OUTPUT}.data"):
-                        files.pop(str(folder / name), None)
-                files |= {str(folder / name): obj for name, obj in record["outputs"].items()}
-            mine = [r for (name, _), r in ran.items() if name == recipe and r.status in (BUILT, CACHED)]
-            try:
-                publish_recipe(self.cache, recipe, files, states)
-            except OSError as exc:  # disk full, permissions: built and cached, but not delivered
-                self._undeliver(mine, f"not published to {self.cache.out / recipe}: {exc.strerror or exc}",
-                                f"{recipe}: the results are in the cache; a build with space or access again "
-                                "publishes them")
-                continue
-            for r in mine:  # an engine that made no plan is not an engine delivered
-                if r.step.kind.MAIN_OUTPUT not in r.outputs and r.step.name == "engine":
-                    self._undeliver([r], f"made no {r.step.kind.MAIN_OUTPUT}", f"{r.step.label} [{r.step.target.id}]")
+        """out/<recipe>/ shows the current key of each of the recipe's steps (trtbuild.execution.shown), whatever
+        subset this run built; what could not be delivered there fails the run."""
+        self.undelivered += publish_current(self.cache, steps, results, declared, self._record_of,
+                                            lambda text: self.progress.message(text, "bold red"))
 
-    def _current(self, step: Step, result: StepResult | None,
-                 current: dict[str, tuple[str | None, dict | None]]) -> tuple[str | None, dict | None]:
-        """(key, action record) of what `step` makes now: this run's result, else the cached result of its
-        current key (a forced rerun that failed under the same key, a target this run did not build)."""
-        if result is not None and result.status in (BUILT, CACHED):
-            return result.key, result.record
-        if step.skip_reason:
-            return None, None
-        upstream = {}
-        for dep in step.deps:
-            record = current.get(dep.id, (None, None))[1]
-            if record is None:
-                return None, None
-            upstream[dep] = record
-        key = result.key if result is not None else None
-        try:
-            key = key or step_key(key_components(step, self.cache, upstream))
-        except (OSError, TrtbuildError):  # a source gone meanwhile: nothing of it is current
-            return None, None
+    def _record_of(self, step: Step, key: str) -> dict | None:
         cached = self._cached(step, key, "up to date")
-        return key, cached.record if cached else None
-
-    def _undeliver(self, results: list[StepResult], why: str, what: str) -> None:
-        """Results the run was asked for and did not deliver: no path to show, an error, the run fails."""
-        for r in results:
-            r.outputs = {}
-            r.error = why
-            self.undelivered.append(r)
-        self.progress.message(f"trtbuild: error: {why} ({what})", "bold red")
+        return cached.record if cached else None
 
     def _settle(self, step: Step, deps: dict[Step, StepResult]) -> StepResult | tuple[str, dict]:
         """The step's result when no build is needed, else its (key, key components)."""
