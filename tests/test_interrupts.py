@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
-from conftest import REPO, recipe_dict, statuses
+from conftest import REPO, Project, conv_model, recipe_dict, statuses
+from trtbuild.store.publish import read_manifest
 
 HUNG_LOADER = '''
 import time
@@ -74,3 +77,68 @@ def test_sigterm_writes_the_reports_and_records_no_failure(project):
     state = json.loads((project.cache / "state" / "conv.json").read_text())
     assert "precision" not in state  # an interrupted step is not a failed one
     assert not (project.cache / "out" / "conv").exists()  # out/ keeps the last complete build (none yet)
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """Whether the process has its SIGTERM handler installed (its first lines have run)."""
+    with open(f"/proc/{pid}/status") as status:
+        caught = next(line for line in status if line.startswith("SigCgt:")).split()[1]
+    return bool(int(caught, 16) & 1 << (signal.SIGTERM - 1))
+
+
+def test_a_signal_at_any_moment_gives_exit_130_and_the_reports(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, workers included) or SIGTERM to trtbuild, at a random
+    moment from its first line to its end: exit 130 with the reports, or, when the signal came after the
+    reports were written, the run's own outcome. Never a step marked failed."""
+    rng = random.Random(22)
+    horizon = None
+    interrupted = 0
+    for trial in range(21):
+        project = Project(tmp_path / f"trial-{trial}")
+        project.root.mkdir()
+        project.write_model(conv_model())
+        project.write_recipe(recipe_dict("conv.onnx"))
+        report = project.root / "report.json"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "trtbuild", str(project.recipe), "--cache-dir", str(project.cache),
+             "--report", str(report), "-j", str(1 + trial % 2)],
+            cwd=project.root, env=os.environ | {"PYTHONPATH": str(REPO)}, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started = time.monotonic()
+        while not _catches_sigterm(proc.pid):
+            assert proc.poll() is None and time.monotonic() - started < 30
+            time.sleep(0.001)
+        signum = None
+        if horizon is None:  # the first run goes to its end: how long a run lasts
+            assert proc.wait(timeout=300) == 0
+            horizon = time.monotonic() - started
+        else:
+            time.sleep(rng.uniform(0, horizon))
+            signum = signal.SIGINT if trial % 2 else signal.SIGTERM
+            if proc.poll() is None:
+                if signum == signal.SIGINT:
+                    os.killpg(proc.pid, signum)  # a terminal's Ctrl-C reaches the workers too
+                else:
+                    proc.send_signal(signum)  # a CI timeout's first signal
+        code = proc.wait(timeout=60)
+        out, err = proc.communicate()
+        where = f"trial {trial} ({signum and signum.name}), exit {code}: {err[-3000:]}"
+        assert report.exists(), where
+        data = json.loads(report.read_text())
+        assert "Traceback" not in err, where
+        assert code in (0, 130) and data["exit_code"] == code and data["ok"] == (code == 0), where
+        steps = {s["step"]: s["status"] for s in data["steps"]}
+        assert "failed" not in steps.values(), where
+        state = json.loads((project.cache / "state" / "conv.json").read_text()) \
+            if (project.cache / "state" / "conv.json").exists() else {}
+        assert "failed" not in {e["status"] for e in state.values()}, where
+        if code == 130:
+            interrupted += 1
+            assert "interrupted" in err, where
+            assert all(s in ("built", "cached", "interrupted", "skipped") for s in steps.values()), where
+        else:  # the signal came after the reports: the run's own outcome, its paths real
+            assert all(Path(line.split("\t")[2]).exists() for line in out.splitlines() if line.count("\t") == 2)
+        if (project.cache / "out" / "conv").exists():
+            shown = read_manifest(project.cache / "out" / "conv")["files"]
+            assert all((project.cache / "out" / "conv" / rel).exists() for rel in shown), where
+    assert interrupted >= 12

@@ -5,17 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import time
 from pathlib import Path
 
 from trtbuild import __version__
 from trtbuild.commands import maintenance as commands
-from trtbuild.errors import (EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, RecipeError, TrtbuildError,
-                             UsageError)
+from trtbuild.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, TrtbuildError, UsageError
 from trtbuild.commands.arguments import positive, positive_seconds, step_kinds, target_spec
-from trtbuild.commands.summary import print_results, recap
+from trtbuild.commands import signals
+from trtbuild.commands.build import cmd_build, compile_recipes, executor_for
 
 COMMANDS = ("build", "status", "dag", "repro", "gc", "schema", "env", "path", "ray-node")
 
@@ -38,21 +36,29 @@ Each recipe compiles into steps: export -> check -> parity -> simplify -> precis
 bf16, int8 and fp8). Each is keyed by a hash of its inputs, parameters, tool versions and target;
 only steps whose key changed run. Outputs appear under CACHE/out/NAME/.
 `trtbuild COMMAND --help` describes each command's options.
-Exit codes: 0 built or cached, 1 a step failed, 2 bad usage or bad recipe, 130 interrupted.
+Exit codes: 0 built or cached, 1 a step failed or an output was not delivered to out/, 2 bad usage or
+bad recipe, 130 interrupted (Ctrl-C, SIGTERM).
 """
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, early_signals: list[int] | tuple = ()) -> int:
+    """The command line. `early_signals`: stop signals caught before it was loaded (trtbuild.__main__)."""
+    with signals.caught(early_signals):  # a signal at any moment of the run ends it with exit 130
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "build")  # `trtbuild recipes/` and `trtbuild -j 2 recipes/` mean build
-    parser = _parser()
-    if not argv:
-        parser.print_help()
-        return EXIT_USAGE
-    args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
     try:
+        parser = _parser()
+        if not argv:
+            parser.print_help()
+            return EXIT_USAGE
+        args = parser.parse_args(argv)
+        if args.func is not cmd_build:  # a build is armed inside, where it writes its reports
+            signals.arm()
         return args.func(args)
     except TrtbuildError as exc:
         print(f"trtbuild: error: {exc}", file=sys.stderr)
@@ -60,10 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("trtbuild: interrupted; nothing partial was recorded", file=sys.stderr)
         return EXIT_INTERRUPTED
-
-
-def _terminate(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -118,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--step-timeout", type=positive_seconds, metavar="SECONDS",
                        help="kill a step's worker after SECONDS and fail that step (a hung loader or build); "
                        "beats each recipe's step_timeout")
-    build.add_argument("-q", "--quiet", action="store_true", help="print only steps that ran, failed or were skipped")
+    build.add_argument("-q", "--quiet", action="store_true", help="print only steps that ran or failed, and those skipped because an earlier one did not complete")
     build.set_defaults(func=cmd_build)
 
     status = sub.add_parser("status", parents=[graph_opt, cache_opt, remote_opt, executor_opt],
@@ -183,109 +185,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _recipe_files(paths: list[str]) -> list[Path]:
-    files = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-            if not found:
-                raise UsageError(f"{path}: no *.yaml recipes in this directory")
-            files += found
-        elif path.exists():
-            files.append(path)
-        else:
-            raise UsageError(f"{path}: no such recipe file or directory")
-    return files
-
-
-def _compile(args, cache, machine=None) -> tuple[list, list[str]]:
-    """Steps of every valid recipe, plus the problems of the invalid ones."""
-    from trtbuild.planning.graph import compile_recipe, no_collection
-    from trtbuild.recipes.loader import load_recipe
-
-    steps, problems, names = [], [], {}
-    with no_collection():
-        for file in _recipe_files(args.recipes):
-            try:
-                loaded = load_recipe(file, cache.recipes)
-                name = loaded.recipe.name
-                if name in names:
-                    raise RecipeError([f"{loaded.where('name')}: name: {name!r} is also the name of {names[name]}"])
-                names[name] = file
-                steps += compile_recipe(loaded, cache, args.backend, args.target,
-                                        **({"machine": machine} if machine else {}))
-            except RecipeError as exc:
-                problems += exc.problems
-            except UsageError as exc:
-                problems.append(f"{file}: {exc}")
-    return steps, problems
-
-
-def cmd_build(args) -> int:
-    from trtbuild.store.cache import Cache
-    from trtbuild.execution.progress import Progress
-    from trtbuild.commands.reports import write_reports
-    from trtbuild.execution.runner import Runner
-
-    started = time.perf_counter()
-    cache = Cache(args.cache_dir)
-    progress = Progress(quiet=args.quiet)
-    cache.warn = progress.warn
-    from trtbuild.store.remote import open_remote
-
-    remote = open_remote(args.remote, progress.warn)
-    executor = _executor(args, cache, progress.warn)
-    steps, problems = _compile(args, cache, executor and executor.machine)
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    runner = None
-    try:
-        jobs = args.jobs or (executor.cpus if executor else 1)
-        runner = Runner(cache, progress, jobs=jobs, dry_run=args.dry_run, remote=remote,
-                        step_timeout=args.step_timeout, force=args.force, executor=executor)
-        results = runner.run(steps) if steps else []
-    finally:
-        progress.close()
-        if executor:
-            executor.close()
-    if runner is not None and runner.interrupted:  # the reports still say what each step got to
-        seconds = time.perf_counter() - started
-        write_reports(args, results, problems, seconds, EXIT_INTERRUPTED, cache.root)
-        print("trtbuild: interrupted; nothing partial was recorded, out/ keeps the last complete build",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
-    failed = [r for r in results if r.status == "failed"]
-    # An engine asked for on the command line is a promise: not building it here is a failure. Targets
-    # a recipe declares for other GPUs are skipped with the reason, and the build still succeeds.
-    undelivered = [r for r in results if (args.target or args.backend) and r.step.name == "engine"
-                   and r.status == "skipped" and r.step.skip_reason]
-    if problems or any(r.user_error for r in failed):
-        code = EXIT_USAGE
-    else:
-        code = EXIT_BUILD_FAILED if failed or undelivered else EXIT_OK
-    seconds = time.perf_counter() - started
-    write_reports(args, results, problems, seconds, code, cache.root)
-    recap(results, problems, seconds, progress)
-    for r in undelivered:
-        progress.message(f"trtbuild: error: {r.step.label} [{r.step.target.id}] was asked for with "
-                         f"{'--target' if args.target else '--backend'} and cannot be built here: {r.reason}")
-    print_results(results, problems, seconds)
-    return code
-
-
-def _executor(args, cache, warn):
-    """The Ray executor for --executor ray, else None. A dry run asks the cluster too: what its nodes
-    offer decides the targets, so the keys it shows are the ones a build would use."""
-    if args.executor != "ray":
-        return None
-    try:
-        from trtbuild.execution.farm_executor import RayExecutor
-    except ImportError as exc:
-        raise UsageError(f"--executor ray: {exc}; pip install 'trtbuild[ray]'") from None
-    return RayExecutor(args.ray_address, args.remote, cache, warn)
-
-
 def _dry_run(args) -> tuple[list, list, list[str]]:
     """What a build would do, step by step, without building: (results, state rows, recipe problems)."""
     from trtbuild.store.cache import Cache
@@ -297,9 +196,9 @@ def _dry_run(args) -> tuple[list, list, list[str]]:
 
     cache = Cache(args.cache_dir)
     warn = lambda text: print(f"trtbuild: warning: {text}", file=sys.stderr)  # noqa: E731
-    executor = _executor(args, cache, warn)  # with ray: targets as the cluster resolves them; nothing runs
+    executor = executor_for(args, cache, warn)  # with ray: targets as the cluster resolves them; nothing runs
     try:
-        steps, problems = _compile(args, cache, executor and executor.machine)
+        steps, problems = compile_recipes(args, cache, executor and executor.machine)
         with open(os.devnull, "w") as devnull:
             progress = Progress(stream=devnull, quiet=True)
             remote = open_remote(args.remote, warn)
@@ -354,7 +253,7 @@ def cmd_repro(args) -> int:
 
     cache = Cache(args.cache_dir)
     args.recipes, args.backend, args.target = [args.recipe], None, [args.target] if args.target else None
-    steps, problems = _compile(args, cache)
+    steps, problems = compile_recipes(args, cache)
     if problems:
         raise UsageError("\n".join(problems))
     step = next((s for s in steps if s.name == args.step), None)

@@ -1,35 +1,65 @@
 """Which built plan a service on this machine should load: the one for its GPU and TensorRT version.
 
     from trtbuild.commands.deploy import find_plan
-    plan = find_plan("resnet50", cache_dir="cache")   # raises DeployError on any mismatch
+    plan = find_plan("resnet50")   # raises DeployError on any mismatch
+
+The path returned is the stable `out/<recipe>/<target>/model.plan`: a publish swaps the whole of
+out/<recipe>/ in one rename, so the path stays valid across rebuilds (it then holds the new build's
+plan for the same target, TensorRT version and GPU architecture) until that target leaves the recipe
+or its current key fails to build.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from trtbuild.errors import TrtbuildError
 from trtbuild.backends.gpu import detect_gpus
 from trtbuild.backends.target import gpu_model_id, installed_version
 
+_ATTEMPTS = 20  # consistent reads of out/<recipe>/ tried while publishes swap it
+
 
 class DeployError(TrtbuildError):
     """No plan here fits this machine; the message says what exists and what the machine has."""
 
 
-def find_plan(name: str, cache_dir: str | Path = "cache", gpu_index: int = 0, target: str | None = None) -> Path:
+def find_plan(name: str, cache_dir: str | Path | None = None, gpu_index: int = 0, target: str | None = None) -> Path:
     """The plan for recipe `name` that deserializes on GPU `gpu_index` with the installed TensorRT.
 
     Prefers full TensorRT built for exactly this SM, then TensorRT-RTX built for this compute
     capability, then a portable TensorRT-RTX plan. With `target` ("tensorrt-rtx", "tensorrt:sm86"):
-    that target's plan, on any machine, GPU or not.
+    that target's plan, on any machine, GPU or not. `cache_dir`: TRTBUILD_CACHE_DIR, else ./cache.
     """
-    out = Path(cache_dir) / "out" / name
-    out = out.resolve() if out.is_symlink() else out  # one build's files, even while a new one is published
+    cache_dir = cache_dir if cache_dir is not None else os.environ.get("TRTBUILD_CACHE_DIR", "cache")
+    link = Path(cache_dir).absolute() / "out" / name
+    for _ in range(_ATTEMPTS):
+        shown = _shown(link)
+        try:  # one build's files, read while a new one may be swapped in and the old one removed
+            found = _choose(name, shown or link, gpu_index, target)
+        except (OSError, ValueError, KeyError, DeployError):
+            if shown is not None and _shown(link) != shown:
+                continue  # swapped while being read: read the new build
+            raise
+        if _shown(link) == shown:
+            return link / found.parent.name / found.name
+    raise DeployError(f"{link} changed on every one of {_ATTEMPTS} reads: is a build publishing it in a loop?")
+
+
+def _shown(link: Path) -> Path | None:
+    """The build folder out/<recipe> points at (None for a plain folder or none)."""
+    try:
+        return link.parent / os.readlink(link)
+    except OSError:
+        return None
+
+
+def _choose(name: str, out: Path, gpu_index: int, target: str | None) -> Path:
     plans = sorted(out.glob("*/model.plan"))
     if not plans:
-        raise DeployError(f"no plans for {name!r} under {out}: build it with `trtbuild` first")
+        raise DeployError(f"no plans for {name!r} under {out.parent / name}: build it with `trtbuild` first")
     if target is not None:
         return _plan_for_target(name, plans, target)
     gpus = detect_gpus()

@@ -36,7 +36,7 @@ def junit_xml(results, problems: list[str], seconds: float) -> str:
             suite = suites[recipe] = ET.SubElement(root, "testsuite", name=recipe)
         name = r.step.name + (f" [{r.step.target.id}]" if r.step.target else "")
         case = ET.SubElement(suite, "testcase", classname=recipe, name=name, time=f"{r.seconds:.3f}")
-        if r.status == "failed":
+        if r.status == "failed" or r.error:  # an error on a built step: built, not delivered (not in out/)
             ET.SubElement(case, "failure", message=(r.error or "").splitlines()[0][:200]).text = r.error
         elif r.status == "skipped":
             ET.SubElement(case, "skipped", message=r.reason)
@@ -62,8 +62,9 @@ def junit_xml(results, problems: list[str], seconds: float) -> str:
 
 def markdown(results, problems: list[str], seconds: float) -> str:
     counts = Counter(r.status for r in results)
+    failures = [r for r in results if r.status == "failed" or r.error]  # or built and not delivered
     verdict = ("INTERRUPTED" if counts["interrupted"] else
-               "FAILED" if problems or counts["failed"] else "ok")
+               "FAILED" if problems or failures else "ok")
     summary = ", ".join(f"{n} {status}" for status, n in counts.items())
     farm = any(r.node for r in results)  # a node column when steps ran on a cluster
     lines = [f"## trtbuild: {verdict}", "",
@@ -80,7 +81,6 @@ def markdown(results, problems: list[str], seconds: float) -> str:
 
         lines += ["", "<details><summary>Step graph</summary>", "", "```mermaid",
                   mermaid(results, [(r.status, r.reason) for r in results]).rstrip(), "```", "", "</details>"]
-    failures = [r for r in results if r.status == "failed"]
     if problems or failures:
         lines += ["", "### Failures", ""]
         for problem in problems:

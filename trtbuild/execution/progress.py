@@ -38,8 +38,9 @@ class Progress:
             self._running.pop(_name(result.step), None)
             if self._console:
                 self._refresh()
-        if self.quiet and result.status in ("cached", "would-run", "would-pull"):
-            return
+        if self.quiet and (result.status in ("cached", "would-run", "would-pull") or
+                           (result.status == "skipped" and result.step.skip_reason)):
+            return  # -q: what changed; a step this machine never runs (verify without a GPU) is no news
         seconds = f"{result.seconds:6.2f}s" if result.seconds else " " * 7
         self._line(result.status, f"{_name(result.step)}  {seconds}  {result.reason}", _STYLE.get(result.status))
         if result.status == "built":  # a step's warnings are printed when it runs; the report keeps them

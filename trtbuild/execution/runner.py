@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import shutil
+import signal
 import threading
 import time
 import traceback
@@ -21,7 +22,7 @@ from trtbuild.steps.action import expectations, tool_version
 from trtbuild.execution.executor import Executor, Task
 from trtbuild.execution.pool import WorkerPool
 from trtbuild.execution.progress import Progress
-from trtbuild.store.publish import publish_recipe
+from trtbuild.execution.shown import publish_current
 
 # Statuses a step can end in. "would-run" and "would-pull" (from the remote cache) only appear with --dry-run.
 BUILT, CACHED, FAILED, SKIPPED = "built", "cached", "failed", "skipped"
@@ -88,10 +89,14 @@ class Runner:
         self._unfinished: set[Step] = set()
         self._states: dict[str, dict] = {}  # recipe -> its state file, read once per run
         self._moved: dict[Step, str] = {}  # steps whose hit is void: files their last run read have changed
+        self.results: dict[Step, StepResult] = {}  # as steps finish: what an interrupted run reports
+        self.undelivered: list[StepResult] = []  # built or cached, but not in out/ (a publish that failed)
 
-    def run(self, steps: list[Step]) -> list[StepResult]:
-        """Run every step once its dependencies are done; results in the order of `steps`."""
-        results: dict[Step, StepResult] = {}
+    def run(self, steps: list[Step], declared: list[Step] | None = None) -> list[StepResult]:
+        """Run every step once its dependencies are done; results in the order of `steps`.
+        `declared`: the recipes' own steps, when `steps` builds other targets (--target, --backend):
+        out/ shows the current outputs of both."""
+        results = self.results = {}
         blockers = {s: len(s.deps) for s in steps}
         dependents: dict[Step, list[Step]] = {s: [] for s in steps}
         for step in steps:
@@ -100,7 +105,10 @@ class Runner:
         finished: queue.Queue[tuple[Step, StepResult | Future]] = queue.Queue()
         self._executor = self._given_executor or WorkerPool(self.jobs)
         self._unfinished = {s for s in steps if not s.skip_reason}  # worth a warm spare worker?
-        with self.cache.using(), ThreadPoolExecutor(self.jobs) as pool:
+        # Build threads block SIGINT / SIGTERM, and so do the workers they start (a blocked signal stays
+        # blocked across exec): Ctrl-C reaches the whole process group, and a worker dying of it would
+        # look like a failed step. The main thread handles the signal and kills the workers itself.
+        with self.cache.using(), ThreadPoolExecutor(self.jobs, initializer=_block_stop_signals) as pool:
 
             def start(step: Step) -> None:
                 deps = {d: results[d] for d in step.deps}
@@ -114,11 +122,8 @@ class Runner:
                 def build() -> StepResult:
                     try:
                         result = self._build(step, *settled, deps)
-                    except OSError as exc:  # disk full, permissions: this step fails, the run goes on
-                        result = StepResult(step, FAILED, "cache I/O error", error=f"{type(exc).__name__}: {exc}")
-                    except Exception as exc:  # a bug of trtbuild's: this step fails; the run and its report go on
-                        traceback.print_exc()
-                        result = StepResult(step, FAILED, "internal error", error=f"{type(exc).__name__}: {exc}")
+                    except Exception as exc:
+                        result = self._crashed(step, exc)
                     self.progress.finished(result)
                     return result
 
@@ -155,32 +160,29 @@ class Runner:
                 raise
         self._executor.close()
         if not self.dry_run and not self.interrupted:  # out/ keeps the last complete build
-            self._publish(steps, results)
+            self._publish(steps, results, declared or [])
         self.cache.stat_cache.save()
         return [results[s] for s in steps]
 
-    def _publish(self, steps: list[Step], results: dict[Step, StepResult]) -> None:
-        """out/<recipe>/ shows this build of each recipe: the outputs of the steps that succeeded; a later
-        step's model.onnx (and its external data) replaces an earlier one's in the same folder."""
-        recipes: dict[str, list[StepResult]] = {}
-        for step in steps:
-            recipes.setdefault(step.recipe.recipe.name, []).append(results[step])
-        for recipe, done in recipes.items():
-            files, states = {}, {}
-            for r in done:
-                ok = r.status in (BUILT, CACHED)
-                states[r.step.id] = {"key": r.key, "current": ok}
-                if not ok:
-                    continue
-                folder = r.step.publish_dir.relative_to(recipe)
-                if r.step.kind.MAIN_OUTPUT in r.record["outputs"]:
-                    for name in (r.step.kind.MAIN_OUTPUT, f"{r.step.kind.MAIN_OUTPUT}.data"):
-                        files.pop(str(folder / name), None)
-                files |= {str(folder / name): obj for name, obj in r.record["outputs"].items()}
-            try:
-                publish_recipe(self.cache, recipe, files, states)
-            except OSError as exc:  # disk full, permissions: the build stands, out/ keeps the last one
-                self.progress.warn(f"could not publish {self.cache.out / recipe}: {exc}")
+    def _crashed(self, step: Step, exc: Exception) -> StepResult:
+        """The result of a step whose build raised: interrupted when the run is stopping (its worker was
+        killed, the pool closed under it), else a failure of that step alone; the run goes on."""
+        if self._stopping.is_set():
+            return StepResult(step, INTERRUPTED, "the run was interrupted while it ran")
+        if isinstance(exc, OSError):  # disk full, permissions
+            return StepResult(step, FAILED, "cache I/O error", error=f"{type(exc).__name__}: {exc}")
+        traceback.print_exc()  # a bug of trtbuild's: the report and the other steps go on
+        return StepResult(step, FAILED, "internal error", error=f"{type(exc).__name__}: {exc}")
+
+    def _publish(self, steps: list[Step], results: dict[Step, StepResult], declared: list[Step]) -> None:
+        """out/<recipe>/ shows the current key of each of the recipe's steps (trtbuild.execution.shown), whatever
+        subset this run built; what could not be delivered there fails the run."""
+        self.undelivered += publish_current(self.cache, steps, results, declared, self._record_of,
+                                            lambda text: self.progress.message(text, "bold red"))
+
+    def _record_of(self, step: Step, key: str) -> dict | None:
+        cached = self._cached(step, key, "up to date")
+        return cached.record if cached else None
 
     def _settle(self, step: Step, deps: dict[Step, StepResult]) -> StepResult | tuple[str, dict]:
         """The step's result when no build is needed, else its (key, key components)."""
@@ -413,3 +415,7 @@ class Runner:
         step = producer(source)
         self.cache.link_into(where, upstream_outputs(source, deps[step].record))
         return where / step.kind.MAIN_OUTPUT
+
+
+def _block_stop_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})

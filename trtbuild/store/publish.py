@@ -1,11 +1,14 @@
-"""out/<recipe>/: what the recipe's last build made, all of it current, swapped in at once.
+"""out/<recipe>/: the current outputs of the recipe's steps, all of them, swapped in at once.
 
-Each publish writes a fresh directory `out/.<recipe>.<id>/` of copies (never hard links into
-objects/, so editing a published file cannot reach the store) with a manifest of what it holds,
-then points the symlink `out/<recipe>` at it in one rename. A reader sees the old build or the
-new one, never a model.plan from one build beside a model.json from another, and nothing a
-build no longer makes lingers. When the manifest, the digests and the copies' stats all match,
-a publish does nothing (a no-op build writes nothing).
+What it holds is chosen by the runner (trtbuild.execution.runner): for every step of the recipe and
+every target it lists (plus those a run was asked for), the outputs of the step's current key when
+the cache has them, whatever subset the last run built. Each publish writes a fresh directory
+`out/.<recipe>.<id>/` of copies (never hard links into objects/, so editing a published file cannot
+reach the store) with a manifest of what it holds, then points the symlink `out/<recipe>` at it in
+one rename and removes the build it replaced. A reader sees the old build or the new one, never a
+model.plan from one build beside a model.json from another; paths through the link
+(`out/<recipe>/<target>/model.plan`) stay valid across publishes. When the manifest, the digests and
+the copies' stats all match, a publish does nothing (a no-op build writes nothing).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -45,10 +49,11 @@ def publish_recipe(cache, recipe: str, files: dict[str, dict], steps: dict[str, 
                 shutil.copyfile(cache.object_path(obj["digest"]), dest)
                 manifest["files"][rel] = {"digest": obj["digest"], "stat": stat_signature(dest)}
             atomic_write(version / MANIFEST, canonical_json(manifest))
-            _swap(link, version)
-        except BaseException:
+        except BaseException:  # a full disk, a signal: out/<recipe> still shows the previous build
             shutil.rmtree(version, ignore_errors=True)
             raise
+        _swap(link, version)
+        _remove_unshown(link)
 
 
 def read_manifest(folder: Path) -> dict | None:
@@ -73,15 +78,28 @@ def _intact(link: Path, files: dict[str, dict], steps: dict[str, dict]) -> bool:
 
 
 def _swap(link: Path, version: Path) -> None:
-    """Point `link` at `version` in one rename; remove what it pointed at before."""
-    old = link.resolve() if link.is_symlink() else None
+    """Point `link` at `version` in one rename. What it pointed at before is removed at once: readers
+    (trtbuild.commands.deploy) give stable paths through the link, and read a build again when it moved."""
     if link.exists() and not link.is_symlink():  # a real directory left by an older trtbuild
-        retired = link.with_name(f".{link.name}.old-{uuid.uuid4().hex[:12]}")
-        os.replace(link, retired)
-        old = retired
+        os.replace(link, link.with_name(f".{link.name}.{uuid.uuid4().hex[:12]}"))
     tmp = link.with_name(f".{link.name}.link-{uuid.uuid4().hex[:12]}")
     os.symlink(version.name, tmp)
-    os.replace(tmp, link)
-    if old is not None and old.parent == link.parent and old.name.startswith("."):
-        with contextlib.suppress(OSError):
-            shutil.rmtree(old)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _remove_unshown(link: Path) -> None:
+    """Remove the recipe's build folders the link does not point at: the one just replaced, and any a
+    killed publish left (the caller holds the recipe's publish lock)."""
+    shown = os.readlink(link)
+    pattern = re.compile(rf"\.{re.escape(link.name)}\.(link-)?[0-9a-f]{{12}}")
+    for entry in os.scandir(link.parent):
+        if entry.name != shown and pattern.fullmatch(entry.name):
+            with contextlib.suppress(OSError):
+                if entry.is_symlink() or not entry.is_dir():
+                    os.unlink(entry.path)
+                else:
+                    shutil.rmtree(entry.path)

@@ -1,0 +1,157 @@
+"""`trtbuild build`: recipes -> steps -> the runner -> reports, results and the exit code (see
+trtbuild.commands.cli for the command line)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from trtbuild.commands import signals
+from trtbuild.commands.summary import print_results, recap
+from trtbuild.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, RecipeError, UsageError
+
+
+def recipe_files(paths: list[str]) -> list[Path]:
+    files = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+            if not found:
+                raise UsageError(f"{path}: no *.yaml recipes in this directory")
+            files += found
+        elif path.exists():
+            files.append(path)
+        else:
+            raise UsageError(f"{path}: no such recipe file or directory")
+    return files
+
+
+def compile_recipes(args, cache, machine=None) -> tuple[list, list[str]]:
+    """Steps of every valid recipe, plus the problems of the invalid ones."""
+    from trtbuild.planning.graph import compile_recipe, no_collection
+    from trtbuild.recipes.loader import load_recipe
+
+    steps, problems, names = [], [], {}
+    with no_collection():
+        for file in recipe_files(args.recipes):
+            try:
+                loaded = load_recipe(file, cache.recipes)
+                name = loaded.recipe.name
+                if name in names:
+                    raise RecipeError([f"{loaded.where('name')}: name: {name!r} is also the name of {names[name]}"])
+                names[name] = file
+                steps += compile_recipe(loaded, cache, args.backend, args.target,
+                                        **({"machine": machine} if machine else {}))
+            except RecipeError as exc:
+                problems += exc.problems
+            except UsageError as exc:
+                problems.append(f"{file}: {exc}")
+    return steps, problems
+
+
+def cmd_build(args) -> int:
+    started = time.perf_counter()
+    run = _Run()
+    try:
+        signals.arm()
+        code = _build(args, run, started)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, at any moment: the reports say what each step got to
+        from trtbuild.commands.reports import write_reports
+
+        code = EXIT_INTERRUPTED
+        run.results = run.interrupted()
+        write_reports(args, run.results, run.problems, time.perf_counter() - started, code,
+                      args.cache_dir.resolve())
+        signals.settle()
+        print("trtbuild: interrupted; nothing partial was recorded, out/ keeps the last complete build",
+              file=sys.stderr)
+    return code
+
+
+class _Run:
+    """What a build has got to: its steps, recipe problems, runner."""
+
+    def __init__(self):
+        self.steps, self.problems, self.runner, self.results = [], [], None, None
+
+    def interrupted(self) -> list:
+        from trtbuild.execution.runner import INTERRUPTED, StepResult
+
+        done = self.runner.results if self.runner is not None else {}
+        return [done.get(s) or StepResult(s, INTERRUPTED, "the run was interrupted before it finished")
+                for s in self.steps]
+
+
+def _build(args, run: _Run, started: float) -> int:
+    from trtbuild.execution.progress import Progress
+    from trtbuild.execution.runner import Runner
+    from trtbuild.store.cache import Cache
+    from trtbuild.store.remote import open_remote
+
+    cache = Cache(args.cache_dir)
+    progress = Progress(quiet=args.quiet)
+    cache.warn = progress.warn
+    remote = open_remote(args.remote, progress.warn)
+    executor = None
+    try:
+        executor = executor_for(args, cache, progress.warn)
+        machine = executor and executor.machine
+        run.steps, run.problems = compile_recipes(args, cache, machine)
+        for problem in run.problems:
+            print(problem, file=sys.stderr)
+        # A run of other targets than the recipes' (--target, --backend) leaves theirs in out/: the
+        # runner publishes the current outputs of both.
+        declared = compile_recipes(argparse.Namespace(**vars(args) | {"target": None, "backend": None}), cache,
+                            machine)[0] if (args.target or args.backend) and run.steps and not args.dry_run else None
+        jobs = args.jobs or (executor.cpus if executor else 1)
+        run.runner = Runner(cache, progress, jobs=jobs, dry_run=args.dry_run, remote=remote,
+                            step_timeout=args.step_timeout, force=args.force, executor=executor)
+        run.results = run.runner.run(run.steps, declared) if run.steps else []
+    finally:
+        progress.close()
+        if executor:
+            executor.close()
+    if run.runner is not None and run.runner.interrupted:
+        raise KeyboardInterrupt
+    return _conclude(args, cache, run, started, progress)
+
+
+def _conclude(args, cache, run: _Run, started: float, progress) -> int:
+    """The exit code, the reports, the recap and the results of a run that went to its end."""
+    results, problems = run.results, run.problems
+    failed = [r for r in results if r.status == "failed"]
+    # An engine asked for on the command line is a promise: not building it here is a failure. Targets
+    # a recipe declares for other GPUs are skipped with the reason, and the build still succeeds.
+    undelivered = [r for r in results if (args.target or args.backend) and r.step.name == "engine"
+                   and r.status == "skipped" and r.step.skip_reason]
+    unpublished = run.runner.undelivered if run.runner is not None else []  # built, not in out/
+    if problems or any(r.user_error for r in failed):
+        code = EXIT_USAGE
+    else:
+        code = EXIT_BUILD_FAILED if failed or undelivered or unpublished else EXIT_OK
+    seconds = time.perf_counter() - started
+    from trtbuild.commands.reports import write_reports
+
+    write_reports(args, results, problems, seconds, code, cache.root)
+    signals.settle()
+    recap(results, problems, seconds, progress)
+    for r in undelivered:
+        progress.message(f"trtbuild: error: {r.step.label} [{r.step.target.id}] was asked for with "
+                         f"{'--target' if args.target else '--backend'} and cannot be built here: {r.reason}")
+    print_results(results, problems, seconds)
+    return code
+
+
+def executor_for(args, cache, warn):
+    """The Ray executor for --executor ray, else None. A dry run asks the cluster too: what its nodes
+    offer decides the targets, so the keys it shows are the ones a build would use."""
+    if args.executor != "ray":
+        return None
+    try:
+        from trtbuild.execution.farm_executor import RayExecutor
+    except ImportError as exc:
+        raise UsageError(f"--executor ray: {exc}; pip install 'trtbuild[ray]'") from None
+    return RayExecutor(args.ray_address, args.remote, cache, warn)
