@@ -38,20 +38,21 @@ def _hung_recipe(project, **extra) -> None:
 def test_step_timeout_kills_a_hung_step_and_fails_only_it(project):
     _hung_recipe(project)
     started = time.monotonic()
-    code, report = project.build("--step-timeout", "3")
-    assert time.monotonic() - started < 60
+    # The limit is for every step: generous enough for the others on a loaded 2-core machine.
+    code, report = project.build("--step-timeout", "8")
+    assert time.monotonic() - started < 90
     assert code == 1
     steps = statuses(report)
     assert steps["check"] == steps["simplify"] == "built"
     assert steps["precision"] == "failed" and steps["engine"] == "skipped"
     precision = next(s for s in report["steps"] if s["step"] == "precision")
-    assert precision["error"].startswith("timed out after 3 s (step timeout): the worker was killed")
+    assert precision["error"].startswith("timed out after 8 s (step timeout): the worker was killed")
 
 
 def test_a_recipe_sets_its_own_step_timeout(project):
-    _hung_recipe(project, step_timeout=2)
+    _hung_recipe(project, step_timeout=7)
     code, report = project.build()
-    assert code == 1 and "timed out after 2 s" in next(s for s in report["steps"] if s["step"] == "precision")["error"]
+    assert code == 1 and "timed out after 7 s" in next(s for s in report["steps"] if s["step"] == "precision")["error"]
 
 
 def test_sigterm_writes_the_reports_and_records_no_failure(project):
