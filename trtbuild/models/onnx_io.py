@@ -85,3 +85,32 @@ def complete_inputs(model, recipe_inputs: dict[str, dict]) -> dict[str, dict]:
             spec = {"dtype": None, "shape": shape, "min": shape, "opt": shape, "max": shape}
         complete[vi.name] = spec | {"dtype": spec["dtype"] or dtype}
     return complete
+
+
+def weight_bytes(model) -> int:
+    """The bytes of every constant tensor a model holds (initializers, Constant nodes, subgraphs'),
+    from their shapes and types: nothing is read or copied."""
+    import math
+
+    import onnx
+
+    def tensors(graph):
+        yield from graph.initializer
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+                if attr.HasField("g"):
+                    yield from tensors(attr.g)
+                for sub in attr.graphs:
+                    yield from tensors(sub)
+
+    total = 0
+    for tensor in tensors(model.graph):
+        try:
+            size = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        except (KeyError, TypeError, ValueError):
+            size = 1
+        total += math.prod(tensor.dims) * size
+    return total

@@ -50,6 +50,9 @@ def run(job: Job) -> dict:
             simplified, same = onnxsim.simplify(before, check_n=0, test_input_shapes=test_shapes)
         if not same:
             raise Mismatch("the simplified model's outputs differ from the original's on ONNX Runtime")
+        grown = _grown(before, simplified)
+        if grown:
+            return _as_given(before, output, grown)
         save_onnx(simplified, output)
         if not thorough:
             note = quick_check(source, output, job.params["inputs"], loaded=before)
@@ -63,13 +66,31 @@ def run(job: Job) -> dict:
         traceback.print_exc()
         for stale in job.outdir.iterdir():
             stale.unlink()
-        save_onnx(before, output)
-        warning = (f"onnx-simplifier could not simplify the model ({type(exc).__name__}: {first_line(exc)[:300]}); "
-                   "the engine is built from the model as given")
-        return {"nodes_before": len(before.graph.node), "nodes_after": len(before.graph.node),
-                "simplified": False, "warnings": [warning]}
+        return _as_given(before, output, f"onnx-simplifier could not simplify the model ({type(exc).__name__}: "
+                                         f"{first_line(exc)[:300]}); the engine is built from the model as given")
     return {"nodes_before": len(before.graph.node), "nodes_after": len(simplified.graph.node), "simplified": True,
             "verification": note, "warnings": warnings}
+
+
+def _grown(before, simplified) -> str | None:
+    """Why the simplified model is worse to build from: constants folded into weights (ConstantOfShape
+    expanded to a full tensor) make a larger model, and a larger plan, than the one given."""
+    from trtbuild.models.onnx_io import weight_bytes
+
+    old, new = weight_bytes(before), weight_bytes(simplified)
+    if new > 2 * old and new - old > _GROWTH_ALLOWED:
+        return (f"onnx-simplifier folded constants into weights ({old / 2**20:.1f} MiB -> {new / 2**20:.1f} MiB); "
+                "the engine is built from the smaller model as given")
+    return None
+
+
+_GROWTH_ALLOWED = 1 << 20  # bytes of weights simplification may add (a few folded shape constants)
+
+
+def _as_given(before, output: Path, why: str) -> dict:
+    save_onnx(before, output)
+    nodes = len(before.graph.node)
+    return {"nodes_before": nodes, "nodes_after": nodes, "simplified": False, "warnings": [why]}
 
 
 class Mismatch(ValueError):
