@@ -201,13 +201,15 @@ def test_model_dynamo_cannot_export_falls_back_to_torchscript(nets):
 
 
 @pytest.mark.slow
-def test_opset_dynamo_does_not_write_falls_back_to_torchscript(nets):
-    """dynamo implements opset 18 and up; it converts this model's ReduceMean to 17 no more than ResNet-50's."""
+def test_an_opset_dynamo_does_not_write_chooses_torchscript_before_exporting(nets):
+    """dynamo implements opset 18 and up (it converts this model's ReduceMean to 17 no more than
+    ResNet-50's): torchscript is chosen before any export runs, and dynamo's is never thrown away."""
     code, report = build(write_recipe(nets, opset=17, entrypoint="nets:TwoHeads", outputs=["cls", "seg"]))
     assert code == 0, report
     assert statuses(report) == ALL_BUILT
     meta = report["steps"][0]["meta"]
-    assert meta["exporter"] == "torchscript" and meta["fallback"] == "dynamo wrote opset 18, not 17"
+    assert meta["exporter"] == "torchscript" and meta["chosen"] == "opset 17: dynamo writes 18 and up"
+    assert "fallback" not in meta and "Translate the graph into ONNX" not in Path(report["steps"][0]["log"]).read_text()
     assert report["steps"][1]["meta"]["opset"] == 17
     assert engine_outputs(nets) == [("cls", [-1, 5]), ("seg", [-1, 4, 16, 16])]
 
@@ -238,10 +240,11 @@ def test_model_that_refuses_batch_1_is_run_at_opt_to_learn_its_outputs(nets):
     assert [o.name for o in onnx.load(nets / "cache" / "out" / "net" / "model.onnx").graph.output] == ["z"]
 
 
-def test_a_dim_the_model_fixes_but_the_recipe_makes_dynamic_is_a_recipe_error(nets):
+@pytest.mark.parametrize("opset", [None, 17])  # 17: torchscript exports, after torch.export has checked the dims
+def test_a_dim_the_model_fixes_but_the_recipe_makes_dynamic_is_a_recipe_error(nets, opset):
     # torchscript would trace it at 16 and still call the width dynamic: a model wrong at other widths
     x = {"shape": [-1, 3, 16, -1], "min": [1, 3, 16, 8], "opt": [2, 3, 16, 16], "max": [4, 3, 16, 32]}
-    recipe = write_recipe(nets, x, entrypoint="nets:WidthBound")
+    recipe = write_recipe(nets, x, entrypoint="nets:WidthBound", **({"opset": opset} if opset else {}))
     code, report = build(recipe)
     assert code == 2
     assert export_error(report) == (f"{line_of(recipe, 'x:')}: inputs.x: the model fixes dim 3 at 16 (torch.export "

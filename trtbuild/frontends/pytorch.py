@@ -225,9 +225,22 @@ def export(model, spec: ModelSpec, out: Path) -> dict:
         return meta | _auto(model, spec, out)
 
 
+DYNAMO_FIRST_OPSET = 18  # dynamo writes opset 18 and up, and converts down only some models
+
+
 def _auto(model, spec: ModelSpec, out: Path) -> dict:
-    """dynamo, and torchscript where dynamo fails or writes another opset than the recipe's (it implements
-    opset 18 and up, and converts down only some models). The step log gets dynamo's whole error."""
+    """dynamo where it can write the recipe's opset, torchscript where it cannot (chosen before any
+    export runs) or where dynamo fails or writes another opset. The step log gets dynamo's whole error."""
+    if spec.opset < DYNAMO_FIRST_OPSET:
+        why = f"opset {spec.opset}: dynamo writes {DYNAMO_FIRST_OPSET} and up"
+        if any(-1 in s["shape"] for s in spec.inputs.values()):
+            try:  # torch.export alone: a dim the model fixes is refused before torchscript bakes it in
+                torch_export(model, spec)
+            except Exception as exc:
+                traceback.print_exc()
+                _raise_if_dims_refused(exc, spec)
+                why += f"; torch.export failed: {_root_cause(exc)}"
+        return _with_torchscript(model, spec, out, why) | {"chosen": why}
     try:
         _dynamo(model, spec, out, model.names)
         written = _opset(out)
@@ -242,13 +255,17 @@ def _auto(model, spec: ModelSpec, out: Path) -> dict:
     print(f"trtbuild: {why}; exporting with torchscript", file=sys.stderr)
     for stale in out.parent.glob(f"{out.name}*"):  # dynamo's model and any external data beside it
         stale.unlink()
+    return _with_torchscript(model, spec, out, why) | {"fallback": why}
+
+
+def _with_torchscript(model, spec: ModelSpec, out: Path, why: str) -> dict:
     try:
         _torchscript(model, spec, out)
     except Exception as exc:
         traceback.print_exc()
-        raise StepError(f"both exporters failed (full errors in the log): {why}; "
-                        f"torchscript failed: {_root_cause(exc)}") from None
-    return {"exporter": "torchscript", "fallback": why}
+        raise StepError(f"the torchscript exporter failed (full error in the log): {_root_cause(exc)}; "
+                        f"it was used because {why}") from None
+    return {"exporter": "torchscript"}
 
 
 def _dynamo(model, spec: ModelSpec, out: Path, output_names: list[str]) -> None:
@@ -256,13 +273,25 @@ def _dynamo(model, spec: ModelSpec, out: Path, output_names: list[str]) -> None:
 
     kwargs = {}
     if not isinstance(model, torch.export.ExportedProgram):  # a program has its dynamic dims already
-        # Flat takes *inputs: one tuple of per-input dims. Dynamic without a range: the range is the
-        # engine's optimization profile, so a new max rebuilds the engine alone.
-        kwargs["dynamic_shapes"] = (tuple(
-            {i: torch.export.Dim.DYNAMIC for i, d in enumerate(s["shape"]) if d == -1}
-            for s in spec.inputs.values()),)
+        kwargs["dynamic_shapes"] = _dynamic_shapes(spec)
     torch.onnx.export(model, _example(spec), str(out), dynamo=True, opset_version=spec.opset,
                       input_names=list(spec.inputs), output_names=output_names, **kwargs)
+
+
+def torch_export(model, spec: ModelSpec):
+    """torch.export as dynamo's exporter runs it first (not strict): where a model's dims are checked."""
+    import torch
+
+    return torch.export.export(model, _example(spec), dynamic_shapes=_dynamic_shapes(spec), strict=False)
+
+
+def _dynamic_shapes(spec: ModelSpec) -> tuple:
+    """Flat takes *inputs: one tuple of per-input dims. Dynamic without a range: the range is the
+    engine's optimization profile, so a new max rebuilds the engine alone."""
+    import torch
+
+    return (tuple({i: torch.export.Dim.DYNAMIC for i, d in enumerate(s["shape"]) if d == -1}
+                  for s in spec.inputs.values()),)
 
 
 def _torchscript(model, spec: ModelSpec, out: Path) -> None:
@@ -316,6 +345,9 @@ def _example(spec: ModelSpec, batch_one: bool = False) -> tuple:
 
 # torch.export's words for a dim the recipe makes dynamic and the model fixes
 _FIXED_DIM = re.compile(r"tracing inferred a static shape of (\d+) for dimension inputs\[(\d+)\]\.shape\[(\d+)\]")
+# torch.export's own words (torch.onnx rewords them as above)
+_SPECIALIZED = re.compile(r"You marked L\['inputs'\]\[(\d+)\]\.size\(\)\[(\d+)\] as dynamic but your code "
+                          r"specialized it to be a constant \((\d+)\)")
 
 
 def _raise_if_dims_refused(exc: BaseException, spec: ModelSpec) -> None:
@@ -324,7 +356,8 @@ def _raise_if_dims_refused(exc: BaseException, spec: ModelSpec) -> None:
         exc = exc.__cause__
     names = list(spec.inputs)  # Flat(*inputs) takes them in this order
     problems = []
-    for size, index, dim in _FIXED_DIM.findall(str(exc)):
+    found = _FIXED_DIM.findall(str(exc)) + [(size, index, dim) for index, dim, size in _SPECIALIZED.findall(str(exc))]
+    for size, index, dim in dict.fromkeys(found):
         if int(index) >= len(names):
             continue
         name = names[int(index)]
