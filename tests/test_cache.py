@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from trtbuild.store.cache import Cache
 from trtbuild.store import hashing
 from trtbuild.store.hashing import digest_file, write_hashed
@@ -64,3 +66,38 @@ def test_action_with_a_missing_object_is_not_a_hit(tmp_path):
     assert cache.get_action("k" * 64)["outputs"]["model.plan"] == obj
     cache.object_path(obj["digest"]).unlink()
     assert cache.get_action("k" * 64) is None
+
+
+def test_out_copies_share_blocks_with_the_store_where_the_file_system_can(tmp_path):
+    """On XFS (a loop device, when this runs as root with xfsprogs): a published copy costs no second
+    copy on disk, and editing it leaves the stored object as it was."""
+    import shutil
+    import subprocess
+
+    from trtbuild.store.fsutil import publish_copy
+
+    if os.getuid() != 0 or shutil.which("mkfs.xfs") is None:
+        pytest.skip("needs root and mkfs.xfs (xfsprogs) for a reflink-capable file system")
+    image, mount = tmp_path / "xfs.img", tmp_path / "mnt"
+    mount.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(512 << 20)
+    subprocess.run(["mkfs.xfs", "-q", str(image)], check=True)
+    if subprocess.run(["mount", "-o", "loop", str(image), str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a loop device here")
+    try:
+        src, dest = mount / "object", mount / "out" / "model.plan"
+        data = os.urandom(64 << 20)
+        src.write_bytes(data)
+        os.sync()
+        free = os.statvfs(mount).f_bfree * os.statvfs(mount).f_frsize
+        publish_copy(src, dest)
+        os.sync()
+        used = free - os.statvfs(mount).f_bfree * os.statvfs(mount).f_frsize
+        assert used < 4 << 20, f"the copy took {used / 2**20:.1f} MiB"
+        assert dest.read_bytes() == data
+        with open(dest, "r+b") as f:
+            f.write(b"edited")
+        assert src.read_bytes() == data
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
