@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from trtbuild.errors import UsageError
+from trtbuild.recipes.paths import glob_files as regular_matches, glob_problem
 from trtbuild.store.hashing import StatCache
 
 
@@ -72,12 +73,13 @@ def tree_files(path: Path) -> list[Path]:
 
 
 def glob_files(base: Path, patterns: list[str]) -> list[Path]:
+    """The regular files the globs match under `base` (the loader has checked each matches one)."""
     files = set()
     for pattern in patterns:
-        matched = [p for p in base.glob(pattern) if p.is_file()]
-        if not matched:
-            raise UsageError(f"source.deps: {pattern!r} matches no file under {base}")
-        files.update(p.resolve() for p in matched)
+        problem = glob_problem(base, pattern)
+        if problem:
+            raise UsageError(f"source.deps: {problem}")
+        files.update(p.resolve() for p in regular_matches(base, pattern))
     return sorted(files)
 
 
