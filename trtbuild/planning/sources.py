@@ -5,40 +5,63 @@ from __future__ import annotations
 import functools
 import mmap
 import os
+import stat
 from pathlib import Path
 
 from trtbuild.errors import UsageError
 from trtbuild.recipes.paths import glob_files as regular_matches, glob_problem
+from trtbuild.recipes.reading import kind_of
 from trtbuild.store.hashing import StatCache
 
 
 def onnx_files(model: Path, stat_cache: StatCache) -> list[Path]:
-    """The model plus the external-data files it references (remembered per model file version)."""
+    """The model plus the external-data files it references (remembered per model file version). Each
+    must be a regular file inside the model's folder once links are followed: a model's data never
+    brings in a file from elsewhere (a link to /etc, to another user's folder) or blocks (a FIFO)."""
     relative = stat_cache.memo(model, "onnx_external_data", _external_data_locations)
+    folder = model.parent.resolve()
     files = [model]
     for name in relative:
         path = model.parent / name
-        if not path.is_file():
-            raise UsageError(f"{model}: references external data {name!r}, which is missing (expected {path})")
+        problem = _external_data_problem(path, folder)
+        if problem:
+            raise UsageError(f"{model}: external data {name!r} {problem}")
         files.append(path)
     return files
+
+
+def _external_data_problem(path: Path, folder: Path) -> str | None:
+    if "\0" in str(path):
+        return "has a NUL byte in its name"
+    try:
+        real = path.resolve(strict=True)
+        mode = real.stat().st_mode
+    except FileNotFoundError:
+        return f"is missing (expected {path})"
+    except (OSError, RuntimeError) as exc:  # a link loop, a name too long
+        return f"cannot be read: {getattr(exc, 'strerror', None) or exc}"
+    if not real.is_relative_to(folder):
+        return (f"resolves to {real}, outside the model's folder {folder}: external data must sit in the model's "
+                "folder (links out of it are not followed); copy the file there")
+    if not stat.S_ISREG(mode):
+        return f"is {kind_of(mode)}, not a file"
+    return None
 
 
 def _external_data_locations(model: Path) -> list[str]:
     if not _mentions(model, b"location"):  # the key every external tensor names its file under
         return []  # no external data, found without importing onnx (0.1 s)
     import onnx
-    from google.protobuf.message import DecodeError
 
     try:
         proto = onnx.load(str(model), load_external_data=False)
-    except (DecodeError, ValueError, OSError):
-        return []  # not ONNX: the check step reports it
+    except Exception:  # not ONNX (DecodeError, ValueError, a graph nested past protobuf's limit): check reports it
+        return []
     locations = set()
     for tensor in _tensors(proto.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             entries = {e.key: e.value for e in tensor.external_data}
-            locations.add(entries["location"])
+            locations.add(entries.get("location", ""))  # none: the folder itself, refused as not a file
     return sorted(locations)
 
 
