@@ -93,3 +93,44 @@ def test_cache_object_replaced_by_a_fifo_is_rebuilt(project):
     assert result.returncode == 0, result.stderr
     assert f"cache object {victim} is not a regular file; removed, rebuilding" in result.stderr
     assert victim.is_file() and not victim.is_fifo()
+
+
+def fifo_in_place_of(path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
+def test_cache_records_replaced_by_fifos_are_misses(project):
+    """Action records, recipe records and state files: a FIFO or a link to /dev/zero in their place is read
+    as a miss, without blocking."""
+    assert cli(project).returncode == 0
+    records = [*(project.cache / "actions").glob("*/*.json"), *(project.cache / "recipes").glob("*.json"),
+               *(project.cache / "state").glob("*.json")]
+    assert len(records) >= 5
+    for i, path in enumerate(records):
+        if i % 2:
+            fifo_in_place_of(path)
+        else:
+            path.unlink()
+            path.symlink_to("/dev/zero")
+    result = cli(project, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "not a regular file" in result.stderr  # the action records' warning: rebuilding the step
+
+
+@pytest.mark.parametrize("part", ["objects", "actions"])
+def test_remote_files_replaced_by_fifos_are_not_read(project, tmp_path, part):
+    remote = tmp_path / "remote"
+    assert cli(project, "--remote", f"file://{remote}").returncode == 0
+    for path in (remote / part).glob("*/*"):
+        fifo_in_place_of(path)
+    other = project.root / "machine-b"
+    other.mkdir()
+    for name in ("conv.onnx", "conv.yaml"):
+        (other / name).write_bytes((project.root / name).read_bytes())
+    env = os.environ | {"PYTHONPATH": REPO}
+    result = subprocess.run([sys.executable, "-m", "trtbuild", str(other / "conv.yaml"), "--cache-dir", str(other / "cache"),
+                             "--remote", f"file://{remote}"], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    warning = "does not match its digest" if part == "objects" else "is not a regular file"
+    assert f"{warning}; building locally" in result.stderr

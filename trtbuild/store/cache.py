@@ -27,7 +27,7 @@ from collections.abc import Iterator
 
 from filelock import FileLock
 
-from trtbuild.store.fsutil import atomic_write, fsync_file, publish_copy, publish_link
+from trtbuild.store.fsutil import atomic_write, fsync_file, publish_copy, publish_link, read_record
 from trtbuild.store.hashing import StatCache, canonical_json, digest_written
 
 _USE_RESOLUTION = 86400  # seconds: how finely a record's last use is kept
@@ -105,8 +105,7 @@ class Cache:
     def get_action(self, key: str) -> dict | None:
         """The record for `key` if it and every object it names exist and hold their bytes."""
         try:
-            with open(os.path.join(self.actions, key[:2], f"{key}.json"), "rb") as f:  # a string path: see verified
-                record = json.loads(f.read())
+            record = json.loads(read_record(os.path.join(self.actions, key[:2], f"{key}.json")))  # a string: see verified
         except (FileNotFoundError, ValueError):
             return None
         except OSError as exc:
@@ -136,8 +135,7 @@ class Cache:
 
     def read_state(self, recipe: str) -> dict:
         try:
-            with open(os.path.join(self.state_dir, f"{recipe}.json"), "rb") as f:
-                return json.loads(f.read())
+            return json.loads(read_record(os.path.join(self.state_dir, f"{recipe}.json")))
         except (OSError, ValueError):  # none yet, or another user's unreadable one: no history
             return {}
 
