@@ -67,6 +67,32 @@ def test_external_data_in_a_linked_folder_or_up_the_tree_is_refused(project, out
     assert object_files(project) == []
 
 
+def test_the_recipe_can_allow_external_data_from_outside(project, outside):
+    (project.root / "conv.onnx.data").symlink_to(outside / "conv.onnx.data")
+    recipe = recipe_dict("conv.onnx") | {"onnx": {"simplify": False}}
+    recipe["source"]["allow_outside_files"] = True
+    project.write_recipe(recipe)
+    result = cli(project)
+    assert result.returncode == 0, result.stderr
+
+
+def test_savedmodel_folder_with_a_link_out_or_a_fifo_is_refused(project, outside):
+    saved = project.root / "saved"
+    (saved / "variables").mkdir(parents=True)
+    (saved / "saved_model.pb").write_bytes(b"\x08\x01")
+    (saved / "variables" / "variables.index").symlink_to(outside / "conv.onnx.data")
+    project.write_recipe({"name": "tf", "source": {"framework": "tensorflow", "path": "saved"}})
+    result = cli(project, "--dry-run")
+    assert result.returncode == 2, result.stderr
+    assert (f"{project.recipe}:4: source.path: {saved / 'variables' / 'variables.index'} resolves to "
+            f"{outside / 'conv.onnx.data'}, outside the model's folder {saved}") in result.stderr
+    (saved / "variables" / "variables.index").unlink()
+    os.mkfifo(saved / "variables" / "variables.data-00000-of-00001")
+    result = cli(project, "--dry-run", timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert f"{saved / 'variables' / 'variables.data-00000-of-00001'} is a FIFO, not a file" in result.stderr
+
+
 def test_external_data_that_is_a_fifo_is_refused(project, outside):
     os.mkfifo(project.root / "conv.onnx.data")
     result = cli(project, timeout=60)

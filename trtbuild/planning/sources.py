@@ -8,29 +8,30 @@ import os
 import stat
 from pathlib import Path
 
-from trtbuild.errors import UsageError
+from trtbuild.errors import RecipeError, UsageError
 from trtbuild.recipes.paths import glob_files as regular_matches, glob_problem
 from trtbuild.recipes.reading import kind_of
 from trtbuild.store.hashing import StatCache
 
 
-def onnx_files(model: Path, stat_cache: StatCache) -> list[Path]:
+def onnx_files(model: Path, stat_cache: StatCache, where: str = "", outside: bool = False) -> list[Path]:
     """The model plus the external-data files it references (remembered per model file version). Each
-    must be a regular file inside the model's folder once links are followed: a model's data never
-    brings in a file from elsewhere (a link to /etc, to another user's folder) or blocks (a FIFO)."""
+    must be a regular file and, unless `outside` (source.allow_outside_files), inside the model's folder
+    once links are followed: a model's data never brings in a file from elsewhere (a link to /etc, to
+    another user's folder) or blocks (a FIFO). `where`: the recipe's file:line of source.path."""
     relative = stat_cache.memo(model, "onnx_external_data", _external_data_locations)
     folder = model.parent.resolve()
     files = [model]
     for name in relative:
         path = model.parent / name
-        problem = _external_data_problem(path, folder)
+        problem = _external_data_problem(path, None if outside else folder)
         if problem:
-            raise UsageError(f"{model}: external data {name!r} {problem}")
+            raise RecipeError([f"{where}: source.path: {model}: external data {name!r} {problem}"])
         files.append(path)
     return files
 
 
-def _external_data_problem(path: Path, folder: Path) -> str | None:
+def _external_data_problem(path: Path, folder: Path | None) -> str | None:
     if "\0" in str(path):
         return "has a NUL byte in its name"
     try:
@@ -40,9 +41,9 @@ def _external_data_problem(path: Path, folder: Path) -> str | None:
         return f"is missing (expected {path})"
     except (OSError, RuntimeError) as exc:  # a link loop, a name too long
         return f"cannot be read: {getattr(exc, 'strerror', None) or exc}"
-    if not real.is_relative_to(folder):
-        return (f"resolves to {real}, outside the model's folder {folder}: external data must sit in the model's "
-                "folder (links out of it are not followed); copy the file there")
+    if folder is not None and not real.is_relative_to(folder):
+        return (f"resolves to {real}, outside the model's folder {folder}: copy the file next to the model, or set "
+                "source.allow_outside_files: true")
     if not stat.S_ISREG(mode):
         return f"is {kind_of(mode)}, not a file"
     return None
@@ -88,11 +89,29 @@ def _tensors(graph):
                 yield from _tensors(sub)
 
 
-def tree_files(path: Path) -> list[Path]:
-    """A file, or every file under a directory (a SavedModel), in a stable order."""
+def tree_files(path: Path, where: str = "", outside: bool = False) -> list[Path]:
+    """A file, or every file under a directory (a SavedModel), in a stable order. In a directory, a link to
+    a file outside it is refused unless `outside` (source.allow_outside_files), and so is anything that is
+    neither a file nor a directory (a FIFO would block the reader). `where`: the recipe's file:line."""
     if path.is_file():
         return [path]
-    return sorted(p for p in path.rglob("*") if p.is_file())
+    folder = path.resolve()
+    files = []
+    for entry in sorted(path.rglob("*")):
+        try:
+            real = entry.resolve(strict=True)
+            mode = real.stat().st_mode
+        except (OSError, RuntimeError) as exc:  # a dangling link, a loop
+            raise RecipeError([f"{where}: source.path: {entry} cannot be read: "
+                               f"{getattr(exc, 'strerror', None) or exc}"]) from None
+        if not outside and not real.is_relative_to(folder):
+            raise RecipeError([f"{where}: source.path: {entry} resolves to {real}, outside the model's folder "
+                               f"{folder}: copy it there, or set source.allow_outside_files: true"])
+        if stat.S_ISREG(mode):
+            files.append(entry)
+        elif not stat.S_ISDIR(mode):
+            raise RecipeError([f"{where}: source.path: {entry} is {kind_of(mode)}, not a file"])
+    return files
 
 
 def glob_files(base: Path, patterns: list[str]) -> list[Path]:

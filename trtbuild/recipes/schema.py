@@ -60,6 +60,10 @@ class Source(_Strict):
         default_factory=list, description="Output tensor names: ONNX output names for pytorch; "
         "required for a TF1 frozen graph ('logits:0')."
     )
+    allow_outside_files: bool = Field(
+        False, description="onnx, tensorflow: let the model bring in files from outside its folder (ONNX external data, "
+        "files of a SavedModel folder, reached by a path or a link). Off: refused, so a model cannot carry a host's "
+        "file into the plan, the cache and the remote.")
     inputs_as_nchw: list[str] = Field(
         default_factory=list, description="tensorflow / keras: inputs to transpose from NHWC to NCHW in the ONNX model "
         "(the recipe's shapes for them are NCHW)."
