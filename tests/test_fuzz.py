@@ -28,8 +28,9 @@ REFUSED = ("ext-link-out", "ext-folder-out", "ext-up", "ext-absolute", "ext-etc"
            "ext-empty", "ext-dot", "ext-long", "ext-nul")
 
 
-def run_fuzz(folder: Path) -> tuple[list[dict], list[str]]:
-    """Generate and run every case under `folder`; (results, files written outside the cache)."""
+def run_fuzz(folder: Path, source: Path = TESTS.parent) -> tuple[list[dict], list[str]]:
+    """Generate and run every case under `folder` with the trtbuild package in `source`; (results, files
+    written outside the cache)."""
     recipes, models, cache = folder / "recipes", folder / "models", folder / "cache"
     keep = world(recipes)
     cases = recipe_cases(recipes, RECIPES) + model_cases(models, BUILDS)
@@ -41,7 +42,7 @@ def run_fuzz(folder: Path) -> tuple[list[dict], list[str]]:
     before = _listing(folder, cache)
     spec = folder / "cases.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "ORT_"))}
-    env |= {"PYTHONPATH": str(TESTS.parent), "TMPDIR": str(temp), "HOME": str(home)}
+    env |= {"PYTHONPATH": str(source), "TMPDIR": str(temp), "HOME": str(home)}
     results = _run(cases, spec, cache, env, work)
     valid = [case | {"build": True, "limit": LIMITS["build"]} for case, result in zip(cases, results)
              if case["kind"] == "recipe" and result.get("code") == 0]
