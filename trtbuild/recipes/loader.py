@@ -13,7 +13,8 @@ import json
 import typing
 from pathlib import Path
 
-from trtbuild.recipes import paths, reading, records as validated
+from trtbuild.recipes import paths, records as validated
+from trtbuild.recipes.reading import check_structure, read_bytes  # named: its code is part of a record's key
 from trtbuild.errors import RecipeError
 
 # Precisions made by calibrated Q/DQ nodes: they need precision.calibration.
@@ -84,7 +85,7 @@ def load_recipe(file: str | Path, records: Path | None = None) -> LoadedRecipe:
     schema and libraries) were validated before is read from there; any other is validated in full,
     and recorded when valid. Errors are never recorded. The files a recipe names are checked every time."""
     file = Path(file)
-    data = reading.read_bytes(file)  # a regular file of bounded size, or a RecipeError
+    data = read_bytes(file)  # a regular file of bounded size, or a RecipeError
     key = validated.key(data) if records is not None else None
     record = validated.read(records, key) if key else None
     if record is None:
@@ -140,7 +141,8 @@ def _check_files(loaded: LoadedRecipe) -> None:
     they change without the recipe."""
     recipe, base = loaded.recipe, loaded.file.parent
     source = recipe.source
-    model_kind = paths.FILE_OR_DIRECTORY if source.framework == "tensorflow" else paths.FILE
+    # A SavedModel is a directory; a keras one is refused by the export step, which says what it is instead
+    model_kind = paths.FILE_OR_DIRECTORY if source.framework in ("tensorflow", "keras") else paths.FILE
     named = [(("source", "path"), source.path, model_kind), (("source", "checkpoint"), source.checkpoint, paths.FILE),
              (("parity", "data"), recipe.parity.data, paths.FILE)]
     named += [(("source", "python_path", i), p, paths.DIRECTORY) for i, p in enumerate(source.python_path)]
@@ -161,7 +163,7 @@ def _parse_yaml(text: str, file: Path):
     import yaml
 
     loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    reading.check_structure(text, file, loader_class)  # before anything follows an alias or recurses
+    check_structure(text, file, loader_class)  # before anything follows an alias or recurses
     loader = loader_class(text)
     try:
         root = loader.get_single_node()
