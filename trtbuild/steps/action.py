@@ -24,6 +24,7 @@ PASS_THROUGH = frozenset({
     "CUDA_CACHE_PATH", "CUDA_CACHE_MAXSIZE", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
     "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_HOME", "KERAS_HOME",
     "XDG_CACHE_HOME", "TF_CPP_MIN_LOG_LEVEL", "TF_CPP_MAX_VLOG_LEVEL",
+    "ORT_DISABLE_TELEMETRY",  # trtbuild sets it: ONNX Runtime's telemetry files stay out of /tmp
     "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
     "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
 })
