@@ -27,6 +27,7 @@ from collections.abc import Iterator
 
 from filelock import FileLock
 
+from trtbuild.store import code
 from trtbuild.store.fsutil import atomic_write, fsync_file, publish_copy, publish_link, read_record
 from trtbuild.store.hashing import StatCache, canonical_json, digest_written
 
@@ -47,6 +48,7 @@ class Cache:
         self.timing = self.root / "timing"
         self.recipes = self.root / "recipes"
         self._stat_cache: StatCache | None = None
+        code.keep_index_in(self.root / "code")  # trtbuild's own code facts, per version of its sources
         self._have_locks = False
 
     # -- artifacts -------------------------------------------------------------------------

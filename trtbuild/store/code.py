@@ -6,7 +6,8 @@ statements, read with `ast` without running anything, to the files a search path
 
 A module's digest covers its syntax tree without docstrings, so comments, docstrings and layout do
 not change a key. trtbuild's own facts are computed once per version of its sources and kept in a
-small index beside the user's cache (parsing every module costs a quarter of a second).
+small index in the cache (CACHE/code/; parsing every module costs a quarter of a second), once a
+Cache names that folder; a process without one (a worker checking a step) parses what it needs.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the trtbuild package
 _INDEX_VERSION = 1
+_index_folder: list[Path] = []  # where the index is kept: set by the cache (keep_index_in)
+
+
+def keep_index_in(folder: Path) -> None:
+    _index_folder[:] = [folder]
 
 
 def source_facts(data: bytes, filename: str = "<module>") -> dict:
@@ -171,15 +177,14 @@ def _valid(facts) -> bool:
 
 
 def _index_file(version: str) -> Path | None:
-    """Where this user keeps the index: a folder of their own (not one another user could plant)."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trtbuild" / "code"
-    try:
-        base.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if base.stat().st_uid != os.getuid():
-            return None
-    except OSError:
+    """Where the index for this version of the sources is kept; None: nowhere (compute it)."""
+    if not _index_folder:
         return None
-    return base / f"{version}.json"
+    try:
+        _index_folder[0].mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only cache: parse in this process
+        return None
+    return _index_folder[0] / f"{version}.json"
 
 
 def _write_index(path: Path, index: dict) -> None:
