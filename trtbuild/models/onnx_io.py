@@ -87,24 +87,27 @@ def complete_inputs(model, recipe_inputs: dict[str, dict]) -> dict[str, dict]:
     return complete
 
 
+def tensors(graph):
+    """Every tensor a graph holds: initializers and tensor attributes, subgraphs (If, Loop) included."""
+    yield from graph.initializer
+    yield from (sparse.values for sparse in graph.sparse_initializer)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from tensors(attr.g)
+            for sub in attr.graphs:
+                yield from tensors(sub)
+
+
 def weight_bytes(model) -> int:
     """The bytes of every constant tensor a model holds (initializers, Constant nodes, subgraphs'),
     from their shapes and types: nothing is read or copied."""
     import math
 
     import onnx
-
-    def tensors(graph):
-        yield from graph.initializer
-        for node in graph.node:
-            for attr in node.attribute:
-                if attr.HasField("t"):
-                    yield attr.t
-                yield from attr.tensors
-                if attr.HasField("g"):
-                    yield from tensors(attr.g)
-                for sub in attr.graphs:
-                    yield from tensors(sub)
 
     total = 0
     for tensor in tensors(model.graph):

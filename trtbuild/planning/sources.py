@@ -11,6 +11,7 @@ from pathlib import Path
 from trtbuild.errors import RecipeError, UsageError
 from trtbuild.recipes.paths import glob_files as regular_matches, glob_problem
 from trtbuild.recipes.reading import kind_of
+from trtbuild.models.onnx_io import tensors
 from trtbuild.store.hashing import StatCache
 
 
@@ -59,7 +60,7 @@ def _external_data_locations(model: Path) -> list[str]:
     except Exception:  # not ONNX (DecodeError, ValueError, a graph nested past protobuf's limit): check reports it
         return []
     locations = set()
-    for tensor in _tensors(proto.graph):
+    for tensor in tensors(proto.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             entries = {e.key: e.value for e in tensor.external_data}
             locations.add(entries.get("location", ""))  # none: the folder itself, refused as not a file
@@ -72,21 +73,6 @@ def _mentions(path: Path, text: bytes) -> bool:
             return False
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:  # a 2 GB model is not read into memory
             return view.find(text) != -1
-
-
-def _tensors(graph):
-    """Every tensor a graph holds: initializers and tensor attributes, subgraphs (If, Loop) included."""
-    yield from graph.initializer
-    yield from (sparse.values for sparse in graph.sparse_initializer)
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("g"):
-                yield from _tensors(attr.g)
-            for sub in attr.graphs:
-                yield from _tensors(sub)
 
 
 def tree_files(path: Path, where: str = "", outside: bool = False) -> list[Path]:
