@@ -13,7 +13,7 @@ from trtbuild.backends.target import INSTALL_HINT, installed_version, resolve_ta
 
 FRAMEWORK_DISTS = {"pytorch": ("torch", "torchvision"), "tensorflow": ("tensorflow", "tensorflow-cpu", "tf2onnx"),
                    "keras": ("keras",)}
-TOOLS = ("onnx", "onnxsim", "onnxruntime", "onnxconverter-common", "nvidia-modelopt", "polygraphy")
+TOOLS = ("onnx", "onnxsim", "onnxruntime", "sympy", "nvidia-modelopt", "polygraphy")
 
 
 def describe() -> dict:

@@ -119,6 +119,8 @@ print("onnx checker and strict shape inference: no complaints")
 
 
 def _precision(params: dict, context: dict) -> tuple[str, str]:
+    from trtbuild.models.float16 import KEPT_IN_FP32
+
     if params["converter"] == "ort-quantization":
         calibration = params["calibration"]
         source = (f"the loader {calibration['loader']}" if calibration["loader"]
@@ -191,18 +193,23 @@ converted = convert_to_mixed_precision(
 onnx.save(converted, "model.onnx")
 print("converted: model.onnx")
 '''
-    return "onnxconverter-common: float32 -> float16, the converter's fp32 ops plus keep_fp32.", '''
+    return "onnxruntime's float16 converter: float32 -> float16, trtbuild's fp32 ops plus keep_fp32; then " \
+        "ONNX Runtime loads the result, as the precision step checks.", f'''
 import onnx
-from onnxconverter_common import float16
+import onnxruntime
+from onnxruntime.transformers.float16 import convert_float_to_float16
 
+KEPT_IN_FP32 = {list(KEPT_IN_FP32)!r}
 model = onnx.load(INPUTS["model"])
-ops = {n.op_type for n in model.graph.node}
-converted = float16.convert_float_to_float16(
+ops = {{n.op_type for n in model.graph.node}}
+converted = convert_float_to_float16(
     model, keep_io_types=PARAMS["keep_io_types"],
-    op_block_list=float16.DEFAULT_OP_BLOCK_LIST + [k for k in PARAMS["keep_fp32"] if k in ops],
+    op_block_list=KEPT_IN_FP32 + [k for k in PARAMS["keep_fp32"] if k in ops],
     node_block_list=[k for k in PARAMS["keep_fp32"] if k not in ops] or None)
 onnx.save(converted, "model.onnx")
-print("converted: model.onnx")
+onnxruntime.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])  # raises on an invalid model
+onnx.checker.check_model("model.onnx")
+print("converted: model.onnx, loads in ONNX Runtime")
 '''
 
 

@@ -218,8 +218,10 @@ def _precision_step(loaded: LoadedRecipe, inputs: dict, model, out: Path, after:
         calibration = {"method": cal.method, "batches": cal.batches, "loader": cal.loader, "data": cal.data}
         if cal.data:
             found = sorted(p.resolve() for p in loaded.file.parent.glob(cal.data) if p.is_file())
-            files["calibration"] = _files(found)
-            context["calibration_files"] = [str(p) for p in found]
+            read = _calibration_read(loaded, found, cal.batches, inputs)
+            files["calibration"] = _files(read)
+            context["calibration_files"] = [str(p) for p in read]
+            context["calibration_unread"] = len(found) - len(read)
             context["where"] = loaded.where("precision", "calibration", "data")
         else:
             search = [loaded.resolve(p) for p in recipe.source.python_path]
@@ -235,16 +237,27 @@ def _precision_step(loaded: LoadedRecipe, inputs: dict, model, out: Path, after:
                 after=after)
 
 
+def _calibration_read(loaded: LoadedRecipe, found: list[Path], limit: int | None, inputs: dict) -> list[Path]:
+    """The calibration files the step reads (all, unless precision.calibration.batches limits them): only
+    they are keyed. A shard is cut into batches of the inputs' opt batch (the largest, as the step may take
+    any input's); with none in the recipe, a shard counts as one batch (more files keyed, never fewer)."""
+    from trtbuild.models.calibration_files import files_to_read
+
+    batch = max((spec["opt"][0] for spec in inputs.values() if spec.get("opt")), default=1 << 62)
+    try:
+        return files_to_read(found, limit, batch)
+    except ValueError as exc:
+        raise RecipeError([f"{loaded.where('precision', 'calibration', 'data')}: precision.calibration.data: {exc}"]) \
+            from None
+
+
 def fp16_converter(precision: str) -> str:
-    """ModelOpt AutoCast when installed (fp16 and bf16), else onnxconverter-common (fp16 only)."""
+    """ModelOpt AutoCast when installed (fp16 and bf16), else onnxruntime's float16 converter (fp16 only)."""
     if importlib.util.find_spec("modelopt") is not None:
         return "modelopt"
     if precision == "bf16":
         raise UsageError("engine.precision bf16 needs NVIDIA ModelOpt: pip install 'trtbuild[modelopt]'")
-    if importlib.util.find_spec("onnxconverter_common") is None:
-        raise UsageError("engine.precision fp16 needs a converter: pip install 'trtbuild[rtx]' (onnxconverter-common) "
-                         "or 'trtbuild[modelopt]'")
-    return "onnxconverter"
+    return "ort-float16"
 
 
 def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dict) -> Step:

@@ -175,7 +175,9 @@ class Calibration(_Strict):
         description='"module:callable" returning an iterable of {input name: array} batches '
         "(module found on source.python_path).",
     )
-    batches: int = Field(8, ge=1, description="How many batches to calibrate on.")
+    batches: int | None = Field(
+        None, ge=1, description="At most this many batches (files past them are not read, nor keyed; a warning says "
+        "how many). Default: all the data gives.")
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
 
     @model_validator(mode="after")
@@ -225,9 +227,10 @@ class Recipe(_Strict):
     parity: Parity = Parity()
     precision: PrecisionOptions = PrecisionOptions()
     engine: EngineOptions = EngineOptions()
-    step_timeout: float | None = Field(
-        default=None, gt=0, description="Seconds any one step of this recipe may run before its worker is killed and "
-        "the step fails (a hung calibration loader or build); --step-timeout overrides it. Not part of any key.")
+    step_timeout: float = Field(
+        default=6 * 3600, gt=0, description="Seconds any one step of this recipe may run before its worker is killed "
+        "and the step fails (a hung converter, calibration loader or build); default 6 hours; --step-timeout "
+        "overrides it. Not part of any key.")
     targets: list[Annotated[str, Field(pattern=TARGET_PATTERN)]] = Field(
         default_factory=list,
         description='Engines to build, each "BACKEND[:ARCH]": "tensorrt-rtx" (portable), "tensorrt-rtx:sm86+sm120", '
