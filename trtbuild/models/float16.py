@@ -9,6 +9,7 @@ models of the same graphs and ships with ONNX Runtime. NVIDIA ModelOpt AutoCast 
 
 from __future__ import annotations
 
+import heapq
 import re
 from pathlib import Path
 
@@ -37,8 +38,45 @@ def convert(source: Path, model, precision: str, converter: str, ops_to_keep: li
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     blocked = list(dict.fromkeys(KEPT_IN_FP32 + tuple(ops_to_keep)))
-    return convert_float_to_float16(model, keep_io_types=keep_io, op_block_list=blocked,
-                                    node_block_list=nodes_to_keep or None)
+    converted = convert_float_to_float16(model, keep_io_types=keep_io, op_block_list=blocked,
+                                         node_block_list=nodes_to_keep or None)
+    topological_sort(converted.graph)  # it appends the Casts of graph inputs after their readers
+    return converted
+
+
+def topological_sort(graph) -> None:
+    """Order `graph`'s nodes so each comes after the nodes making its inputs (stable otherwise), as the
+    ONNX standard asks. Names no node makes (inputs, weights, a subgraph's outer scope) are available."""
+    made = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
+    waiting = {i: {made[name] for name in _reads(node) if name in made} for i, node in enumerate(graph.node)}
+    readers: dict[int, list[int]] = {}
+    for i, needs in waiting.items():
+        for j in needs:
+            readers.setdefault(j, []).append(i)
+    ready = [i for i, needs in waiting.items() if not needs]  # a heap: the earliest ready node first
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for k in readers.get(i, ()):
+            waiting[k].discard(i)
+            if not waiting[k]:
+                heapq.heappush(ready, k)
+    if len(order) != len(graph.node):  # a cycle: leave the graph as it is, the checks name it
+        return
+    nodes = [graph.node[i] for i in order]
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _reads(node) -> set[str]:
+    """Names a node reads: its inputs and those its subgraphs (If / Loop / Scan bodies) take from outside."""
+    names = {n for n in node.input if n}
+    for attr in node.attribute:
+        for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+            inner = {o for n in sub.node for o in n.output} | {i.name for i in sub.input} | {i.name for i in sub.initializer}
+            names |= {n for sn in sub.node for n in _reads(sn) if n not in inner}
+    return names
 
 
 def validate(converted: Path, original: Path, precision: str) -> list[str]:
