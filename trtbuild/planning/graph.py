@@ -143,6 +143,8 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
     gates = [check]
     if export is not None and recipe.parity.enabled:
         params = {"atol": recipe.parity.atol, "rtol": recipe.parity.rtol, "framework": recipe.source.framework,
+                  "max_relative_error": recipe.parity.max_relative_error,
+                  "outputs": {n: t.model_dump(exclude_none=True) for n, t in sorted(recipe.parity.outputs.items())},
                   "inputs_from": recipe.parity.data or f"random, seed {recipe.parity.seed}"}
         parity = Step(loaded, "parity", load_kind("parity"), params, {"onnx": export}, out, after=[check])
         steps.append(parity)
@@ -279,9 +281,10 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dic
     code += glob_files(loaded.file.parent, source.deps)
     if code:
         files["code"] = _files(code)
+    # The framework's outputs on the parity inputs are computed during export, with parity on or off:
+    # switching parity changes the parity step, never the export.
     parity = recipe.parity
-    if parity.enabled:
-        files |= parity_data
+    files |= parity_data
     params = {
         "framework": source.framework, "opset": recipe.onnx.opset or DEFAULT_OPSET[source.framework],
         "inputs": _read(inputs, *AT_OPT),  # which dims are dynamic, not their range
@@ -290,8 +293,7 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dic
         "package": package,  # its version goes into the key with the other tools
         "outputs": source.outputs, "inputs_as_nchw": source.inputs_as_nchw,
         "input_order": list(inputs),  # PyTorch binds a lone input, or a TorchScript model's, by position
-        # the framework's outputs on the parity inputs are computed during export
-        "reference": {"seed": parity.seed} if parity.enabled else None,
+        "reference": {"seed": parity.seed},
     }
     return Step(loaded, "export", load_kind("export"), params, files, out,
                 context={"python_path": [str(p) for p in search], "where": _where(loaded)})
