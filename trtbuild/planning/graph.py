@@ -135,9 +135,14 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         steps.append(export)
         model = Pick(export, ONNX_FILES)  # not reference.npz: float noise there must not rebuild anything
 
+    # --target beats --backend beats the recipe's targets beats engine.backend.
+    resolved = [(spec, *machine.resolve(spec))
+                for spec in targets or ([backend] if backend else None) or recipe.targets or [recipe.engine.backend]]
     check = Step(
-        loaded, "check", load_kind("check"), {"inputs": _read(inputs, "dtype", "shape")}, {"model": model}, out,
-        context={"where": _where(loaded)},
+        loaded, "check", load_kind("check"),
+        {"inputs": _read(inputs, "dtype", "shape"),
+         "backends": sorted({t.backend for _, t, cannot_build in resolved if cannot_build is None})},
+        {"model": model}, out, context={"where": _where(loaded)},
     )
     steps.append(check)
     gates = [check]
@@ -169,9 +174,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         steps += [precision, accuracy]
         gates.append(accuracy)
         model = precision
-    # --target beats --backend beats the recipe's targets beats engine.backend.
-    for spec in targets or ([backend] if backend else None) or recipe.targets or [recipe.engine.backend]:
-        target, cannot_build = machine.resolve(spec)
+    for spec, target, cannot_build in resolved:
         if recipe.engine.precision == "fp8":
             cannot_build = cannot_build or _fp8_unsupported(loaded, spec, target)
         engine_params = {
