@@ -41,13 +41,13 @@ def t5():
 '''
 
 
-def hf_recipe(root: Path, model: str, precision: str, **extra) -> Path:
+def hf_recipe(root: Path, model: str, precision: str, extra: dict | None = None) -> Path:
     (root / "hf_models.py").write_text(HF_MODELS)
     tokens = {"dtype": "int64", "min": [1, 4], "opt": [2, 16], "max": [4, 32]}  # a dynamic sequence length too
     recipe = {"name": model, "source": {"framework": "pytorch", "entrypoint": f"hf_models:{model}"},
               "inputs": {"input_ids": tokens, "attention_mask": dict(tokens)},
               "engine": {"backend": "tensorrt-rtx", "precision": precision, "workspace": "256MiB",
-                         "optimization_level": 0}} | extra
+                         "optimization_level": 0}} | (extra or {})
     path = root / f"{model}.yaml"
     path.write_text(json.dumps(recipe))
     return path
@@ -80,7 +80,7 @@ def test_fp16_and_int8_bert_build_and_pass_the_gate_int8_on_all_20_calibration_f
     assert gate_error(report) < 0.01
 
     token_shards(tmp_path / "calib", 20)
-    recipe = hf_recipe(tmp_path, "bert", "int8", precision={"calibration": {"data": "calib/*.npz"}})
+    recipe = hf_recipe(tmp_path, "bert", "int8", {"precision": {"calibration": {"data": "calib/*.npz"}}})
     code, report = build_recipe(recipe)
     assert code == 0, step(report, "precision").get("error") or step(report, "engine").get("error")
     assert step(report, "export")["status"] == "cached"  # the fp16 build's export
