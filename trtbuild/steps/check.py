@@ -73,12 +73,14 @@ def run(job: Job) -> dict:
 
 def _backend_support(path, model, backends: list[str]) -> list[str]:
     """Ask each backend's parser which nodes it cannot import: a failure naming each, and the fix, before
-    any engine step. A node whose inputs are all constants is a warning: onnx-simplifier may fold it."""
+    any engine step. A node whose inputs are all constants is a warning (onnx-simplifier may fold it), and
+    a custom op is left to the engine step (a plugin library may provide it there)."""
     from trtbuild.backends.support import FIXES, unsupported_nodes
 
     constant = {i.name for i in model.graph.initializer}
     constant |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     inputs_of = {n.name: [i for i in n.input if i] for n in model.graph.node}
+    custom = {n.name for n in model.graph.node if n.domain not in _STANDARD_DOMAINS}
     refused, warnings = [], []
     for backend in backends:
         nodes = unsupported_nodes(path, backend)
@@ -92,6 +94,8 @@ def _backend_support(path, model, backends: list[str]) -> list[str]:
             seen.add((n["node"], n["op"]))
             line = f"node {n['node']!r} ({n['op']}): {backend} cannot import it ({n['reason'][:200]})"
             folded = n["node"] in inputs_of and all(i in constant for i in inputs_of[n["node"]])
+            if n["node"] in custom:
+                continue  # model_warnings names it
             if folded:
                 warnings.append(line + "; its inputs are constants, which onnx-simplifier may fold")
             else:
