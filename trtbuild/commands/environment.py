@@ -3,6 +3,8 @@ metadata and NVML only (nothing heavy is imported)."""
 
 from __future__ import annotations
 
+import importlib.util
+
 from dataclasses import asdict
 
 from trtbuild.errors import UsageError
@@ -50,8 +52,10 @@ def _precisions() -> dict[str, str]:
             found[precision] = fp16_converter(precision)
         except UsageError as exc:
             found[precision] = f"unavailable: {exc}"
-    found["int8"] = "ort-quantization"
-    found["fp8"] = "ort-quantization (engines for sm_89 and newer)"
+    # Without sympy, ONNX Runtime's symbolic shape inference is skipped before quantizing (a warning).
+    partial = "" if importlib.util.find_spec("sympy") else ", without symbolic shape inference (pip install sympy)"
+    found["int8"] = "ort-quantization" + partial
+    found["fp8"] = f"ort-quantization{partial} (engines for sm_89 and newer)"
     return found
 
 
