@@ -4,7 +4,6 @@ metadata and NVML only (nothing heavy is imported)."""
 from __future__ import annotations
 
 import importlib.util
-
 from dataclasses import asdict
 
 from trtbuild.errors import UsageError
