@@ -190,7 +190,10 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
                       after=list(gates),
                       skip_reason=cannot_build)
         verify_params = {"inputs": _read(inputs, *AT_OPT), "target": target.to_dict(), "atol": recipe.parity.atol,
-                         "rtol": recipe.parity.rtol, "max_relative_error": limit, "seed": recipe.parity.seed}
+                         "rtol": recipe.parity.rtol, "max_relative_error": limit, "seed": recipe.parity.seed,
+                         "float_noise": recipe.parity.max_relative_error if limit is None else None,
+                         "outputs": {} if limit is not None else
+                         {n: t.model_dump(exclude_none=True) for n, t in sorted(recipe.parity.outputs.items())}}
         verify = Step(loaded, "verify", load_kind("verify"), verify_params,
                       {"plan": Pick(engine, ("model.plan",)), "onnx": fp32_model} | parity_data, out / target.id, target,
                       context=runs_on, skip_reason=cannot_build or cannot_run)
