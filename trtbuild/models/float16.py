@@ -40,8 +40,23 @@ def convert(source: Path, model, precision: str, converter: str, ops_to_keep: li
     blocked = list(dict.fromkeys(KEPT_IN_FP32 + tuple(ops_to_keep)))
     converted = convert_float_to_float16(model, keep_io_types=keep_io, op_block_list=blocked,
                                          node_block_list=nodes_to_keep or None)
+    drop_repeated_nodes(converted.graph)  # a Cast it inserts once per blocked reader of a constant (YOLOv8's Resize)
     topological_sort(converted.graph)  # it appends the Casts of graph inputs after their readers
     return converted
+
+
+def drop_repeated_nodes(graph) -> None:
+    """Keep the first of identical nodes (same everything, outputs included): a second one redefines
+    its outputs, which ONNX forbids."""
+    seen, kept = set(), []
+    for node in graph.node:
+        key = node.SerializeToString(deterministic=True)
+        if key not in seen:
+            seen.add(key)
+            kept.append(node)
+    if len(kept) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(kept)
 
 
 def topological_sort(graph) -> None:
@@ -108,7 +123,7 @@ def _invalid(path: Path, error: str, precision: str) -> str:
     """What went wrong and what to do: keep the named node (or its op) in fp32, or use another converter."""
     import onnx
 
-    node = re.search(r"node \(([^)]*)\)|node '?([^' ]+)'? ", error)
+    node = re.search(r"of node \(([^)]*)\)|node: '?([^' ]+)'? ", error)
     name = next((g for g in node.groups() if g), None) if node else None
     op = next((n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node if n.name == name),
               None) if name else None
