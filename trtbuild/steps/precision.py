@@ -134,14 +134,21 @@ def _prepare(source: Path, prepared: Path) -> list[str]:
     """ONNX Runtime's pre-processing (shape inference, optimization) before quantizing. Its symbolic shape
     inference fails on graphs it cannot follow (a Range over a sequence length, in BERT) or without
     sympy: then without it, as ONNX Runtime itself suggests; tensors of unknown shape stay unquantized."""
+    import os
+
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    here = os.getcwd()
+    os.chdir(prepared.parent)  # where a failed symbolic shape inference saves its sym_shape_infer_temp.onnx
     try:
-        quant_pre_process(str(source), str(prepared))
-        return []
-    except Exception as exc:  # AssertionError, "Incomplete symbolic shape inference", ImportError (sympy)
-        reason = first_line(exc) or type(exc).__name__
-    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        try:
+            quant_pre_process(str(source), str(prepared))
+            return []
+        except Exception as exc:  # AssertionError, "Incomplete symbolic shape inference", ImportError (sympy)
+            reason = first_line(exc) or type(exc).__name__
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    finally:
+        os.chdir(here)
     return [f"quantization pre-processing without symbolic shape inference, which failed ({reason[:200]})"]
 
 
