@@ -8,6 +8,7 @@ upstream artifacts copied into the script's folder (a copy: editing it cannot re
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 from pathlib import Path
@@ -141,7 +142,7 @@ sys.exit(1 if refused else 0)
 
 def _precision(params: dict, context: dict) -> tuple[str, str]:
     from trtbuild.models.float16 import KEPT_IN_FP32
-    from trtbuild.steps.precision import QUANTIZED_OPS
+    from trtbuild.steps import precision
 
     if params["converter"] == "ort-quantization":
         calibration = params["calibration"]
@@ -151,11 +152,20 @@ def _precision(params: dict, context: dict) -> tuple[str, str]:
 from pathlib import Path
 
 import numpy as np
+import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+WEIGHTED_OPS = {precision.WEIGHTED_OPS!r}
+{inspect.getsource(precision.constant_operand_nodes)}
 CALIBRATION_FILES = {context.get("calibration_files", [])!r}
 PYTHON_PATH = {context.get("python_path", [])!r}
+
+
+def fit(array):
+    """float data as float32; token ids and other integers as the model takes them (int64)."""
+    array = np.asarray(array)
+    return array.astype(np.float32) if array.dtype.kind == "f" else array.astype(np.int64)
 
 
 def batches():
@@ -168,20 +178,19 @@ def batches():
         for part in attr.split("."):
             loader = getattr(loader, part)
         for batch in loader():
-            yield {{k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, np.float32)
-                   for k, v in batch.items()}}
+            yield {{k: fit(v.detach().cpu().numpy() if hasattr(v, "detach") else v) for k, v in batch.items()}}
         return
     names = list(PARAMS["inputs"])
     for file in CALIBRATION_FILES:
         if file.endswith(".npz"):
             with np.load(file) as npz:
                 size = PARAMS["inputs"][names[0]]["opt"][0]
-                arrays = {{n: npz[n].astype(np.float32) for n in names}}
+                arrays = {{n: fit(npz[n]) for n in names}}
             count = len(next(iter(arrays.values())))
             for i in range(0, count, size):
                 yield {{n: a[i:i + size] for n, a in arrays.items()}}
         else:
-            yield {{names[0]: np.load(file).astype(np.float32)}}
+            yield {{names[0]: fit(np.load(file))}}
 
 
 class Reader:
@@ -197,11 +206,16 @@ try:
 except Exception as exc:  # trtbuild falls back the same way
     print(f"symbolic shape inference failed ({{exc!r}}); without it", file=sys.stderr)
     quant_pre_process(INPUTS["model"], "prepared.onnx", skip_symbolic_shape=True)
+prepared = onnx.load("prepared.onnx", load_external_data=False)
+ops = {{n.op_type for n in prepared.graph.node}}
+keep = PARAMS["keep_fp32"]
+EXCLUDED = ([k for k in keep if k not in ops] + [n.name for n in prepared.graph.node if n.op_type in keep]
+            + constant_operand_nodes(prepared))
 methods = {{"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
            "percentile": CalibrationMethod.Percentile}}
 quantize_static("prepared.onnx", "model.onnx", Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                calibrate_method=methods[PARAMS["calibration"]["method"]], op_types_to_quantize={list(QUANTIZED_OPS)!r},
+                calibrate_method=methods[PARAMS["calibration"]["method"]], nodes_to_exclude=EXCLUDED,
                 extra_options={{"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}})
 print("quantized: model.onnx (for fp8, trtbuild then re-expresses these int8 ranges as float8 scales)")
 '''
