@@ -93,7 +93,8 @@ class Features(torch.nn.Module):
 def whisper():
     torch.manual_seed(0)
     config = T.WhisperConfig(num_mel_bins=80, d_model=128, encoder_layers=2, encoder_attention_heads=4,
-                             encoder_ffn_dim=256, max_source_positions=100)
+                             encoder_ffn_dim=256, decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=256,
+                             max_source_positions=100)
     return Features(T.WhisperModel(config).get_encoder()).eval()
 
 

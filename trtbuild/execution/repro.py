@@ -8,7 +8,6 @@ upstream artifacts copied into the script's folder (a copy: editing it cannot re
 
 from __future__ import annotations
 
-import inspect
 import json
 import shutil
 from pathlib import Path
@@ -156,8 +155,6 @@ import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-WEIGHTED_OPS = {precision.WEIGHTED_OPS!r}
-{inspect.getsource(precision.constant_operand_nodes)}
 CALIBRATION_FILES = {context.get("calibration_files", [])!r}
 PYTHON_PATH = {context.get("python_path", [])!r}
 
@@ -209,13 +206,13 @@ except Exception as exc:  # trtbuild falls back the same way
 prepared = onnx.load("prepared.onnx", load_external_data=False)
 ops = {{n.op_type for n in prepared.graph.node}}
 keep = PARAMS["keep_fp32"]
-EXCLUDED = ([k for k in keep if k not in ops] + [n.name for n in prepared.graph.node if n.op_type in keep]
-            + constant_operand_nodes(prepared))
+EXCLUDED = [k for k in keep if k not in ops] + [n.name for n in prepared.graph.node if n.op_type in keep]
 methods = {{"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
            "percentile": CalibrationMethod.Percentile}}
 quantize_static("prepared.onnx", "model.onnx", Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                 calibrate_method=methods[PARAMS["calibration"]["method"]], nodes_to_exclude=EXCLUDED,
+                op_types_to_quantize={list(precision.QUANTIZED_OPS)!r},
                 extra_options={{"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}})
 print("quantized: model.onnx (for fp8, trtbuild then re-expresses these int8 ranges as float8 scales)")
 '''
