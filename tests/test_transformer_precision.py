@@ -254,3 +254,26 @@ def test_a_node_the_backend_cannot_import_fails_at_check_with_the_node_and_the_f
     assert "node 'find_boxes' (NonZero): tensorrt-rtx cannot import it (NonZero plugin" in check["error"]
     assert "export the model without it" in check["error"] and "targets: [tensorrt]" in check["error"]
     assert step(report, "engine")["status"] == "skipped"
+
+
+def test_an_op_the_backend_parses_but_cannot_build_is_a_warning_at_check(project):
+    """TensorRT-RTX parses NonMaxSuppression and then has no kernel for it: the check says so, naming the
+    node; the builder stays the judge (the engine step fails with the same fix)."""
+    boxes = helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 8, 4])
+    scores = helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, 8])
+    keep = helper.make_tensor_value_info("keep", TensorProto.INT64, None)
+    limit = helper.make_tensor("limit", TensorProto.INT64, [1], [4])
+    graph = helper.make_graph([helper.make_node("NonMaxSuppression", ["boxes", "scores", "limit"], ["keep"], name="nms")],
+                              "nms", [boxes, scores], [keep], [limit])
+    project.write_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8))
+    data = recipe_dict("conv.onnx")
+    del data["inputs"]
+    data["onnx"]["simplify"] = False
+    project.write_recipe(data)
+    code, report = project.build()
+    assert code == 1
+    warnings = step(report, "check")["meta"]["warnings"]
+    assert any("node 'nms' (NonMaxSuppression): tensorrt-rtx parses it but its builder has no implementation" in w
+               for w in warnings), warnings
+    assert "has no runners" in step(report, "engine")["error"]
+    assert "export the model without it" in step(report, "engine")["error"]

@@ -18,6 +18,17 @@ FIXES = {
     "tensorrt": "TensorRT has no importer for it: export the model without it, or provide a plugin",
 }
 
+# Ops a backend's parser takes while its builder has no implementation for them: TensorRT-RTX 1.7.1 parses
+# NonMaxSuppression, then fails the build ("... has no runners that implement it"; bench/README.md).
+PARSED_NOT_BUILT = {"tensorrt-rtx": ("NonMaxSuppression",)}
+
+
+def unbuildable_nodes(model, backend: str) -> list[str]:
+    """Warnings for nodes whose op `backend` parses but (as measured) cannot build."""
+    ops = PARSED_NOT_BUILT.get(backend, ())
+    return [f"node {n.name!r} ({n.op_type}): {backend} parses it but its builder has no implementation for it, so "
+            f"the engine step will likely fail: {FIXES[backend]}" for n in model.graph.node if n.op_type in ops]
+
 
 def unsupported_nodes(onnx_path: Path, backend: str) -> list[dict] | None:
     """[{"node", "op", "reason"}] for each node `backend`'s parser cannot import; None when the backend

@@ -75,7 +75,7 @@ def _backend_support(path, model, backends: list[str]) -> list[str]:
     """Ask each backend's parser which nodes it cannot import: a failure naming each, and the fix, before
     any engine step. A node whose inputs are all constants is a warning (onnx-simplifier may fold it), and
     a custom op is left to the engine step (a plugin library may provide it there)."""
-    from trtbuild.backends.support import FIXES, unsupported_nodes
+    from trtbuild.backends.support import FIXES, unbuildable_nodes, unsupported_nodes
 
     constant = {i.name for i in model.graph.initializer}
     constant |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
@@ -87,6 +87,7 @@ def _backend_support(path, model, backends: list[str]) -> list[str]:
         if nodes is None:
             warnings.append(f"{backend} could not be asked which ops it imports here; its engine step will tell")
             continue
+        warnings += unbuildable_nodes(model, backend)
         seen = set()
         for n in nodes:
             if (n["node"], n["op"]) in seen:
