@@ -41,12 +41,14 @@ def test_unsupported_op_names_node_and_op_type(project):
     project.write_recipe(data)
     code, report = project.build()
     assert code == 1
-    assert statuses(report) == {"check": "built", "engine": "failed"}
-    error = report["steps"][1]["error"]
-    assert "node 'det_node' (Det): TensorRT has no importer for this op" in error
-    assert [a["step"] for a in project.actions()] == ["check"]
+    # The check asks the backend's parser, before any engine step.
+    assert statuses(report) == {"check": "failed", "engine": "skipped"}
+    error = report["steps"][0]["error"]
+    assert "node 'det_node' (Det): tensorrt-rtx cannot import it" in error
+    assert "export the model without it" in error
+    assert project.actions() == []
     code, again = project.build("--dry-run")
-    assert again["steps"][1]["reason"] == "last attempt failed"
+    assert again["steps"][0]["reason"] == "last attempt failed"
 
 
 def test_recipe_that_does_not_match_the_model_exits_2(project):

@@ -36,11 +36,25 @@ def failed_step(report: dict, name: str) -> dict:
 def test_an_op_tensorrt_cannot_import_is_reproduced(project, tmp_path, capsys):
     project.write_model(conv_model(extra_op="Det"))
     code, report = project.build()
-    engine = failed_step(report, "engine")
-    assert engine["repro"].endswith("repro.py") and f"repro: {engine['repro']}" in capsys.readouterr().err
-    done = run_alone(Path(engine["repro"]), tmp_path)
-    assert done.returncode != 0
-    assert "(Det)" in done.stderr and "the ONNX parser failed" in done.stderr
+    check = failed_step(report, "check")  # the backend's parser, asked at check
+    assert check["repro"].endswith("repro.py") and f"repro: {check['repro']}" in capsys.readouterr().err
+    done = run_alone(Path(check["repro"]), tmp_path)
+    assert done.returncode == 1
+    assert "node 'det_node' (Det): tensorrt-rtx cannot import it" in done.stdout
+
+
+def test_a_failed_accuracy_gate_is_reproduced_with_its_table(project, tmp_path):
+    from test_precision import quantized_recipe, write_calibration
+
+    write_calibration(project.root)
+    project.write_recipe(quantized_recipe(max_relative_error=1e-9))
+    code, report = project.build()
+    accuracy = failed_step(report, "accuracy")
+    rel_l2 = accuracy["meta"]["accuracy"]["outputs"][0]["rel_l2"]
+    done = run_alone(Path(accuracy["repro"]), tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "relative L2 error <= 1e-09" in done.stdout and "FAIL" in done.stdout
+    assert f"{rel_l2:.3e}" in done.stdout  # the same inputs, the same error
 
 
 NET = '''
@@ -106,4 +120,4 @@ def test_repro_writes_a_script_for_any_step(project, tmp_path):
     script = Path(done.stdout.strip())
     ran = run_alone(script, tmp_path)
     assert ran.returncode == 0, ran.stderr
-    assert "outputs match the original on ONNX Runtime: True" in ran.stdout
+    assert "output 'y': relative L2 error " in ran.stdout and "DIFFERS" not in ran.stdout

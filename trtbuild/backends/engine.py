@@ -76,6 +76,9 @@ def build_engine(
     seconds = time.perf_counter() - started
     if plan is None:
         detail = "\n  ".join(logger.errors) or "no details from TensorRT"
+        if "has no runners that implement it" in detail:  # parsed, but no kernel for it in this backend
+            detail += ("\n  the backend has no implementation for that layer: export the model without it (NMS and "
+                       "other post-processing run after the engine), or build for another backend")
         if "OutOfMemory" in detail:  # the builder sizes its requests by the limit it was given
             limit = f"{workspace >> 30}GiB" if workspace % 2**30 == 0 else f"{workspace >> 20}MiB"
             detail += (f"\n  the builder's workspace limit is engine.workspace: {limit}; raise it (a larger "

@@ -3,6 +3,7 @@ metadata and NVML only (nothing heavy is imported)."""
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import asdict
 
 from trtbuild.errors import UsageError
@@ -13,7 +14,7 @@ from trtbuild.backends.target import INSTALL_HINT, installed_version, resolve_ta
 
 FRAMEWORK_DISTS = {"pytorch": ("torch", "torchvision"), "tensorflow": ("tensorflow", "tensorflow-cpu", "tf2onnx"),
                    "keras": ("keras",)}
-TOOLS = ("onnx", "onnxsim", "onnxruntime", "onnxconverter-common", "nvidia-modelopt", "polygraphy")
+TOOLS = ("onnx", "onnxsim", "onnxruntime", "sympy", "nvidia-modelopt", "polygraphy")
 
 
 def describe() -> dict:
@@ -50,8 +51,10 @@ def _precisions() -> dict[str, str]:
             found[precision] = fp16_converter(precision)
         except UsageError as exc:
             found[precision] = f"unavailable: {exc}"
-    found["int8"] = "ort-quantization"
-    found["fp8"] = "ort-quantization (engines for sm_89 and newer)"
+    # Without sympy, ONNX Runtime's symbolic shape inference is skipped before quantizing (a warning).
+    partial = "" if importlib.util.find_spec("sympy") else ", without symbolic shape inference (pip install sympy)"
+    found["int8"] = "ort-quantization" + partial
+    found["fp8"] = f"ort-quantization{partial} (engines for sm_89 and newer)"
     return found
 
 

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from trtbuild import __version__
+from trtbuild.execution import repro_checks
 
 _HEADER = '''#!/usr/bin/env python3
 """{what}
@@ -30,7 +31,8 @@ INPUTS = json.loads({inputs!r})
 
 def write_repro(job: dict, folder: Path, label: str, scratch: Path | None = None) -> Path:
     """Write folder/repro.py for `job` (the request a worker got); inputs under `scratch` (a step's
-    temporary folder) are copied into `folder`, with an ONNX model's external data beside it."""
+    temporary folder) are copied into `folder`, with the files staged beside each (an ONNX model's
+    external data, an export's reference outputs)."""
     folder.mkdir(parents=True, exist_ok=True)
     inputs = {}
     for name, path in job["inputs"].items():
@@ -38,8 +40,9 @@ def write_repro(job: dict, folder: Path, label: str, scratch: Path | None = None
         if scratch is not None and scratch in path.parents:
             kept = folder / name
             kept.mkdir(exist_ok=True)
-            for part in [path, *path.parent.glob(f"{path.name}.data")]:
-                shutil.copyfile(part, kept / part.name)
+            for part in path.parent.iterdir():  # its external data; an export's reference outputs
+                if part.is_file():
+                    shutil.copyfile(part, kept / part.name)
             path = kept / path.name
         inputs[name] = str(path)
     what, body = _BODIES[job["kind"]](job["params"], job["context"])
@@ -95,30 +98,51 @@ print("built model.plan")
 '''
 
 
-def _simplify(params: dict, context: dict) -> tuple[str, str]:
-    return "onnx-simplifier: simplify, checked once on ONNX Runtime at the inputs' opt shapes.", '''
-import onnx
-import onnxsim
-
-shapes = {name: spec["opt"] for name, spec in PARAMS["inputs"].items()}
-model, same = onnxsim.simplify(INPUTS["model"], check_n=1, test_input_shapes=shapes)
-onnx.save(model, "model.onnx")
-print("simplified; outputs match the original on ONNX Runtime:", same)
-sys.exit(0 if same else 1)
-'''
-
-
 def _check(params: dict, context: dict) -> tuple[str, str]:
-    return "onnx: the checker (full_check) and strict shape inference, whose complaints trtbuild reports as warnings.", '''
+    return "onnx: the checker (full_check) and strict shape inference, whose complaints trtbuild reports as " \
+        "warnings; then each target backend's parser (supports_model_v2): the nodes it refuses fail the step.", \
+        '''
+import importlib
+
 import onnx
 
-onnx.checker.check_model(INPUTS["model"], full_check=True)
-onnx.shape_inference.infer_shapes_path(INPUTS["model"], "inferred.onnx", check_type=True, strict_mode=True)
-print("onnx checker and strict shape inference: no complaints")
+for label, check in (("onnx checker", lambda: onnx.checker.check_model(INPUTS["model"], full_check=True)),
+                     ("strict shape inference", lambda: onnx.shape_inference.infer_shapes_path(
+                         INPUTS["model"], "inferred.onnx", check_type=True, strict_mode=True))):
+    try:
+        check()
+        print(f"{label}: no complaints")
+    except Exception as exc:
+        print(f"{label} (a warning in trtbuild): {exc}")
+model = onnx.load(INPUTS["model"], load_external_data=False)
+constant = {i.name for i in model.graph.initializer}
+constant |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+# trtbuild leaves custom ops to the engine step (a plugin may provide them), and nodes on constants to
+# onnx-simplifier, which may fold them
+passed = {n.name for n in model.graph.node
+          if n.domain not in ("", "ai.onnx", "ai.onnx.ml") or all(i in constant for i in n.input if i)}
+refused = 0
+for backend in PARAMS["backends"]:
+    trt = importlib.import_module({"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}[backend])
+    logger = trt.Logger(trt.Logger.INTERNAL_ERROR)
+    network = trt.Builder(logger).create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    with open(INPUTS["model"], "rb") as f:
+        supported = parser.supports_model_v2(f.read(), INPUTS["model"])
+    for i in range(parser.num_errors):
+        error = parser.get_error(i)
+        if error.code() == trt.ErrorCode.UNSUPPORTED_NODE and error.node_name() not in passed:
+            refused += 1
+            print(f"node {error.node_name()!r} ({error.node_operator()}): {backend} cannot import it: {error.desc()}")
+    print(f"{backend}: supports the model: {supported}")
+sys.exit(1 if refused else 0)
 '''
 
 
 def _precision(params: dict, context: dict) -> tuple[str, str]:
+    from trtbuild.models.float16 import KEPT_IN_FP32
+    from trtbuild.steps import precision
+
     if params["converter"] == "ort-quantization":
         calibration = params["calibration"]
         source = (f"the loader {calibration['loader']}" if calibration["loader"]
@@ -127,11 +151,18 @@ def _precision(params: dict, context: dict) -> tuple[str, str]:
 from pathlib import Path
 
 import numpy as np
+import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 CALIBRATION_FILES = {context.get("calibration_files", [])!r}
 PYTHON_PATH = {context.get("python_path", [])!r}
+
+
+def fit(array):
+    """float data as float32; token ids and other integers as the model takes them (int64)."""
+    array = np.asarray(array)
+    return array.astype(np.float32) if array.dtype.kind == "f" else array.astype(np.int64)
 
 
 def batches():
@@ -144,20 +175,19 @@ def batches():
         for part in attr.split("."):
             loader = getattr(loader, part)
         for batch in loader():
-            yield {{k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, np.float32)
-                   for k, v in batch.items()}}
+            yield {{k: fit(v.detach().cpu().numpy() if hasattr(v, "detach") else v) for k, v in batch.items()}}
         return
     names = list(PARAMS["inputs"])
     for file in CALIBRATION_FILES:
         if file.endswith(".npz"):
             with np.load(file) as npz:
                 size = PARAMS["inputs"][names[0]]["opt"][0]
-                arrays = {{n: npz[n].astype(np.float32) for n in names}}
+                arrays = {{n: fit(npz[n]) for n in names}}
             count = len(next(iter(arrays.values())))
             for i in range(0, count, size):
                 yield {{n: a[i:i + size] for n, a in arrays.items()}}
         else:
-            yield {{names[0]: np.load(file).astype(np.float32)}}
+            yield {{names[0]: fit(np.load(file))}}
 
 
 class Reader:
@@ -168,12 +198,21 @@ class Reader:
         return next(self.data, None)
 
 
-quant_pre_process(INPUTS["model"], "prepared.onnx")
+try:
+    quant_pre_process(INPUTS["model"], "prepared.onnx")
+except Exception as exc:  # trtbuild falls back the same way
+    print(f"symbolic shape inference failed ({{exc!r}}); without it", file=sys.stderr)
+    quant_pre_process(INPUTS["model"], "prepared.onnx", skip_symbolic_shape=True)
+prepared = onnx.load("prepared.onnx", load_external_data=False)
+ops = {{n.op_type for n in prepared.graph.node}}
+keep = PARAMS["keep_fp32"]
+EXCLUDED = [k for k in keep if k not in ops] + [n.name for n in prepared.graph.node if n.op_type in keep]
 methods = {{"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
            "percentile": CalibrationMethod.Percentile}}
 quantize_static("prepared.onnx", "model.onnx", Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                calibrate_method=methods[PARAMS["calibration"]["method"]],
+                calibrate_method=methods[PARAMS["calibration"]["method"]], nodes_to_exclude=EXCLUDED,
+                op_types_to_quantize={list(precision.QUANTIZED_OPS)!r},
                 extra_options={{"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}})
 print("quantized: model.onnx (for fp8, trtbuild then re-expresses these int8 ranges as float8 scales)")
 '''
@@ -191,18 +230,23 @@ converted = convert_to_mixed_precision(
 onnx.save(converted, "model.onnx")
 print("converted: model.onnx")
 '''
-    return "onnxconverter-common: float32 -> float16, the converter's fp32 ops plus keep_fp32.", '''
+    return "onnxruntime's float16 converter: float32 -> float16, trtbuild's fp32 ops plus keep_fp32; then " \
+        "ONNX Runtime loads the result, as the precision step checks.", f'''
 import onnx
-from onnxconverter_common import float16
+import onnxruntime
+from onnxruntime.transformers.float16 import convert_float_to_float16
 
+KEPT_IN_FP32 = {list(KEPT_IN_FP32)!r}
 model = onnx.load(INPUTS["model"])
-ops = {n.op_type for n in model.graph.node}
-converted = float16.convert_float_to_float16(
+ops = {{n.op_type for n in model.graph.node}}
+converted = convert_float_to_float16(
     model, keep_io_types=PARAMS["keep_io_types"],
-    op_block_list=float16.DEFAULT_OP_BLOCK_LIST + [k for k in PARAMS["keep_fp32"] if k in ops],
+    op_block_list=KEPT_IN_FP32 + [k for k in PARAMS["keep_fp32"] if k in ops],
     node_block_list=[k for k in PARAMS["keep_fp32"] if k not in ops] or None)
 onnx.save(converted, "model.onnx")
-print("converted: model.onnx")
+onnxruntime.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])  # raises on an invalid model
+onnx.checker.check_model("model.onnx")
+print("converted: model.onnx, loads in ONNX Runtime")
 '''
 
 
@@ -315,5 +359,5 @@ for name, path in INPUTS.items():
 '''
 
 
-_BODIES = {"engine": _engine, "simplify": _simplify, "check": _check, "precision": _precision, "export": _export,
-           "parity": _onnxruntime, "accuracy": _onnxruntime, "verify": _onnxruntime}
+_BODIES = {"engine": _engine, "simplify": repro_checks.simplify, "check": _check, "precision": _precision,
+           "export": _export, "parity": repro_checks.parity, "accuracy": repro_checks.accuracy, "verify": _onnxruntime}

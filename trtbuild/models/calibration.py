@@ -1,6 +1,6 @@
 """Calibration batches for int8 / fp8: from .npy / .npz files (every file a glob matches, in name
-order) or from the user's loader, each array checked against the model's input and cast to its type.
-Data that does not fit is a recipe error naming the file, the expected and the actual shape or type."""
+order, unless `batches` limits them) or from the user's loader (all it yields, unless `batches` limits
+it), each array checked against the model's input and cast to its type. Data that does not fit is a recipe error naming the file, the expected and the actual shape or type."""
 
 from __future__ import annotations
 
@@ -11,26 +11,33 @@ from pathlib import Path
 from trtbuild.errors import StepError
 
 
-def calibration_batches(job, model) -> list[dict]:
-    """Up to `batches` batches of {input name: array}. The files a loader reads are recorded by the
-    worker, as for any step that runs the user's code (trtbuild.store.discovered)."""
+def calibration_batches(job, model) -> tuple[list[dict], str | None]:
+    """{input name: array} batches: all the data gives, or the first `batches`; and what was left unused
+    past `batches` (for a warning), or None. The files a loader reads are recorded by the worker, as
+    for any step that runs the user's code (trtbuild.store.discovered)."""
     from trtbuild.models.onnx_io import complete_inputs
 
     spec = job.params["calibration"]
     inputs = complete_inputs(model, job.params["inputs"])
     where = job.context.get("where", "precision.calibration")
+    leftover = None
     if spec["loader"]:
         sys.path[:0] = job.context["python_path"]
-        batches = _from_loader(spec["loader"], inputs, spec["batches"], where)
+        batches, more = _from_loader(spec["loader"], inputs, spec["batches"], where)
+        leftover = f"further batches of {spec['loader']}" if more else None
     else:
-        files = [Path(f) for f in job.context["calibration_files"]]
-        batches = _from_files(files, inputs, spec["batches"], where)
+        files = [Path(f) for f in job.context["calibration_files"]]  # planning passes only those to read
+        batches, cut = _from_files(files, inputs, spec["batches"], where)
+        unread = job.context.get("calibration_unread", 0)
+        parts = [f"{cut} batch(es) of the last file read"] * bool(cut) + [f"{unread} file(s) the glob matches"] * bool(unread)
+        leftover = " and ".join(parts) or None
     if not batches:
         raise StepError(f"{where}: precision.calibration produced no batches", user_error=True)
-    return batches
+    return batches, leftover
 
 
-def _from_loader(name: str, inputs: dict, limit: int, where: str) -> list[dict]:
+def _from_loader(name: str, inputs: dict, limit: int | None, where: str) -> tuple[list[dict], bool]:
+    """The loader's batches, up to `limit`; and whether it had more."""
     import numpy as np
 
     module, _, attr = name.partition(":")
@@ -39,15 +46,15 @@ def _from_loader(name: str, inputs: dict, limit: int, where: str) -> list[dict]:
         loader = getattr(loader, part)
     batches = []
     for i, batch in enumerate(loader()):
+        if len(batches) == limit:
+            return batches, True
         origin = f"batch {i} of {name}"
         missing = [n for n in inputs if n not in batch]
         if missing:
             raise StepError(f"{where}: {origin} has no array for inputs {missing} (it has {sorted(batch)})",
                             user_error=True)
         batches.append({n: fit(_numpy(batch[n], np), n, inputs[n], origin, where) for n in inputs})
-        if len(batches) == limit:
-            break
-    return batches
+    return batches, False
 
 
 def _numpy(value, np):
@@ -57,13 +64,17 @@ def _numpy(value, np):
     return np.asarray(value)
 
 
-def _from_files(files: list[Path], inputs: dict, limit: int, where: str) -> list[dict]:
+def _from_files(files: list[Path], inputs: dict, limit: int | None, where: str) -> tuple[list[dict], int]:
+    """Batches from every file, in name order, up to `limit`; and how many batches past it were cut."""
     import numpy as np
 
+    if any(f.suffix not in (".npy", ".npz") for f in files):  # planning refuses these; a file renamed since
+        raise StepError(f"{where}: calibration data other than .npy / .npz files needs a loader: "
+                        "precision.calibration.loader: 'module:callable'", user_error=True)
     if files[0].suffix == ".npz":
         batch_size = next(iter(inputs.values()))["opt"][0]
         batches = []
-        for file in files:  # every shard, in name order, until `batches` batches
+        for file in files:  # every shard, in name order
             with np.load(file) as npz:
                 missing = [n for n in inputs if n not in npz.files]
                 if missing:
@@ -72,12 +83,12 @@ def _from_files(files: list[Path], inputs: dict, limit: int, where: str) -> list
                 arrays = {n: fit(npz[n], n, inputs[n], str(file), where, batched=True) for n in inputs}
             count = len(next(iter(arrays.values())))
             batches += [{n: a[i:i + batch_size] for n, a in arrays.items()} for i in range(0, count, batch_size)]
-        return batches[:limit]
+        return batches[:limit], max(0, len(batches) - (limit or len(batches)))
     if len(inputs) != 1:
         raise StepError(f"{where}: calibration .npy files feed single-input models; this model has inputs "
                         f"{list(inputs)}: use .npz files keyed by input name", user_error=True)
     name, spec = next(iter(inputs.items()))
-    return [{name: fit(np.load(f), name, spec, str(f), where)} for f in files[:limit]]
+    return [{name: fit(np.load(f), name, spec, str(f), where)} for f in files[:limit]], max(0, len(files) - (limit or len(files)))
 
 
 def fit(array, name: str, spec: dict, origin: str, where: str, batched: bool = False):

@@ -141,14 +141,21 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         steps.append(export)
         model = Pick(export, ONNX_FILES)  # not reference.npz: float noise there must not rebuild anything
 
+    # --target beats --backend beats the recipe's targets beats engine.backend.
+    resolved = [(spec, *machine.resolve(spec))
+                for spec in targets or ([backend] if backend else None) or recipe.targets or [recipe.engine.backend]]
     check = Step(
-        loaded, "check", load_kind("check"), {"inputs": _read(inputs, "dtype", "shape")}, {"model": model}, out,
-        context={"where": _where(loaded)},
+        loaded, "check", load_kind("check"),
+        {"inputs": _read(inputs, "dtype", "shape"),
+         "backends": sorted({t.backend for _, t, cannot_build in resolved if cannot_build is None})},
+        {"model": model}, out, context={"where": _where(loaded)},
     )
     steps.append(check)
     gates = [check]
     if export is not None and recipe.parity.enabled:
         params = {"atol": recipe.parity.atol, "rtol": recipe.parity.rtol, "framework": recipe.source.framework,
+                  "max_relative_error": recipe.parity.max_relative_error,
+                  "outputs": {n: t.model_dump(exclude_none=True) for n, t in sorted(recipe.parity.outputs.items())},
                   "inputs_from": recipe.parity.data or f"random, seed {recipe.parity.seed}"}
         parity = Step(loaded, "parity", load_kind("parity"), params, {"onnx": export}, out, after=[check])
         steps.append(parity)
@@ -173,9 +180,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         steps += [precision, accuracy]
         gates.append(accuracy)
         model = precision
-    # --target beats --backend beats the recipe's targets beats engine.backend.
-    for spec in targets or ([backend] if backend else None) or recipe.targets or [recipe.engine.backend]:
-        target, cannot_build = machine.resolve(spec)
+    for spec, target, cannot_build in resolved:
         if recipe.engine.precision == "fp8":
             cannot_build = cannot_build or _fp8_unsupported(loaded, spec, target)
         engine_params = {
@@ -191,7 +196,10 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
                       after=list(gates),
                       skip_reason=cannot_build)
         verify_params = {"inputs": _read(inputs, *AT_OPT), "target": target.to_dict(), "atol": recipe.parity.atol,
-                         "rtol": recipe.parity.rtol, "max_relative_error": limit, "seed": recipe.parity.seed}
+                         "rtol": recipe.parity.rtol, "max_relative_error": limit, "seed": recipe.parity.seed,
+                         "float_noise": recipe.parity.max_relative_error if limit is None else None,
+                         "outputs": {} if limit is not None else
+                         {n: t.model_dump(exclude_none=True) for n, t in sorted(recipe.parity.outputs.items())}}
         verify = Step(loaded, "verify", load_kind("verify"), verify_params,
                       {"plan": Pick(engine, ("model.plan",)), "onnx": fp32_model} | parity_data, out / target.id, target,
                       context=runs_on, skip_reason=cannot_build or cannot_run)
@@ -225,8 +233,10 @@ def _precision_step(loaded: LoadedRecipe, inputs: dict, model, out: Path, cache:
         calibration = {"method": cal.method, "batches": cal.batches, "loader": cal.loader, "data": bool(cal.data)}
         if cal.data:
             found = sorted({p.resolve() for p in loaded.file.parent.glob(cal.data) if p.is_file()})
-            files["calibration"] = SourceFiles(found[0], tuple(found), beside_main=False)  # named by path
-            context["calibration_files"] = [str(p) for p in found]
+            read = _calibration_read(loaded, found, cal.batches, inputs)
+            files["calibration"] = SourceFiles(read[0], tuple(read), beside_main=False)  # named by path
+            context["calibration_files"] = [str(p) for p in read]
+            context["calibration_unread"] = len(found) - len(read)
             context["where"] = loaded.where("precision", "calibration", "data")
         else:
             search = [loaded.resolve(p) for p in recipe.source.python_path]
@@ -242,16 +252,27 @@ def _precision_step(loaded: LoadedRecipe, inputs: dict, model, out: Path, cache:
                 after=after)
 
 
+def _calibration_read(loaded: LoadedRecipe, found: list[Path], limit: int | None, inputs: dict) -> list[Path]:
+    """The calibration files the step reads (all, unless precision.calibration.batches limits them): only
+    they are keyed. A shard is cut into batches of the inputs' opt batch (the largest, as the step may take
+    any input's); with none in the recipe, a shard counts as one batch (more files keyed, never fewer)."""
+    from trtbuild.models.calibration_files import files_to_read
+
+    batch = max((spec["opt"][0] for spec in inputs.values() if spec.get("opt")), default=1 << 62)
+    try:
+        return files_to_read(found, limit, batch)
+    except ValueError as exc:
+        raise RecipeError([f"{loaded.where('precision', 'calibration', 'data')}: precision.calibration.data: {exc}"]) \
+            from None
+
+
 def fp16_converter(precision: str) -> str:
-    """ModelOpt AutoCast when installed (fp16 and bf16), else onnxconverter-common (fp16 only)."""
+    """ModelOpt AutoCast when installed (fp16 and bf16), else onnxruntime's float16 converter (fp16 only)."""
     if importlib.util.find_spec("modelopt") is not None:
         return "modelopt"
     if precision == "bf16":
         raise UsageError("engine.precision bf16 needs NVIDIA ModelOpt: pip install 'trtbuild[modelopt]'")
-    if importlib.util.find_spec("onnxconverter_common") is None:
-        raise UsageError("engine.precision fp16 needs a converter: pip install 'trtbuild[rtx]' (onnxconverter-common) "
-                         "or 'trtbuild[modelopt]'")
-    return "onnxconverter"
+    return "ort-float16"
 
 
 def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dict, cache: Cache) -> Step:
@@ -274,9 +295,10 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dic
     code += glob_files(loaded.file.parent, source.deps)
     if code:
         files["code"] = _files(code)
+    # The framework's outputs on the parity inputs are computed during export, with parity on or off:
+    # switching parity changes the parity step, never the export.
     parity = recipe.parity
-    if parity.enabled:
-        files |= parity_data
+    files |= parity_data
     params = {
         "framework": source.framework, "opset": recipe.onnx.opset or DEFAULT_OPSET[source.framework],
         "inputs": _read(inputs, *AT_OPT),  # which dims are dynamic, not their range
@@ -285,8 +307,7 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dic
         "package": package,  # its version goes into the key with the other tools
         "outputs": source.outputs, "inputs_as_nchw": source.inputs_as_nchw,
         "input_order": list(inputs),  # PyTorch binds a lone input, or a TorchScript model's, by position
-        # the framework's outputs on the parity inputs are computed during export
-        "reference": {"seed": parity.seed} if parity.enabled else None,
+        "reference": {"seed": parity.seed},
     }
     return Step(loaded, "export", load_kind("export"), params, files, out,
                 context={"python_path": [str(p) for p in search], "where": _where(loaded)})

@@ -18,14 +18,16 @@ from trtbuild.steps import Job, Reads
 
 NAME = "check"
 MAIN_OUTPUT = "io.json"
-READS = Reads(params=("inputs",),
+READS = Reads(params=("inputs", "backends"),
               files=("model",), context=("where",))
 IMPORTS = ("onnx",)  # a spare worker loads these before this step comes
 _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 
 
 def tools(params: dict) -> tuple[str, ...]:
-    return ("onnx", "numpy")
+    from trtbuild.backends.target import BACKENDS
+
+    return ("onnx", "numpy") + tuple(BACKENDS[b][1] for b in params["backends"])  # their parsers judge the ops
 
 
 def run(job: Job) -> dict:
@@ -52,6 +54,7 @@ def run(job: Job) -> dict:
             )
     if problems:
         raise StepError("the recipe does not match the model:\n  " + "\n  ".join(problems), user_error=True)
+    warnings += _backend_support(path, model, job.params["backends"])
 
     io = {
         "ir_version": model.ir_version,
@@ -66,6 +69,44 @@ def run(job: Job) -> dict:
     return {"opset": io["opsets"].get("ai.onnx"), "inputs": [i["name"] for i in io["inputs"]],
             "outputs": [o["name"] for o in io["outputs"]], "nodes": io["nodes"], "ops": io["ops"],
             "warnings": warnings}
+
+
+def _backend_support(path, model, backends: list[str]) -> list[str]:
+    """Ask each backend's parser which nodes it cannot import: a failure naming each, and the fix, before
+    any engine step. A node whose inputs are all constants is a warning (onnx-simplifier may fold it), and
+    a custom op is left to the engine step (a plugin library may provide it there)."""
+    from trtbuild.backends.support import FIXES, unbuildable_nodes, unsupported_nodes
+
+    constant = {i.name for i in model.graph.initializer}
+    constant |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    inputs_of = {n.name: [i for i in n.input if i] for n in model.graph.node}
+    custom = {n.name for n in model.graph.node if n.domain not in _STANDARD_DOMAINS}
+    refused, warnings = [], []
+    for backend in backends:
+        nodes = unsupported_nodes(path, backend)
+        if nodes is None:
+            warnings.append(f"{backend} could not be asked which ops it imports here; its engine step will tell")
+            continue
+        warnings += unbuildable_nodes(model, backend)
+        seen = set()
+        for n in nodes:
+            if (n["node"], n["op"]) in seen:
+                continue
+            seen.add((n["node"], n["op"]))
+            line = f"node {n['node']!r} ({n['op']}): {backend} cannot import it ({n['reason'][:200]})"
+            folded = n["node"] in inputs_of and all(i in constant for i in inputs_of[n["node"]])
+            if n["node"] in custom:
+                continue  # model_warnings names it
+            if folded:
+                warnings.append(line + "; its inputs are constants, which onnx-simplifier may fold")
+            else:
+                refused.append((backend, line))
+    if refused:
+        lines = [line for _, line in refused]
+        fixes = [f"{b}: {FIXES[b]}" for b in dict.fromkeys(b for b, _ in refused)]
+        raise StepError("the engine backend cannot import the model:\n  " + "\n  ".join(lines) + "\n  fix: "
+                        + "\n  fix: ".join(fixes))
+    return warnings
 
 
 def _load(path):

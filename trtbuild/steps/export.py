@@ -1,8 +1,10 @@
 """export: a PyTorch, TensorFlow or Keras model -> ONNX, plus the framework's own outputs on the
-parity inputs (reference.npz), computed while the model is loaded so parity needs no framework."""
+parity inputs (reference.npz), computed while the model is loaded so parity needs no framework. The
+reference is made whether parity is on or not: the export's key holds no parity switch."""
 
 from __future__ import annotations
 
+from trtbuild.errors import first_line
 from trtbuild.frontends import TOOLS, ModelSpec, load_framework
 from trtbuild.models.onnx_io import complete_inputs, normalize_file
 from trtbuild.steps import Job, Reads
@@ -15,6 +17,7 @@ READS = Reads(params=("framework", "opset", "inputs", "entrypoint", "args", "kwa
               env=("KERAS_BACKEND", "TF_", "TORCH_", "PYTORCH_"))
 IMPORTS = ("numpy", "onnx")  # a spare worker loads these before this step comes
 REFERENCE = "reference.npz"
+REFERENCE_ERROR = "reference-error.txt"  # instead of REFERENCE, when the framework's run failed
 ONNX_FILES = (MAIN_OUTPUT, f"{MAIN_OUTPUT}.data")  # what steps after export read (see onnx_io)
 FRESH_PROCESS = True  # it imports the user's model code and a framework
 
@@ -49,10 +52,15 @@ def run(job: Job) -> dict:
     if any(p != out for p in job.outdir.iterdir()):
         normalize_file(out)  # the exporter wrote external data; keep one file when it fits
     reference = job.params["reference"]
-    if reference is not None:
-        spec.inputs = complete_inputs(out, spec.inputs)  # dtypes and inputs the recipe left to the model
-        feeds = example_inputs(spec.inputs, reference["seed"], job.inputs.get("data"))
-        save_reference(job.outdir / REFERENCE, feeds, framework.predict(model, spec, feeds))
+    spec.inputs = complete_inputs(out, spec.inputs)  # dtypes and inputs the recipe left to the model
+    feeds = example_inputs(spec.inputs, reference["seed"], job.inputs.get("data"))
+    try:
+        outputs = framework.predict(model, spec, feeds)
+    except Exception as exc:  # parity, when on, fails with this; the ONNX model stands without it
+        (job.outdir / REFERENCE_ERROR).write_text(f"the {spec.framework} model failed on the parity inputs: "
+                                                  f"{type(exc).__name__}: {first_line(exc)[:500]}")
+    else:
+        save_reference(job.outdir / REFERENCE, feeds, outputs)
     return meta  # the model's opset and I/O: the check step's report, which loads it anyway
 
 

@@ -1,24 +1,34 @@
-"""precision: the fp32 ONNX model -> fp16 / bf16 (ModelOpt AutoCast, else onnxconverter-common) or
-int8 / fp8 with symmetric Q/DQ nodes calibrated on data (ONNX Runtime quantization, QDQ format)."""
+"""precision: the fp32 ONNX model -> fp16 / bf16 (ModelOpt AutoCast, else onnxruntime's float16 converter),
+validated here (ONNX Runtime loads it, the ONNX checker passes it), or int8 / fp8 with symmetric Q/DQ nodes
+calibrated on data (ONNX Runtime quantization, QDQ format)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
 
+from trtbuild.models import float16
 from trtbuild.models.calibration import calibration_batches
-from trtbuild.errors import StepError
+from trtbuild.errors import StepError, first_line
 from trtbuild.models.onnx_io import save_onnx
 from trtbuild.steps import Job, Reads
 
 NAME = "precision"
 MAIN_OUTPUT = "model.onnx"
 READS = Reads(params=("precision", "converter", "keep_io_types", "keep_fp32", "calibration", "inputs"),
-              files=("model", "calibration"), context=("calibration_files", "python_path", "where"))
+              files=("model", "calibration"), context=("calibration_files", "calibration_unread", "python_path", "where"))
 IMPORTS = ("numpy", "onnx", "onnxruntime")  # a spare worker loads these before this step comes
 
-CONVERTER_TOOLS = {"modelopt": ("nvidia-modelopt",), "onnxconverter": ("onnxconverter-common",),
+CONVERTER_TOOLS = {"modelopt": ("nvidia-modelopt",), "ort-float16": ("onnxruntime",),
                    "ort-quantization": ("onnxruntime",)}
+
+# Q/DQ on the inputs of the layers that compute (Conv, MatMul, Gemm), as TensorRT's quantization guide
+# places them and fuses them into int8 / fp8 kernels. Measured on Hugging Face configs (bench/README.md):
+# ONNX Runtime's default placement also quantizes elementwise ops, which broke two ways: a Mul by a
+# constant (BERT's attention scale) becomes a quantized scalar the builder refuses ("Quantized constant
+# ... is only allowed before DQ"), and an Add of a causal mask (finfo.min) gets a range that wipes out
+# the scores (GPT-2 and Llama: relative error 1.3).
+QUANTIZED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
 def tools(params: dict) -> tuple[str, ...]:
@@ -38,35 +48,19 @@ def run(job: Job) -> dict:
     if converter == "ort-quantization":
         used = _quantize(source, out, job, ops_to_keep, nodes_to_keep, model)
     else:
-        converted = _convert(source, model, precision, converter, ops_to_keep, nodes_to_keep, job.params["keep_io_types"])
+        converted = float16.convert(source, model, precision, converter, ops_to_keep, nodes_to_keep,
+                                    job.params["keep_io_types"])
         if job.params["keep_io_types"]:
             keep_io_types(model, converted)
         save_onnx(converted, out)
+        if warnings := float16.validate(out, source, precision):
+            used["warnings"] = warnings
     return _describe(onnx.load(str(out)), precision, converter) | used
-
-
-def _convert(source: Path, model, precision: str, converter: str, ops_to_keep, nodes_to_keep, keep_io: bool):
-    """fp16 / bf16 with the converter's own list of ops that must stay fp32, plus keep_fp32's."""
-    if converter == "modelopt":
-        import re
-
-        from modelopt.onnx.autocast import convert_to_mixed_precision
-
-        return convert_to_mixed_precision(
-            str(source), low_precision_type=precision, op_types_to_exclude=ops_to_keep,
-            nodes_to_exclude=[f"^{re.escape(n)}$" for n in nodes_to_keep], keep_io_types=keep_io)
-    from onnxconverter_common import float16
-
-    # An op_block_list replaces the converter's defaults (Resize, Range, TopK...: ops whose fp16 form
-    # ONNX Runtime or TensorRT reject); keep_fp32 adds to them.
-    blocked = list(dict.fromkeys(float16.DEFAULT_OP_BLOCK_LIST + ops_to_keep))
-    return float16.convert_float_to_float16(model, keep_io_types=keep_io, op_block_list=blocked,
-                                            node_block_list=nodes_to_keep or None)
 
 
 def keep_io_types(original, converted) -> None:
     """Give every graph input and output of `converted` its type in `original`, whatever the converter
-    left at the edges (onnxconverter-common ends a model whose last op it kept in fp32, a Resize, say,
+    left at the edges (a float16 converter ends a model whose last op it kept in fp32, a Resize, say,
     with a Cast to fp16): a Cast at the edge, so a deployment's float32 buffers stay right."""
     from onnx import helper
 
@@ -107,7 +101,6 @@ def _quantize(source: Path, out: Path, job: Job, ops_to_keep, nodes_to_keep, mod
     float8 e4m3 (ONNX Runtime's own fp8 mode fits scales to the data's spread and saturates weights)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     fp8 = job.params["precision"] == "fp8"
     prepared = job.outdir.parent / "prepared.onnx"  # scratch, outside the outputs
@@ -115,15 +108,15 @@ def _quantize(source: Path, out: Path, job: Job, ops_to_keep, nodes_to_keep, mod
         upgraded = job.outdir.parent / "opset19.onnx"
         save_onnx(onnx.version_converter.convert_version(model, 19), upgraded)
         source = upgraded
-    quant_pre_process(str(source), str(prepared))
+    notes = _prepare(source, prepared)
     excluded = nodes_to_keep + [n.name for n in model.graph.node if n.op_type in ops_to_keep]
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[job.params["calibration"]["method"]]
-    batches = calibration_batches(job, model)
+    batches, leftover = calibration_batches(job, model)
     quantize_static(
         str(prepared), str(out), _Reader(batches), quant_format=QuantFormat.QDQ,
         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-        calibrate_method=method, nodes_to_exclude=excluded,
+        calibrate_method=method, nodes_to_exclude=excluded, op_types_to_quantize=list(QUANTIZED_OPS),
         # TensorRT: symmetric (zero point 0), per-channel weights, per-tensor activations, float biases.
         # fp8 asks for float weights behind Q/DQ so they are rounded once, to fp8, not via int8.
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
@@ -134,16 +127,46 @@ def _quantize(source: Path, out: Path, job: Job, ops_to_keep, nodes_to_keep, mod
         _int8_scales_to_fp8(quantized)
         _store_weights_in_fp8(quantized)
         save_onnx(quantized, out)
-    return _calibration_used(batches, job.params["calibration"]["batches"])
+    used = _calibration_used(batches, job.params["calibration"]["batches"], leftover)
+    if notes:
+        used["warnings"] = notes + used.get("warnings", [])
+    return used
 
 
-def _calibration_used(batches: list[dict], asked: int) -> dict:
-    """What calibration used, for the report; a warning when the data gave fewer batches than asked."""
+def _prepare(source: Path, prepared: Path) -> list[str]:
+    """ONNX Runtime's pre-processing (shape inference, optimization) before quantizing. Its symbolic shape
+    inference fails on graphs it cannot follow (a Range over a sequence length, in BERT) or without
+    sympy: then without it, as ONNX Runtime itself suggests; tensors of unknown shape stay unquantized."""
+    import os
+
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    here = os.getcwd()
+    os.chdir(prepared.parent)  # where a failed symbolic shape inference saves its sym_shape_infer_temp.onnx
+    try:
+        try:
+            quant_pre_process(str(source), str(prepared))
+            return []
+        except Exception as exc:  # AssertionError, "Incomplete symbolic shape inference", ImportError (sympy)
+            reason = first_line(exc) or type(exc).__name__
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    finally:
+        os.chdir(here)
+    return [f"quantization pre-processing without symbolic shape inference, which failed ({reason[:200]})"]
+
+
+def _calibration_used(batches: list[dict], asked: int | None, leftover: str | None) -> dict:
+    """What calibration used, for the report; a warning when the data gave fewer batches than asked,
+    or more than `batches` lets it use."""
     samples = sum(len(next(iter(batch.values()))) for batch in batches)
     used = {"calibration": {"batches": len(batches), "samples": samples, "batches_asked": asked}}
-    if len(batches) < asked:
+    if asked is not None and len(batches) < asked:
         used["warnings"] = [f"calibration used {len(batches)} batches ({samples} samples), fewer than the "
                             f"{asked} precision.calibration.batches asks for: the data has no more"]
+    if leftover:
+        used["warnings"] = [f"calibration used {len(batches)} batches ({samples} samples), the "
+                            f"precision.calibration.batches limit: {leftover} were not used (remove `batches` "
+                            "to calibrate on all the data)"]
     return used
 
 
