@@ -1,6 +1,7 @@
 """Calibration batches for int8 / fp8: from .npy / .npz files (every file a glob matches, in name
 order, unless `batches` limits them) or from the user's loader (all it yields, unless `batches` limits
-it), each array checked against the model's input and cast to its type. Data that does not fit is a recipe error naming the file, the expected and the actual shape or type."""
+it), each array checked against the model's input and cast to its type. Data that does not fit is a
+recipe error naming the file, the expected and the actual shape or type."""
 
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ from trtbuild.steps import Job, Reads
 NAME = "precision"
 MAIN_OUTPUT = "model.onnx"
 READS = Reads(params=("precision", "converter", "keep_io_types", "keep_fp32", "calibration", "inputs"),
-              files=("model", "calibration"), context=("calibration_files", "calibration_unread", "python_path", "where"))
+              files=("model", "calibration"),
+              context=("calibration_files", "calibration_unread", "python_path", "where"))
 IMPORTS = ("numpy", "onnx", "onnxruntime")  # a spare worker loads these before this step comes
 
 CONVERTER_TOOLS = {"modelopt": ("nvidia-modelopt",), "ort-float16": ("onnxruntime",),
