@@ -12,12 +12,10 @@ Cache names that folder; a process without one (a worker checking a step) parses
 
 from __future__ import annotations
 
-import ast
 import functools
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from importlib.machinery import PathFinder
 from pathlib import Path
@@ -34,6 +32,8 @@ def keep_index_in(folder: Path) -> None:
 def source_facts(data: bytes, filename: str = "<module>") -> dict:
     """{"digest": the syntax tree without docstrings, "imports": [(module, level)], "named": [dotted
     strings that look like trtbuild modules]}; a file that does not parse is digested by its bytes."""
+    import ast  # only when a file is new to the index: a no-op build parses nothing
+
     try:
         tree = ast.parse(data, filename)
     except (SyntaxError, ValueError):
@@ -53,7 +53,9 @@ def source_facts(data: bytes, filename: str = "<module>") -> dict:
     return {"digest": hashlib.sha256(ast.dump(tree).encode()).hexdigest(), "imports": imports, "named": named}
 
 
-def _is_docstring(statement: ast.stmt) -> bool:
+def _is_docstring(statement) -> bool:
+    import ast
+
     return (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant)
             and isinstance(statement.value.value, str))
 
@@ -189,6 +191,8 @@ def _index_file(version: str) -> Path | None:
 
 def _write_index(path: Path, index: dict) -> None:
     """Write the index; indexes of other source versions go (one installation's edits would pile up)."""
+    import tempfile
+
     try:
         with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
             json.dump(index, f)
