@@ -14,7 +14,8 @@ from filelock import FileLock
 
 from trtbuild.errors import StepError
 from trtbuild.store.hashing import write_hashed
-from trtbuild.backends.target import BACKENDS, INSTALL_HINT, Target
+from trtbuild.backends import backend
+from trtbuild.backends.target import Target
 
 # Parser error codes that mean "TensorRT cannot import this op", with the advice to give.
 _UNSUPPORTED_HINT = "TensorRT has no importer for this op: replace it in the model or provide a plugin"
@@ -34,10 +35,11 @@ def build_engine(
 
     `profiles`: the optimization profiles in index order, each {"name": str | None, "inputs": {INPUT: {"min",
     "opt", "max"}}}; static inputs need no entry."""
+    kind = backend(target.backend)
     try:
-        trt = importlib.import_module(BACKENDS[target.backend][0])
+        trt = importlib.import_module(kind.MODULE)
     except ImportError as exc:  # a farm node offering a backend it lacks, or a broken install
-        raise StepError(f"{target.backend} cannot be imported on this machine ({exc}): {INSTALL_HINT[target.backend]}, "
+        raise StepError(f"{target.backend} cannot be imported on this machine ({exc}): {kind.INSTALL_HINT}, "
                         "or on a build farm node, offer only what `trtbuild ray-node` prints there") from None
     logger = _make_logger(trt)
     builder = trt.Builder(logger)
@@ -54,22 +56,13 @@ def build_engine(
     inputs = [network.get_input(i) for i in range(network.num_inputs)]
     outputs = [network.get_output(i) for i in range(network.num_outputs)]
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
-    config.builder_optimization_level = optimization_level
-    # TF32 only when asked for: fp32 means fp32. Other precisions come from the (strongly typed) graph.
-    (config.set_flag if tf32 else config.clear_flag)(trt.BuilderFlag.TF32)
-    if target.backend == "tensorrt-rtx" and target.compute_capabilities:
-        config.num_compute_capabilities = len(target.compute_capabilities)
-        for i, cc in enumerate(target.compute_capabilities):
-            config.set_compute_capability(getattr(trt.ComputeCapability, "SM" + cc.replace(".", "")), i)
-    if target.backend == "tensorrt" and not target.gpu_model:
-        # Runs on every GPU of this compute capability, as the target id (no GPU model) promises.
-        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
+    configure_builder(trt, config, workspace, optimization_level, tf32)
+    kind.configure(trt, config, target.to_dict())
     added = add_profiles(builder, config, inputs, profiles)
     if added is None:
         profiles = []  # a network without dynamic inputs takes no profile
 
-    use_timing_cache = timing_cache is not None and target.backend == "tensorrt"  # a no-op in TensorRT-RTX
+    use_timing_cache = timing_cache is not None and kind.TIMING_CACHE  # a no-op in TensorRT-RTX
     lock = FileLock(str(timing_cache) + ".lock") if use_timing_cache else None
     if use_timing_cache:
         with lock:
@@ -100,7 +93,7 @@ def build_engine(
         "target": target.id,
         "compute_capabilities": list(target.compute_capabilities) or "portable",
         "gpu_model": target.gpu_model or None,
-        "runs_on": _runs_on(target),
+        "runs_on": kind.runs_on(target),
         "inputs": [_tensor_info(t, profiles[0]["inputs"].get(t.name) if profiles else None) for t in inputs],
         "outputs": [_tensor_info(t) for t in outputs],
         "profiles": [{"index": i, "name": p["name"] or "default",
@@ -113,12 +106,13 @@ def build_engine(
     }
 
 
-def _runs_on(target: Target) -> str:
-    if target.backend == "tensorrt-rtx":
-        return "GPUs of the target's compute capabilities" if target.compute_capabilities else "portable"
-    if target.gpu_model:
-        return f"{target.gpu_model} GPUs only (this TensorRT has no same-compute-capability build)"
-    return f"every sm_{target.compute_capabilities[0].replace('.', '')} GPU (hardware compatibility: same compute capability)"
+def configure_builder(trt, config, workspace: int, optimization_level: int, tf32: bool) -> None:
+    """What every backend's builder gets: the workspace limit, the optimization level, and TF32 only when
+    asked for (fp32 means fp32; other precisions come from the strongly typed graph). Self-contained: the
+    repro script runs this function's own source."""
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
+    config.builder_optimization_level = optimization_level
+    (config.set_flag if tf32 else config.clear_flag)(trt.BuilderFlag.TF32)
 
 
 def add_profiles(builder, config, inputs, profiles: list[dict]) -> list[str] | None:

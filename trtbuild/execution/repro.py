@@ -52,10 +52,20 @@ def write_repro(job: dict, folder: Path, label: str, scratch: Path | None = None
 
 
 def _engine(params: dict, context: dict) -> tuple[str, str]:
-    target = params["target"]
-    module = "tensorrt_rtx" if target["backend"] == "tensorrt-rtx" else "tensorrt"
-    return f"{module}: parse the ONNX model, configure, add the optimization profiles, build the plan.", f'''
-import {module} as trt
+    import inspect
+
+    from trtbuild.backends import backend
+    from trtbuild.backends.engine import configure_builder
+
+    kind = backend(params["target"]["backend"])
+    # The builder configuration is the code the engine step runs, copied: the two cannot drift.
+    functions = "\n\n".join(inspect.getsource(f) for f in (configure_builder, kind.configure))
+    return f"{kind.MODULE}: parse the ONNX model, configure, add the optimization profiles, build the plan.", f'''
+import {kind.MODULE} as trt
+
+
+{functions}
+
 
 logger = trt.Logger(trt.Logger.WARNING)
 builder = trt.Builder(logger)
@@ -68,16 +78,8 @@ for i in range(parser.num_errors):
 if not parsed:
     sys.exit("the ONNX parser failed")
 config = builder.create_builder_config()
-config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, PARAMS["workspace"])
-config.builder_optimization_level = PARAMS["optimization_level"]
-(config.set_flag if PARAMS["precision"] == "tf32" else config.clear_flag)(trt.BuilderFlag.TF32)
-caps = PARAMS["target"]["compute_capabilities"]
-if PARAMS["target"]["backend"] == "tensorrt-rtx" and caps:
-    config.num_compute_capabilities = len(caps)
-    for i, cc in enumerate(caps):
-        config.set_compute_capability(getattr(trt.ComputeCapability, "SM" + cc.replace(".", "")), i)
-if PARAMS["target"]["backend"] == "tensorrt" and not PARAMS["target"].get("gpu_model"):
-    config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
+configure_builder(trt, config, PARAMS["workspace"], PARAMS["optimization_level"], PARAMS["precision"] == "tf32")
+configure(trt, config, PARAMS["target"])  # {kind.NAME}
 inputs = [network.get_input(i) for i in range(network.num_inputs)]
 # The optimization profiles in index order (a runtime selects one by index).
 PROFILES = PARAMS["profiles"] or [{{"name": "default", "inputs": PARAMS["inputs"]}}]

@@ -22,6 +22,7 @@ from trtbuild.errors import RecipeError, UsageError
 from trtbuild.store.hashing import digest_json
 from trtbuild.recipes.loader import QUANTIZED_PRECISIONS, LoadedRecipe
 from trtbuild.frontends import DEFAULT_OPSET, require
+from trtbuild.backends import backend as backend_module
 from trtbuild.backends.gpu import remember_in
 from trtbuild.planning.sources import (distribution_of, glob_files, module_file, onnx_files, package_folder,
                                        tree_files, user_imports)
@@ -98,7 +99,7 @@ class ThisMachine:
 
     @staticmethod
     def builder(target: Target) -> dict:
-        return cuda_device(target) if target.backend == "tensorrt" else {}  # TensorRT-RTX builds without one
+        return cuda_device(target) if backend_module(target.backend).BUILDS_ON_GPU else {}  # TensorRT-RTX builds without one
 
     @staticmethod
     def runner(target: Target, precision: str) -> tuple[dict, str | None]:
@@ -177,7 +178,13 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         model = precision
     # --target beats --backend beats the recipe's targets beats engine.backend.
     for spec in targets or ([backend] if backend else None) or recipe.targets or [recipe.engine.backend]:
-        target, cannot_build = machine.resolve(spec)
+        try:
+            target, cannot_build = machine.resolve(spec)
+        except UsageError as exc:  # a recipe's target: at its line
+            if targets or backend or spec not in recipe.targets:
+                raise
+            at = recipe.targets.index(spec)
+            raise RecipeError([f"{loaded.where('targets', at)}: targets[{at}]: {exc}"]) from None
         if recipe.engine.precision == "fp8":
             cannot_build = cannot_build or _fp8_unsupported(loaded, spec, target)
         engine_params = {

@@ -9,7 +9,8 @@ import os
 
 from trtbuild.errors import StepError
 from trtbuild.steps import Job, Reads, at_each_profile, use_gpu_of
-from trtbuild.backends.target import BACKENDS, target_from_dict
+from trtbuild.backends import backend
+from trtbuild.backends.target import target_from_dict
 
 NAME = "verify"
 MAIN_OUTPUT = "verify.json"
@@ -30,7 +31,8 @@ def run(job: Job) -> dict:
     gpu = use_gpu_of(job)
     target = target_from_dict(job.params["target"])
     # Polygraphy picks its TensorRT module from this variable when first imported.
-    os.environ["POLYGRAPHY_USE_TENSORRT_RTX"] = "1" if target.backend == "tensorrt-rtx" else "0"
+    module = backend(target.backend).MODULE
+    os.environ["POLYGRAPHY_USE_TENSORRT_RTX"] = "1" if module == "tensorrt_rtx" else "0"
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
     atol, rtol, limit = job.params["atol"], job.params["rtol"], job.params["max_relative_error"]
@@ -49,7 +51,7 @@ def run(job: Job) -> dict:
             if not all(r["ok"] for r in found):
                 label = f"profile {index} ({name})" if name is not None else "the engine"
                 failures.append(f"{label}:\n{format_table(found, atol, rtol, limit)}")
-    result = {"atol": atol, "rtol": rtol, "max_relative_error": limit, "backend": BACKENDS[target.backend][0],
+    result = {"atol": atol, "rtol": rtol, "max_relative_error": limit, "backend": module,
               "gpu": gpu, "outputs": rows}
     if failures:
         raise StepError("the engine disagrees with ONNX Runtime at " + "\n".join(failures), details={"verify": result})
