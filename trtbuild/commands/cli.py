@@ -185,7 +185,7 @@ def _parser() -> argparse.ArgumentParser:
 
     triton = sub.add_parser("triton", parents=[cache_opt], help="write a Triton model repository from the built plans",
                             description="For each recipe, write REPOSITORY/NAME/config.pbtxt (platform tensorrt_plan, "
-                            "inputs, outputs, max_batch_size, an instance group per optimization profile, "
+                            "inputs, outputs, the largest batch, an instance group per optimization profile, "
                             "cc_model_filenames per compute capability, default_model_filename the portable plan) and "
                             "REPOSITORY/NAME/VERSION/ with the plans. Uses what is built, never builds: a target not "
                             "built fails (exit 1). An unchanged model folder is left alone.")
@@ -193,8 +193,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="recipe files, or directories of *.yaml / *.yml recipes")
     triton.add_argument("--repository", type=Path, required=True, metavar="DIR", help="the model repository folder")
     triton.add_argument("--version", type=positive, default=1, metavar="N", help="the model version folder (default 1)")
-    triton.add_argument("--backend", choices=["tensorrt", "tensorrt-rtx"],
-                        help="the plans of this backend only (a Triton model's plans load with one TensorRT)")
+    triton.add_argument("--backend", metavar="NAME",
+                        help="the plans of this backend only, e.g. tensorrt-rtx (a Triton model's plans load with one "
+                        "TensorRT)")
     triton.set_defaults(func=_triton)
     return parser
 
