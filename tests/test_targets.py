@@ -69,7 +69,8 @@ def test_bad_target_spec_is_a_usage_error(project, capsys):
     data["targets"] = ["cuda:sm86"]
     project.write_recipe(data)
     assert main(["build", str(project.recipe), "--cache-dir", str(project.cache)]) == 2
-    assert "targets[0]: String should match pattern" in capsys.readouterr().err
+    assert f"{project.recipe}:{next(i for i, l in enumerate(project.recipe.read_text().splitlines(), 1) if 'cuda' in l)}: " \
+        "targets[0]: unknown backend 'cuda': the backends are tensorrt, tensorrt-rtx" in capsys.readouterr().err
 
 
 def test_directory_with_a_broken_recipe_builds_the_rest_and_reports_it(project, capsys):

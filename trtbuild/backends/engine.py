@@ -14,7 +14,8 @@ from filelock import FileLock
 
 from trtbuild.errors import StepError
 from trtbuild.store.hashing import write_hashed
-from trtbuild.backends.target import BACKENDS, INSTALL_HINT, Target
+from trtbuild.backends import backend
+from trtbuild.backends.target import Target
 
 # Parser error codes that mean "TensorRT cannot import this op", with the advice to give.
 _UNSUPPORTED_HINT = "TensorRT has no importer for this op: replace it in the model or provide a plugin"
@@ -24,17 +25,21 @@ def build_engine(
     onnx_path: Path,
     plan_path: Path,
     target: Target,
-    profile: dict[str, tuple[list[int], list[int], list[int]]],
+    profiles: list[dict],
     workspace: int,
     optimization_level: int,
     timing_cache: Path | None,
     tf32: bool = False,
 ) -> dict:
-    """Parse `onnx_path`, build a strongly typed engine for `target`, write it to `plan_path`; return metadata."""
+    """Parse `onnx_path`, build a strongly typed engine for `target`, write it to `plan_path`; return metadata.
+
+    `profiles`: the optimization profiles in index order, each {"name": str | None, "inputs": {INPUT: {"min",
+    "opt", "max"}}}; static inputs need no entry."""
+    kind = backend(target.backend)
     try:
-        trt = importlib.import_module(BACKENDS[target.backend][0])
+        trt = importlib.import_module(kind.MODULE)
     except ImportError as exc:  # a farm node offering a backend it lacks, or a broken install
-        raise StepError(f"{target.backend} cannot be imported on this machine ({exc}): {INSTALL_HINT[target.backend]}, "
+        raise StepError(f"{target.backend} cannot be imported on this machine ({exc}): {kind.INSTALL_HINT}, "
                         "or on a build farm node, offer only what `trtbuild ray-node` prints there") from None
     logger = _make_logger(trt)
     builder = trt.Builder(logger)
@@ -51,20 +56,13 @@ def build_engine(
     inputs = [network.get_input(i) for i in range(network.num_inputs)]
     outputs = [network.get_output(i) for i in range(network.num_outputs)]
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
-    config.builder_optimization_level = optimization_level
-    # TF32 only when asked for: fp32 means fp32. Other precisions come from the (strongly typed) graph.
-    (config.set_flag if tf32 else config.clear_flag)(trt.BuilderFlag.TF32)
-    if target.backend == "tensorrt-rtx" and target.compute_capabilities:
-        config.num_compute_capabilities = len(target.compute_capabilities)
-        for i, cc in enumerate(target.compute_capabilities):
-            config.set_compute_capability(getattr(trt.ComputeCapability, "SM" + cc.replace(".", "")), i)
-    if target.backend == "tensorrt" and not target.gpu_model:
-        # Runs on every GPU of this compute capability, as the target id (no GPU model) promises.
-        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
-    _add_profile(builder, config, inputs, profile)
+    configure_builder(trt, config, workspace, optimization_level, tf32)
+    kind.configure(trt, config, target.to_dict())
+    added = add_profiles(builder, config, inputs, profiles)
+    if added is None:
+        profiles = []  # a network without dynamic inputs takes no profile
 
-    use_timing_cache = timing_cache is not None and target.backend == "tensorrt"  # a no-op in TensorRT-RTX
+    use_timing_cache = timing_cache is not None and kind.TIMING_CACHE  # a no-op in TensorRT-RTX
     lock = FileLock(str(timing_cache) + ".lock") if use_timing_cache else None
     if use_timing_cache:
         with lock:
@@ -98,37 +96,51 @@ def build_engine(
         "target": target.id,
         "compute_capabilities": list(target.compute_capabilities) or "portable",
         "gpu_model": target.gpu_model or None,
-        "runs_on": _runs_on(target),
-        "inputs": [_tensor_info(t, profile.get(t.name)) for t in inputs],
+        "runs_on": kind.runs_on(target),
+        "inputs": [_tensor_info(t, profiles[0]["inputs"].get(t.name) if profiles else None) for t in inputs],
         "outputs": [_tensor_info(t) for t in outputs],
+        "profiles": [{"index": i, "name": p["name"] or "default",
+                      "inputs": {n: {k: list(s[k]) for k in ("min", "opt", "max")} for n, s in p["inputs"].items()
+                                 if n in added}}
+                     for i, p in enumerate(profiles)],
         "build_seconds": round(seconds, 3),
         "plan_bytes": plan_path.stat().st_size,
         "timing_cache": str(timing_cache) if use_timing_cache else None,
     }
 
 
-def _runs_on(target: Target) -> str:
-    if target.backend == "tensorrt-rtx":
-        return "GPUs of the target's compute capabilities" if target.compute_capabilities else "portable"
-    if target.gpu_model:
-        return f"{target.gpu_model} GPUs only (this TensorRT has no same-compute-capability build)"
-    return f"every sm_{target.compute_capabilities[0].replace('.', '')} GPU (hardware compatibility: same compute capability)"
+def configure_builder(trt, config, workspace: int, optimization_level: int, tf32: bool) -> None:
+    """What every backend's builder gets: the workspace limit, the optimization level, and TF32 only when
+    asked for (fp32 means fp32; other precisions come from the strongly typed graph). Self-contained: the
+    repro script runs this function's own source."""
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
+    config.builder_optimization_level = optimization_level
+    (config.set_flag if tf32 else config.clear_flag)(trt.BuilderFlag.TF32)
 
 
-def _add_profile(builder, config, inputs, profile: dict) -> None:
-    """One optimization profile from the recipe's min/opt/max; static inputs need none."""
-    if not any(-1 in tuple(t.shape) for t in inputs):
-        return
-    opt_profile = builder.create_optimization_profile()
-    for tensor in inputs:
-        if tensor.name in profile:
-            lo, mid, hi = profile[tensor.name]
-        elif -1 in tuple(tensor.shape):
-            raise StepError(f"input {tensor.name!r} has dynamic dims {tuple(tensor.shape)}: give it min/opt/max in the recipe", True)
-        else:
-            lo = mid = hi = list(tensor.shape)
-        opt_profile.set_shape(tensor.name, lo, mid, hi)
-    config.add_optimization_profile(opt_profile)
+def add_profiles(builder, config, inputs, profiles: list[dict]) -> list[str] | None:
+    """One optimization profile per entry of `profiles`, in order; None when no input is dynamic (static
+    networks take none), else the names of the dynamic inputs. A profile the backend refuses fails the step."""
+    dynamic = [t.name for t in inputs if -1 in tuple(t.shape)]
+    if not dynamic:
+        return None
+    for index, profile in enumerate(profiles):
+        shapes = profile["inputs"]
+        opt_profile = builder.create_optimization_profile()
+        for tensor in inputs:
+            if tensor.name in shapes:
+                lo, mid, hi = (shapes[tensor.name][k] for k in ("min", "opt", "max"))
+            elif -1 in tuple(tensor.shape):
+                where = f"profile {index} ({profile['name']})" if profile["name"] else "the recipe"
+                raise StepError(f"input {tensor.name!r} has dynamic dims {tuple(tensor.shape)}: give it min/opt/max "
+                                f"in {where}", True)
+            else:
+                lo = mid = hi = list(tensor.shape)
+            opt_profile.set_shape(tensor.name, lo, mid, hi)
+        if config.add_optimization_profile(opt_profile) < 0:
+            name = f" ({profile['name']})" if profile["name"] else ""
+            raise StepError(f"TensorRT refused optimization profile {index}{name}: {shapes}", True)
+    return dynamic
 
 
 # TensorRT DataType names -> the dtype names recipes use.
@@ -136,11 +148,12 @@ _DTYPE_NAMES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT3
                 "INT8": "int8", "UINT8": "uint8", "BOOL": "bool", "FP8": "float8", "INT4": "int4"}
 
 
-def _tensor_info(tensor, profile=None) -> dict:
+def _tensor_info(tensor, shapes: dict | None = None) -> dict:
+    """Name, dtype and shape; for a dynamic input, its min / opt / max in the first profile."""
     dtype = _DTYPE_NAMES.get(tensor.dtype.name, tensor.dtype.name.lower())
     info = {"name": tensor.name, "dtype": dtype, "shape": list(tensor.shape)}
-    if profile is not None and -1 in info["shape"]:
-        info["min"], info["opt"], info["max"] = (list(p) for p in profile)
+    if shapes is not None and -1 in info["shape"]:
+        info |= {k: list(shapes[k]) for k in ("min", "opt", "max")}
     return info
 
 

@@ -15,12 +15,11 @@ from pathlib import Path
 from trtbuild.errors import UsageError
 from trtbuild.backends.gpu import detect_gpus
 
-# backend name -> (Python module, distribution)
-BACKENDS = {"tensorrt": ("tensorrt", "tensorrt"), "tensorrt-rtx": ("tensorrt_rtx", "tensorrt-rtx")}
-INSTALL_HINT = {
-    "tensorrt": "pip install 'trtbuild[tensorrt]'  (full TensorRT, on a machine with an NVIDIA GPU)",
-    "tensorrt-rtx": "pip install 'trtbuild[rtx]'  (TensorRT-RTX builds engines even without a GPU)",
-}
+from trtbuild.backends import REGISTRY, backend
+
+# Built-in backend name -> (Python module, distribution), and how to install it.
+BACKENDS = {name: (backend(name).MODULE, backend(name).DISTRIBUTION) for name in REGISTRY}
+INSTALL_HINT = {name: backend(name).INSTALL_HINT for name in REGISTRY}
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,8 @@ def installed_version(backend: str) -> str | None:
     """The backend's version, found without importing it: from the distribution that installed its
     module (tensorrt, tensorrt-cu12, tensorrt_rtx_cu13...), else from the module's own source (a
     system package such as JetPack's python3-libnvinfer has no distribution metadata)."""
-    module, dist = BACKENDS[backend]
+    found = backend_of(backend)
+    module, dist = found.MODULE, found.DISTRIBUTION
     spec = importlib.util.find_spec(module)
     if spec is None:
         return None
@@ -93,9 +93,9 @@ def _version_in_source(origin: str | None, depth: int = 2) -> str | None:
     return None
 
 
-TARGET_PATTERN = r"^(auto|tensorrt|tensorrt-rtx)(:(portable|sm\d+(\+sm\d+)*))?$"
-# Compute capabilities TensorRT-RTX can target ahead of time (ComputeCapability.SM75 ...).
-RTX_COMPUTE_CAPABILITIES = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
+# BACKEND[:ARCH]; which backends exist is the backends' business (trtbuild.backends.backend).
+TARGET_PATTERN = r"^(auto|[a-z][a-z0-9]*(-[a-z0-9]+)*)(:(portable|sm\d+(\+sm\d+)*))?$"
+RTX_COMPUTE_CAPABILITIES = backend("tensorrt-rtx").COMPUTE_CAPABILITIES
 
 
 def sm_to_cc(sm: str) -> str:
@@ -128,31 +128,7 @@ def resolve_target(spec: str) -> tuple[Target, str | None]:
             backend = "tensorrt-rtx"
         else:
             raise UsageError("no TensorRT backend found: install one of\n  " + "\n  ".join(INSTALL_HINT.values()))
-    version = installed_version(backend)
-    if backend == "tensorrt-rtx":
-        if version is None:
-            raise UsageError(f"target {spec!r}: TensorRT-RTX is not installed: {INSTALL_HINT[backend]}")
-        unknown = [cc for cc in caps if cc not in RTX_COMPUTE_CAPABILITIES]
-        if unknown:
-            raise UsageError(f"target {spec!r}: TensorRT-RTX cannot build for compute capability {', '.join(unknown)} "
-                             f"(it supports {', '.join(RTX_COMPUTE_CAPABILITIES)})")
-        return Target(backend, version, caps), None
-    gpus = detect_gpus()
-    if not caps:
-        if not gpus:
-            return Target(backend, version or "none", ("local",)), "TensorRT builds for the local GPU and there is none"
-        caps = (gpus[0].compute_capability,)
-    need = " or ".join("sm_" + cc.replace(".", "") for cc in caps)
-    if version is None:
-        return Target(backend, "none", caps), f"needs TensorRT and a GPU with {need}: {INSTALL_HINT[backend]}"
-    if len(caps) != 1:
-        raise UsageError(f"target {spec!r}: a TensorRT engine is built for one GPU architecture; list one SM per target")
-    builder = next((g for g in gpus if g.compute_capability == caps[0]), None)
-    if builder is None:
-        here = ", ".join(f"{g.name} (sm_{g.compute_capability.replace('.', '')})" for g in gpus) or "no NVIDIA GPU"
-        return Target(backend, version, caps), f"needs a GPU with {need} to build (this machine has {here})"
-    same_cc = builds_same_compute_capability() and _major(caps[0]) >= 8
-    return Target(backend, version, caps, "" if same_cc else gpu_model_id(builder.name)), None
+    return backend_of(backend).resolve(spec, caps)
 
 
 def builds_same_compute_capability() -> bool:
@@ -160,7 +136,7 @@ def builds_same_compute_capability() -> bool:
     built with it runs on every GPU of the builder's compute capability (A10, A40 and RTX 3090 are all
     sm_86). Found without importing TensorRT: the name is in its compiled bindings. When it cannot be
     found the plan is keyed by GPU model, which shares less but never hands a plan to a GPU it fails on."""
-    spec = importlib.util.find_spec(BACKENDS["tensorrt"][0])
+    spec = importlib.util.find_spec(backend("tensorrt").MODULE)
     if spec is None or not spec.submodule_search_locations:
         return False
     return _mentions(tuple(spec.submodule_search_locations), b"SAME_COMPUTE_CAPABILITY")
@@ -182,8 +158,9 @@ def gpu_model_id(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower().removeprefix("nvidia")).strip("-")
 
 
-def _major(cc: str) -> int:
-    return int(cc.split(".")[0])
+def backend_of(name: str):
+    """The module of backend `name` (trtbuild.backends)."""
+    return backend(name)
 
 
 def target_from_dict(data: dict) -> Target:
@@ -198,15 +175,7 @@ def supports_fp8(cc: str) -> bool:
 
 def usable_gpus(target: Target, precision: str = "fp32") -> list:
     """The local GPUs that run (and, for full TensorRT, build) engines of `precision` for `target`."""
-    gpus = detect_gpus()
-    if target.backend == "tensorrt-rtx":
-        # Portable TensorRT-RTX plans run on Ampere, Ada and Blackwell client GPUs (8.x, 12.x), not Hopper.
-        wanted = target.compute_capabilities
-        usable = [g for g in gpus if (g.compute_capability in wanted if wanted else
-                                      g.compute_capability.split(".")[0] in ("8", "12"))]
-    else:
-        usable = [g for g in gpus if g.compute_capability in target.compute_capabilities
-                  and target.gpu_model in ("", gpu_model_id(g.name))]
+    usable = backend_of(target.backend).usable_gpus(target, detect_gpus())
     if precision == "fp8":
         usable = [g for g in usable if supports_fp8(g.compute_capability)]
     return usable
@@ -216,10 +185,7 @@ def cannot_run_here(target: Target, precision: str = "fp32") -> str | None:
     """Why no local GPU can run engines of `precision` built for `target`; None when one can."""
     if usable_gpus(target, precision):
         return None
-    if target.backend == "tensorrt-rtx":
-        need = " or ".join(target.compute_capabilities) if target.compute_capabilities else "8.x or 12.x"
-    else:
-        need = " or ".join(target.compute_capabilities) + (f" ({target.gpu_model})" if target.gpu_model else "")
+    need = backend_of(target.backend).needs(target)
     if precision == "fp8":
         need += " (fp8: 8.9 or newer)"
     here = ", ".join(f"{g.name} ({g.compute_capability})" for g in detect_gpus()) or "no NVIDIA GPU"

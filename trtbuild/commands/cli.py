@@ -15,7 +15,7 @@ from trtbuild.commands.arguments import positive, positive_seconds, step_kinds, 
 from trtbuild.commands import signals
 from trtbuild.commands.build import cmd_build, compile_recipes, executor_for
 
-COMMANDS = ("build", "status", "dag", "repro", "gc", "schema", "env", "path", "ray-node")
+COMMANDS = ("build", "status", "dag", "repro", "gc", "schema", "env", "path", "ray-node", "triton")
 
 DESCRIPTION = """\
 Build TensorRT engines from YAML recipes, rebuilding only what is stale.
@@ -28,6 +28,8 @@ Build TensorRT engines from YAML recipes, rebuilding only what is stale.
   trtbuild schema                    print the recipe JSON Schema
   trtbuild env                       GPUs, TensorRT backends, frameworks and precisions found here
   trtbuild path NAME                 the plan of recipe NAME for this GPU and TensorRT version
+  trtbuild triton RECIPE_OR_DIR... --repository DIR
+                                     a Triton model repository from the built plans (never builds)
   trtbuild ray-node                  the `ray start` options offering this machine to a build farm
                                      (then: trtbuild RECIPES --executor ray --remote URL)
 
@@ -182,7 +184,28 @@ def _parser() -> argparse.ArgumentParser:
     path.add_argument("--target", type=target_spec, metavar="SPEC",
                       help="the plan of this target instead (\"tensorrt-rtx\", \"tensorrt:sm86\"), on any machine")
     path.set_defaults(func=commands.cmd_path)
+
+    triton = sub.add_parser("triton", parents=[cache_opt], help="write a Triton model repository from the built plans",
+                            description="For each recipe, write REPOSITORY/NAME/config.pbtxt (platform tensorrt_plan, "
+                            "inputs, outputs, the largest batch, an instance group per optimization profile, "
+                            "cc_model_filenames per compute capability, default_model_filename the portable plan) and "
+                            "REPOSITORY/NAME/VERSION/ with the plans. Uses what is built, never builds: a target not "
+                            "built fails (exit 1). An unchanged model folder is left alone.")
+    triton.add_argument("recipes", nargs="+", metavar="RECIPE_OR_DIR",
+                        help="recipe files, or directories of *.yaml / *.yml recipes")
+    triton.add_argument("--repository", type=Path, required=True, metavar="DIR", help="the model repository folder")
+    triton.add_argument("--version", type=positive, default=1, metavar="N", help="the model version folder (default 1)")
+    triton.add_argument("--backend", metavar="NAME",
+                        help="the plans of this backend only, e.g. tensorrt-rtx (a Triton model's plans load with one "
+                        "TensorRT)")
+    triton.set_defaults(func=_triton)
     return parser
+
+
+def _triton(args) -> int:
+    from trtbuild.commands.triton import cmd_triton
+
+    return cmd_triton(args)
 
 
 def _dry_run(args) -> tuple[list, list, list[str]]:

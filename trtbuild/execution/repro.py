@@ -55,10 +55,20 @@ def write_repro(job: dict, folder: Path, label: str, scratch: Path | None = None
 
 
 def _engine(params: dict, context: dict) -> tuple[str, str]:
-    target = params["target"]
-    module = "tensorrt_rtx" if target["backend"] == "tensorrt-rtx" else "tensorrt"
-    return f"{module}: parse the ONNX model, configure, add the optimization profile, build the plan.", f'''
-import {module} as trt
+    import inspect
+
+    from trtbuild.backends import backend
+    from trtbuild.backends.engine import configure_builder
+
+    kind = backend(params["target"]["backend"])
+    # The builder configuration is the code the engine step runs, copied: the two cannot drift.
+    functions = "\n\n".join(inspect.getsource(f) for f in (configure_builder, kind.configure))
+    return f"{kind.MODULE}: parse the ONNX model, configure, add the optimization profiles, build the plan.", f'''
+import {kind.MODULE} as trt
+
+
+{functions}
+
 
 logger = trt.Logger(trt.Logger.WARNING)
 builder = trt.Builder(logger)
@@ -71,24 +81,21 @@ for i in range(parser.num_errors):
 if not parsed:
     sys.exit("the ONNX parser failed")
 config = builder.create_builder_config()
-config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, PARAMS["workspace"])
-config.builder_optimization_level = PARAMS["optimization_level"]
-(config.set_flag if PARAMS["precision"] == "tf32" else config.clear_flag)(trt.BuilderFlag.TF32)
-caps = PARAMS["target"]["compute_capabilities"]
-if PARAMS["target"]["backend"] == "tensorrt-rtx" and caps:
-    config.num_compute_capabilities = len(caps)
-    for i, cc in enumerate(caps):
-        config.set_compute_capability(getattr(trt.ComputeCapability, "SM" + cc.replace(".", "")), i)
-if PARAMS["target"]["backend"] == "tensorrt" and not PARAMS["target"].get("gpu_model"):
-    config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
+configure_builder(trt, config, PARAMS["workspace"], PARAMS["optimization_level"], PARAMS["precision"] == "tf32")
+configure(trt, config, PARAMS["target"])  # {kind.NAME}
 inputs = [network.get_input(i) for i in range(network.num_inputs)]
+# The optimization profiles in index order (a runtime selects one by index).
+PROFILES = PARAMS["profiles"] or [{{"name": "default", "inputs": PARAMS["inputs"]}}]
 if any(-1 in tuple(t.shape) for t in inputs):
-    profile = builder.create_optimization_profile()
-    for t in inputs:
-        spec = PARAMS["inputs"].get(t.name)
-        shapes = (spec["min"], spec["opt"], spec["max"]) if spec else (tuple(t.shape),) * 3
-        profile.set_shape(t.name, *shapes)
-    config.add_optimization_profile(profile)
+    for index, spec in enumerate(PROFILES):
+        profile = builder.create_optimization_profile()
+        for t in inputs:
+            shape = spec["inputs"].get(t.name)
+            shapes = (shape["min"], shape["opt"], shape["max"]) if shape else (tuple(t.shape),) * 3
+            profile.set_shape(t.name, *shapes)
+        if config.add_optimization_profile(profile) < 0:
+            sys.exit(f"TensorRT refused optimization profile {{index}} ({{spec['name']}})")
+        print(f"optimization profile {{index}} ({{spec['name']}}):", {{n: s["opt"] for n, s in spec["inputs"].items()}})
 plan = builder.build_serialized_network(network, config)
 if plan is None:
     sys.exit("the builder returned no plan")

@@ -22,6 +22,7 @@ from trtbuild.errors import RecipeError, UsageError
 from trtbuild.store.hashing import digest_json
 from trtbuild.recipes.loader import QUANTIZED_PRECISIONS, LoadedRecipe
 from trtbuild.frontends import DEFAULT_OPSET, require
+from trtbuild.backends import backend as backend_module
 from trtbuild.backends.gpu import remember_in
 from trtbuild.planning.sources import (distribution_of, glob_files, module_file, onnx_files, package_folder,
                                        tree_files, user_imports)
@@ -98,7 +99,7 @@ class ThisMachine:
 
     @staticmethod
     def builder(target: Target) -> dict:
-        return cuda_device(target) if target.backend == "tensorrt" else {}  # TensorRT-RTX builds without one
+        return cuda_device(target) if backend_module(target.backend).BUILDS_ON_GPU else {}  # TensorRT-RTX builds without one
 
     @staticmethod
     def runner(target: Target, precision: str) -> tuple[dict, str | None]:
@@ -129,6 +130,9 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
     # PyTorch models carry no input types; the other sources' types come from the model when not set.
     default_dtype = "float32" if recipe.source.framework == "pytorch" else None
     inputs = {name: _input_params(spec, default_dtype) for name, spec in recipe.inputs.items()}
+    profiles = engine_profiles(recipe)
+    if profiles:  # the steps that run the model once do so at the first profile's opt shapes
+        inputs = _with_profile_ranges(inputs, profiles, default_dtype)
     steps: list[Step] = []
 
     parity_data = {"data": _files([loaded.resolve(recipe.parity.data)])} if recipe.parity.data else {}
@@ -142,7 +146,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         model = Pick(export, ONNX_FILES)  # not reference.npz: float noise there must not rebuild anything
 
     # --target beats --backend beats the recipe's targets beats engine.backend.
-    resolved = [(spec, *machine.resolve(spec))
+    resolved = [(spec, *_resolve(loaded, machine, spec, targets or backend))
                 for spec in targets or ([backend] if backend else None) or recipe.targets or [recipe.engine.backend]]
     check = Step(
         loaded, "check", load_kind("check"),
@@ -175,7 +179,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         accuracy = Step(loaded, "accuracy", load_kind("accuracy"),
                         {"inputs": _read(inputs, *AT_OPT), "precision": recipe.engine.precision,
                          "max_relative_error": limit,
-                         "seed": recipe.parity.seed},
+                         "seed": recipe.parity.seed, "profiles": _profile_opts(profiles)},
                         {"fp32": model, "model": precision} | parity_data, out / recipe.engine.precision, after=[check])
         steps += [precision, accuracy]
         gates.append(accuracy)
@@ -189,6 +193,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
             "workspace": int(recipe.engine.workspace),
             "optimization_level": recipe.engine.optimization_level,
             "target": target.to_dict(),
+            "profiles": profiles,  # None: one profile, the inputs' min / opt / max
         }
         runs_on, cannot_run = machine.runner(target, recipe.engine.precision)
         engine = Step(loaded, "engine", load_kind("engine"), engine_params, {"model": model}, out / target.id, target,
@@ -199,12 +204,25 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
                          "rtol": recipe.parity.rtol, "max_relative_error": limit, "seed": recipe.parity.seed,
                          "float_noise": recipe.parity.max_relative_error if limit is None else None,
                          "outputs": {} if limit is not None else
-                         {n: t.model_dump(exclude_none=True) for n, t in sorted(recipe.parity.outputs.items())}}
+                         {n: t.model_dump(exclude_none=True) for n, t in sorted(recipe.parity.outputs.items())},
+                         "profiles": _profile_opts(profiles)}
         verify = Step(loaded, "verify", load_kind("verify"), verify_params,
                       {"plan": Pick(engine, ("model.plan",)), "onnx": fp32_model} | parity_data, out / target.id, target,
                       context=runs_on, skip_reason=cannot_build or cannot_run)
         steps += [engine, verify]
     return steps
+
+
+def _resolve(loaded: LoadedRecipe, machine, spec: str, from_command_line) -> tuple[Target, str | None]:
+    """The target for `spec`; a recipe's own target that no backend takes is an error at its line."""
+    try:
+        return machine.resolve(spec)
+    except UsageError as exc:
+        targets = loaded.recipe.targets
+        if from_command_line or spec not in targets:
+            raise
+        at = targets.index(spec)
+        raise RecipeError([f"{loaded.where('targets', at)}: targets[{at}]: {exc}"]) from None
 
 
 def _fp8_unsupported(loaded: LoadedRecipe, spec: str, target: Target) -> str | None:
@@ -322,6 +340,33 @@ def _input_params(spec, default_dtype: str | None) -> dict:
     return {"dtype": spec.dtype or default_dtype, "shape": spec.dims, "min": lo, "opt": mid, "max": hi}
 
 
+def engine_profiles(recipe) -> list[dict] | None:
+    """The recipe's `profiles` as engine parameters: [{name, inputs: {INPUT: {min, opt, max}}}] in index order."""
+    if not recipe.profiles:
+        return None
+    return [{"name": p.name, "inputs": {n: {"min": s.min, "opt": s.opt, "max": s.max} for n, s in p.inputs.items()}}
+            for p in recipe.profiles]
+
+
+def _profile_opts(profiles: list[dict] | None) -> list[dict] | None:
+    """What steps that run the model at each profile's opt shapes read of the profiles (a new min or max
+    rebuilds the engine alone)."""
+    return [{"name": p["name"], "opt": {n: s["opt"] for n, s in p["inputs"].items()}} for p in profiles] if profiles else None
+
+
+def _with_profile_ranges(inputs: dict, profiles: list[dict], default_dtype: str | None) -> dict:
+    """Input params whose min / opt / max are the first profile's; an input only the profiles name gets
+    -1 where its range varies in any profile (the model has its other dims)."""
+    out = dict(inputs)
+    for name, shapes in profiles[0]["inputs"].items():
+        spec = out.get(name) or {"dtype": default_dtype,
+                                 "shape": [lo if all(p["inputs"][name]["min"][i] == p["inputs"][name]["max"][i] == lo
+                                                     for p in profiles) else -1
+                                           for i, lo in enumerate(shapes["min"])]}
+        out[name] = spec | {k: list(shapes[k]) for k in ("min", "opt", "max")}
+    return out
+
+
 def _read(inputs: dict, *fields: str) -> dict:
     """The part of each input spec a step reads: only that goes into its key (a new max rebuilds the engine
     alone; a step that runs the model at its opt shape reruns when opt changes)."""
@@ -413,6 +458,9 @@ def _diff(old, new, path: str = "") -> list[str]:
             else:
                 changes += _diff(old[key], new[key], sub)
         return changes
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new) and any(
+            isinstance(item, (dict, list)) for item in old):  # profiles: name the one that changed
+        return [change for i, (a, b) in enumerate(zip(old, new)) for change in _diff(a, b, f"{path}[{i}]")]
     if old == new:
         return []
     if path.startswith("inputs."):

@@ -13,8 +13,9 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ByteSize, ConfigDict, Field, StrictInt, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ByteSize, ConfigDict, Field, StrictInt, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
+from pydantic_core import PydanticCustomError
 
 from trtbuild.errors import RecipeError
 from trtbuild.recipes.limits import MAX_DIM, MAX_NAME, MAX_SEED, MAX_STEP_TIMEOUT, MAX_TARGET, MAX_WORKSPACE
@@ -121,7 +122,7 @@ class InputSpec(_Strict):
         if self.shape is None and len(given) != 3:
             raise ValueError(f"give shape (fixed dims, -1 for dynamic ones) or min, opt and max (missing: {missing})")
         shape = self.dims
-        if -1 in shape and len(given) != 3:
+        if -1 in shape and 0 < len(given) < 3:  # none at all: the ranges may be in `profiles` (Recipe checks)
             raise ValueError(f"shape {shape} has dynamic dims (-1): add {missing} (one value per dim)")
         for k in given:
             if len(ranges[k]) != len(shape):
@@ -141,6 +142,32 @@ class InputSpec(_Strict):
     @property
     def dims(self) -> list[int]:
         return spec_dims(self)
+
+
+class ProfileShapes(_Strict):
+    """One input's shapes in one optimization profile."""
+
+    min: list[Annotated[int, Field(ge=1)]]
+    opt: list[Annotated[int, Field(ge=1)]]
+    max: list[Annotated[int, Field(ge=1)]]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ProfileShapes:
+        if not len(self.min) == len(self.opt) == len(self.max):
+            raise ValueError(f"min, opt and max need one rank, got {len(self.min)}, {len(self.opt)}, {len(self.max)}")
+        for i, (lo, mid, hi) in enumerate(zip(self.min, self.opt, self.max)):
+            if not lo <= mid <= hi:
+                raise ValueError(f"dim {i} needs min <= opt <= max, got min={lo} opt={mid} max={hi}")
+        return self
+
+
+class Profile(_Strict):
+    """One optimization profile of the engine: a shape range for every dynamic input."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description='What reports call it: "short", "prefill".')
+    inputs: dict[str, ProfileShapes] = Field(
+        min_length=1, description="min / opt / max per dynamic input, e.g. {input_ids: {min: [1, 1], opt: [1, 128], "
+        "max: [8, 512]}}.")
 
 
 class OnnxOptions(_Strict):
@@ -255,6 +282,12 @@ class Recipe(_Strict):
         default_factory=dict, description="Network inputs by tensor name: only what the recipe sets (dynamic dims "
         "and their ranges, or an override). Inputs left out keep the model's static shape and type; "
         "pytorch sources list every input (the shapes to export with).")
+    profiles: list[Profile] = Field(
+        default_factory=list, validate_default=True,
+        description="Several optimization profiles in one engine, in index order (a runtime selects one by index: "
+        "TensorRT's set_optimization_profile_async, Triton's instance_group.profile). Each lists every dynamic input "
+        "with min / opt / max; `inputs` then gives dtypes and shapes (-1 for dynamic dims) but no ranges. "
+        "Default: one profile from the inputs' min / opt / max.")
     onnx: OnnxOptions = OnnxOptions()
     parity: Parity = Parity()
     precision: PrecisionOptions = PrecisionOptions()
@@ -268,6 +301,53 @@ class Recipe(_Strict):
         description='Engines to build, each "BACKEND[:ARCH]": "tensorrt-rtx" (portable), "tensorrt-rtx:sm86+sm120", '
         '"tensorrt:sm86" (needs that GPU). Default: one target from engine.backend.',
     )
+
+    @field_validator("profiles")
+    @classmethod
+    def _profiles_cover_inputs(cls, profiles: list[Profile], info: ValidationInfo) -> list[Profile]:
+        """Ranges live in `inputs` (one profile) or in `profiles`, never both; every profile gives the same
+        inputs, all the dynamic ones, with the ranks and fixed dims `inputs` says. Errors point at their key."""
+        inputs = info.data.get("inputs")
+        if inputs is None:  # `inputs` itself is invalid: reported already
+            return profiles
+        for name, spec in inputs.items():
+            ranged = [k for k in ("min", "opt", "max") if getattr(spec, k) is not None]
+            if profiles and ranged:
+                _fail(("inputs", name, ranged[0]), f"inputs.{name}.{ranged[0]}: with profiles, each profile gives the "
+                      f"ranges (profiles[i].inputs.{name}); keep only dtype and shape here")
+            if not profiles and -1 in spec.dims and not ranged:
+                _fail(("inputs", name, "shape"), f"inputs.{name}.shape: shape {spec.dims} has dynamic dims (-1): add "
+                      "min, opt and max (one value per dim), or list optimization profiles under profiles")
+        names: dict[str, int] = {}
+        for i, profile in enumerate(profiles):
+            if profile.name in names:
+                _fail(("profiles", i, "name"), f"profiles[{i}].name: {profile.name!r} is also the name of "
+                      f"profiles[{names[profile.name]}]; give each profile its own name")
+            names[profile.name] = i
+            dynamic = [n for n, spec in inputs.items() if -1 in spec.dims]
+            expected = list(profiles[0].inputs) if i else dynamic
+            missing = [n for n in dict.fromkeys(expected + dynamic) if n not in profile.inputs]
+            if missing:
+                _fail(("profiles", i, "inputs"), f"profiles[{i}] ({profile.name}): inputs: missing {', '.join(missing)}"
+                      " (every profile gives every dynamic input its min / opt / max)")
+            extra = [n for n in profile.inputs if i and n not in profiles[0].inputs]
+            if extra:
+                _fail(("profiles", i, "inputs", extra[0]), f"profiles[{i}] ({profile.name}): inputs.{extra[0]} is not "
+                      f"in profiles[0] ({profiles[0].name}): every profile gives the same inputs")
+            for name, shapes in profile.inputs.items():
+                if name not in inputs:
+                    continue  # a dynamic input of the model that `inputs` does not list: the model has its shape
+                dims = inputs[name].dims
+                at = ("profiles", i, "inputs", name)
+                if len(shapes.min) != len(dims):
+                    _fail(at, f"profiles[{i}] ({profile.name}): inputs.{name}: rank {len(shapes.min)}, but "
+                          f"inputs.{name} has shape {dims} (rank {len(dims)})")
+                for d, dim in enumerate(dims):
+                    if dim != -1 and not shapes.min[d] == shapes.opt[d] == shapes.max[d] == dim:
+                        _fail(at, f"profiles[{i}] ({profile.name}): inputs.{name}: dim {d} is fixed at {dim} by "
+                              f"inputs.{name}.shape, but the profile gives min={shapes.min[d]} opt={shapes.opt[d]} "
+                              f"max={shapes.max[d]}")
+        return profiles
 
     @model_validator(mode="after")
     def _quantized_has_calibration(self) -> Recipe:
@@ -298,6 +378,11 @@ class Recipe(_Strict):
         if any(len(self.inputs[n].dims) != 4 for n in self.source.inputs_as_nchw):
             raise ValueError("inputs_as_nchw inputs must have rank 4")
         return self
+
+
+def _fail(at: tuple, message: str):
+    """A validation error at key path `at` (a list index is an int), however deep the validator sits."""
+    raise PydanticCustomError("recipe_at", "{message}", {"message": message, "at": at})
 
 
 def validate(data: object, file: Path, lines: dict) -> dict:
@@ -331,6 +416,8 @@ def normalized(recipe: Recipe) -> dict:
 
 def _describe(err: dict, file: Path, lines: dict) -> str:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-after", "function-"))))
+    if err["type"] == "recipe_at":  # raised with the exact key path (see _fail)
+        return f"{file}:{_line_for(lines, tuple(err['ctx']['at']))}: {err['ctx']['message']}"
     where = f"{file}:{_line_for(lines, loc)}"
     if err["type"] == "extra_forbidden":
         allowed = _fields_at(loc[:-1])

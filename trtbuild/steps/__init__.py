@@ -81,5 +81,14 @@ def use_gpu_of(job: Job) -> str | None:
     return device
 
 
+def at_each_profile(inputs: dict[str, dict], profiles: list[dict] | None) -> list[tuple[int, str | None, dict]]:
+    """(index, name, input specs at that profile's opt shapes) for each optimization profile: what steps
+    that run the model once per profile feed. `profiles`: [{"name", "opt": {INPUT: shape}}], None for one."""
+    if not profiles:
+        return [(0, None, inputs)]
+    return [(i, p["name"], {n: s | ({"opt": p["opt"][n]} if n in p["opt"] else {}) for n, s in inputs.items()})
+            for i, p in enumerate(profiles)]
+
+
 def load_kind(name: str) -> ModuleType:
     return importlib.import_module(KINDS[name])

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from trtbuild.errors import StepError
 from trtbuild.models.onnx_io import save_onnx
-from trtbuild.steps import Job, Reads
+from trtbuild.steps import Job, Reads, at_each_profile
 
 NAME = "accuracy"
 MAIN_OUTPUT = "accuracy.json"
-READS = Reads(params=("inputs", "precision", "max_relative_error", "seed"),
+READS = Reads(params=("inputs", "precision", "max_relative_error", "seed", "profiles"),
               files=("fp32", "model", "data"), context=())
 IMPORTS = ("numpy", "onnx", "onnxruntime")  # a spare worker loads these before this step comes
 
@@ -29,15 +29,19 @@ def run(job: Job) -> dict:
     from trtbuild.models.tensors import (compare, degenerate, example_inputs, format_table,  # numpy: in the worker
                                          run_onnxruntime)
 
-    inputs = complete_inputs(job.inputs["fp32"], job.params["inputs"])
-    feeds = example_inputs(inputs, job.params["seed"], job.inputs.get("data"))
-    names, expected = run_onnxruntime(job.inputs["fp32"], feeds)
     model = job.inputs["model"]
     if job.params["precision"] == "bf16":
         model = _bf16_rounded_in_fp32(model, job.outdir.parent / "bf16-emulated.onnx")
-    _, actual = run_onnxruntime(model, feeds, optimize=False)
     limit = job.params["max_relative_error"]
-    rows = compare(names, expected, actual, atol=0.0, rtol=0.0, max_rel_l2=limit)
+    rows = []
+    # At each optimization profile's opt shapes (the recipe's data, if any, feeds the first).
+    for index, name, specs in at_each_profile(job.params["inputs"], job.params["profiles"]):
+        inputs = complete_inputs(job.inputs["fp32"], specs)
+        feeds = example_inputs(inputs, job.params["seed"], job.inputs.get("data") if index == 0 else None)
+        names, expected = run_onnxruntime(job.inputs["fp32"], feeds)
+        _, actual = run_onnxruntime(model, feeds, optimize=False)
+        found = compare(names, expected, actual, atol=0.0, rtol=0.0, max_rel_l2=limit)
+        rows += [r | {"profile": name} for r in found] if name is not None else found
     result = {"precision": job.params["precision"], "max_relative_error": limit, "outputs": rows}
     if not all(r["ok"] for r in rows):
         raise StepError(

@@ -11,7 +11,7 @@ from trtbuild.backends.target import target_from_dict
 
 NAME = "engine"
 MAIN_OUTPUT = "model.plan"
-READS = Reads(params=("inputs", "precision", "workspace", "optimization_level", "target"),
+READS = Reads(params=("inputs", "precision", "workspace", "optimization_level", "target", "profiles"),
               files=("model",), context=("timing_cache", "cuda_device"))
 IMPORTS = ()  # a spare worker loads these before this step comes
 # Engines build in warm workers (TensorRT loads once per worker, not once per engine). Plans are
@@ -27,14 +27,14 @@ def tools(params: dict) -> tuple[str, ...]:
 def run(job: Job) -> dict:
     gpu = use_gpu_of(job)
     params = job.params
-    profile = {name: (s["min"], s["opt"], s["max"]) for name, s in params["inputs"].items()}
+    profiles = params["profiles"] or [{"name": None, "inputs": params["inputs"]}]
     target = target_from_dict(params["target"])
     timing_cache = job.context.get("timing_cache")
     meta = build_engine(
         onnx_path=job.inputs["model"],
         plan_path=job.outdir / "model.plan",
         target=target,
-        profile=profile,
+        profiles=profiles,
         workspace=params["workspace"],
         optimization_level=params["optimization_level"],
         timing_cache=Path(timing_cache) if timing_cache else None,

@@ -8,12 +8,14 @@ import json
 import os
 
 from trtbuild.errors import StepError
-from trtbuild.steps import Job, Reads, use_gpu_of
-from trtbuild.backends.target import BACKENDS, target_from_dict
+from trtbuild.steps import Job, Reads, at_each_profile, use_gpu_of
+from trtbuild.backends import backend
+from trtbuild.backends.target import target_from_dict
 
 NAME = "verify"
 MAIN_OUTPUT = "verify.json"
-READS = Reads(params=("inputs", "target", "atol", "rtol", "max_relative_error", "seed", "float_noise", "outputs"),
+READS = Reads(params=("inputs", "target", "atol", "rtol", "max_relative_error", "seed", "float_noise", "outputs",
+                      "profiles"),
               files=("plan", "onnx", "data"), context=("cuda_device",))
 IMPORTS = ("numpy", "onnxruntime")  # a spare worker loads these before this step comes
 FRESH_PROCESS = True  # Polygraphy binds TensorRT or TensorRT-RTX once per process (see run)
@@ -30,22 +32,31 @@ def run(job: Job) -> dict:
     gpu = use_gpu_of(job)
     target = target_from_dict(job.params["target"])
     # Polygraphy picks its TensorRT module from this variable when first imported.
-    os.environ["POLYGRAPHY_USE_TENSORRT_RTX"] = "1" if target.backend == "tensorrt-rtx" else "0"
+    module = backend(target.backend).MODULE
+    os.environ["POLYGRAPHY_USE_TENSORRT_RTX"] = "1" if module == "tensorrt_rtx" else "0"
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
-    inputs = complete_inputs(job.inputs["onnx"], job.params["inputs"])
-    feeds = example_inputs(inputs, job.params["seed"], job.inputs.get("data"))
-    names, expected = run_onnxruntime(job.inputs["onnx"], feeds)
-    with TrtRunner(EngineFromBytes(job.inputs["plan"].read_bytes())) as runner:
-        outputs = runner.infer(feeds)
     atol, rtol, limit = job.params["atol"], job.params["rtol"], job.params["max_relative_error"]
-    # fp32 engines: atol / rtol, or parity's relative L2 allowance for float noise; per output as parity says.
-    rows = compare(names, expected, [outputs[n] for n in names], atol, rtol, max_rel_l2=limit,
-                   rel_l2_passes=job.params["float_noise"] or None, per_output=job.params["outputs"])
-    result = {"atol": atol, "rtol": rtol, "max_relative_error": limit, "backend": BACKENDS[target.backend][0],
+    rows, failures = [], []
+    with TrtRunner(EngineFromBytes(job.inputs["plan"].read_bytes())) as runner:
+        # Each optimization profile at its opt shapes (the recipe's data, if any, feeds the first).
+        for index, name, specs in at_each_profile(job.params["inputs"], job.params["profiles"]):
+            inputs = complete_inputs(job.inputs["onnx"], specs)
+            feeds = example_inputs(inputs, job.params["seed"], job.inputs.get("data") if index == 0 else None)
+            names, expected = run_onnxruntime(job.inputs["onnx"], feeds)
+            if name is not None:
+                runner.set_profile(index)
+            outputs = runner.infer(feeds)
+            # fp32 engines: atol / rtol, or parity's relative L2 allowance for float noise; per output as parity says.
+            found = compare(names, expected, [outputs[n] for n in names], atol, rtol, max_rel_l2=limit,
+                            rel_l2_passes=job.params["float_noise"] or None, per_output=job.params["outputs"])
+            rows += [r | {"profile": name} for r in found] if name is not None else found
+            if not all(r["ok"] for r in found):
+                label = f"profile {index} ({name})" if name is not None else "the engine"
+                failures.append(f"{label}:\n{format_table(found, atol, rtol, limit)}")
+    result = {"atol": atol, "rtol": rtol, "max_relative_error": limit, "backend": module,
               "gpu": gpu, "outputs": rows}
-    if not all(r["ok"] for r in rows):
-        raise StepError(f"the engine disagrees with ONNX Runtime:\n{format_table(rows, atol, rtol, limit)}",
-                        details={"verify": result})
+    if failures:
+        raise StepError("the engine disagrees with ONNX Runtime at " + "\n".join(failures), details={"verify": result})
     (job.outdir / MAIN_OUTPUT).write_text(json.dumps(result, indent=2))
     return {"verify": result}

@@ -1,0 +1,103 @@
+"""A backend is one module: a toy backend, written here as one file, builds a real plan (with TensorRT-RTX
+underneath), its repro script runs the toy's own configure(), `trtbuild triton` maps its plan."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+import yaml
+
+from conftest import REPO
+from test_profiles import LONG, SHORT, seq_model, seq_recipe
+
+TOY = '''"""toy-rtx: TensorRT-RTX plans for sm_86 only, always at optimization level 0."""
+
+NAME = "toy-rtx"
+MODULE = "tensorrt_rtx"
+DISTRIBUTION = "tensorrt-rtx"
+INSTALL_HINT = "pip install tensorrt-rtx"
+BUILDS_ON_GPU = False
+TIMING_CACHE = False
+
+
+def resolve(spec, caps):
+    from trtbuild.backends.target import Target, installed_version
+    from trtbuild.errors import UsageError
+
+    if caps not in ((), ("8.6",)):
+        raise UsageError(f"target {spec!r}: toy-rtx builds for sm86 only")
+    return Target(NAME, installed_version("tensorrt-rtx"), ("8.6",)), None
+
+
+def usable_gpus(target, gpus):
+    return [g for g in gpus if g.compute_capability == "8.6"]
+
+
+def needs(target):
+    return "8.6"
+
+
+def runs_on(target):
+    return "sm_86 GPUs (toy)"
+
+
+def configure(trt, config, target):
+    # toy-rtx: one compute capability, the fastest build
+    config.num_compute_capabilities = 1
+    config.set_compute_capability(trt.ComputeCapability.SM86, 0)
+    config.builder_optimization_level = 0
+'''
+
+
+def cli(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """The real CLI in a process whose path holds the toy backend's folder (its workers inherit the path)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root / "plugins"), str(REPO), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-m", "trtbuild", *args], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.slow
+def test_a_toy_backend_in_one_module_builds_reproduces_and_deploys(tmp_path):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "trtbuild_backend_toy_rtx.py").write_text(TOY)
+    onnx.save(seq_model(), tmp_path / "seq.onnx")
+    recipe = seq_recipe(short=SHORT, long=LONG) | {"targets": ["toy-rtx:sm86"]}
+    (tmp_path / "seq.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+
+    run = cli(tmp_path, "seq.yaml", "--cache-dir", "cache", "--report", "report.json")
+    assert run.returncode == 0, run.stderr
+    engine = next(s for s in json.loads((tmp_path / "report.json").read_text())["steps"] if s["step"] == "engine")
+    assert engine["target"].startswith("toy-rtx-") and engine["target"].endswith("-sm86")
+    assert (engine["meta"]["backend"], engine["meta"]["runs_on"], engine["meta"]["compute_capabilities"]) == (
+        "toy-rtx", "sm_86 GPUs (toy)", ["8.6"])
+    assert Path(engine["outputs"]["model.plan"]).stat().st_size > 0
+
+    # The repro script holds the toy's configure(), the code the step ran, and builds the same plan.
+    run = cli(tmp_path, "repro", "seq.yaml", "engine", "--cache-dir", "cache")
+    assert run.returncode == 0, run.stderr
+    script = Path(run.stdout.strip())
+    assert "# toy-rtx: one compute capability, the fastest build" in script.read_text()
+    built = subprocess.run([sys.executable, str(script)], cwd=script.parent, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    assert (script.parent / "model.plan").stat().st_size > 0
+
+    # Deploying asks the backend's metadata too: Triton maps sm_86 to the toy's plan.
+    run = cli(tmp_path, "triton", "seq.yaml", "--cache-dir", "cache", "--repository", "repo")
+    assert run.returncode == 0, run.stderr
+    config = (tmp_path / "repo" / "seq" / "config.pbtxt").read_text()
+    assert 'key: "8.6"\n  value: "model.toy-rtx.sm86.plan"' in config
+    assert "default_model_filename" not in config  # no portable plan: other GPUs get none
+
+    # Other compute capabilities are the backend's to refuse, at the recipe's line.
+    recipe["targets"] = ["toy-rtx:sm120"]
+    (tmp_path / "seq.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    run = cli(tmp_path, "seq.yaml", "--cache-dir", "cache")
+    assert run.returncode == 2
+    line = next(i for i, text in enumerate((tmp_path / "seq.yaml").read_text().splitlines(), 1) if "toy-rtx" in text)
+    assert f"seq.yaml:{line}: targets[0]: target 'toy-rtx:sm120': toy-rtx builds for sm86 only" in run.stderr

@@ -1,0 +1,58 @@
+"""Full TensorRT: builds on the GPU the plan is for (a GPU server; published on NVIDIA's package index).
+A plan runs on every GPU of its compute capability when this TensorRT offers same-compute-capability
+builds (sm_80 and newer), else on the GPU model that built it."""
+
+from __future__ import annotations
+
+NAME = "tensorrt"
+MODULE = "tensorrt"
+DISTRIBUTION = "tensorrt"
+INSTALL_HINT = "pip install 'trtbuild[tensorrt]'  (full TensorRT, on a machine with an NVIDIA GPU)"
+BUILDS_ON_GPU = True
+TIMING_CACHE = True
+
+
+def resolve(spec: str, caps: tuple[str, ...]):
+    from trtbuild.backends import target as t  # its functions by attribute: tests stand in for NVML there
+    from trtbuild.errors import UsageError
+
+    version = t.installed_version(NAME)
+    gpus = t.detect_gpus()
+    if not caps:
+        if not gpus:
+            return t.Target(NAME, version or "none", ("local",)), "TensorRT builds for the local GPU and there is none"
+        caps = (gpus[0].compute_capability,)
+    need = " or ".join("sm_" + cc.replace(".", "") for cc in caps)
+    if version is None:
+        return t.Target(NAME, "none", caps), f"needs TensorRT and a GPU with {need}: {INSTALL_HINT}"
+    if len(caps) != 1:
+        raise UsageError(f"target {spec!r}: a TensorRT engine is built for one GPU architecture; list one SM per target")
+    builder = next((g for g in gpus if g.compute_capability == caps[0]), None)
+    if builder is None:
+        here = ", ".join(f"{g.name} (sm_{g.compute_capability.replace('.', '')})" for g in gpus) or "no NVIDIA GPU"
+        return t.Target(NAME, version, caps), f"needs a GPU with {need} to build (this machine has {here})"
+    same_cc = t.builds_same_compute_capability() and int(caps[0].split(".")[0]) >= 8
+    return t.Target(NAME, version, caps, "" if same_cc else t.gpu_model_id(builder.name)), None
+
+
+def usable_gpus(target, gpus) -> list:
+    from trtbuild.backends.target import gpu_model_id
+
+    return [g for g in gpus if g.compute_capability in target.compute_capabilities
+            and target.gpu_model in ("", gpu_model_id(g.name))]
+
+
+def needs(target) -> str:
+    return " or ".join(target.compute_capabilities) + (f" ({target.gpu_model})" if target.gpu_model else "")
+
+
+def runs_on(target) -> str:
+    if target.gpu_model:
+        return f"{target.gpu_model} GPUs only (this TensorRT has no same-compute-capability build)"
+    return f"every sm_{target.compute_capabilities[0].replace('.', '')} GPU (hardware compatibility: same compute capability)"
+
+
+def configure(trt, config, target: dict) -> None:
+    """Without a GPU model in the target, the plan runs on every GPU of the builder's compute capability."""
+    if not target.get("gpu_model"):
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
