@@ -25,15 +25,14 @@ TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYP
 
 
 def cmd_triton(args) -> int:
-    from trtbuild.commands.cli import _compile
-
+    from trtbuild.commands.build import compile_recipes
     from trtbuild.execution.progress import Progress
     from trtbuild.execution.runner import Runner
     from trtbuild.store.cache import Cache
 
     cache = Cache(args.cache_dir)
     backend, args.backend, args.target = args.backend, None, None  # --backend picks plans, not targets
-    steps, problems = _compile(args, cache)
+    steps, problems = compile_recipes(args, cache)
     if problems:
         raise UsageError("\n".join(problems))
     with open(os.devnull, "w") as devnull:
