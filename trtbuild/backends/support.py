@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from trtbuild.backends.target import BACKENDS
+from trtbuild.backends import backend as backend_named
 
 # What to do about a node the backend cannot import, by backend.
 FIXES = {
@@ -27,14 +27,18 @@ def unbuildable_nodes(model, backend: str) -> list[str]:
     """Warnings for nodes whose op `backend` parses but (as measured) cannot build."""
     ops = PARSED_NOT_BUILT.get(backend, ())
     return [f"node {n.name!r} ({n.op_type}): {backend} parses it but its builder has no implementation for it, so "
-            f"the engine step will likely fail: {FIXES[backend]}" for n in model.graph.node if n.op_type in ops]
+            f"the engine step will likely fail: {fix_for(backend)}" for n in model.graph.node if n.op_type in ops]
+
+
+def fix_for(backend: str) -> str:
+    return FIXES.get(backend, f"{backend} has no importer for it: export the model without it, or provide a plugin")
 
 
 def unsupported_nodes(onnx_path: Path, backend: str) -> list[dict] | None:
     """[{"node", "op", "reason"}] for each node `backend`'s parser cannot import; None when the backend
     cannot be imported here or has no supports_model_v2 (the engine step's parse then judges)."""
     try:
-        trt = importlib.import_module(BACKENDS[backend][0])
+        trt = importlib.import_module(backend_named(backend).MODULE)
     except ImportError:
         return None
     logger = trt.Logger(trt.Logger.INTERNAL_ERROR)  # the errors come back through the parser

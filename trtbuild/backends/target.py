@@ -18,7 +18,6 @@ from trtbuild.backends.gpu import detect_gpus
 from trtbuild.backends import REGISTRY, backend
 
 # Built-in backend name -> (Python module, distribution), and how to install it.
-BACKENDS = {name: (backend(name).MODULE, backend(name).DISTRIBUTION) for name in REGISTRY}
 INSTALL_HINT = {name: backend(name).INSTALL_HINT for name in REGISTRY}
 
 

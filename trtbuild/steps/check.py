@@ -25,9 +25,9 @@ _STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 
 
 def tools(params: dict) -> tuple[str, ...]:
-    from trtbuild.backends.target import BACKENDS
+    from trtbuild.backends import backend
 
-    return ("onnx", "numpy") + tuple(BACKENDS[b][1] for b in params["backends"])  # their parsers judge the ops
+    return ("onnx", "numpy") + tuple(backend(b).DISTRIBUTION for b in params["backends"])  # their parsers judge the ops
 
 
 def run(job: Job) -> dict:
@@ -75,7 +75,7 @@ def _backend_support(path, model, backends: list[str]) -> list[str]:
     """Ask each backend's parser which nodes it cannot import: a failure naming each, and the fix, before
     any engine step. A node whose inputs are all constants is a warning (onnx-simplifier may fold it), and
     a custom op is left to the engine step (a plugin library may provide it there)."""
-    from trtbuild.backends.support import FIXES, unbuildable_nodes, unsupported_nodes
+    from trtbuild.backends.support import fix_for, unbuildable_nodes, unsupported_nodes
 
     constant = {i.name for i in model.graph.initializer}
     constant |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
@@ -103,7 +103,7 @@ def _backend_support(path, model, backends: list[str]) -> list[str]:
                 refused.append((backend, line))
     if refused:
         lines = [line for _, line in refused]
-        fixes = [f"{b}: {FIXES[b]}" for b in dict.fromkeys(b for b, _ in refused)]
+        fixes = [f"{b}: {fix_for(b)}" for b in dict.fromkeys(b for b, _ in refused)]
         raise StepError("the engine backend cannot import the model:\n  " + "\n  ".join(lines) + "\n  fix: "
                         + "\n  fix: ".join(fixes))
     return warnings
