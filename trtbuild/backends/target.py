@@ -17,7 +17,7 @@ from trtbuild.backends.gpu import detect_gpus
 
 from trtbuild.backends import REGISTRY, backend
 
-# Built-in backend name -> (Python module, distribution), and how to install it.
+# Built-in backend name -> how to install it.
 INSTALL_HINT = {name: backend(name).INSTALL_HINT for name in REGISTRY}
 
 
