@@ -269,7 +269,8 @@ def cmd_repro(args) -> int:
     import shutil
 
     from trtbuild.store.cache import Cache
-    from trtbuild.planning.graph import Pick, Step, key_components, producer
+    from trtbuild.planning.graph import Pick, Step, producer
+    from trtbuild.planning.keys import key_components
     from trtbuild.execution.progress import Progress
     from trtbuild.execution.repro import write_repro
     from trtbuild.execution.runner import Runner

@@ -16,8 +16,9 @@ from filelock import Timeout
 
 from trtbuild.store.cache import Cache
 from trtbuild.store import discovered as found_while_running
-from trtbuild.planning.graph import (Pick, SourceFiles, Step, explain, key_components, producer, source_digests,
-                                     portable, source_labels, stable_root, step_key, upstream_outputs)
+from trtbuild.planning.graph import Pick, SourceFiles, Step, producer, upstream_outputs
+from trtbuild.planning.keys import (explain, key_components, portable, source_digests, source_labels, stable_root,
+                                    step_key)
 from trtbuild.steps.action import expectations, tool_version
 from trtbuild.execution.executor import Executor, Task
 from trtbuild.execution.pool import WorkerPool

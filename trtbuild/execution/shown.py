@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from trtbuild.errors import TrtbuildError
-from trtbuild.planning.graph import Step, key_components, step_key
+from trtbuild.planning.graph import Step
+from trtbuild.planning.keys import key_components, step_key
 from trtbuild.store.publish import publish_recipe
 
 DELIVERED = ("built", "cached")  # the runner's statuses of a step whose outputs exist

@@ -7,7 +7,7 @@ not a hit.
 - A file is digested when it is opened; one that changes before the step ends fails the step.
 - Folder listings made by Python's import machinery are not inputs (a new file beside the recipe
   changes nothing); listings made by the user's code (a glob of images) are.
-- Paths are recorded relative to the recipe's project, absolute outside it (trtbuild.planning.graph
+- Paths are recorded relative to the recipe's project, absolute outside it (trtbuild.planning.keys
   names the root), so checkouts at other paths share records.
 
 Worker side: `with recording(ignore) as seen:` around the user's code, then `seen.result()`.
@@ -253,7 +253,7 @@ def valid(found) -> bool:
 
 
 def relative(found: dict[str, dict[str, str]], name) -> dict[str, dict[str, str]]:
-    """The record with paths as `name(path)` gives them (trtbuild.planning.graph.portable)."""
+    """The record with paths as `name(path)` gives them (trtbuild.planning.keys.portable)."""
     return {kind: {name(p) if kind != "tools" else p: d for p, d in entries.items()}
             for kind, entries in found.items() if entries}
 
