@@ -1,11 +1,12 @@
 """No-op build wall time for 1 recipe and for N recipes, and which modules a no-op build imports.
 
-    python bench/noop.py [--recipes 200 1000] [--repeat 9] [--source DIR]
+    python bench/noop.py [--recipes 200 1000] [--repeat 9] [--source DIR] [--against DIR]
 
 Builds the example once (real TensorRT-RTX), writes N recipes for the same model with distinct
 names into a temp dir, builds them once, then times `trtbuild` as a fresh process per run with
 everything cached. The runs alternate between the sizes, round after round, so the machine's drift
-hits them alike. --source DIR times the trtbuild package in DIR (another checkout: before / after).
+hits them alike. --source DIR times the trtbuild package in DIR (another checkout); --against DIR times
+another checkout in the same rounds, alternately (before / after a change, under the same load).
 """
 
 from __future__ import annotations
@@ -51,13 +52,19 @@ def main() -> None:
     parser.add_argument("--recipes", type=int, nargs="+", default=[200, 1000], metavar="N")
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--source", type=Path, help="a directory holding the trtbuild package to time")
+    parser.add_argument("--against", type=Path, help="another checkout to time in the same rounds, alternately "
+                        "(before / after a change, under the same load)")
     args = parser.parse_args()
-    env = dict(os.environ)
-    if args.source:
-        env["PYTHONPATH"] = str(args.source.resolve())
-        compileall.compile_dir(args.source / "trtbuild", quiet=1)
-    else:
-        compile_bytecode()
+    sources = {"this": args.source} | ({"against": args.against} if args.against else {})
+    envs = {}
+    for label, source in sources.items():
+        env = dict(os.environ)
+        if source:
+            env["PYTHONPATH"] = str(source.resolve())
+            compileall.compile_dir(source / "trtbuild", quiet=1)
+        else:
+            compile_bytecode()
+        envs[label] = env
 
     work = Path(tempfile.mkdtemp(prefix="trtbuild-bench-"))
     try:
@@ -71,22 +78,28 @@ def main() -> None:
             many.mkdir()
             for i in range(n):
                 (many / f"r{i:04d}.yaml").write_text(text.replace("name: resnet_block", f"name: r{i:04d}"))
-        cache = work / "cache"
-        cold = build(targets[1], cache, env)
-        for target in targets.values():
-            build(target, cache, env)  # the first build of each set records what the no-op runs read
-        times: dict[int, list[float]] = {n: [] for n in targets}
+        caches = {label: work / f"cache-{label}" for label in sources}
+        cold = {label: build(targets[1], caches[label], envs[label]) for label in sources}
+        for label in sources:
+            for target in targets.values():
+                build(target, caches[label], envs[label])  # the first build of each set records what no-ops read
+        runs = [(label, n) for label in sources for n in targets]
+        times: dict[tuple, list[float]] = {run: [] for run in runs}
         for round_ in range(args.repeat):
-            for n in (list(targets) if round_ % 2 == 0 else list(targets)[::-1]):
-                times[n].append(build(targets[n], cache, env))
-        print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, trtbuild from {args.source or REPO}")
-        print(f"cold build, 1 recipe (check + simplify + TensorRT-RTX engine): {cold:.2f} s")
-        for n, runs in times.items():
-            print(f"no-op build, {n:>4} recipe{'s' if n > 1 else ' '}: median {statistics.median(runs):.3f} s  "
-                  f"(min {min(runs):.3f}, max {max(runs):.3f}, {len(runs)} runs)")
-        biggest = targets[max(targets)]
-        print(f"heavy modules imported by a no-op build: {imported(biggest, cache, env, HEAVY) or 'none'}")
-        print(f"of {', '.join(SKIPPED)}, a no-op build imports: {imported(biggest, cache, env, SKIPPED) or 'none'}")
+            for label, n in (runs if round_ % 2 == 0 else runs[::-1]):
+                times[(label, n)].append(build(targets[n], caches[label], envs[label]))
+        for label, source in sources.items():
+            print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, trtbuild from {source or REPO}")
+            print(f"cold build, 1 recipe (check + simplify + TensorRT-RTX engine): {cold[label]:.2f} s")
+            for n in targets:
+                runs_n = times[(label, n)]
+                print(f"no-op build, {n:>4} recipe{'s' if n > 1 else ' '}: median {statistics.median(runs_n):.3f} s  "
+                      f"(min {min(runs_n):.3f}, max {max(runs_n):.3f}, {len(runs_n)} runs)")
+            biggest = targets[max(targets)]
+            print(f"heavy modules imported by a no-op build: "
+                  f"{imported(biggest, caches[label], envs[label], HEAVY) or 'none'}")
+            print(f"of {', '.join(SKIPPED)}, a no-op build imports: "
+                  f"{imported(biggest, caches[label], envs[label], SKIPPED) or 'none'}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
