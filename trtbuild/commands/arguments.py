@@ -23,12 +23,14 @@ def step_kinds() -> list[str]:
 
 
 def positive_seconds(text: str) -> float:
+    from trtbuild.recipes.limits import MAX_STEP_TIMEOUT
+
     try:
         value = float(text)
     except ValueError:
         value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of seconds")
+    if not 0 < value <= MAX_STEP_TIMEOUT:  # NaN and inf too: a timer cannot wait that long
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of seconds, at most {MAX_STEP_TIMEOUT}")
     return value
 
 

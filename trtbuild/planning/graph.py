@@ -134,7 +134,8 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
     parity_data = {"data": _files([loaded.resolve(recipe.parity.data)])} if recipe.parity.data else {}
     export = None
     if recipe.source.framework == "onnx":
-        model: SourceFiles | Step | Pick = _files(onnx_files(loaded.source_path(), cache.stat_cache))
+        model: SourceFiles | Step | Pick = _files(onnx_files(loaded.source_path(), cache.stat_cache, loaded.where(
+            "source", "path"), recipe.source.allow_outside_files))
     else:
         export = _export_step(loaded, inputs, out, parity_data, cache)
         steps.append(export)
@@ -259,7 +260,8 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dic
     search = [loaded.resolve(p) for p in source.python_path]
     files: dict[str, SourceFiles] = {}
     if source.path:
-        files["model"] = _files(tree_files(loaded.source_path()), main=loaded.source_path())
+        files["model"] = _files(tree_files(loaded.source_path(), loaded.where("source", "path"), source.allow_outside_files),
+                                main=loaded.source_path())
     if source.checkpoint:
         files["checkpoint"] = _files([loaded.resolve(source.checkpoint)])
     code, package = [], None

@@ -5,39 +5,64 @@ from __future__ import annotations
 import functools
 import mmap
 import os
+import stat
 from pathlib import Path
 
-from trtbuild.errors import UsageError
+from trtbuild.errors import RecipeError, UsageError
+from trtbuild.recipes.paths import glob_files as regular_matches, glob_problem
+from trtbuild.recipes.reading import kind_of
 from trtbuild.store.hashing import StatCache
 
 
-def onnx_files(model: Path, stat_cache: StatCache) -> list[Path]:
-    """The model plus the external-data files it references (remembered per model file version)."""
+def onnx_files(model: Path, stat_cache: StatCache, where: str = "", outside: bool = False) -> list[Path]:
+    """The model plus the external-data files it references (remembered per model file version). Each
+    must be a regular file and, unless `outside` (source.allow_outside_files), inside the model's folder
+    once links are followed: a model's data never brings in a file from elsewhere (a link to /etc, to
+    another user's folder) or blocks (a FIFO). `where`: the recipe's file:line of source.path."""
     relative = stat_cache.memo(model, "onnx_external_data", _external_data_locations)
+    folder = model.parent.resolve()
     files = [model]
     for name in relative:
         path = model.parent / name
-        if not path.is_file():
-            raise UsageError(f"{model}: references external data {name!r}, which is missing (expected {path})")
+        problem = _external_data_problem(path, None if outside else folder)
+        if problem:
+            raise RecipeError([f"{where}: source.path: {model}: external data {name!r} {problem}"])
         files.append(path)
     return files
+
+
+def _external_data_problem(path: Path, folder: Path | None) -> str | None:
+    if "\0" in str(path):
+        return "has a NUL byte in its name"
+    try:
+        real = path.resolve(strict=True)
+        mode = real.stat().st_mode
+    except FileNotFoundError:
+        return f"is missing (expected {path})"
+    except (OSError, RuntimeError) as exc:  # a link loop, a name too long
+        return f"cannot be read: {getattr(exc, 'strerror', None) or exc}"
+    if folder is not None and not real.is_relative_to(folder):
+        return (f"resolves to {real}, outside the model's folder {folder}: copy the file next to the model, or set "
+                "source.allow_outside_files: true")
+    if not stat.S_ISREG(mode):
+        return f"is {kind_of(mode)}, not a file"
+    return None
 
 
 def _external_data_locations(model: Path) -> list[str]:
     if not _mentions(model, b"location"):  # the key every external tensor names its file under
         return []  # no external data, found without importing onnx (0.1 s)
     import onnx
-    from google.protobuf.message import DecodeError
 
     try:
         proto = onnx.load(str(model), load_external_data=False)
-    except (DecodeError, ValueError, OSError):
-        return []  # not ONNX: the check step reports it
+    except Exception:  # not ONNX (DecodeError, ValueError, a graph nested past protobuf's limit): check reports it
+        return []
     locations = set()
     for tensor in _tensors(proto.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             entries = {e.key: e.value for e in tensor.external_data}
-            locations.add(entries["location"])
+            locations.add(entries.get("location", ""))  # none: the folder itself, refused as not a file
     return sorted(locations)
 
 
@@ -64,20 +89,39 @@ def _tensors(graph):
                 yield from _tensors(sub)
 
 
-def tree_files(path: Path) -> list[Path]:
-    """A file, or every file under a directory (a SavedModel), in a stable order."""
+def tree_files(path: Path, where: str = "", outside: bool = False) -> list[Path]:
+    """A file, or every file under a directory (a SavedModel), in a stable order. In a directory, a link to
+    a file outside it is refused unless `outside` (source.allow_outside_files), and so is anything that is
+    neither a file nor a directory (a FIFO would block the reader). `where`: the recipe's file:line."""
     if path.is_file():
         return [path]
-    return sorted(p for p in path.rglob("*") if p.is_file())
+    folder = path.resolve()
+    files = []
+    for entry in sorted(path.rglob("*")):
+        try:
+            real = entry.resolve(strict=True)
+            mode = real.stat().st_mode
+        except (OSError, RuntimeError) as exc:  # a dangling link, a loop
+            raise RecipeError([f"{where}: source.path: {entry} cannot be read: "
+                               f"{getattr(exc, 'strerror', None) or exc}"]) from None
+        if not outside and not real.is_relative_to(folder):
+            raise RecipeError([f"{where}: source.path: {entry} resolves to {real}, outside the model's folder "
+                               f"{folder}: copy it there, or set source.allow_outside_files: true"])
+        if stat.S_ISREG(mode):
+            files.append(entry)
+        elif not stat.S_ISDIR(mode):
+            raise RecipeError([f"{where}: source.path: {entry} is {kind_of(mode)}, not a file"])
+    return files
 
 
 def glob_files(base: Path, patterns: list[str]) -> list[Path]:
+    """The regular files the globs match under `base` (the loader has checked each matches one)."""
     files = set()
     for pattern in patterns:
-        matched = [p for p in base.glob(pattern) if p.is_file()]
-        if not matched:
-            raise UsageError(f"source.deps: {pattern!r} matches no file under {base}")
-        files.update(p.resolve() for p in matched)
+        problem = glob_problem(base, pattern)
+        if problem:
+            raise UsageError(f"source.deps: {problem}")
+        files.update(p.resolve() for p in regular_matches(base, pattern))
     return sorted(files)
 
 

@@ -13,7 +13,7 @@ import json
 import typing
 from pathlib import Path
 
-from trtbuild.recipes import records as validated
+from trtbuild.recipes import paths, reading, records as validated
 from trtbuild.errors import RecipeError
 
 # Precisions made by calibrated Q/DQ nodes: they need precision.calibration.
@@ -84,12 +84,7 @@ def load_recipe(file: str | Path, records: Path | None = None) -> LoadedRecipe:
     schema and libraries) were validated before is read from there; any other is validated in full,
     and recorded when valid. Errors are never recorded. The files a recipe names are checked every time."""
     file = Path(file)
-    try:
-        data = file.read_bytes()
-    except FileNotFoundError:
-        raise RecipeError([f"{file}: no such recipe file"]) from None
-    except IsADirectoryError as exc:
-        raise RecipeError([f"{file}: cannot read recipe: {exc}"]) from None
+    data = reading.read_bytes(file)  # a regular file of bounded size, or a RecipeError
     key = validated.key(data) if records is not None else None
     record = validated.read(records, key) if key else None
     if record is None:
@@ -115,7 +110,7 @@ def _validate(data: bytes, file: Path) -> dict:
     except UnicodeDecodeError as exc:
         raise RecipeError([f"{file}: cannot read recipe: {exc}"]) from None
     try:
-        root, parsed = _parse_yaml(text)
+        root, parsed = _parse_yaml(text, file)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
@@ -141,30 +136,33 @@ def _sections(data: dict) -> Section:
 
 
 def _check_files(loaded: LoadedRecipe) -> None:
-    """The files the recipe names must exist: checked on every load, as they change without the recipe."""
-    recipe, file = loaded.recipe, loaded.file
-    missing = [
-        f"{loaded.where(*loc)}: {_dotted(loc)}: no such file: {loaded.resolve(value)}"
-        for loc, value in (
-            (("source", "path"), recipe.source.path),
-            (("source", "checkpoint"), recipe.source.checkpoint),
-            (("parity", "data"), recipe.parity.data),
-        )
-        if value is not None and not (file.parent / value).exists()  # as resolved: the kernel follows links alike
-    ]
+    """The paths the recipe names must be usable (trtbuild.recipes.paths): checked on every load, as
+    they change without the recipe."""
+    recipe, base = loaded.recipe, loaded.file.parent
+    source = recipe.source
+    model_kind = paths.FILE_OR_DIRECTORY if source.framework == "tensorflow" else paths.FILE
+    named = [(("source", "path"), source.path, model_kind), (("source", "checkpoint"), source.checkpoint, paths.FILE),
+             (("parity", "data"), recipe.parity.data, paths.FILE)]
+    named += [(("source", "python_path", i), p, paths.DIRECTORY) for i, p in enumerate(source.python_path)]
+    problems = [f"{loaded.where(*loc)}: {_dotted(loc)}: {problem}" for loc, value, expect in named
+                if value is not None and (problem := paths.path_problem(base, value, expect))]
+    globs = [(("source", "deps", i), p) for i, p in enumerate(source.deps)]
     calibration = recipe.precision.calibration
-    if calibration and calibration.data and not list(file.parent.glob(calibration.data)):
-        missing.append(f"{loaded.where('precision', 'calibration', 'data')}: precision.calibration.data: "
-                       f"{calibration.data!r} matches no file")
-    if missing:
-        raise RecipeError(missing)
+    if calibration and calibration.data is not None:
+        globs.append((("precision", "calibration", "data"), calibration.data))
+    problems += [f"{loaded.where(*loc)}: {_dotted(loc)}: {problem}" for loc, pattern in globs
+                 if (problem := paths.glob_problem(base, pattern))]
+    if problems:
+        raise RecipeError(problems)
 
 
-def _parse_yaml(text: str):
+def _parse_yaml(text: str, file: Path):
     """One safe parse (libyaml when available) giving both the node tree, for line numbers, and the data."""
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    reading.check_structure(text, file, loader_class)  # before anything follows an alias or recurses
+    loader = loader_class(text)
     try:
         root = loader.get_single_node()
         return root, (loader.construct_document(root) if root is not None else None)

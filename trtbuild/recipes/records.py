@@ -16,6 +16,9 @@ import json
 import os
 from pathlib import Path
 
+from trtbuild.store.fsutil import read_record
+
+
 def key(data: bytes) -> str:
     return hashlib.sha256(_validator() + data).hexdigest()
 
@@ -23,8 +26,7 @@ def key(data: bytes) -> str:
 def read(folder: Path, key: str) -> dict | None:
     """The record for `key`; None when there is none (or it is unreadable: then the file is validated again)."""
     try:
-        with open(os.path.join(folder, f"{key}.json"), "rb") as f:
-            record = json.loads(f.read())
+        record = json.loads(read_record(os.path.join(folder, f"{key}.json")))
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) and record.keys() == {"recipe", "lines"} else None

@@ -13,13 +13,18 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ByteSize, ConfigDict, Field, StrictInt, ValidationError, field_validator,
+                      model_validator)
 
 from trtbuild.errors import RecipeError
+from trtbuild.recipes.limits import MAX_DIM, MAX_NAME, MAX_SEED, MAX_STEP_TIMEOUT, MAX_TARGET, MAX_WORKSPACE
 from trtbuild.recipes.loader import QUANTIZED_PRECISIONS, _dotted, _line_for, spec_dims
 from trtbuild.backends.target import TARGET_PATTERN
 
 DType = Literal["float32", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool"]
+# Whole numbers are written as such: a bool, a string or a float is not read as one.
+Dim = Annotated[StrictInt, Field(ge=-1, le=MAX_DIM)]
+RangeDim = Annotated[StrictInt, Field(ge=1, le=MAX_DIM)]
 
 
 class _Strict(BaseModel):
@@ -55,6 +60,10 @@ class Source(_Strict):
         default_factory=list, description="Output tensor names: ONNX output names for pytorch; "
         "required for a TF1 frozen graph ('logits:0')."
     )
+    allow_outside_files: bool = Field(
+        False, description="onnx, tensorflow: let the model bring in files from outside its folder (ONNX external data, "
+        "files of a SavedModel folder, reached by a path or a link). Off: refused, so a model cannot carry a host's "
+        "file into the plan, the cache and the remote.")
     inputs_as_nchw: list[str] = Field(
         default_factory=list, description="tensorflow / keras: inputs to transpose from NHWC to NCHW in the ONNX model "
         "(the recipe's shapes for them are NCHW)."
@@ -91,11 +100,11 @@ class InputSpec(_Strict):
     optimization profile; with min/opt/max alone, dims where min == max are fixed and the others dynamic."""
 
     dtype: DType | None = Field(None, description="Default: the model's (ONNX, TensorFlow, Keras), float32 (PyTorch).")
-    shape: list[Annotated[int, Field(ge=-1)]] | None = Field(
+    shape: list[Dim] | None = Field(
         None, description="Dims; -1 marks a dynamic dim. Default: from min/opt/max.")
-    min: list[Annotated[int, Field(ge=1)]] | None = None
-    opt: list[Annotated[int, Field(ge=1)]] | None = None
-    max: list[Annotated[int, Field(ge=1)]] | None = None
+    min: list[RangeDim] | None = None
+    opt: list[RangeDim] | None = None
+    max: list[RangeDim] | None = None
 
     @field_validator("shape")
     @classmethod
@@ -135,7 +144,7 @@ class InputSpec(_Strict):
 
 
 class OnnxOptions(_Strict):
-    opset: int | None = Field(
+    opset: StrictInt | None = Field(
         None, ge=7, le=23, description="ONNX opset the exporters write. Default: 18 for pytorch, 17 for tensorflow "
         "and keras (each exporter's best-tested); ignored for onnx sources.")
     simplify: bool = Field(True, description="Run onnx-simplifier before building the engine.")
@@ -153,13 +162,23 @@ class EngineOptions(_Strict):
         "add calibrated Q/DQ nodes (fp8 engines need sm_89 or newer); the network is always built strongly typed.",
     )
     workspace: ByteSize = Field(ByteSize(1 << 30), description='Workspace memory-pool limit: "512MiB", "4GiB" or bytes.')
-    optimization_level: int = Field(3, ge=0, le=5, description="Builder optimization level, 0 (fast build) to 5.")
+    optimization_level: StrictInt = Field(3, ge=0, le=5, description="Builder optimization level, 0 (fast build) to 5.")
 
     @field_validator("workspace")
     @classmethod
     def _positive(cls, value: ByteSize) -> ByteSize:
         if value <= 0:
             raise ValueError("workspace must be positive")
+        if value > MAX_WORKSPACE:
+            raise ValueError(f"workspace {value.human_readable(separator=' ')} is more than TensorRT accepts "
+                             f"(at most {ByteSize(MAX_WORKSPACE).human_readable(separator=' ')})")
+        return value
+
+    @field_validator("workspace", mode="before")
+    @classmethod
+    def _size_not_bool(cls, value: object) -> object:
+        if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"workspace {value!r}: expected a size such as 512MiB, 4GiB or a number of bytes")
         return value
 
 
@@ -175,7 +194,7 @@ class Calibration(_Strict):
         description='"module:callable" returning an iterable of {input name: array} batches '
         "(module found on source.python_path).",
     )
-    batches: int = Field(8, ge=1, description="How many batches to calibrate on.")
+    batches: StrictInt = Field(8, ge=1, description="How many batches to calibrate on.")
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
 
     @model_validator(mode="after")
@@ -206,7 +225,7 @@ class Parity(_Strict):
     enabled: bool = Field(True, description="Compare the exported ONNX model with the source framework.")
     atol: float = Field(1e-4, ge=0, description="Absolute tolerance.")
     rtol: float = Field(1e-3, ge=0, description="Relative tolerance: |onnx - framework| <= atol + rtol * |framework|.")
-    seed: int = Field(0, description="Seed of the random inputs.")
+    seed: StrictInt = Field(0, ge=0, le=MAX_SEED, description="Seed of the random inputs.")
     data: str | None = Field(
         None, description="Inputs to use instead of random ones: a .npz keyed by input name, relative to the recipe."
     )
@@ -215,7 +234,7 @@ class Parity(_Strict):
 class Recipe(_Strict):
     """A trtbuild recipe: one model, how to turn it into ONNX, and how to build its engine."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Recipe name; names the output directory.")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_NAME, description="Recipe name; names the output directory.")
     source: Source
     inputs: dict[str, InputSpec] = Field(
         default_factory=dict, description="Network inputs by tensor name: only what the recipe sets (dynamic dims "
@@ -226,9 +245,9 @@ class Recipe(_Strict):
     precision: PrecisionOptions = PrecisionOptions()
     engine: EngineOptions = EngineOptions()
     step_timeout: float | None = Field(
-        default=None, gt=0, description="Seconds any one step of this recipe may run before its worker is killed and "
+        default=None, gt=0, le=MAX_STEP_TIMEOUT, allow_inf_nan=False, description="Seconds any one step of this recipe may run before its worker is killed and "
         "the step fails (a hung calibration loader or build); --step-timeout overrides it. Not part of any key.")
-    targets: list[Annotated[str, Field(pattern=TARGET_PATTERN)]] = Field(
+    targets: list[Annotated[str, Field(pattern=TARGET_PATTERN, max_length=MAX_TARGET)]] = Field(
         default_factory=list,
         description='Engines to build, each "BACKEND[:ARCH]": "tensorrt-rtx" (portable), "tensorrt-rtx:sm86+sm120", '
         '"tensorrt:sm86" (needs that GPU). Default: one target from engine.backend.',
@@ -305,6 +324,8 @@ def _describe(err: dict, file: Path, lines: dict) -> str:
     if err["type"] == "missing":
         return f"{where}: {_dotted(loc)}: required key is missing"
     message = err["msg"].removeprefix("Value error, ")
+    if err["type"].endswith(("_type", "_parsing")) and isinstance(err.get("input"), (bool, int, float, str)):
+        message += f", not {err['input']!r}"[:80]  # `true` or "1" where a whole number belongs
     return f"{where}: {_dotted(loc) or 'recipe'}: {message}"
 
 

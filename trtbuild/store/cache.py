@@ -19,6 +19,7 @@ import fcntl
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from collections.abc import Iterator
 
 from filelock import FileLock
 
-from trtbuild.store.fsutil import atomic_write, fsync_file, publish_copy, publish_link
+from trtbuild.store.fsutil import atomic_write, fsync_file, publish_copy, publish_link, read_record
 from trtbuild.store.hashing import StatCache, canonical_json, digest_written
 
 _USE_RESOLUTION = 86400  # seconds: how finely a record's last use is kept
@@ -77,6 +78,11 @@ class Cache:
         bytes no longer match is reported and removed, so it is rebuilt or pulled, never served."""
         path = os.path.join(self.objects, digest[:2], digest)  # a string: every hit checks its objects
         try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):  # a FIFO would block the read, a link lead elsewhere
+                self.warn(f"cache object {path} is not a regular file; removed, rebuilding")
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                return False
             actual = self.stat_cache.digest(path)
         except FileNotFoundError:
             return False
@@ -99,8 +105,7 @@ class Cache:
     def get_action(self, key: str) -> dict | None:
         """The record for `key` if it and every object it names exist and hold their bytes."""
         try:
-            with open(os.path.join(self.actions, key[:2], f"{key}.json"), "rb") as f:  # a string path: see verified
-                record = json.loads(f.read())
+            record = json.loads(read_record(os.path.join(self.actions, key[:2], f"{key}.json")))  # a string: see verified
         except (FileNotFoundError, ValueError):
             return None
         except OSError as exc:
@@ -130,8 +135,7 @@ class Cache:
 
     def read_state(self, recipe: str) -> dict:
         try:
-            with open(os.path.join(self.state_dir, f"{recipe}.json"), "rb") as f:
-                return json.loads(f.read())
+            return json.loads(read_record(os.path.join(self.state_dir, f"{recipe}.json")))
         except (OSError, ValueError):  # none yet, or another user's unreadable one: no history
             return {}
 

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import threading
 import uuid
 
@@ -52,6 +53,9 @@ class Remote:
         if not self.enabled:
             return None
         try:
+            if not self._readable(self._action(key)):
+                self._warn(f"remote record of step {key[:12]} is not a regular file; building locally")
+                return None
             data = self.fs.cat_file(self._action(key))
         except FileNotFoundError:
             return None
@@ -134,6 +138,8 @@ class Remote:
 
     def get_object(self, digest: str, dest) -> bool:
         """Download object `digest` to `dest`; False (and `dest` removed) when the bytes do not match it."""
+        if not self._readable(self._object(digest)):
+            return False
         self.fs.get_file(self._object(digest), str(dest))
         if digest_file(dest) == digest:
             return True
@@ -173,6 +179,18 @@ class Remote:
         self._makedirs(path)
         self.fs.put_file(local, tmp)
         self.fs.mv(tmp, path)
+
+    def _readable(self, path: str) -> bool:
+        """Whether reading `path` ends: on a local or mounted remote, a regular file (a FIFO or a device put
+        there would block the read or never end); an object store holds nothing else."""
+        if not self._local:
+            return True
+        try:
+            return stat.S_ISREG(os.stat(path).st_mode)
+        except FileNotFoundError:
+            return True  # the read says it is missing
+        except OSError:
+            return False
 
     def _makedirs(self, path: str) -> None:
         if self._local:
