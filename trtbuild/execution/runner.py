@@ -138,6 +138,8 @@ class Runner:
                             start(after)
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM (a CI timeout): stop, and say what each step got to
                 self._stopping.set()
+                if self.remote:
+                    self.remote.stopping.set()  # a step waiting on the remote stops waiting
                 self._executor.kill_all()
                 pool.shutdown(wait=True, cancel_futures=True)  # running steps end at once: their workers are gone
                 while not finished.empty():
@@ -150,12 +152,15 @@ class Runner:
                 self.interrupted = True
             except BaseException:
                 self._stopping.set()
+                if self.remote:
+                    self.remote.stopping.set()
                 self._executor.kill_all()
                 pool.shutdown(cancel_futures=True)
                 raise
         self._executor.close()
         if not self.dry_run and not self.interrupted:  # out/ keeps the last complete build
-            self._publish(steps, results)
+            with self.cache.using():  # held shared, as building does: a gc waits until out/ is swapped in
+                self._publish(steps, results)
         self.cache.stat_cache.save()
         return [results[s] for s in steps]
 
@@ -271,8 +276,8 @@ class Runner:
                     return pulled
                 reason = self._moved.pop(step, reason)
             result = self._execute(step, key, components, reason, deps)
-            if self.remote and result.status == BUILT:
-                self.remote.share(key, result.record, self.cache)
+            if self.remote and result.status == BUILT:  # pushed where the remote lacks it; --force replaces it
+                self.remote.share(key, result.record, self.cache, replace=forced)
             return result
         finally:
             lock.release()
