@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import shutil
 import threading
@@ -21,6 +22,7 @@ from trtbuild.steps.action import expectations, tool_version
 from trtbuild.execution.executor import Executor, Task
 from trtbuild.execution.pool import WorkerPool
 from trtbuild.execution.progress import Progress
+from trtbuild.store.fsutil import create_new, write_new
 from trtbuild.store.publish import publish_recipe
 
 # Statuses a step can end in. "would-run" and "would-pull" (from the remote cache) only appear with --dry-run.
@@ -298,6 +300,7 @@ class Runner:
         workdir = self.cache.workdir(step.name)
         log = self.cache.logs / f"{key}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
+        os.close(create_new(log))  # made here, by this user: the worker writes into it, never through a link
         started = time.perf_counter()
         try:
             outdir = workdir / "out"
@@ -321,7 +324,7 @@ class Runner:
                 result = self._same_sources(step, components, result)
             if not result["ok"]:
                 if not log.exists() or not log.stat().st_size:  # a worker that died silently: the log still tells
-                    log.write_text(result["error"] + "\n")
+                    write_new(log, result["error"] + "\n")
                 self._record_state(step, key, components, "failed")
                 return StepResult(step, FAILED, reason, seconds, key=key, meta=result.get("meta") or {},
                                   error=result["error"], user_error=result.get("user_error", False), log=str(log),

@@ -28,7 +28,8 @@ from collections.abc import Iterator
 
 from filelock import FileLock
 
-from trtbuild.store.fsutil import atomic_write, fsync_file, publish_copy, publish_link, read_record
+from trtbuild.store.fsutil import (atomic_write, fsync_file, publish_copy, publish_link, read_record,
+                                   share_with_group)
 from trtbuild.store.hashing import StatCache, canonical_json, digest_written
 from trtbuild.store.validate import record_problem, state_entries
 
@@ -50,6 +51,7 @@ class Cache:
         self.recipes = self.root / "recipes"
         self._stat_cache: StatCache | None = None
         self._have_locks = False
+        share_with_group(self.root)  # a setgid cache directory: files group-writable whatever the umask
 
     # -- artifacts -------------------------------------------------------------------------
 
@@ -245,11 +247,12 @@ class Cache:
     # -- garbage collection ----------------------------------------------------------------
 
     def gc(self, policy=None, dry_run: bool = False, live: set[str] | None = None,
-           live_recipes: set[str] | None = None) -> dict:
+           live_recipes: set[str] | None = None, pinned: set[tuple[str, str]] = frozenset()) -> dict:
         """Retire action records as `policy` (trtbuild.store.retention.Policy) says, then delete objects no
         record names, malformed records, and scratch left by killed runs. dry_run: say what would go, delete
         nothing. `live` (with `live_recipes`): the keys the recipes in use make now (trtbuild gc DIR): every
-        other record is retired, and out/ folders of recipes not among `live_recipes` are removed.
+        other record is retired, and out/ folders and state of recipes not among `live_recipes` are removed;
+        `pinned`: (recipe, step id) whose key is unknown here, of which the newest result is kept.
         Builds and their publishing hold the cache shared: gc waits for them."""
         from trtbuild.store.retention import retire
 
@@ -272,7 +275,14 @@ class Cache:
             retired = []
             protected = self.current_keys(live_recipes) if live is None else live
             if live is not None:
-                retired = [path for path, record, _ in actions if record["key"] not in live]
+                newest: dict[tuple, tuple[float, str]] = {}
+                for path, record, mtime in actions:
+                    which = (record.get("recipe"), record.get("step"))
+                    if which in pinned:
+                        newest[which] = max(newest.get(which, (-1.0, "")), (min(record.get("created", mtime), mtime),
+                                                                             record["key"]))
+                protected = live | {key for _, key in newest.values()}
+                retired = [path for path, record, _ in actions if record["key"] not in protected]
             if policy is not None and not policy.empty:
                 kept = [a for a in actions if a[0] not in set(retired)]
                 retired += retire(kept, protected, sizes, policy, time.time(), outside=shown)
@@ -288,6 +298,10 @@ class Cache:
                     self.object_path(digest).unlink(missing_ok=True)
                 for link in stale_out:
                     self._unpublish(link)
+                if live_recipes is not None:
+                    for state in self.state_dir.glob("*.json"):
+                        if state.stem not in live_recipes:
+                            state.unlink(missing_ok=True)
                 self._clean_scratch()
             remaining = sum(sizes[d] for d in live_objects) + shown
         stats = {"retired_actions": len(retired), "removed_objects": len(dead), "malformed_records": len(malformed),
