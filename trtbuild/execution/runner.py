@@ -296,6 +296,8 @@ class Runner:
         return self.force in ("all", step.name)
 
     def _execute(self, step: Step, key: str, components: dict, reason: str, deps: dict[Step, StepResult]) -> StepResult:
+        if self._stopping.is_set():  # interrupted while it waited (on the remote, say): start nothing
+            return StepResult(step, INTERRUPTED, "the run was interrupted before it started", key=key)
         self.progress.started(step, reason)
         workdir = self.cache.workdir(step.name)
         log = self.cache.logs / f"{key}.log"
