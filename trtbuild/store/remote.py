@@ -189,8 +189,8 @@ class Remote:
 
     # -- calls with deadlines -------------------------------------------------------------------
 
-    def _call(self, fn, *args, size: int = 0):
-        """fn(*args) on a thread of its own, waited for until its deadline (the timeout, three times over
+    def _call(self, fn, *args, size: int = 0, **kwargs):
+        """fn(*args, **kwargs) on a thread of its own, waited for until its deadline (the timeout, three times over
         for retries, plus size at 1 MiB/s) or until the run stops; either raises RemoteUnavailable and
         leaves the thread to its socket timeouts (a daemon: it never holds the process)."""
         if self.stopping.is_set():
@@ -200,7 +200,7 @@ class Remote:
 
         def call():
             try:
-                box["value"] = fn(*args)
+                box["value"] = fn(*args, **kwargs)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 box["error"] = exc
             done.set()
