@@ -93,3 +93,19 @@ def test_state_entries_of_the_wrong_shape_are_dropped(project, capsys):
     assert "ignoring the malformed entry" in err and "Traceback" not in err
     assert json.loads(state.read_text())[first]["key"] == next(  # rewritten by the no-op build
         s["key"] for s in report["steps"] if first.startswith(s["step"]))
+
+
+def test_an_edited_recipe_record_never_changes_the_build(project, capsys):
+    assert project.build()[0] == 0
+    [path] = (project.cache / "recipes").glob("*.json")
+    stored = json.loads(path.read_text())
+    record = json.loads(stored["record"])
+    record["recipe"]["values"]["engine"]["workspace"] = 1 << 20  # what the recipe file does not say
+    stored["record"] = json.dumps(record)
+    path.write_text(json.dumps(stored))
+    capsys.readouterr()
+    code, report = project.build()
+    err = capsys.readouterr().err
+    assert code == 0 and set(statuses(report).values()) == {"cached"}  # the recipe's own workspace
+    assert "is not the one stored under its key" in err
+    assert json.loads(json.loads(path.read_text())["record"])["recipe"]["values"]["engine"]["workspace"] != 1 << 20
