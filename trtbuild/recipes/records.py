@@ -67,8 +67,9 @@ def write(folder: Path, key: str, text: str) -> None:
     stored = json.dumps({"check": _check(key, text), "record": text}, ensure_ascii=False)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp.unlink(missing_ok=True)  # never written through a link left in its place
-        tmp.write_bytes(stored.encode())
+        tmp.unlink(missing_ok=True)  # a fresh file, never written through a link left in its place
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666), "wb") as f:
+            f.write(stored.encode())
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)
