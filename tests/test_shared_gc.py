@@ -188,3 +188,42 @@ def test_remote_older_than_counts_pulls(project, tmp_path, capsys):
         os.utime(path, (month_ago, month_ago))
     assert main(["gc", "--cache-dir", str(tmp_path / "nobody"), "--remote", url, "--older-than", "7d"]) == 0
     assert not list((remote / "actions").glob("*/*.json"))
+
+
+def test_remote_gc_racing_pushes_and_pulls_in_a_loop(project, tmp_path):
+    """gc (no grace at all, the worst case) in a loop beside a machine pushing a new engine each round
+    and a fresh machine pulling it: every run ends with exit 0, without a traceback; what the fresh
+    machine shows is what its records name, and nothing lands outside the caches."""
+    remote = tmp_path / "remote"
+    url = remote.as_uri()
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    loop = subprocess.Popen([sys.executable, "-c", (
+        "import time\nfrom trtbuild.commands.cli import main\n"
+        "end = time.time() + 600\n"
+        "while time.time() < end:\n"
+        f"    assert main(['gc', '--cache-dir', {str(tmp_path / 'gc-cache')!r}, '--remote', {url!r}, "
+        "'--keep-last', '1', '--grace', '0s']) == 0\n")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    before = set(tmp_path.parent.iterdir())
+    try:
+        for round in range(4):
+            data = recipe_dict("conv.onnx")
+            data["engine"]["workspace"] = f"{64 * (round + 1)}MiB"
+            project.write_recipe(data)
+            assert project.build("--remote", url)[0] == 0
+            reader = Project(tmp_path / f"reader-{round}")
+            reader.root.mkdir()
+            reader.write_model(conv_model())
+            reader.write_recipe(data)
+            code, report = reader.build("--remote", url)
+            assert code == 0
+            for step in report["steps"]:
+                for name, path in step["outputs"].items():
+                    record = json.loads((reader.cache / "actions" / step["key"][:2] / f"{step['key']}.json").read_text())
+                    assert digest_file(path) == record["outputs"][name]["digest"], (step["step"], name)
+            assert loop.poll() is None, loop.stderr.read()
+    finally:
+        loop.kill()
+        _, err = loop.communicate()
+    assert "Traceback" not in err, err
+    assert set(tmp_path.parent.iterdir()) == before

@@ -346,8 +346,9 @@ class Cache:
         logs, timing, recipe records, state and the stat cache."""
         folders = [self.logs, self.timing, self.recipes, self.state_dir]
         if self.out.is_dir():
-            folders += [link.resolve() for link in self.out.iterdir() if link.is_symlink()
-                        and (live_recipes is None or link.name in live_recipes)]
+            shown = [link.resolve() for link in self.out.iterdir() if link.is_symlink()
+                     and (live_recipes is None or link.name in live_recipes)]
+            folders += [folder for folder in shown if folder.parent == self.out]  # never a walk outside the cache
         total = 0
         for folder in folders:
             for dirpath, _dirs, files in os.walk(folder):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import threading
 import time
@@ -122,8 +123,6 @@ class Remote:
             self._disable(exc)
             return None
         finally:
-            import shutil
-
             shutil.rmtree(workdir, ignore_errors=True)
         self._note_used(key)
         return record
@@ -309,9 +308,12 @@ class Remote:
 
 def _timeouts(protocol: str, seconds: float) -> dict:
     """fsspec options bounding how long one request may wait (connect, and between bytes read)."""
-    if protocol in ("s3", "s3a"):
-        return {"config_kwargs": {"connect_timeout": seconds, "read_timeout": seconds,
-                                  "retries": {"max_attempts": 2, "mode": "standard"}}}
+    if protocol in ("s3", "s3a"):  # on top of any config_kwargs the user set in fsspec's configuration
+        import fsspec
+
+        configured = dict(fsspec.config.conf.get(protocol, {}).get("config_kwargs") or {})
+        return {"config_kwargs": configured | {"connect_timeout": seconds, "read_timeout": seconds,
+                                               "retries": {"max_attempts": 2, "mode": "standard"}}}
     if protocol in ("gs", "gcs"):
         return {"timeout": seconds}
     if protocol in ("http", "https"):

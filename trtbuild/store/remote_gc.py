@@ -24,10 +24,11 @@ def collect(remote, policy, protected: set[str], dry_run: bool, grace: float) ->
     fs, root, call = remote.fs, remote.root, remote._call
     now = _remote_now(remote) if not dry_run else None
     used = {path.rsplit("/", 1)[1]: _modified(info) for path, info in _find(remote, "used").items()}
-    actions, malformed = [], []
+    actions, malformed, temps = [], [], {}
     for path, info in _find(remote, "actions").items():
         name = path.rsplit("/", 1)[1]
-        if name.endswith(".tmp"):
+        if name.endswith(".tmp"):  # a push under way, or one that was killed
+            temps[path] = info
             continue
         key = name.removesuffix(".json")
         try:
@@ -40,7 +41,7 @@ def collect(remote, policy, protected: set[str], dry_run: bool, grace: float) ->
         else:
             actions.append((path, record, max(_modified(info), used.get(key, 0))))
     objects = _find(remote, "objects")
-    temps = [p for p in objects if p.endswith(".tmp")]
+    temps |= {p: info for p, info in objects.items() if p.endswith(".tmp")}
     objects = {p: info for p, info in objects.items() if DIGEST.match(p.rsplit("/", 1)[1])}
     sizes = {path.rsplit("/", 1)[1]: info["size"] for path, info in objects.items()}
     if now is None:
@@ -54,7 +55,7 @@ def collect(remote, policy, protected: set[str], dry_run: bool, grace: float) ->
     sweep_now = marked_at is not None and now - marked_at >= grace
     swept = [p for p in unreferenced if sweep_now and p.rsplit("/", 1)[1] in marked
              and _modified(objects[p]) < marked_at]
-    old_temps = [p for p in temps if now - _modified(_info(remote, p)) > grace]
+    old_temps = [p for p, info in temps.items() if now - _modified(info) > max(grace, 3600)]
     if not dry_run:
         for path in [*retired, *malformed]:
             call(fs.rm_file, path)
