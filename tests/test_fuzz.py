@@ -20,7 +20,7 @@ from hostile import model_cases, recipe_cases, world
 TESTS = Path(__file__).resolve().parent
 RECIPES = 300  # mutated recipes, besides the ~100 structural ones and the recipe files that are not files
 BUILDS = ("ext-inside", "random-100", "flipped", "dim-huge", "evil-op", "weight-type", "deep-if", "ext-offset")
-MEMORY = 3 << 30  # bytes of address space per process, a build's workers included (a real build needs ~1.5 GiB)
+MEMORY = 4 << 30  # bytes of address space per process, a build's workers included (a real build maps ~1.5 GiB)
 RECIPE_BUILDS = 8  # of the generated recipes that are valid, how many are built for real
 LIMITS = {"recipe": 20, "model": 30, "build": 120}  # seconds per case
 # Models whose fault is in what the recipe points at: refused at planning with exit 2.
