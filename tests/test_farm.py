@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import conv_model, recipe_dict
+from conftest import REPO, conv_model, recipe_dict
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -255,7 +255,7 @@ def test_a_node_running_other_trtbuild_code_refuses_the_step_and_nothing_is_stor
     try:
         farm.add_node(num_cpus=1, resources=this_node(), **small)
         farm.wait_for_nodes()
-        monkeypatch.delenv("PYTHONPATH")
+        monkeypatch.setenv("PYTHONPATH", str(REPO))  # the driver imports this checkout's trtbuild, not an installed one
         monkeypatch.chdir(tmp_path)  # Ray puts the driver's folder first on its workers' path
         write_recipes(tmp_path / "recipes", 1)
         code, report, err = build(tmp_path / "recipes", farm.address, remote=tmp_path / "remote")

@@ -52,3 +52,14 @@ def byte_size(text: str) -> int:
         return int(TypeAdapter(ByteSize).validate_python(text))
     except ValidationError:
         raise ValueError(f"--max-size {text!r}: expected a size such as 50GiB or 500MB") from None
+
+
+def remote_seconds(text: str) -> float:
+    """--remote-timeout: seconds, more than 0 and at most an hour."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds, more than 0 and at most 3600")
+    return value

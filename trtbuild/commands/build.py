@@ -94,7 +94,7 @@ def _build(args, run: _Run, started: float) -> int:
     cache = Cache(args.cache_dir)
     progress = Progress(quiet=args.quiet)
     cache.warn = progress.warn
-    remote = open_remote(args.remote, progress.warn)
+    remote = open_remote(args.remote, progress.warn, args.remote_timeout)
     executor = None
     try:
         executor = executor_for(args, cache, progress.warn)

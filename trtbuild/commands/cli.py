@@ -11,7 +11,7 @@ from pathlib import Path
 from trtbuild import __version__
 from trtbuild.commands import maintenance as commands
 from trtbuild.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, TrtbuildError, UsageError
-from trtbuild.commands.arguments import positive, positive_seconds, step_kinds, target_spec
+from trtbuild.commands.arguments import positive, positive_seconds, remote_seconds, step_kinds, target_spec
 from trtbuild.commands import signals
 from trtbuild.commands.build import cmd_build, compile_recipes, executor_for
 
@@ -98,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
         help="shared cache (env TRTBUILD_REMOTE): file:///path, s3://bucket/prefix, gs://...; a build pulls the steps "
         "found there instead of building them and pushes new ones; status and --dry-run show them as remote",
     )
+    remote_opt.add_argument(
+        "--remote-timeout", type=remote_seconds, default=os.environ.get("TRTBUILD_REMOTE_TIMEOUT") or None,
+        metavar="S", help="seconds to connect, and between bytes read, on each remote call (env "
+        "TRTBUILD_REMOTE_TIMEOUT, default 10); a remote that stalls past it is left alone for the rest of the run",
+    )
 
     executor_opt = argparse.ArgumentParser(add_help=False)
     executor_opt.add_argument(
@@ -154,10 +159,14 @@ def _parser() -> argparse.ArgumentParser:
     gc = sub.add_parser("gc", parents=[cache_opt, remote_opt], help="bound the cache: retire old results, delete what nothing names",
                         description="Retire old action records as the options say (never those of each recipe's last "
                         "build or of what out/ shows), then delete objects no record names and scratch files left by "
-                        "killed runs. Waits for running builds.")
+                        "killed runs. Waits for running builds. With DIR...: keep what the recipes there make now "
+                        "(every target) and retire everything else, out/ of recipes that no longer exist included. "
+                        "On a remote, unreferenced objects are marked, and deleted by a gc at least --grace later.")
+    gc.add_argument("recipes", nargs="*", metavar="DIR", help="recipe files or folders: the recipes in use")
+    gc.add_argument("--grace", default="1h", metavar="AGE", help="remote: how long a marked object waits (default 1h)")
     gc.add_argument("--keep-last", type=positive, metavar="N", help="keep the N newest results per recipe x step x target")
     gc.add_argument("--older-than", metavar="AGE", help="retire results made more than AGE ago (30d, 12h, 90m)")
-    gc.add_argument("--max-size", metavar="SIZE", help="retire the least recent results until the objects fit (50GiB)")
+    gc.add_argument("--max-size", metavar="SIZE", help="retire the least recent results until what the cache holds (objects, out/, logs) fits (50GiB); says what it could not free")
     gc.add_argument("-n", "--dry-run", action="store_true", help="say what would be removed; remove nothing")
     gc.set_defaults(func=commands.cmd_gc)
 
@@ -224,7 +233,7 @@ def _dry_run(args) -> tuple[list, list, list[str]]:
         steps, problems = compile_recipes(args, cache, executor and executor.machine)
         with open(os.devnull, "w") as devnull:
             progress = Progress(stream=devnull, quiet=True)
-            remote = open_remote(args.remote, warn)
+            remote = open_remote(args.remote, warn, args.remote_timeout)
             results = Runner(cache, progress, dry_run=True, remote=remote).run(steps) if steps else []
     finally:
         if executor:

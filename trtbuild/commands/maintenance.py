@@ -30,22 +30,54 @@ def cmd_gc(args) -> int:
         policy = Policy(keep_last=args.keep_last,
                         older_than=parse_age(args.older_than) if args.older_than else None,
                         max_size=byte_size(args.max_size) if args.max_size else None)
+        grace = parse_age(args.grace)
     except ValueError as exc:
         raise UsageError(f"gc: {first_line(exc)}") from None
-    cache = Cache(args.cache_dir)
-    where = {"local cache": lambda: cache.gc(policy, dry_run=args.dry_run)}
+    warn = lambda text: print(f"trtbuild: warning: {text}", file=sys.stderr)  # noqa: E731
+    cache = Cache(args.cache_dir, warn)
+    live = _live(args, cache)  # gc DIR...: what the recipes there make now
+    keep = {} if live is None else {"live": live[0], "live_recipes": live[1], "pinned": live[2]}
+    where = {"local cache": lambda: cache.gc(policy, dry_run=args.dry_run, **keep)}
     if args.remote:  # the same policy there; this machine's last builds are kept on it too
-        remote = open_remote(args.remote, warn=lambda message: None)
-        where[f"remote {args.remote}"] = lambda: remote.gc(policy, cache.current_keys(), args.dry_run, time.time())
+        remote = open_remote(args.remote, warn, getattr(args, "remote_timeout", None))
+        protected = cache.current_keys() if live is None else live[0]
+        where[f"remote {args.remote}"] = lambda: remote.gc(policy, protected, args.dry_run, time.time(), grace)
     verb = "would remove" if args.dry_run else "removed"
     for name, collect in where.items():
         try:
             stats = collect()
-        except OSError as exc:
-            raise TrtbuildError(f"gc on the {name}: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # OSError, a remote's own errors, a stall past its deadline
+            raise TrtbuildError(f"gc on the {name}: {type(exc).__name__}: {first_line(exc)}") from None
         print(f"{name}: {verb} {stats['retired_actions']} results and {stats['removed_objects']} objects "
               f"({stats['freed_bytes'] / 2**20:.1f} MiB); kept {stats['kept_objects']} objects")
+        if stats.get("malformed_records"):
+            print(f"{name}: {verb} {stats['malformed_records']} malformed records")
+        if stats.get("removed_out"):
+            print(f"{name}: {verb} out/ of {', '.join(stats['removed_out'])} (no recipe makes them now)")
+        if stats.get("marked_objects"):
+            print(f"{name}: {stats['marked_objects']} unreferenced objects marked; a gc at least {args.grace} "
+                  "later deletes those still unreferenced")
+        if stats.get("short_bytes"):
+            print(f"trtbuild: warning: {name}: could not meet --max-size {args.max_size}: "
+                  f"{stats['kept_bytes'] / 2**20:.1f} MiB remain, held by the current builds and what out/ shows "
+                  f"({stats['short_bytes'] / 2**20:.1f} MiB over)", file=sys.stderr)
     return EXIT_OK
+
+
+def _live(args, cache):
+    """(keys, recipe names, pinned steps) the recipes under args.recipes make now; None without DIR."""
+    if not args.recipes:
+        return None
+    from trtbuild.commands.build import compile_recipes
+    from trtbuild.planning.live import live_steps
+
+    args.backend, args.target = None, None
+    steps, problems = compile_recipes(args, cache)
+    if problems:  # a recipe that does not load: its results cannot be told from dead ones
+        raise UsageError("gc: the recipes must load to tell what they make; fix them first:\n  "
+                         + "\n  ".join(problems))
+    keys, pinned = live_steps(steps, cache)
+    return keys, {s.recipe.recipe.name for s in steps}, pinned
 
 
 def cmd_env(args) -> int:

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from trtbuild.errors import UsageError
+from trtbuild.store.fsutil import write_new
 from trtbuild.execution.executor import Task
 from trtbuild.execution.farm import FarmMachine, needs, this_node, what_it_needs
 from trtbuild.execution.farm_task import run_step, warm_up
@@ -120,7 +121,7 @@ class RayExecutor:
         finally:
             with self._lock:
                 self._running.discard(ref)
-        task.log.write_text(result.pop("log", "") or "")
+        write_new(task.log, result.pop("log", "") or "")  # never through a link another user put there
         for name, digest in result.pop("outputs", {}).items():
             if not self.store.get_object(digest, Path(task.job["outdir"]) / name):
                 return {"ok": False, "error": f"output {name} on the remote cache does not match its digest",

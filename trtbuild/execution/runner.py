@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import shutil
 import signal
@@ -24,6 +25,7 @@ from trtbuild.execution.executor import Executor, Task
 from trtbuild.execution.pool import WorkerPool
 from trtbuild.execution.progress import Progress
 from trtbuild.execution.shown import publish_current
+from trtbuild.store.fsutil import create_new, write_new
 
 # Statuses a step can end in. "would-run" and "would-pull" (from the remote cache) only appear with --dry-run.
 BUILT, CACHED, FAILED, SKIPPED = "built", "cached", "failed", "skipped"
@@ -144,6 +146,8 @@ class Runner:
                             start(after)
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM (a CI timeout): stop, and say what each step got to
                 self._stopping.set()
+                if self.remote:
+                    self.remote.stopping.set()  # a step waiting on the remote stops waiting
                 self._executor.kill_all()
                 pool.shutdown(wait=True, cancel_futures=True)  # running steps end at once: their workers are gone
                 while not finished.empty():
@@ -156,12 +160,15 @@ class Runner:
                 self.interrupted = True
             except BaseException:
                 self._stopping.set()
+                if self.remote:
+                    self.remote.stopping.set()
                 self._executor.kill_all()
                 pool.shutdown(cancel_futures=True)
                 raise
         self._executor.close()
         if not self.dry_run and not self.interrupted:  # out/ keeps the last complete build
-            self._publish(steps, results, declared or [])
+            with self.cache.using():  # held shared, as building does: a gc waits until out/ is swapped in
+                self._publish(steps, results, declared or [])
         self.cache.stat_cache.save()
         return [results[s] for s in steps]
 
@@ -274,8 +281,8 @@ class Runner:
                     return pulled
                 reason = self._moved.pop(step, reason)
             result = self._execute(step, key, components, reason, deps)
-            if self.remote and result.status == BUILT:
-                self.remote.share(key, result.record, self.cache)
+            if self.remote and result.status == BUILT:  # pushed where the remote lacks it; --force replaces it
+                self.remote.share(key, result.record, self.cache, replace=forced)
             return result
         finally:
             lock.release()
@@ -292,10 +299,13 @@ class Runner:
         return self.force in ("all", step.name)
 
     def _execute(self, step: Step, key: str, components: dict, reason: str, deps: dict[Step, StepResult]) -> StepResult:
+        if self._stopping.is_set():  # interrupted while it waited (on the remote, say): start nothing
+            return StepResult(step, INTERRUPTED, "the run was interrupted before it started", key=key)
         self.progress.started(step, reason)
         workdir = self.cache.workdir(step.name)
         log = self.cache.logs / f"{key}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
+        os.close(create_new(log))  # made here, by this user: the worker writes into it, never through a link
         started = time.perf_counter()
         try:
             outdir = workdir / "out"
@@ -319,7 +329,7 @@ class Runner:
                 result = self._same_sources(step, components, result)
             if not result["ok"]:
                 if not log.exists() or not log.stat().st_size:  # a worker that died silently: the log still tells
-                    log.write_text(result["error"] + "\n")
+                    write_new(log, result["error"] + "\n")
                 self._record_state(step, key, components, "failed")
                 return StepResult(step, FAILED, reason, seconds, key=key, meta=result.get("meta") or {},
                                   error=result["error"], user_error=result.get("user_error", False), log=str(log),

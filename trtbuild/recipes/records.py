@@ -24,12 +24,29 @@ def key(data: bytes) -> str:
 
 
 def read(folder: Path, key: str) -> dict | None:
-    """The record for `key`; None when there is none (or it is unreadable: then the file is validated again)."""
+    """The record for `key`; None when there is none, or it is unreadable or not what write() stored under
+    this key (edited, copied from another key, cut short): then the file is validated again, and the
+    record rewritten."""
+    path = os.path.join(folder, f"{key}.json")
     try:
-        record = json.loads(read_record(os.path.join(folder, f"{key}.json")))
-    except (OSError, ValueError):
+        stored = json.loads(read_record(path))
+    except FileNotFoundError:
         return None
-    return record if isinstance(record, dict) and record.keys() == {"recipe", "lines"} else None
+    except (OSError, ValueError):
+        stored = None
+    try:
+        ok = isinstance(stored, dict) and isinstance(stored.get("record"), str) and stored.get("check") == _check(
+            key, stored["record"])
+        record = json.loads(stored["record"]) if ok else None
+    except ValueError:
+        record = None
+    if isinstance(record, dict) and record.keys() == {"recipe", "lines"}:
+        return record
+    import sys
+
+    print(f"trtbuild: warning: validated-recipe record {path} is not the one stored under its key (edited or "
+          "copied?); validating the recipe again", file=sys.stderr)
+    return None
 
 
 def to_json(record: dict) -> str | None:
@@ -47,12 +64,22 @@ def write(folder: Path, key: str, text: str) -> None:
     Not fsynced: a record cut short by a crash does not parse, and is a miss."""
     path = folder / f"{key}.json"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    stored = json.dumps({"check": _check(key, text), "record": text}, ensure_ascii=False)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(text.encode())
+        tmp.unlink(missing_ok=True)  # a fresh file, never written through a link left in its place
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666), "wb") as f:
+            f.write(stored.encode())
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)
+
+
+def _check(key: str, text: str) -> str:
+    """Ties a record's text to the key it is stored under: an edit, or a record copied from another key,
+    no longer matches (a checksum against mistakes and faults; write access to the cache is the boundary
+    against someone who means harm)."""
+    return hashlib.sha256(f"{key}\n{text}".encode()).hexdigest()
 
 
 @functools.cache

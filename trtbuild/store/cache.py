@@ -15,6 +15,7 @@ Nothing here knows about TensorRT or ONNX.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -28,8 +29,10 @@ from collections.abc import Iterator
 from filelock import FileLock
 
 from trtbuild.store import code
-from trtbuild.store.fsutil import atomic_write, fsync_file, publish_copy, publish_link, read_record
+from trtbuild.store.fsutil import (atomic_write, fsync_file, publish_copy, publish_link, read_record,
+                                   share_with_group)
 from trtbuild.store.hashing import StatCache, canonical_json, digest_written
+from trtbuild.store.validate import record_problem, state_entries
 
 _USE_RESOLUTION = 86400  # seconds: how finely a record's last use is kept
 
@@ -50,6 +53,7 @@ class Cache:
         self._stat_cache: StatCache | None = None
         code.keep_index_in(self.root / "code")  # trtbuild's own code facts, per version of its sources
         self._have_locks = False
+        share_with_group(self.root)  # a setgid cache directory: files group-writable whatever the umask
 
     # -- artifacts -------------------------------------------------------------------------
 
@@ -105,17 +109,31 @@ class Cache:
         return self.actions.joinpath(key[:2], f"{key}.json")
 
     def get_action(self, key: str) -> dict | None:
-        """The record for `key` if it and every object it names exist and hold their bytes."""
-        try:
-            record = json.loads(read_record(os.path.join(self.actions, key[:2], f"{key}.json")))  # a string: see verified
-        except (FileNotFoundError, ValueError):
-            return None
-        except OSError as exc:
-            self.warn(f"cannot read cache record {self._action_path(key)}: {exc.strerror}; rebuilding the step")
-            return None
-        if all(self.verified(o["digest"]) for o in record["outputs"].values()):
+        """The record for `key` if it is well formed, names `key`, and every object it names exists and holds
+        its bytes. A malformed record (edited, copied over another key's, cut short) is a miss with a warning:
+        the step runs again and its new record replaces it."""
+        record = self.read_action(key)
+        if record is not None and all(self.verified(o["digest"]) for o in record["outputs"].values()):
             return record
         return None
+
+    def read_action(self, key: str) -> dict | None:
+        """The record stored under `key` when it is usable (its objects unchecked), else None (warned)."""
+        path = os.path.join(self.actions, key[:2], f"{key}.json")  # a string: every hit reads one
+        try:
+            record = json.loads(read_record(path))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            record = None
+        except OSError as exc:
+            self.warn(f"cannot read cache record {path}: {exc.strerror}; rebuilding the step")
+            return None
+        problem = record_problem(record, key)
+        if problem:
+            self.warn(f"cache record {path} rejected ({problem}); rebuilding the step")
+            return None
+        return record
 
     def note_used(self, key: str) -> None:
         """A hit was served: its record's mtime says when it was last used (what gc --older-than and
@@ -128,18 +146,26 @@ class Cache:
     def put_action(self, key: str, record: dict) -> None:
         atomic_write(self._action_path(key), canonical_json(record))
 
-    def iter_actions(self) -> Iterator[dict]:
+    def iter_actions(self) -> Iterator[tuple[Path, dict]]:
+        """(file, record) of every usable action record; malformed ones are skipped (gc deletes them)."""
         for path in self.actions.glob("*/*.json"):
             with contextlib.suppress(ValueError, OSError):
-                yield json.loads(path.read_text())
+                record = json.loads(read_record(path))
+                if not record_problem(record, path.name.removesuffix(".json")):
+                    yield path, record
 
     # -- per-recipe state (the build log) ----------------------------------------------------
 
     def read_state(self, recipe: str) -> dict:
+        path = os.path.join(self.state_dir, f"{recipe}.json")
         try:
-            return json.loads(read_record(os.path.join(self.state_dir, f"{recipe}.json")))
-        except (OSError, ValueError):  # none yet, or another user's unreadable one: no history
+            state = json.loads(read_record(path))
+        except FileNotFoundError:
             return {}
+        except (OSError, ValueError):  # another user's unreadable one, cut short: no history
+            self.warn(f"cannot read the state file {path}; ignoring it, it is rewritten by the next build")
+            return {}
+        return state_entries(state, self.warn, path)
 
     def record_state(self, recipe: str, step_id: str, entry: dict) -> None:
         """Merge one step's entry into the recipe's state under a lock (parallel steps share the file)."""
@@ -190,8 +216,20 @@ class Cache:
 
     @contextlib.contextmanager
     def using(self, exclusive: bool = False) -> Iterator[None]:
-        """Builds share the cache; gc needs it alone. flock is released even on SIGKILL."""
-        fd = os.open(self.locks_dir() / "cache.lock", os.O_RDWR | os.O_CREAT, 0o666)  # less the umask
+        """Builds (and their publishing) share the cache; gc needs it alone. flock is released even on
+        SIGKILL. A cache this user cannot write to (a read-only CI mount) is read without the lock: nothing
+        is written there, and status, dag, path and a no-op build still work."""
+        path = self.locks / "cache.lock"
+        try:
+            fd = os.open(self.locks_dir() / "cache.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError as exc:
+            if exclusive or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                yield  # no lock file, and none can be made: lock-free reads
+                return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             yield
@@ -210,41 +248,118 @@ class Cache:
 
     # -- garbage collection ----------------------------------------------------------------
 
-    def gc(self, policy=None, dry_run: bool = False) -> dict:
+    def gc(self, policy=None, dry_run: bool = False, live: set[str] | None = None,
+           live_recipes: set[str] | None = None, pinned: set[tuple[str, str]] = frozenset()) -> dict:
         """Retire action records as `policy` (trtbuild.store.retention.Policy) says, then delete objects no
-        record names, and scratch left by killed runs. dry_run: say what would go, delete nothing.
-        Builds hold the cache shared: gc waits for them."""
+        record names, malformed records, and scratch left by killed runs. dry_run: say what would go, delete
+        nothing. `live` (with `live_recipes`): the keys the recipes in use make now (trtbuild gc DIR): every
+        other record is retired, and out/ folders and state of recipes not among `live_recipes` are removed;
+        `pinned`: (recipe, step id) whose key is unknown here, of which the newest result is kept.
+        Builds and their publishing hold the cache shared: gc waits for them."""
         from trtbuild.store.retention import retire
 
         with self.using(exclusive=True):
-            actions = []
+            actions, malformed = [], []
             for path in self.actions.glob("*/*.json"):
-                with contextlib.suppress(ValueError, OSError):
-                    actions.append((path, json.loads(path.read_text()), path.stat().st_mtime))
+                try:
+                    record = json.loads(read_record(path))
+                    mtime = path.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                except (OSError, ValueError):
+                    record, mtime = None, 0
+                if record_problem(record, path.name.removesuffix(".json")):
+                    malformed.append(path)  # names nothing: keeps nothing alive
+                else:
+                    actions.append((path, record, mtime))
             sizes = {p.name: p.stat().st_size for p in self.objects.glob("*/*")}
+            shown = self._shown_bytes(live_recipes)
             retired = []
+            protected = self.current_keys(live_recipes) if live is None else live
+            if live is not None:
+                newest: dict[tuple, tuple[float, str]] = {}
+                for path, record, mtime in actions:
+                    which = (record.get("recipe"), record.get("step"))
+                    if which in pinned:
+                        newest[which] = max(newest.get(which, (-1.0, "")), (min(record.get("created", mtime), mtime),
+                                                                             record["key"]))
+                protected = live | {key for _, key in newest.values()}
+                retired = [path for path, record, _ in actions if record["key"] not in protected]
             if policy is not None and not policy.empty:
-                retired = retire(actions, self.current_keys(), sizes, policy, time.time())
+                kept = [a for a in actions if a[0] not in set(retired)]
+                retired += retire(kept, protected, sizes, policy, time.time(), outside=shown)
             gone = set(retired)
-            live = {o["digest"] for path, record, _ in actions if path not in gone for o in record["outputs"].values()}
-            dead = [digest for digest in sizes if digest not in live]
+            live_objects = {o["digest"] for path, record, _ in actions if path not in gone
+                            for o in record["outputs"].values()}
+            dead = [digest for digest in sizes if digest not in live_objects]
+            stale_out = self._stale_out(live_recipes)
             if not dry_run:
-                for path in retired:
+                for path in [*retired, *malformed]:
                     path.unlink(missing_ok=True)
                 for digest in dead:
                     self.object_path(digest).unlink(missing_ok=True)
+                for link in stale_out:
+                    self._unpublish(link)
+                if live_recipes is not None:
+                    for state in self.state_dir.glob("*.json"):
+                        if state.stem not in live_recipes:
+                            state.unlink(missing_ok=True)
                 self._clean_scratch()
-        return {"retired_actions": len(retired), "removed_objects": len(dead),
-                "freed_bytes": sum(sizes[d] for d in dead), "kept_objects": len(live), "dry_run": dry_run}
+            remaining = sum(sizes[d] for d in live_objects) + shown
+        stats = {"retired_actions": len(retired), "removed_objects": len(dead), "malformed_records": len(malformed),
+                 "freed_bytes": sum(sizes[d] for d in dead), "kept_objects": len(live_objects),
+                 "removed_out": sorted(link.name for link in stale_out), "kept_bytes": remaining, "dry_run": dry_run}
+        if policy is not None and policy.max_size is not None and remaining > policy.max_size:
+            stats["short_bytes"] = remaining - policy.max_size  # held by current builds and what out/ shows
+        return stats
 
-    def current_keys(self) -> set[str]:
-        """The keys of each recipe's last build (its state) and of what out/ shows (its manifest)."""
+    def current_keys(self, recipes: set[str] | None = None) -> set[str]:
+        """The keys of each recipe's last build (its state) and of what out/ shows (its manifest); with
+        `recipes`, of those recipes only."""
         from trtbuild.store.publish import read_manifest
 
-        keys = {e.get("key") for state in self.state_dir.glob("*.json") for e in self.read_state(state.stem).values()}
-        keys |= {s.get("key") for link in self.out.glob("*") if link.is_symlink()
-                 for s in (read_manifest(link) or {}).get("steps", {}).values()}
-        return keys - {None}
+        keys = {e["key"] for state in self.state_dir.glob("*.json") if recipes is None or state.stem in recipes
+                for e in self.read_state(state.stem).values()}
+        for link in self.out.glob("*"):
+            if link.is_symlink() and (recipes is None or link.name in recipes):
+                manifest = read_manifest(link)
+                steps = manifest.get("steps") if isinstance(manifest, dict) else None
+                if isinstance(steps, dict):
+                    keys |= {s.get("key") for s in steps.values() if isinstance(s, dict)}
+        return {k for k in keys if isinstance(k, str)}
+
+    def _stale_out(self, live_recipes: set[str] | None) -> list[Path]:
+        """out/<recipe> links of recipes not among `live_recipes` (none when it is None)."""
+        if live_recipes is None or not self.out.is_dir():
+            return []
+        return [link for link in self.out.iterdir() if not link.name.startswith(".") and link.name not in live_recipes]
+
+    def _unpublish(self, link: Path) -> None:
+        target = link.resolve() if link.is_symlink() else None
+        if link.is_symlink() or link.is_file():
+            link.unlink(missing_ok=True)
+        elif link.is_dir():
+            shutil.rmtree(link, ignore_errors=True)
+        if target is not None and target.parent == self.out and target.name.startswith("."):
+            shutil.rmtree(target, ignore_errors=True)
+
+    def _shown_bytes(self, live_recipes: set[str] | None = None) -> int:
+        """Bytes besides objects/ that retiring records does not free: the builds out/ shows (copies),
+        logs, timing, recipe records, state and the stat cache."""
+        folders = [self.logs, self.timing, self.recipes, self.state_dir]
+        if self.out.is_dir():
+            shown = [link.resolve() for link in self.out.iterdir() if link.is_symlink()
+                     and (live_recipes is None or link.name in live_recipes)]
+            folders += [folder for folder in shown if folder.parent == self.out]  # never a walk outside the cache
+        total = 0
+        for folder in folders:
+            for dirpath, _dirs, files in os.walk(folder):
+                for name in files:
+                    with contextlib.suppress(OSError):
+                        total += os.lstat(os.path.join(dirpath, name)).st_size
+        with contextlib.suppress(OSError):
+            total += os.lstat(self.root / "statcache.json").st_size
+        return total
 
     def _clean_scratch(self) -> None:
         if self.tmp.exists():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -19,6 +20,35 @@ def _read_umask() -> int:
 
 # What a new file's mode would be: a cache shared by a group (umask 002) stays writable by the group.
 FILE_MODE = 0o666 & ~_read_umask()
+
+
+def share_with_group(root: Path) -> None:
+    """A cache directory that is setgid (chmod g+s: its files take its group) is shared by that group:
+    what this process creates is group-writable whatever the user's umask, so the next member of the
+    group can replace it. Workers inherit the umask."""
+    global FILE_MODE
+    try:
+        if not os.stat(root).st_mode & stat.S_ISGID:
+            return
+    except OSError:
+        return
+    os.umask(_read_umask() & ~0o070)
+    FILE_MODE = 0o666 & ~_read_umask()
+
+
+def create_new(path: str | os.PathLike) -> int:
+    """A file descriptor for writing a fresh `path` (a log): whatever was there is unlinked (a link put
+    there by another user is removed, not followed), then the file is created exclusively, never through
+    a symbolic link: nobody else's file is truncated or written."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+
+
+def write_new(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to a fresh `path` (see create_new)."""
+    with os.fdopen(create_new(path), "w") as f:
+        f.write(text)
 
 
 def atomic_write(path: Path, data: bytes) -> None:

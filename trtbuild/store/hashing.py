@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
-from trtbuild.store.fsutil import atomic_write
+from trtbuild.store.fsutil import atomic_write, read_record
+from trtbuild.store.validate import fact_ok, stat_entry_ok
 
 _CHUNK = 1 << 20
 # A file modified this recently may change again within the same mtime tick (git's "racy" case).
@@ -82,15 +83,19 @@ class StatCache:
         self._dirty = False
         self._real: dict[str, str] = {}  # path -> resolved path; an entry is checked by its stat anyway
         try:
-            self._entries: dict[str, dict] = json.loads(path.read_text())
+            self._entries: dict[str, dict] = json.loads(read_record(path))
         except (OSError, ValueError):  # none yet, or unreadable: only a slower run
+            self._entries = {}
+        if not isinstance(self._entries, dict):  # not what save() writes: start afresh (entries are checked too)
             self._entries = {}
 
     def memo(self, file: Path, fact: str, compute: Callable[[Path], Any]) -> Any:
         signature = stat_signature(file)
         key = self._resolved(file)
         entry = self._entries.get(key)
-        if entry and entry["stat"] == signature and fact in entry["facts"]:
+        if not stat_entry_ok(entry):
+            entry = None
+        elif entry["stat"] == signature and fact in entry["facts"] and fact_ok(fact, entry["facts"][fact]):
             return entry["facts"][fact]
         value = compute(file)
         if time.time() - signature[1] / 1e9 > _RACY_SECONDS:
@@ -120,6 +125,6 @@ class StatCache:
         if self._dirty:
             try:
                 atomic_write(self.path, canonical_json(self._entries))
-            except PermissionError:  # another user's cache file: the next run hashes again
+            except OSError:  # another user's cache file, a read-only cache: the next run hashes again
                 pass
             self._dirty = False

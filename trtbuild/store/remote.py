@@ -1,186 +1,281 @@
 """A shared remote cache over fsspec (file://, s3://, gs://, ...): the same objects/ and actions/
 layout as the local cache. Steps are pulled by key before building and pushed after.
 
-A remote that is down or refuses access never fails a build: the first error turns the remote
-off for the rest of the run, with a warning, and steps build locally.
+A cache, not a switch: a missing or bad record or object is a miss for that one step, which then
+builds here and is pushed back (healing the remote). Only a remote that cannot be reached (refused,
+down, stalled past its timeout) is left alone for the rest of the run, with one warning. Every call
+has a deadline, and a run being interrupted ends its calls at once: a stalled remote costs seconds.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import shutil
 import stat
 import threading
+import time
 import uuid
 
-from trtbuild.store.cache import Cache
 from trtbuild.errors import UsageError
+from trtbuild.store.cache import Cache
+from trtbuild.store.fsutil import read_record
 from trtbuild.store.hashing import canonical_json, digest_file
+from trtbuild.store.validate import record_problem
 
-# What a remote record may name: a file in the step's output folder, an object by its SHA-256.
-_OUTPUT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$")
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
-_PUSH_GRACE = 3600  # seconds: gc leaves younger remote objects alone (their record may be on its way)
+DEFAULT_TIMEOUT = 10.0  # seconds to connect, and between bytes read, on each remote call
+_MIN_RATE = 1 << 20  # bytes/s a transfer is allowed before its deadline: size / rate on top of the timeout
+_CONDEMNED = "gc/condemned.json"  # objects the last remote gc found unreferenced (see trtbuild.store.remote_gc)
+_CONDEMNED_TTL = 60.0  # seconds a pusher trusts its copy of that list
 
 
-def open_remote(url: str | None, warn) -> "Remote | None":
+class RemoteUnavailable(Exception):
+    """A call that did not end in time, or was stopped because the run is ending."""
+
+
+def open_remote(url: str | None, warn, timeout: float | None = None) -> "Remote | None":
     """The --remote cache, or None when no URL is given."""
     if not url:
         return None
     try:
-        return Remote(url, warn)
+        return Remote(url, warn, timeout)
     except ImportError as exc:
         raise UsageError(f"--remote {url}: {exc}; pip install 'trtbuild[remote]'") from None
 
 
+def remote_timeout(text: str | None) -> float:
+    """--remote-timeout / TRTBUILD_REMOTE_TIMEOUT: seconds, positive and finite."""
+    if text in (None, ""):
+        return DEFAULT_TIMEOUT
+    value = float(text)
+    if not 0 < value <= 3600:
+        raise ValueError(f"{text}: expected seconds between 0 and 3600")
+    return value
+
+
 class Remote:
-    def __init__(self, url: str, warn):
+    def __init__(self, url: str, warn, timeout: float | None = None):
         import fsspec
 
         self.url = url
-        self.fs, self.root = fsspec.core.url_to_fs(url)
+        self.timeout = timeout or remote_timeout(os.environ.get("TRTBUILD_REMOTE_TIMEOUT"))
+        protocol = fsspec.core.split_protocol(url)[0] or "file"
+        self.fs, self.root = fsspec.core.url_to_fs(url, **_timeouts(protocol, self.timeout))
         protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
         self._local = "file" in protocols  # object stores have no directories (and makedirs makes buckets)
         self._warn = warn
         self._lock = threading.Lock()
         self.enabled = True
+        self.stopping = threading.Event()  # set when the run is interrupted: every call ends now
+        self._bad: set[str] = set()  # objects found here not holding their digest: replaced by a push
+        self._condemned: tuple[float, set[str]] = (-_CONDEMNED_TTL, set())
+
+    # -- steps -------------------------------------------------------------------------------
 
     def lookup(self, key: str) -> dict | None:
-        """The action record for `key` if the remote has it (its objects are not fetched)."""
+        """The action record for `key` if the remote has a usable one (its objects are not fetched)."""
         if not self.enabled:
             return None
         try:
-            if not self._readable(self._action(key)):
-                self._warn(f"remote record of step {key[:12]} is not a regular file; building locally")
-                return None
-            data = self.fs.cat_file(self._action(key))
+            data = self._call(self._read, self._action(key))
         except FileNotFoundError:
             return None
-        except Exception as exc:  # see pull()
+        except Exception as exc:
             self._disable(exc)
+            return None
+        if data is None:
+            self._warn(f"remote record of step {key[:12]} is not a regular file; building locally")
             return None
         # Anyone who can write to the bucket writes these: untrusted input, checked before any use.
         try:
             record = json.loads(data)
-            problem = record_problem(record, key)
         except ValueError:
-            problem = "not JSON"
+            record = None
+        problem = record_problem(record, key) if record is not None else "not JSON"
         if problem:
             self._warn(f"remote record of step {key[:12]} rejected ({problem}); building locally")
             return None
         return record
 
     def pull(self, key: str, cache: Cache) -> dict | None:
-        """Fetch the action record for `key` and its objects into `cache`; None if absent or unusable."""
+        """Fetch the action record for `key` and its objects into `cache`; None if absent or unusable.
+        A missing or bad object is a miss for this step only: it builds here, and its push heals the remote."""
         record = self.lookup(key)
         if record is None:
             return None
+        workdir = cache.workdir("pull")
         try:
-            workdir = cache.workdir("pull")
-            try:
-                for name, obj in record["outputs"].items():
-                    if cache.object_path(obj["digest"]).exists():
-                        continue
-                    if not self.get_object(obj["digest"], workdir / name):
-                        self._warn(f"remote object {name} of step {key[:12]} does not match its digest; building locally")
-                        return None
-                    cache.ingest(workdir / name)
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
+            for name, obj in record["outputs"].items():
+                if cache.verified(obj["digest"]):
+                    continue
+                try:
+                    ok = self.get_object(obj["digest"], workdir / name, obj["size"])
+                except FileNotFoundError:
+                    self._warn(f"remote object {name} of step {key[:12]} is missing; building locally")
+                    return None
+                if not ok:
+                    self._bad.add(obj["digest"])
+                    self._warn(f"remote object {name} of step {key[:12]} does not match its digest; building locally")
+                    return None
+                cache.ingest(workdir / name)
             cache.put_action(key, record)
-            return record
-        except Exception as exc:  # any remote failure (network, auth, bad data) means: build locally
+        except Exception as exc:  # any other failure (network, auth, a stall): build locally
             self._disable(exc)
             return None
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        self._note_used(key)
+        return record
 
-    def share(self, key: str, record: dict, cache: Cache) -> None:
-        """Push a local hit the remote lacks (built while the remote was down, or before --remote was
-        used). A marker in the local cache remembers what this remote has, so a no-op build asks nothing."""
+    def share(self, key: str, record: dict, cache: Cache, replace: bool = False) -> None:
+        """Make the remote hold this step: push it when the remote lacks its record, holds a bad one, or
+        lacks (or holds a bad copy of) any object its record names. `replace` (--force): push ours over
+        whatever is there. A marker in the local cache remembers what this remote had, so a no-op build
+        asks nothing."""
         if not self.enabled:
             return
-        marker = cache.root / "remotes" / hashlib.sha256(self.url.encode()).hexdigest()[:16] / key[:2] / key
-        if marker.exists():
+        marker = cache.root / "remotes" / _digest(self.url)[:16] / key[:2] / key
+        if not replace and marker.exists():
             return
         try:
-            present = self.fs.exists(self._action(key))
+            if replace or not self._holds(key):
+                self.push(key, record, cache)
         except Exception as exc:
             self._disable(exc)
-            return
-        if not present:
-            self.push(key, record, cache)
         if self.enabled:
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.touch()
+            try:
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+            except OSError:  # a read-only cache: asked again next time
+                pass
 
     def push(self, key: str, record: dict, cache: Cache) -> None:
-        """Upload the step's objects, then its action record (last, so a reader never sees a partial step)."""
-        if not self.enabled:
-            return
-        try:
+        """Upload the step's objects the remote lacks, then its action record (last, so a reader never
+        sees a partial step), then check its objects are still there (a gc sweeping meanwhile). Objects
+        the last remote gc condemned are uploaded again: their new date keeps its sweep off them."""
+        condemned = self._condemned_now()
+        for _ in range(2):
             for obj in record["outputs"].values():
-                self.put_object(cache.object_path(obj["digest"]), obj["digest"])
-            path = self._action(key)
-            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-            self._makedirs(path)
-            self.fs.pipe_file(tmp, canonical_json(record))
-            self.fs.mv(tmp, path)
-        except Exception as exc:  # see pull()
-            self._disable(exc)
+                digest = obj["digest"]
+                self.put_object(cache.object_path(digest), digest, again=digest in self._bad or digest in condemned)
+                self._bad.discard(digest)
+            self._write(self._action(key), canonical_json(record))
+            if all(self._call(self.fs.exists, self._object(o["digest"])) for o in record["outputs"].values()):
+                return
+            condemned = {o["digest"] for o in record["outputs"].values()}
 
-    def put_object(self, file, digest: str) -> None:
+    def put_object(self, file, digest: str, again: bool = False) -> None:
         """Upload `file` (whose SHA-256 is `digest`) unless the remote has it. Errors propagate."""
         path = self._object(digest)
-        if not self.fs.exists(path):
-            self._upload(str(file), path)
+        if again or not self._call(self.fs.exists, path):
+            self._upload(str(file), path, os.path.getsize(file))
 
-    def get_object(self, digest: str, dest) -> bool:
-        """Download object `digest` to `dest`; False (and `dest` removed) when the bytes do not match it."""
-        if not self._readable(self._object(digest)):
+    def get_object(self, digest: str, dest, size: int = 0) -> bool:
+        """Download object `digest` to `dest`; False (and `dest` removed) when the bytes do not match it
+        or it is not a regular file. A missing object raises FileNotFoundError; other errors propagate."""
+        if not self._regular(self._object(digest)):
             return False
-        self.fs.get_file(self._object(digest), str(dest))
+        self._call(self.fs.get_file, self._object(digest), str(dest), size=size)
         if digest_file(dest) == digest:
             return True
         os.unlink(dest)
         return False
 
-    def gc(self, policy, protected: set[str], dry_run: bool, now: float) -> dict:
-        """trtbuild gc on the remote: retire records as `policy` says (never `protected` keys), then delete
-        objects no record names. Objects and temp files younger than an hour are left alone: another
-        machine may be pushing a step whose record is not written yet. Errors propagate."""
-        from trtbuild.store.retention import retire
+    def gc(self, policy, protected: set[str], dry_run: bool, now: float, grace: float = 3600.0) -> dict:
+        from trtbuild.store.remote_gc import collect
 
-        actions = []
-        for path, info in self.fs.find(f"{self.root}/actions", detail=True).items():
-            key = path.rsplit("/", 1)[1].removesuffix(".json")
+        return collect(self, policy, protected, dry_run, grace)
+
+    # -- calls with deadlines -------------------------------------------------------------------
+
+    def _call(self, fn, *args, size: int = 0, **kwargs):
+        """fn(*args, **kwargs) on a thread of its own, waited for until its deadline (the timeout, three times over
+        for retries, plus size at 1 MiB/s) or until the run stops; either raises RemoteUnavailable and
+        leaves the thread to its socket timeouts (a daemon: it never holds the process)."""
+        if self.stopping.is_set():
+            raise RemoteUnavailable("the run is stopping")
+        box: dict = {}
+        done = threading.Event()
+
+        def call():
             try:
-                record = json.loads(self.fs.cat_file(path))
-            except (ValueError, FileNotFoundError):
-                continue
-            if path.endswith(".json") and not record_problem(record, key):  # others name nothing: not kept alive
-                actions.append((path, record, _modified(info)))
-        objects = {path: info for path, info in self.fs.find(f"{self.root}/objects", detail=True).items()}
-        sizes = {path.rsplit("/", 1)[1]: info["size"] for path, info in objects.items()}
-        retired = retire(actions, protected, sizes, policy, now) if not policy.empty else []
-        gone = set(retired)
-        live = {o["digest"] for path, record, _ in actions if path not in gone for o in record["outputs"].values()}
-        dead = [path for path, info in objects.items()
-                if path.rsplit("/", 1)[1] not in live and now - _modified(info) > _PUSH_GRACE]
-        if not dry_run:
-            for path in [*retired, *dead]:
-                self.fs.rm_file(path)
-        return {"retired_actions": len(retired), "removed_objects": len(dead),
-                "freed_bytes": sum(objects[p]["size"] for p in dead), "kept_objects": len(live), "dry_run": dry_run}
+                box["value"] = fn(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                box["error"] = exc
+            done.set()
 
-    def _upload(self, local: str, path: str) -> None:
+        threading.Thread(target=call, daemon=True, name="trtbuild-remote").start()
+        allowed = 3 * self.timeout + size / _MIN_RATE
+        deadline = time.monotonic() + allowed
+        while not done.wait(0.1):
+            if self.stopping.is_set():
+                raise RemoteUnavailable("the run is stopping")
+            if time.monotonic() > deadline:
+                raise RemoteUnavailable(f"no answer within {allowed:.0f} s")
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+    def _read(self, path: str) -> bytes | None:
+        """A record's bytes (at most 64 MiB); None when it is not a regular file (a mounted remote)."""
+        if self._local:
+            try:
+                return read_record(path)
+            except FileNotFoundError:
+                raise
+            except OSError:
+                return None
+        data = self.fs.cat_file(path, start=0, end=64 << 20)
+        return data
+
+    def _write(self, path: str, data: bytes) -> None:
         tmp = f"{path}.{uuid.uuid4().hex}.tmp"
         self._makedirs(path)
-        self.fs.put_file(local, tmp)
-        self.fs.mv(tmp, path)
+        self._call(self.fs.pipe_file, tmp, data)
+        self._call(self.fs.mv, tmp, path)
 
-    def _readable(self, path: str) -> bool:
+    def _upload(self, local: str, path: str, size: int) -> None:
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        self._makedirs(path)
+        self._call(self.fs.put_file, local, tmp, size=size)
+        self._call(self.fs.mv, tmp, path, size=size)
+
+    def _holds(self, key: str) -> bool:
+        """Whether the remote holds a usable record for `key` and every object it names."""
+        try:
+            data = self._call(self._read, self._action(key))
+            record = json.loads(data) if data is not None else None
+        except FileNotFoundError:
+            return False
+        except ValueError:
+            return False
+        if record_problem(record, key):
+            return False
+        digests = {o["digest"] for o in record["outputs"].values()}
+        return not digests & self._bad and all(self._call(self.fs.exists, self._object(d)) for d in digests)
+
+    def _note_used(self, key: str) -> None:
+        """A pull is a use: used/<key> is rewritten, and the remote's own clock dates it (gc --older-than)."""
+        try:
+            self._write(f"{self.root}/used/{key[:2]}/{key}", b"")
+        except Exception:  # a read-only bucket: the record is dated by its push
+            pass
+
+    def _condemned_now(self) -> set[str]:
+        stamp, digests = self._condemned
+        if time.monotonic() - stamp < _CONDEMNED_TTL:
+            return digests
+        try:
+            data = json.loads(self._call(self.fs.cat_file, f"{self.root}/{_CONDEMNED}"))
+            digests = {d for d in data.get("objects", []) if isinstance(d, str)} if isinstance(data, dict) else set()
+        except FileNotFoundError:
+            digests = set()
+        except ValueError:
+            digests = set()
+        self._condemned = (time.monotonic(), digests)
+        return digests
+
+    def _regular(self, path: str) -> bool:
         """Whether reading `path` ends: on a local or mounted remote, a regular file (a FIFO or a device put
         there would block the read or never end); an object store holds nothing else."""
         if not self._local:
@@ -188,7 +283,7 @@ class Remote:
         try:
             return stat.S_ISREG(os.stat(path).st_mode)
         except FileNotFoundError:
-            return True  # the read says it is missing
+            raise
         except OSError:
             return False
 
@@ -206,31 +301,33 @@ class Remote:
         with self._lock:
             if self.enabled:
                 self.enabled = False
-                self._warn(f"remote cache {self.url} unavailable ({type(exc).__name__}: {str(exc)[:200]}); "
-                           "building locally")
+                if not self.stopping.is_set():
+                    self._warn(f"remote cache {self.url} unavailable ({type(exc).__name__}: {str(exc)[:200]}); "
+                               "building locally")
 
 
-def _modified(info: dict) -> float:
-    """An fsspec listing entry's modification time (local: mtime; S3: LastModified; GCS: updated)."""
-    stamp = info.get("mtime") or info.get("LastModified") or info.get("updated") or 0
-    if isinstance(stamp, str):
-        from datetime import datetime
+def _timeouts(protocol: str, seconds: float) -> dict:
+    """fsspec options bounding how long one request may wait (connect, and between bytes read)."""
+    if protocol in ("s3", "s3a"):  # on top of any config_kwargs the user set in fsspec's configuration
+        import fsspec
 
-        stamp = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    return stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp)
+        configured = dict(fsspec.config.conf.get(protocol, {}).get("config_kwargs") or {})
+        return {"config_kwargs": configured | {"connect_timeout": seconds, "read_timeout": seconds,
+                                               "retries": {"max_attempts": 2, "mode": "standard"}}}
+    if protocol in ("gs", "gcs"):
+        return {"timeout": seconds}
+    if protocol in ("http", "https"):
+        return {"client_kwargs": {"timeout": _aiohttp_timeout(seconds)}}
+    return {}
 
 
-def record_problem(record, key: str) -> str | None:
-    """Why a remote action record cannot be used for `key`; None when it can."""
-    if not isinstance(record, dict) or not isinstance(record.get("outputs"), dict) or not record["outputs"]:
-        return "no outputs"
-    if record.get("key") != key:
-        return "its key is not the step's"
-    for name, obj in record["outputs"].items():
-        if not isinstance(name, str) or not _OUTPUT_NAME.match(name):
-            return f"output name {str(name)[:40]!r} is not a plain file name"
-        if not isinstance(obj, dict) or not isinstance(obj.get("digest"), str) or not _DIGEST.match(obj["digest"]):
-            return f"output {name}: digest is not a SHA-256"
-        if not isinstance(obj.get("size"), int) or obj["size"] < 0:
-            return f"output {name}: bad size"
-    return None
+def _aiohttp_timeout(seconds: float):
+    import aiohttp
+
+    return aiohttp.ClientTimeout(sock_connect=seconds, sock_read=seconds)
+
+
+def _digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -38,30 +38,34 @@ def parse_age(text: str) -> float:
 
 
 def retire(actions: list[tuple[Path | str, dict, float]], protected: set[str], sizes: dict[str, int],
-           policy: Policy, now: float) -> list[Path | str]:
-    """The action files to delete. `actions`: (file, record, last used) triples; `protected`: keys never
-    retired; `sizes`: object digest -> bytes."""
+           policy: Policy, now: float, outside: int = 0) -> list[Path | str]:
+    """The action files to delete. `actions`: (file, record, last used) triples, the last use by the clock
+    of the store that holds the record (a file's mtime, an object's LastModified); `protected`: keys never
+    retired; `sizes`: object digest -> bytes; `outside`: bytes --max-size counts besides the objects.
+    A record's own `created` (the writer's clock) only orders --keep-last, and never later than the store
+    saw the record: a runner whose clock is a year fast cannot keep its results alive."""
     def removable(record: dict) -> bool:
         return record.get("key") not in protected
 
-    used = {path: max(last_used, record.get("created", 0)) for path, record, last_used in actions}
+    used = {path: last_used for path, record, last_used in actions}
+    made = {path: min(record.get("created", last_used), last_used) for path, record, last_used in actions}
     actions = [(path, record) for path, record, _ in actions]
 
     drop: set[Path] = set()
     if policy.keep_last is not None:
         history = defaultdict(list)
         for path, record in actions:
-            history[(record.get("recipe"), record.get("step"))].append((record.get("created", 0), path, record))
+            history[(record.get("recipe"), record.get("step"))].append((made[path], str(path), path, record))
         for entries in history.values():
             entries.sort(key=lambda e: e[0], reverse=True)
-            drop |= {path for _, path, record in entries[policy.keep_last:] if removable(record)}
+            drop |= {path for _, _, path, record in entries[policy.keep_last:] if removable(record)}
     if policy.older_than is not None:
         drop |= {path for path, record in actions
                  if removable(record) and now - used[path] > policy.older_than}
     if policy.max_size is not None:
         kept = [(path, record) for path, record in actions if path not in drop]
         users = Counter(o["digest"] for _, record in kept for o in record["outputs"].values())
-        total = sum(sizes.get(digest, 0) for digest in users)
+        total = sum(sizes.get(digest, 0) for digest in users) + outside
         for path, record in sorted(kept, key=lambda pr: used[pr[0]]):  # least recently used first
             if total <= policy.max_size:
                 break
