@@ -10,11 +10,12 @@ and counts each alias as the size of what it names, so a bomb is refused after a
 
 from __future__ import annotations
 
-import os
+import errno
 import stat
 from pathlib import Path
 
 from trtbuild.errors import RecipeError
+from trtbuild.store.fsutil import NotRegularFile, read_record
 
 MAX_BYTES = 1 << 20  # a recipe is a page of YAML; 1 MiB is far beyond any real one
 MAX_DEPTH = 64  # nesting of mappings and lists
@@ -31,29 +32,17 @@ def kind_of(mode: int) -> str:
 def read_bytes(file: Path) -> bytes:
     """The recipe file's bytes: a regular file of at most MAX_BYTES, opened without blocking on a FIFO."""
     try:
-        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        return read_record(file, limit=MAX_BYTES)
     except FileNotFoundError:
         raise RecipeError([f"{file}: no such recipe file"]) from None
-    except (OSError, ValueError) as exc:  # a link loop, a name too long, no permission; a NUL byte
-        raise RecipeError([f"{file}: cannot read recipe: {getattr(exc, 'strerror', None) or exc}"]) from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise RecipeError([f"{file}: cannot read recipe: {kind_of(mode)}, not a recipe file"])
-        chunks, size = [], 0
-        while size <= MAX_BYTES:
-            chunk = os.read(fd, MAX_BYTES + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
+    except NotRegularFile as exc:
+        raise RecipeError([f"{file}: cannot read recipe: {kind_of(exc.mode)}, not a recipe file"]) from None
     except OSError as exc:
-        raise RecipeError([f"{file}: cannot read recipe: {exc.strerror}"]) from None
-    finally:
-        os.close(fd)
-    if size > MAX_BYTES:
-        raise RecipeError([f"{file}: recipe file is larger than {MAX_BYTES >> 20} MiB; is it a recipe?"])
-    return b"".join(chunks)
+        if exc.errno == errno.EFBIG:
+            raise RecipeError([f"{file}: recipe file is larger than {MAX_BYTES >> 20} MiB; is it a recipe?"]) from None
+        raise RecipeError([f"{file}: cannot read recipe: {exc.strerror or exc}"]) from None  # a link loop, no permission
+    except ValueError as exc:  # a NUL byte in the name
+        raise RecipeError([f"{file}: cannot read recipe: {exc}"]) from None
 
 
 def check_structure(text: str, file: Path, loader_class) -> None:

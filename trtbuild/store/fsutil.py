@@ -67,6 +67,14 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+class NotRegularFile(OSError):
+    """What read_record found is not a regular file; `mode` says what it is."""
+
+    def __init__(self, path, mode: int):
+        super().__init__(errno.EINVAL, "not a regular file", str(path))
+        self.mode = mode
+
+
 def read_record(path: str | os.PathLike, limit: int = 64 << 20) -> bytes:
     """The bytes of a small file the cache wrote (a record, a state file): a regular file of at most `limit`
     bytes, opened without blocking. Anything else, such as a FIFO or a link to /dev/zero in its place,
@@ -75,7 +83,7 @@ def read_record(path: str | os.PathLike, limit: int = 64 << 20) -> bytes:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
+            raise NotRegularFile(path, st.st_mode)
         chunks, size = [], 0
         while size <= limit:
             chunk = os.read(fd, limit + 1 - size)
