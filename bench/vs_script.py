@@ -2,14 +2,15 @@
 
 ResNet-50: bench/tutorial/export.py, simplify.py and build.py (the calls a tutorial makes, each
 its own process) against trtbuild on the same settings (torchvision ResNet-50, random weights,
-opset 17, dynamic batch 1 / 8 / 32, onnx-simplifier, TensorRT-RTX with a 1 GiB workspace, parity
-off) from an empty cache. trtbuild also checks the simplified model on ONNX Runtime; the script
+dynamic batch 1 / 8 / 32, onnx-simplifier, TensorRT-RTX with a 1 GiB workspace, parity off) from an
+empty cache, at opset 17 (the script exports with TorchScript) and at the default opset (the script
+calls torch.onnx.export with its defaults); trtbuild uses its default exporter, which picks one. trtbuild also checks the simplified model on ONNX Runtime; the script
 does not.
 
 Eight engines: one small ONNX model at eight opt shapes (simplify off): a shell loop of
 `polygraphy convert` against trtbuild at -j 1 and -j 2, from an empty cache.
 
-    python bench/vs_script.py [--repeat 5] [--only resnet50|engines]
+    python bench/vs_script.py [--repeat 5] [--only resnet50|engines] [--opset 17|default]
 """
 
 from __future__ import annotations
@@ -43,27 +44,28 @@ def timed(command: list[str], cwd: Path, env: dict | None = None) -> tuple[float
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def resnet50_scripts(work: Path) -> tuple[float, float]:
+def resnet50_scripts(work: Path, opset: int | None) -> tuple[float, float]:
     wall = cpu = 0.0
-    for script, args in (("export.py", ["r.onnx"]), ("simplify.py", ["r.onnx", "r-sim.onnx"]),
+    for script, args in (("export.py", ["r.onnx", *(["--opset", str(opset)] if opset else [])]), ("simplify.py", ["r.onnx", "r-sim.onnx"]),
                          ("build.py", ["r-sim.onnx", "r.plan"])):
         w, c = timed([sys.executable, str(TUTORIAL / script), *args], work)
         wall, cpu = wall + w, cpu + c
     return wall, cpu
 
 
-def resnet50_recipe(work: Path) -> Path:
+def resnet50_recipe(work: Path, opset: int | None) -> Path:
+    """trtbuild's default exporter (auto): it picks the exporter from the recipe's opset."""
     recipe = {
         "name": "resnet50",
         "source": {"framework": "pytorch", "entrypoint": "torchvision.models:resnet50", "kwargs": {"weights": None},
-                   "exporter": "torchscript", "outputs": ["logits"]},
+                   "outputs": ["logits"]},
         "inputs": {"input": {"dtype": "float32", "shape": [-1, 3, 224, 224], "min": [1, 3, 224, 224],
                              "opt": [8, 3, 224, 224], "max": [32, 3, 224, 224]}},
-        "onnx": {"opset": 17},
+        "onnx": {"opset": opset} if opset else {},
         "parity": {"enabled": False},
         "engine": {"backend": "tensorrt-rtx", "workspace": "1GiB"},
     }
-    path = work / "resnet50.yaml"
+    path = work / f"resnet50-{opset or 'default'}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
 
@@ -132,6 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--only", choices=["resnet50", "engines"])
+    parser.add_argument("--opset", choices=["17", "default"], help="ResNet-50 at this opset only")
     args = parser.parse_args()
     compile_bytecode()
     work = Path(tempfile.mkdtemp(prefix="trtbuild-vs-script-"))
@@ -139,10 +142,11 @@ def main() -> None:
     print(f"trtbuild {commit.strip()}, python {sys.version.split()[0]}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
     try:
         if args.only in (None, "resnet50"):
-            recipe = resnet50_recipe(work)
-            runs = compare({"three scripts": lambda: resnet50_scripts(work),
-                            "trtbuild": lambda: trtbuild(work, recipe)}, args.repeat)
-            print("\nResNet-50, cold:\n" + table(runs, "three scripts"))
+            for opset in {"17": [17], "default": [None]}.get(args.opset, [17, None]):
+                recipe = resnet50_recipe(work, opset)
+                runs = compare({"three scripts": lambda: resnet50_scripts(work, opset),
+                                "trtbuild": lambda: trtbuild(work, recipe)}, args.repeat)
+                print(f"\nResNet-50, opset {opset or 'default'}, cold:\n" + table(runs, "three scripts"))
         if args.only in (None, "engines"):
             model = small_model(work)
             recipes = engine_recipes(work, model)

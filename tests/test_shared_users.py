@@ -1,4 +1,4 @@
-"""Several unix users on one cache: a setgid cache directory keeps what each creates group-writable
+"""Several unix users on one cache (the only place tests run as other uids): a setgid cache directory keeps what each creates group-writable
 whatever their umask; a log path another user turned into a link is replaced, never followed; a
 user who may only read the cache (a CI mount) gets status, dag, path and a no-op build."""
 
@@ -77,7 +77,6 @@ def test_a_setgid_cache_stays_group_writable_whatever_the_umask(shared):
 
 
 def test_a_log_turned_into_a_link_is_replaced_not_followed(project, tmp_path):
-    from trtbuild.commands.cli import main
 
     code, report = project.build()
     assert code == 0

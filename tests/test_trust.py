@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
-import pytest
-
-from conftest import REPO, Project, conv_model, recipe_dict, statuses
+from conftest import conv_model, recipe_dict, statuses
 from trtbuild.store.hashing import digest_file
 from trtbuild.store.publish import read_manifest
 
@@ -115,48 +109,3 @@ def test_a_source_changed_during_its_step_is_never_cached(project):
     assert code == 1 and precision["status"] == "failed"
     assert f"source changed during the build: {project.root / 'calib.py'}" in precision["error"]
     assert not [a for a in project.actions() if a["step"] == "precision"]  # nothing recorded under the old key
-
-
-def test_a_cache_shared_by_a_group_works_for_its_second_user(tmp_path):
-    """Two users of one group, umask 002, one cache directory (setgid): the second user's run reads the
-    first one's records, locks and stat cache, and writes beside them."""
-    if os.geteuid() != 0:
-        pytest.skip("running as two users needs root")
-    group = 4242
-    shared = Path(tempfile.mkdtemp(prefix="trtbuild-shared-", dir="/tmp"))  # pytest's tmp_path is root-only
-    # The interpreter may live under /root (pyenv): let other users traverse (not list) its folders meanwhile.
-    closed = [d for d in Path(os.path.realpath(sys.executable)).parents if not d.stat().st_mode & 0o001]
-    modes = {d: d.stat().st_mode for d in closed}
-    try:
-        for folder, mode in modes.items():
-            folder.chmod(mode | 0o001)
-        shared.chmod(0o777)
-        project = Project(shared)
-        project.write_model(conv_model())
-        project.write_recipe(recipe_dict("conv.onnx"))
-        project.cache.mkdir()
-        os.chown(project.cache, 0, group)
-        project.cache.chmod(0o2775)
-
-        def build(uid: int) -> subprocess.CompletedProcess:
-            home = shared / f"home-{uid}"
-            home.mkdir(mode=0o777, exist_ok=True)
-            return subprocess.run(
-                [sys.executable, "-m", "trtbuild", str(project.recipe), "--cache-dir", str(project.cache)],
-                user=uid, group=group, extra_groups=[group], umask=0o002, cwd=shared, capture_output=True, text=True,
-                env=os.environ | {"HOME": str(home), "PYTHONPATH": str(REPO)}, timeout=300)
-
-        first = build(4201)
-        assert first.returncode == 0, first.stderr
-        data = recipe_dict("conv.onnx")
-        data["engine"]["workspace"] = "128MiB"
-        project.write_recipe(data)
-        second = build(4202)
-        assert second.returncode == 0 and "Traceback" not in second.stderr, second.stderr
-        assert "cached     conv/simplify" in second.stderr and "built      conv/engine" in second.stderr
-        records = {p.stat().st_mode & 0o777 for p in (project.cache / "actions").glob("*/*.json")}
-        assert records == {0o664}  # the umask's permissions, not mkstemp's 0600
-    finally:
-        for folder, mode in modes.items():
-            folder.chmod(mode)
-        shutil.rmtree(shared, ignore_errors=True)
