@@ -77,7 +77,6 @@ def test_a_setgid_cache_stays_group_writable_whatever_the_umask(shared):
 
 
 def test_a_log_turned_into_a_link_is_replaced_not_followed(project, tmp_path):
-
     code, report = project.build()
     assert code == 0
     key = next(s["key"] for s in report["steps"] if s["step"] == "engine")
