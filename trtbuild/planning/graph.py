@@ -12,7 +12,8 @@ from types import ModuleType
 
 from trtbuild.store.cache import Cache
 from trtbuild.errors import RecipeError, UsageError
-from trtbuild.recipes.loader import QUANTIZED_PRECISIONS, LoadedRecipe
+from trtbuild.recipes.loader import LoadedRecipe
+from trtbuild.recipes.shared import QUANTIZED_PRECISIONS
 from trtbuild.frontends import DEFAULT_OPSET, require
 from trtbuild.backends import backend as backend_module
 from trtbuild.backends.gpu import remember_in

@@ -1,4 +1,4 @@
-"""Recipe loading: YAML with file:line errors, validated by the schema (trtbuild.recipes.schema), read as Sections.
+"""Recipe loading: YAML with file:line errors, validated by the schema (trtbuild.recipes.validation), read as Sections.
 
 A recipe file whose bytes were validated before is read from its record in the cache instead
 (trtbuild.recipes.records): the same Sections without importing PyYAML's parser or pydantic, which is
@@ -16,9 +16,7 @@ from pathlib import Path
 from trtbuild.recipes import paths, records as validated
 from trtbuild.recipes.reading import check_structure, read_bytes  # named: its code is part of a record's key
 from trtbuild.errors import RecipeError
-
-# Precisions made by calibrated Q/DQ nodes: they need precision.calibration.
-QUANTIZED_PRECISIONS = ("int8", "fp8")
+from trtbuild.recipes.shared import dotted, line_for, spec_dims
 
 
 class Section:
@@ -55,13 +53,6 @@ class InputSection(Section):
 SECTIONS = {"InputSpec": InputSection}  # schema model -> its Section class (others: Section)
 
 
-def spec_dims(spec) -> list[int]:
-    """The shape, or the one min/opt/max describe (-1 where min != max)."""
-    if spec.shape is not None:
-        return list(spec.shape)
-    return [lo if lo == hi else -1 for lo, hi in zip(spec.min, spec.max)]
-
-
 class LoadedRecipe(typing.NamedTuple):
     recipe: Section
     file: Path  # the recipe file
@@ -75,7 +66,7 @@ class LoadedRecipe(typing.NamedTuple):
 
     def where(self, *loc) -> str:
         """`file:line` of the deepest known key on `loc`."""
-        return f"{self.file}:{_line_for(self.lines, tuple(loc))}"
+        return f"{self.file}:{line_for(self.lines, tuple(loc))}"
 
 
 def load_recipe(file: str | Path, records: Path | None = None) -> LoadedRecipe:
@@ -104,7 +95,7 @@ def _validate(data: bytes, file: Path) -> dict:
     """Parse and validate the file's bytes: {"recipe": the schema's normalized data, "lines": [[key path, line]]}."""
     import yaml  # here only: a recipe read from its record needs no parser
 
-    from trtbuild.recipes.schema import validate
+    from trtbuild.recipes.validation import validate
 
     try:
         text = io.TextIOWrapper(io.BytesIO(data)).read()  # as Path.read_text decodes
@@ -126,7 +117,7 @@ def _validate(data: bytes, file: Path) -> dict:
 
 
 def _sections(data: dict) -> Section:
-    """The normalized data (trtbuild.recipes.schema.normalized) with each model's dict made a Section."""
+    """The normalized data (trtbuild.recipes.validation.normalized) with each model's dict made a Section."""
     top = {"": data["values"]}
     for path, kind, given in sorted(data["sections"], key=lambda s: len(s[0]), reverse=True):  # innermost first
         holder, key = top, ""
@@ -146,13 +137,13 @@ def _check_files(loaded: LoadedRecipe) -> None:
     named = [(("source", "path"), source.path, model_kind), (("source", "checkpoint"), source.checkpoint, paths.FILE),
              (("parity", "data"), recipe.parity.data, paths.FILE)]
     named += [(("source", "python_path", i), p, paths.DIRECTORY) for i, p in enumerate(source.python_path)]
-    problems = [f"{loaded.where(*loc)}: {_dotted(loc)}: {problem}" for loc, value, expect in named
+    problems = [f"{loaded.where(*loc)}: {dotted(loc)}: {problem}" for loc, value, expect in named
                 if value is not None and (problem := paths.path_problem(base, value, expect))]
     globs = [(("source", "deps", i), p) for i, p in enumerate(source.deps)]
     calibration = recipe.precision.calibration
     if calibration and calibration.data is not None:
         globs.append((("precision", "calibration", "data"), calibration.data))
-    problems += [f"{loaded.where(*loc)}: {_dotted(loc)}: {problem}" for loc, pattern in globs
+    problems += [f"{loaded.where(*loc)}: {dotted(loc)}: {problem}" for loc, pattern in globs
                  if (problem := paths.glob_problem(base, pattern))]
     if problems:
         raise RecipeError(problems)
@@ -180,30 +171,13 @@ def _index_lines(node, path: tuple, lines: dict, problems: list, file: Path) -> 
         for key_node, value_node in node.value:
             key = key_node.value
             if key in seen:
-                problems.append(f"{file}:{key_node.start_mark.line + 1}: {_dotted(path + (key,))}: duplicate key")
+                problems.append(f"{file}:{key_node.start_mark.line + 1}: {dotted(path + (key,))}: duplicate key")
             seen.add(key)
             _index_lines(value_node, path + (key,), lines, problems, file)
             lines[path + (key,)] = key_node.start_mark.line + 1
     elif node.id == "sequence":
         for i, item in enumerate(node.value):
             _index_lines(item, path + (i,), lines, problems, file)
-
-
-def _line_for(lines: dict, loc: tuple) -> int:
-    while loc and loc not in lines:
-        loc = loc[:-1]
-    return lines.get(loc, 1)
-
-
-def _dotted(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-            continue
-        name = part if part.replace("_", "a").isalnum() else f'"{part}"'
-        out += f".{name}" if out else name
-    return out
 
 
 def json_schema() -> dict:

@@ -97,7 +97,8 @@ def _validator() -> bytes:
             versions.append(importlib.metadata.version(dist))
         except importlib.metadata.PackageNotFoundError:
             versions.append(None)
-    parts = [__version__, sys.version, locale.getpreferredencoding(False), versions, _code("trtbuild.recipes.schema")]
+    # From the loader, the walk reaches the YAML reading, validation and the schema.
+    parts = [__version__, sys.version, locale.getpreferredencoding(False), versions, _code("trtbuild.recipes.loader")]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest().encode()
 
 
