@@ -93,6 +93,11 @@ def test_an_unkeyed_variable_never_reaches_the_export_and_a_file_the_model_opens
     # MODEL_SCALE would change the weights, but no variable outside the kind's own reaches a step.
     code, again, err = cli(root, recipe="net.yaml", env={"MODEL_SCALE": "3"})
     assert code == 0 and statuses(again)["export"] == "cached", err
+    # Another framework's variables and Terraform's (TF_ too) are not a PyTorch export's; PyTorch's are.
+    code, dry, _ = cli(root, "--dry-run", recipe="net.yaml", env={"TF_ENABLE_ONEDNN_OPTS": "0", "TF_CLI_CONFIG_FILE": "/x"})
+    assert step(dry, "export")["status"] == "cached"
+    code, dry, _ = cli(root, "--dry-run", recipe="net.yaml", env={"PYTORCH_JIT": "0", "TF_LOG": "debug"})
+    assert step(dry, "export")["reason"] == "env.PYTORCH_JIT added"
 
     # A distribution the model's code imported, at another version than when it was built.
     path = next((root / "cache" / "actions").glob(f"*/{export['key']}.json"))

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from trtbuild.planning.graph import Pick, SourceFiles, Step, producer, upstream_outputs
+from trtbuild.steps import env_read
 from trtbuild.steps.action import code_version, keyed_env, tool_version
 from trtbuild.store.cache import Cache
 from trtbuild.store.hashing import digest_json
@@ -31,7 +32,7 @@ def key_components(step: Step, cache: Cache, upstream: dict[Step, dict]) -> dict
         "params": step.params,
         "inputs": inputs,
         "tools": {dist: tool_version(dist) for dist in step.kind.tools(step.params)},
-        "env": keyed_env(step.kind.READS.env),
+        "env": keyed_env(env_read(step.kind, step.params)),
     }
 
 

@@ -5,6 +5,7 @@
     READS              what the step reads (Reads): its parameters, input files and environment
                        variables make its key
     tools(params)      distributions whose versions go into the step key (must not import them)
+    env(params)        optional: which of READS.env these parameters read (default: all of them)
     run(job)           does the work, writing every output file into job.outdir; returns metadata
     FRESH_PROCESS      optional, True: run in a worker process of its own (see trtbuild.execution.pool)
     IMPORTS            optional: the heavy modules run() imports, which a spare worker loads ahead
@@ -88,6 +89,11 @@ def at_each_profile(inputs: dict[str, dict], profiles: list[dict] | None) -> lis
         return [(0, None, inputs)]
     return [(i, p["name"], {n: s | ({"opt": p["opt"][n]} if n in p["opt"] else {}) for n, s in inputs.items()})
             for i, p in enumerate(profiles)]
+
+
+def env_read(kind: ModuleType, params: dict) -> tuple[str, ...]:
+    """The environment variables (names, or prefixes ending in '_') a step of this kind reads."""
+    return kind.env(params) if hasattr(kind, "env") else kind.READS.env
 
 
 def load_kind(name: str) -> ModuleType:

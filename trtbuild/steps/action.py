@@ -29,6 +29,10 @@ PASS_THROUGH = frozenset({
     "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
 })
 PASS_PREFIXES = ("LC_",)
+# Other tools' variables under a prefix a step reads (Terraform shares TensorFlow's TF_): they never
+# reach a step, so a build machine's Terraform settings do not change its keys.
+NOT_READ = ("TF_VAR_", "TF_CLI_", "TF_LOG", "TF_TOKEN_", "TF_DATA_DIR", "TF_WORKSPACE", "TF_IN_AUTOMATION", "TF_INPUT",
+            "TF_PLUGIN_CACHE_DIR", "TF_REGISTRY_", "TF_APPEND_USER_AGENT", "TF_IGNORE", "TF_STATE_PERSIST_INTERVAL")
 
 
 def passes(name: str) -> bool:
@@ -36,9 +40,10 @@ def passes(name: str) -> bool:
 
 
 def keyed_env(declared: tuple[str, ...], environ=os.environ) -> dict[str, str]:
-    """The variables a step kind reads (names, or prefixes ending in '_'), as this process sees them."""
+    """The variables a step reads (names, or prefixes ending in '_'), as this process sees them."""
     return {name: value for name, value in sorted(environ.items())
-            if not passes(name) and any(name == d or (d.endswith("_") and name.startswith(d)) for d in declared)}
+            if not passes(name) and not name.startswith(NOT_READ)
+            and any(name == d or (d.endswith("_") and name.startswith(d)) for d in declared)}
 
 
 def worker_environment(declared: tuple[str, ...], environ=os.environ) -> dict[str, str]:

@@ -31,6 +31,15 @@ def tools(params: dict) -> tuple[str, ...]:
     return found
 
 
+FRAMEWORK_ENV = {"pytorch": ("TORCH_", "PYTORCH_"), "tensorflow": ("TF_",),
+                 "keras": ("KERAS_BACKEND", "TF_", "TORCH_", "PYTORCH_")}  # Keras 3 runs on TF or torch
+
+
+def env(params: dict) -> tuple[str, ...]:
+    """Only the recipe's framework's variables: a PyTorch export is not rekeyed by TF_ settings."""
+    return FRAMEWORK_ENV[params["framework"]]
+
+
 def model_spec(job: Job) -> ModelSpec:
     p = job.params
     return ModelSpec(
