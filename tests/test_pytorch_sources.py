@@ -214,6 +214,31 @@ def test_an_opset_dynamo_does_not_write_chooses_torchscript_before_exporting(net
     assert engine_outputs(nets) == [("cls", [-1, 5]), ("seg", [-1, 4, 16, 16])]
 
 
+def test_the_torchscript_trace_gives_the_parity_reference_without_running_the_model_again(nets, tmp_path):
+    """The trace runs the model on the example inputs: the reference on those inputs is its outputs,
+    bit for bit what a forward pass gives; other inputs run the model."""
+    from trtbuild.frontends import ModelSpec, pytorch
+    from trtbuild.models.tensors import example_inputs
+
+    inputs = {"x": {"dtype": "float32", "shape": [-1, 3, 16, 16], "opt": [2, 3, 16, 16]}}
+    spec = ModelSpec(framework="pytorch", opset=17, inputs=inputs, entrypoint="nets:TwoHeads", exporter="torchscript",
+                     python_path=[str(nets)])
+    model = pytorch.load(spec)
+    pytorch.export(model, spec, tmp_path / "model.onnx")
+    runs = []
+    model.register_forward_hook(lambda *_: runs.append(1))
+    feeds = example_inputs(inputs, seed=0)
+    reference = pytorch.predict(model, spec, feeds)
+    assert runs == []  # taken from the trace
+    with torch.no_grad():
+        eager = model(torch.from_numpy(feeds["x"]))
+    assert list(reference) == model.names
+    assert all(np.array_equal(reference[n], t.numpy()) for n, t in zip(model.names, eager))
+    runs.clear()
+    pytorch.predict(model, spec, example_inputs(inputs, seed=1))
+    assert runs == [1]  # other inputs: the model runs
+
+
 @pytest.mark.slow
 def test_exported_program_file_builds(nets):
     # torch.export in a process of its own: in one that has loaded TensorFlow (other tests), its

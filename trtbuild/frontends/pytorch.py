@@ -302,8 +302,19 @@ def _torchscript(model, spec: ModelSpec, out: Path) -> None:
         # torch.onnx cannot trace a wrapper around a TorchScript module; torch.jit.trace can
         model = torch.jit.trace(model, example, check_trace=False)
     axes = {n: {i: f"{n}_{i}" for i, d in enumerate(s["shape"]) if d == -1} for n, s in spec.inputs.items()}
-    torch.onnx.export(model, example, str(out), dynamo=False, opset_version=spec.opset, input_names=list(spec.inputs),
-                      output_names=names, dynamic_axes={n: a for n, a in axes.items() if a} or None)
+    seen = {}  # the trace runs the model for real: its outputs are the reference `predict` would compute again
+    hook = None if isinstance(model, torch.jit.ScriptModule) else model.register_forward_hook(
+        lambda module, args, result: seen.update(inputs=args, outputs=result))
+    try:
+        torch.onnx.export(model, example, str(out), dynamo=False, opset_version=spec.opset,
+                          input_names=list(spec.inputs), output_names=names,
+                          dynamic_axes={n: a for n, a in axes.items() if a} or None)
+    finally:
+        if hook is not None:
+            hook.remove()
+    if seen:
+        model.traced = ([a.detach().cpu().numpy() for a in seen["inputs"]],
+                        [t.detach().cpu().numpy() for t in seen["outputs"]])
 
 
 def _order_outputs(out: Path, names: list[str]) -> None:
@@ -331,6 +342,10 @@ def _opset(path: Path) -> int:
 def predict(model, spec: ModelSpec, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     import torch
 
+    traced = getattr(model, "traced", None)  # the torchscript trace's run, on the same inputs: the same outputs
+    if traced and len(traced[0]) == len(spec.inputs) and all(
+            a.dtype == feeds[n].dtype and np.array_equal(a, feeds[n]) for a, n in zip(traced[0], spec.inputs)):
+        return dict(zip(model.names, traced[1]))
     with torch.no_grad():
         result = model(*(torch.from_numpy(feeds[n]) for n in spec.inputs))
     return {name: t.detach().cpu().numpy() for name, t in zip(model.names, result)}
