@@ -240,6 +240,23 @@ def test_the_torchscript_trace_gives_the_parity_reference_without_running_the_mo
 
 
 @pytest.mark.slow
+def test_with_parity_off_the_export_spends_no_forward_pass_on_a_reference(nets):
+    recipe = write_recipe(nets, entrypoint="nets:TwoHeads", outputs=["cls", "seg"])
+    data = yaml.safe_load(recipe.read_text())
+    recipe.write_text(yaml.safe_dump(data | {"parity": {"enabled": False}}))
+    code, off = build(recipe)
+    assert code == 0, off
+    assert statuses(off) == {"export": "built", "check": "built", "simplify": "built", "engine": "built"}
+    assert sorted(off["steps"][0]["outputs"]) == ["model.onnx"]  # no reference.npz
+    recipe.write_text(yaml.safe_dump(data))
+    code, on = build(recipe, "--dry-run")
+    assert on["steps"][0]["status"] == "would-run" and "params.reference" in on["steps"][0]["reason"]
+    code, on = build(recipe)  # the same ONNX model: only the export (for its reference) and parity run
+    assert code == 0 and statuses(on) == ALL_BUILT | {"check": "cached", "simplify": "cached", "engine": "cached"}
+    assert "reference.npz" in on["steps"][0]["outputs"]
+
+
+@pytest.mark.slow
 def test_exported_program_file_builds(nets):
     # torch.export in a process of its own: in one that has loaded TensorFlow (other tests), its
     # triton import crashes.

@@ -305,8 +305,8 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dic
     code += glob_files(loaded.file.parent, source.deps)
     if code:
         files["code"] = _files(code)
-    # The framework's outputs on the parity inputs are computed during export, with parity on or off:
-    # switching parity changes the parity step, never the export.
+    # The framework's outputs on the parity inputs are computed during export, where parity is on: with
+    # it off no forward pass is spent on them (switching parity on reruns the export).
     parity = recipe.parity
     files |= parity_data
     params = {
@@ -317,7 +317,7 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dic
         "package": package,  # its version goes into the key with the other tools
         "outputs": source.outputs, "inputs_as_nchw": source.inputs_as_nchw,
         "input_order": list(inputs),  # PyTorch binds a lone input, or a TorchScript model's, by position
-        "reference": {"seed": parity.seed},
+        "reference": {"seed": parity.seed} if parity.enabled else None,
     }
     return Step(loaded, "export", load_kind("export"), params, files, out,
                 context={"python_path": [str(p) for p in search], "where": _where(loaded)})
