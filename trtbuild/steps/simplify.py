@@ -15,8 +15,13 @@ from trtbuild.steps import Job, Reads
 
 NAME = "simplify"
 MAIN_OUTPUT = "model.onnx"
-READS = Reads(params=("inputs", "check"),
-              files=("model",), context=(), env=("ONNXSIM_",))  # e.g. ONNXSIM_FIXED_POINT_ITERS
+READS = Reads(params=("inputs", "check"),  # env: e.g. ONNXSIM_FIXED_POINT_ITERS, and the bound below
+              files=("model",), context=(), env=("ONNXSIM_", "TRTBUILD_SIMPLIFY_MAX_WEIGHTS"))
+# onnx-simplifier holds a model's weights in memory several times over (about 5x, bench/README.md): a
+# model whose weights exceed this bound goes to the builder as given, its files linked or copied, never
+# loaded. TRTBUILD_SIMPLIFY_MAX_WEIGHTS ("512MiB", "4GiB" or bytes) moves it; its value is in the key.
+MAX_WEIGHTS_ENV = "TRTBUILD_SIMPLIFY_MAX_WEIGHTS"
+DEFAULT_MAX_WEIGHTS = 1 << 30
 # A spare worker loads these before this step comes (onnx-simplifier alone takes 0.6 s to import).
 IMPORTS = ("numpy", "onnx", "onnxruntime", "trtbuild.models.onnxsim_loader")
 
@@ -27,12 +32,21 @@ def tools(params: dict) -> tuple[str, ...]:
 
 def run(job: Job) -> dict:
     import onnx
+    from onnx.external_data_helper import load_external_data_for_model
 
+    from trtbuild.models.onnx_io import copy_model_files
     from trtbuild.models.onnxsim_loader import onnxsim
 
     source = job.inputs["model"]
-    before = onnx.load(str(source))  # once: onnx-simplifier takes the loaded model too
     output = job.outdir / "model.onnx"
+    before = onnx.load(str(source), load_external_data=False)
+    skipped = _too_large(before)
+    if skipped:  # the files as given, linked or copied: the weights are never loaded
+        copy_model_files(source, before, output, link=source.parent.parent == job.outdir.parent)
+        nodes = len(before.graph.node)
+        return {"nodes_before": nodes, "nodes_after": nodes, "simplified": False, "skipped": skipped,
+                "warnings": [skipped]}
+    load_external_data_for_model(before, str(source.parent))  # once: onnx-simplifier takes the loaded model too
     thorough = job.params["check"] == "thorough"
     # thorough: onnx-simplifier's own check, 3 random inputs at the opt shapes; quick: ours, below.
     test_shapes = {name: spec["opt"] for name, spec in job.params["inputs"].items()}
@@ -70,6 +84,34 @@ def run(job: Job) -> dict:
                                          f"{first_line(exc)[:300]}); the engine is built from the model as given")
     return {"nodes_before": len(before.graph.node), "nodes_after": len(simplified.graph.node), "simplified": True,
             "verification": note, "warnings": warnings}
+
+
+def max_weights() -> int:
+    """The bound on a model's weights above which it is not simplified (TRTBUILD_SIMPLIFY_MAX_WEIGHTS)."""
+    import os
+
+    text = os.environ.get(MAX_WEIGHTS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_WEIGHTS
+    from pydantic import ByteSize, TypeAdapter, ValidationError
+
+    try:
+        return int(TypeAdapter(ByteSize).validate_python(text))
+    except ValidationError:
+        raise StepError(f"{MAX_WEIGHTS_ENV}={text!r}: expected a size such as 512MiB, 4GiB or a number of bytes",
+                        user_error=True) from None
+
+
+def _too_large(model) -> str | None:
+    """Why `model` (loaded without its external data) is not simplified: its weights exceed the bound."""
+    from trtbuild.models.onnx_io import weight_bytes
+
+    weights, bound = weight_bytes(model), max_weights()
+    if weights <= bound:
+        return None
+    return (f"simplify skipped: the model's weights ({weights / 2**20:.1f} MiB) exceed {MAX_WEIGHTS_ENV} "
+            f"({bound / 2**20:.1f} MiB), over which onnx-simplifier, which holds them in memory several times, "
+            "is not run; the engine is built from the model as given (raise the bound to simplify it)")
 
 
 def _grown(before, simplified) -> str | None:
