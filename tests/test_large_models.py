@@ -39,35 +39,61 @@ def run(path, x) -> np.ndarray:
     return session.run(None, {"x": x})[0]
 
 
-def test_a_model_over_the_bound_is_built_as_given_and_the_report_says_why(project, monkeypatch):
-    monkeypatch.setenv("TRTBUILD_SIMPLIFY_MAX_WEIGHTS", "4KiB")  # the model holds 16.25 KiB of weights
-    project.write_model(matmul_model(64), save_as_external_data=True, location="weights.bin", size_threshold=0)
+def large_project(project, rows: int = 64):
+    project.write_model(matmul_model(rows), save_as_external_data=True, location="weights.bin", size_threshold=0)
     data = recipe_dict("conv.onnx")
-    data["inputs"] = {"x": {"dtype": "float32", "shape": [-1, 64], "min": [1, 64], "opt": [2, 64], "max": [4, 64]}}
+    data["inputs"] = {"x": {"dtype": "float32", "shape": [-1, rows], "min": [1, rows], "opt": [2, rows],
+                            "max": [4, rows]}}
     project.write_recipe(data)
+    return project
+
+
+def test_a_model_over_the_bound_is_built_as_given_and_the_report_says_why(project, monkeypatch):
+    """A user's ONNX model whose files exceed the bound: simplify is skipped when the recipe is planned, and
+    the engine reads the model where it is, so no copy of its weights enters the cache or out/."""
+    monkeypatch.setenv("TRTBUILD_SIMPLIFY_MAX_WEIGHTS", "8KiB")  # the model's files hold 16.5 KiB
+    large_project(project)
     code, report = project.build()
     assert code == 0, report
-    assert statuses(report) == {"check": "built", "simplify": "built", "engine": "built"}
+    assert statuses(report) == {"check": "built", "simplify": "skipped", "engine": "built"}
     simplify = next(s for s in report["steps"] if s["step"] == "simplify")
-    assert simplify["meta"]["simplified"] is False
-    assert simplify["meta"]["skipped"].startswith("simplify skipped: the model's weights (0.0 MiB) exceed "
-                                                  "TRTBUILD_SIMPLIFY_MAX_WEIGHTS (0.0 MiB)")
-    assert simplify["meta"]["warnings"] == [simplify["meta"]["skipped"]]
-    # the weights reach the cache byte for byte (one file, renamed as the cache lays models out)
-    record = next(a for a in project.actions() if a["step"] == "simplify")
-    assert record["outputs"]["model.onnx.data"]["digest"] == sha256(project.root / "weights.bin")
+    assert simplify["reason"].startswith("simplify skipped: the model's files (0.0 MiB) exceed "
+                                         "TRTBUILD_SIMPLIFY_MAX_WEIGHTS (0.0 MiB), over which onnx-simplifier")
     engine = next(s for s in report["steps"] if s["step"] == "engine")
     plan = project.cache / "out" / "conv" / engine["meta"]["target"] / "model.plan"
     assert plan.stat().st_size > 64 * 64 * 4  # the weights are in it
-    x = np.random.default_rng(1).standard_normal((2, 64)).astype(np.float32)
-    np.testing.assert_array_equal(run(project.cache / "out" / "conv" / "model.onnx", x), run(project.model, x))
+    weights = sha256(project.root / "weights.bin")
+    assert not list((project.cache / "objects").glob(f"*/{weights}"))
+    assert not (project.cache / "out" / "conv" / "model.onnx").exists()
 
-    monkeypatch.setenv("TRTBUILD_SIMPLIFY_MAX_WEIGHTS", "1MiB")  # the bound is in the key: now it simplifies
+    monkeypatch.setenv("TRTBUILD_SIMPLIFY_MAX_WEIGHTS", "1MiB")  # the bound decides what the engine is built from
     code, report = project.build()
     assert code == 0
+    assert statuses(report) == {"check": "cached", "simplify": "built", "engine": "built"}
     simplify = next(s for s in report["steps"] if s["step"] == "simplify")
-    assert simplify["status"] == "built" and simplify["meta"]["simplified"] is True
-    assert "skipped" not in simplify["meta"]
+    assert simplify["meta"]["simplified"] is True and "skipped" not in simplify["meta"]
+
+
+def test_an_exported_model_over_the_bound_passes_through_as_the_same_files(tmp_path, monkeypatch):
+    """An upstream step's model (exported: its size is known only then) over the bound: the step links its
+    files through unchanged, never loading the weights, so the cache stores them as the same objects."""
+    from trtbuild.steps import Job, simplify
+
+    monkeypatch.setenv("TRTBUILD_SIMPLIFY_MAX_WEIGHTS", "8KiB")  # the weights: 16.25 KiB
+    scratch = tmp_path / "in-model"
+    scratch.mkdir()
+    (tmp_path / "out").mkdir()
+    onnx.save(matmul_model(), scratch / "model.onnx", save_as_external_data=True, location="model.onnx.data",
+              size_threshold=0)
+    inputs = {"x": {"dtype": "float32", "shape": [-1, 64], "opt": [2, 64]}}
+    meta = simplify.run(Job("simplify", {"inputs": inputs, "check": "quick"}, {"model": scratch / "model.onnx"},
+                            tmp_path / "out", {}))
+    assert meta["simplified"] is False
+    assert meta["skipped"].startswith("simplify skipped: the model's weights (0.0 MiB) exceed "
+                                      "TRTBUILD_SIMPLIFY_MAX_WEIGHTS (0.0 MiB)")
+    assert meta["warnings"] == [meta["skipped"]]
+    for name in ("model.onnx", "model.onnx.data"):
+        assert os.path.samefile(scratch / name, tmp_path / "out" / name)
 
 
 def test_a_model_under_the_bound_is_simplified(project):
@@ -79,12 +105,12 @@ def test_a_model_under_the_bound_is_simplified(project):
 
 def test_a_bound_that_is_not_a_size_is_a_user_error(project, monkeypatch, capsys):
     monkeypatch.setenv("TRTBUILD_SIMPLIFY_MAX_WEIGHTS", "lots")
-    code, report = project.build()
-    assert code == 2
-    simplify = next(s for s in report["steps"] if s["step"] == "simplify")
-    assert "TRTBUILD_SIMPLIFY_MAX_WEIGHTS='lots': expected a size such as 512MiB, 4GiB or a number of bytes" in (
-        simplify["error"])
-    assert "Traceback" not in capsys.readouterr().err
+    from trtbuild.commands.cli import main
+
+    assert main(["build", str(project.recipe), "--cache-dir", str(project.cache)]) == 2
+    err = capsys.readouterr().err
+    assert "TRTBUILD_SIMPLIFY_MAX_WEIGHTS='lots': expected a size such as 512MiB, 4GiB or a number of bytes" in err
+    assert "Traceback" not in err
 
 
 def test_files_already_laid_out_as_the_cache_does_are_linked_unchanged(tmp_path):

@@ -87,7 +87,8 @@ def run(job: Job) -> dict:
 
 
 def max_weights() -> int:
-    """The bound on a model's weights above which it is not simplified (TRTBUILD_SIMPLIFY_MAX_WEIGHTS)."""
+    """The bound on a model's weights above which it is not simplified (TRTBUILD_SIMPLIFY_MAX_WEIGHTS);
+    ValueError, saying what is wrong, for a value that is not a size."""
     import os
 
     text = os.environ.get(MAX_WEIGHTS_ENV, "").strip()
@@ -98,20 +99,28 @@ def max_weights() -> int:
     try:
         return int(TypeAdapter(ByteSize).validate_python(text))
     except ValidationError:
-        raise StepError(f"{MAX_WEIGHTS_ENV}={text!r}: expected a size such as 512MiB, 4GiB or a number of bytes",
-                        user_error=True) from None
+        raise ValueError(f"{MAX_WEIGHTS_ENV}={text!r}: expected a size such as 512MiB, 4GiB or a number of "
+                         "bytes") from None
+
+
+def too_large(size: int, what: str = "the model's weights") -> str | None:
+    """Why a model of `size` bytes (its weights, or its files) is not simplified; None when it is not too large."""
+    bound = max_weights()
+    if size <= bound:
+        return None
+    return (f"simplify skipped: {what} ({size / 2**20:.1f} MiB) exceed {MAX_WEIGHTS_ENV} ({bound / 2**20:.1f} MiB), "
+            "over which onnx-simplifier, which holds them in memory several times, is not run; the engine is built "
+            "from the model as given (raise the bound to simplify it)")
 
 
 def _too_large(model) -> str | None:
     """Why `model` (loaded without its external data) is not simplified: its weights exceed the bound."""
     from trtbuild.models.onnx_io import weight_bytes
 
-    weights, bound = weight_bytes(model), max_weights()
-    if weights <= bound:
-        return None
-    return (f"simplify skipped: the model's weights ({weights / 2**20:.1f} MiB) exceed {MAX_WEIGHTS_ENV} "
-            f"({bound / 2**20:.1f} MiB), over which onnx-simplifier, which holds them in memory several times, "
-            "is not run; the engine is built from the model as given (raise the bound to simplify it)")
+    try:
+        return too_large(weight_bytes(model))
+    except ValueError as exc:
+        raise StepError(str(exc), user_error=True) from None
 
 
 def _grown(before, simplified) -> str | None:
