@@ -66,13 +66,13 @@ def build(work: Path) -> tuple[float, dict]:
     return wall, steps
 
 
-def _peak_of(log: str | None) -> str:
-    """The step's peak resident memory, as its worker wrote it at the end of its log."""
+def _peak_of(log: str | None) -> int:
+    """The step's peak resident memory in bytes, as its worker wrote it at the end of its log (0: none)."""
     try:
         found = re.findall(r"peak resident memory of this step: (\d+) MiB", Path(log).read_text(errors="replace"))
     except (OSError, TypeError):
-        return ""
-    return f", peak {int(found[-1]) / 1024:.2f} GiB" if found else ""
+        return 0
+    return int(found[-1]) << 20 if found else 0
 
 
 def _bytes_under(folder: Path) -> int:
@@ -90,9 +90,12 @@ def main() -> None:
         model = (work / "large.onnx").stat().st_size + (work / "large.onnx.data").stat().st_size
         print(f"model: {model / 2**30:.2f} GiB ({model} bytes)")
         cold, steps = build(work)
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+        # Workers restart their peak at each step (trtbuild's logs say each one's), so the largest of those
+        # and of what the kernel kept for the processes that exited is the largest process's peak.
+        peak = max([resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024] + [p for *_, p in steps.values()])
         grown = _bytes_under(work / "cache")
-        print(f"cold build: {cold:.1f} s; " + ", ".join(f"{k} {s} {t:.1f} s{p}" for k, (s, t, p) in steps.items()))
+        print(f"cold build: {cold:.1f} s; " + ", ".join(f"{k} {s} {t:.1f} s" + (f", peak {p / 2**30:.2f} GiB" if p else "")
+                                                        for k, (s, t, p) in steps.items()))
         print(f"largest process: {peak / 2**30:.2f} GiB ({peak / model:.2f}x the model)")
         print(f"cache grew by {grown / 2**30:.2f} GiB ({grown / model:.2f}x the model)")
         again, steps = build(work)

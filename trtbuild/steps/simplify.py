@@ -2,7 +2,11 @@
 
 A model the simplifier cannot handle passes through unchanged with a warning: the engine builder,
 not this optimization, decides whether a model builds. A simplified model whose outputs differ from
-the original's fails the step: the rewrite is wrong, and nothing built from it may be cached."""
+the original's fails the step: the rewrite is wrong, and nothing built from it may be cached.
+
+A model whose weights exceed TRTBUILD_SIMPLIFY_MAX_WEIGHTS is not simplified (onnx-simplifier would
+hold them in memory several times): a user's ONNX model skips this step when the recipe is planned
+(trtbuild.planning.graph), an exported one passes through here as the same files, never loaded."""
 
 from __future__ import annotations
 

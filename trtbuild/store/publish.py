@@ -4,8 +4,9 @@ What it holds is chosen by the runner (trtbuild.execution.runner): for every ste
 every target it lists (plus those a run was asked for), the outputs of the step's current key when
 the cache has them, whatever subset the last run built. Each publish writes a fresh directory
 `out/.<recipe>.<id>/` of copies (reflinks on XFS / Btrfs, which cost no second copy on disk; never
-hard links into objects/, so editing a published file cannot reach the store) with a manifest of what it holds, then points the symlink `out/<recipe>` at it in
-one rename and removes the build it replaced. A reader sees the old build or the new one, never a
+hard links into objects/, so editing a published file cannot reach the store) with a manifest of
+what it holds, then points the symlink `out/<recipe>` at it in one rename and removes the build it
+replaced. A reader sees the old build or the new one, never a
 model.plan from one build beside a model.json from another; paths through the link
 (`out/<recipe>/<target>/model.plan`) stay valid across publishes. When the manifest, the digests and
 the copies' stats all match, a publish does nothing (a no-op build writes nothing).
