@@ -1,15 +1,19 @@
 """A model over protobuf's 2 GB limit, end to end: check, simplify and a TensorRT-RTX engine.
 
-    python bench/large_model.py
+    python bench/large_model.py [--size N]
 
-Writes a MatMul with a 23200 x 23200 float32 weight (2.15 GB) as an ONNX file plus external data,
-streamed to disk so no 2 GB message is ever built here, then builds it cold and again (no-op).
-Needs about 7 GB of memory and 9 GB of disk (model, simplified copy, published copy, plan).
+Writes a MatMul with an N x N float32 weight (default 23200: 2.15 GB) as an ONNX file plus external
+data, streamed to disk so no 2 GB message is ever built here, then builds it cold and again (no-op).
+Prints each step's wall time and peak resident memory (from its log), the largest process's peak,
+and how much the cache grew (bytes of every file in it, out/ included) against the model's size.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import re
 import resource
 import shutil
 import subprocess
@@ -24,33 +28,31 @@ from onnx import TensorProto, helper
 
 from common import compile_bytecode
 
-SIZE = 23200
-
-RECIPE = f"""\
+RECIPE = """\
 name: large
 source: {{framework: onnx, path: large.onnx}}
 inputs:
-  x: {{shape: [-1, {SIZE}], min: [1, {SIZE}], opt: [2, {SIZE}], max: [4, {SIZE}]}}
+  x: {{shape: [-1, {size}], min: [1, {size}], opt: [2, {size}], max: [4, {size}]}}
 engine: {{backend: tensorrt-rtx, workspace: 1GiB, optimization_level: 0}}
 """
 
 
-def write_model(work: Path) -> None:
+def write_model(work: Path, size: int) -> None:
     rng = np.random.default_rng(0)
     with open(work / "large.onnx.data", "wb") as data:
-        for start in range(0, SIZE, 1000):  # in slices: the whole weight never sits in memory
-            rows = min(1000, SIZE - start)
-            data.write((rng.standard_normal((rows, SIZE), dtype=np.float32) * 0.01).tobytes())
-    weight = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[SIZE, SIZE], data_location=TensorProto.EXTERNAL)
-    for key, value in (("location", "large.onnx.data"), ("offset", "0"), ("length", str(SIZE * SIZE * 4))):
+        for start in range(0, size, 1000):  # in slices: the whole weight never sits in memory
+            rows = min(1000, size - start)
+            data.write((rng.standard_normal((rows, size), dtype=np.float32) * 0.01).tobytes())
+    weight = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[size, size], data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", "large.onnx.data"), ("offset", "0"), ("length", str(size * size * 4))):
         weight.external_data.add(key=key, value=value)
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"])], "large",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", SIZE])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", SIZE])], [weight],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", size])], [weight],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), work / "large.onnx")
-    (work / "large.yaml").write_text(RECIPE)
+    (work / "large.yaml").write_text(RECIPE.format(size=size))
 
 
 def build(work: Path) -> tuple[float, dict]:
@@ -58,20 +60,46 @@ def build(work: Path) -> tuple[float, dict]:
     subprocess.run([sys.executable, "-m", "trtbuild", str(work / "large.yaml"), "--cache-dir", str(work / "cache"),
                     "--report", str(work / "report.json"), "--quiet"], check=True)
     wall = time.perf_counter() - started
-    return wall, {s["step"]: (s["status"], s["seconds"]) for s in json.loads((work / "report.json").read_text())["steps"]}
+    steps = {}
+    for s in json.loads((work / "report.json").read_text())["steps"]:
+        steps[s["step"]] = (s["status"], s["seconds"], _peak_of(s.get("log")))
+    return wall, steps
+
+
+def _peak_of(log: str | None) -> int:
+    """The step's peak resident memory in bytes, as its worker wrote it at the end of its log (0: none)."""
+    try:
+        found = re.findall(r"peak resident memory of this step: (\d+) MiB", Path(log).read_text(errors="replace"))
+    except (OSError, TypeError):
+        return 0
+    return int(found[-1]) << 20 if found else 0
+
+
+def _bytes_under(folder: Path) -> int:
+    return sum(os.lstat(os.path.join(d, f)).st_size for d, _, files in os.walk(folder) for f in files)
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=23200, help="rows and columns of the weight (default 23200)")
+    size = parser.parse_args().size
     compile_bytecode()
     work = Path(tempfile.mkdtemp(prefix="trtbuild-bench-"))
     try:
-        write_model(work)
+        write_model(work, size)
+        model = (work / "large.onnx").stat().st_size + (work / "large.onnx.data").stat().st_size
+        print(f"model: {model / 2**30:.2f} GiB ({model} bytes)")
         cold, steps = build(work)
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-        print(f"cold build: {cold:.1f} s; " + ", ".join(f"{k} {s} {t:.1f} s" for k, (s, t) in steps.items()))
-        print(f"largest process: {peak:.1f} GiB")
+        # Workers restart their peak at each step (trtbuild's logs say each one's), so the largest of those
+        # and of what the kernel kept for the processes that exited is the largest process's peak.
+        peak = max([resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024] + [p for *_, p in steps.values()])
+        grown = _bytes_under(work / "cache")
+        print(f"cold build: {cold:.1f} s; " + ", ".join(f"{k} {s} {t:.1f} s" + (f", peak {p / 2**30:.2f} GiB" if p else "")
+                                                        for k, (s, t, p) in steps.items()))
+        print(f"largest process: {peak / 2**30:.2f} GiB ({peak / model:.2f}x the model)")
+        print(f"cache grew by {grown / 2**30:.2f} GiB ({grown / model:.2f}x the model)")
         again, steps = build(work)
-        print(f"no-op build: {again:.2f} s; " + ", ".join(f"{k} {s}" for k, (s, _) in steps.items()))
+        print(f"no-op build: {again:.2f} s; " + ", ".join(f"{k} {s}" for k, (s, *_) in steps.items()))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

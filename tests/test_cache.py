@@ -69,13 +69,11 @@ def test_action_with_a_missing_object_is_not_a_hit(tmp_path):
     assert cache.get_action(key) is None
 
 
-def test_out_copies_share_blocks_with_the_store_where_the_file_system_can(tmp_path):
-    """On XFS (a loop device, when this runs as root with xfsprogs): a published copy costs no second
-    copy on disk, and editing it leaves the stored object as it was."""
+@pytest.fixture
+def xfs(tmp_path):
+    """A reflink-capable file system: XFS on a loop device (when this runs as root with xfsprogs)."""
     import shutil
     import subprocess
-
-    from trtbuild.store.fsutil import publish_copy
 
     if os.getuid() != 0 or shutil.which("mkfs.xfs") is None:
         pytest.skip("needs root and mkfs.xfs (xfsprogs) for a reflink-capable file system")
@@ -87,18 +85,48 @@ def test_out_copies_share_blocks_with_the_store_where_the_file_system_can(tmp_pa
     if subprocess.run(["mount", "-o", "loop", str(image), str(mount)], capture_output=True).returncode:
         pytest.skip("cannot mount a loop device here")
     try:
-        src, dest = mount / "object", mount / "out" / "model.plan"
-        data = os.urandom(64 << 20)
-        src.write_bytes(data)
-        os.sync()
-        free = os.statvfs(mount).f_bfree * os.statvfs(mount).f_frsize
-        publish_copy(src, dest)
-        os.sync()
-        used = free - os.statvfs(mount).f_bfree * os.statvfs(mount).f_frsize
-        assert used < 4 << 20, f"the copy took {used / 2**20:.1f} MiB"
-        assert dest.read_bytes() == data
-        with open(dest, "r+b") as f:
-            f.write(b"edited")
-        assert src.read_bytes() == data
+        yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def _free(mount) -> int:
+    os.sync()
+    return os.statvfs(mount).f_bfree * os.statvfs(mount).f_frsize
+
+
+def test_out_copies_share_blocks_with_the_store_where_the_file_system_can(xfs):
+    """On XFS: a published copy costs no second copy on disk, and editing it leaves the stored object as it was."""
+    from trtbuild.store.fsutil import publish_copy
+
+    src, dest = xfs / "object", xfs / "out" / "model.plan"
+    data = os.urandom(64 << 20)
+    src.write_bytes(data)
+    free = _free(xfs)
+    publish_copy(src, dest)
+    used = free - _free(xfs)
+    assert used < 4 << 20, f"the copy took {used / 2**20:.1f} MiB"
+    assert dest.read_bytes() == data
+    with open(dest, "r+b") as f:
+        f.write(b"edited")
+    assert src.read_bytes() == data
+
+
+def test_publishing_a_large_plan_to_out_costs_no_second_copy_on_xfs(xfs):
+    """out/<recipe>/ of a cache on XFS: the published plan shares the object's blocks, and is still a
+    file of its own (editing it does not reach the store)."""
+    from trtbuild.store.hashing import write_hashed, written
+    from trtbuild.store.publish import publish_recipe
+
+    cache = Cache(xfs / "cache")
+    plan = cache.workdir("engine") / "model.plan"
+    data = os.urandom(64 << 20)
+    write_hashed(plan, data)
+    digest, size = cache.ingest(plan, written[str(plan)])
+    free = _free(xfs)
+    publish_recipe(cache, "big", {"t/model.plan": {"digest": digest, "size": size}}, {"engine": {"key": "k"}})
+    used = free - _free(xfs)
+    assert used < 4 << 20, f"out/ took {used / 2**20:.1f} MiB"
+    shown = cache.out / "big" / "t" / "model.plan"
+    assert shown.read_bytes() == data
+    assert not os.path.samefile(shown, cache.object_path(digest))

@@ -13,7 +13,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from trtbuild.errors import StepError
-from trtbuild.store.hashing import write_hashed
+from trtbuild.store.hashing import HashedFile, write_hashed
 from trtbuild.backends import backend
 from trtbuild.backends.target import Target
 
@@ -70,7 +70,7 @@ def build_engine(
         config.set_timing_cache(config.create_timing_cache(data), ignore_mismatch=False)
 
     started = time.perf_counter()
-    plan = builder.build_serialized_network(network, config)
+    plan = _build_plan(trt, builder, network, config, plan_path)
     seconds = time.perf_counter() - started
     if plan is None:
         detail = "\n  ".join(logger.errors) or "no details from TensorRT"
@@ -82,7 +82,6 @@ def build_engine(
             detail += (f"\n  the builder's workspace limit is engine.workspace: {limit}; raise it (a larger "
                        "profile, dynamic image sizes say, needs more)")
         raise StepError(f"TensorRT failed to build the engine:\n  {detail}")
-    write_hashed(plan_path, plan)
 
     if use_timing_cache:
         from trtbuild.store.fsutil import atomic_write
@@ -107,6 +106,47 @@ def build_engine(
         "plan_bytes": plan_path.stat().st_size,
         "timing_cache": str(timing_cache) if use_timing_cache else None,
     }
+
+
+def _build_plan(trt, builder, network, config, plan_path: Path) -> Path | None:
+    """Build and write the plan to `plan_path`; None when the builder fails. Where the backend streams a plan
+    out (build_serialized_network_to_stream: TensorRT >= 10.x, TensorRT-RTX), it goes to the file in pieces
+    as it is serialized, hashed on the way, instead of being held whole in memory first (for a model of
+    large weights, one copy of them less at the peak)."""
+    if not hasattr(builder, "build_serialized_network_to_stream"):
+        plan = builder.build_serialized_network(network, config)
+        if plan is None:
+            return None
+        write_hashed(plan_path, plan)
+        return plan_path
+
+    class _Writer(trt.IStreamWriter):
+        def __init__(self, out: HashedFile):
+            trt.IStreamWriter.__init__(self)
+            self.out, self.error = out, None
+
+        def write(self, data) -> int:
+            try:
+                return self.out.write(data)
+            except OSError as exc:  # a full disk: the builder sees a short write and fails the build
+                self.error = exc
+                return 0
+
+    try:
+        with HashedFile(plan_path) as out:
+            writer = _Writer(out)
+            built = builder.build_serialized_network_to_stream(network, config, writer)
+            if writer.error is not None:
+                raise writer.error
+            if not built or out.size == 0:
+                raise _NoPlan
+    except _NoPlan:
+        return None
+    return plan_path
+
+
+class _NoPlan(Exception):
+    """The builder made no plan (its log says why); what it streamed is removed."""
 
 
 def configure_builder(trt, config, workspace: int, optimization_level: int, tf32: bool) -> None:

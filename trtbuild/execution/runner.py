@@ -360,7 +360,8 @@ class Runner:
         job = {
             "kind": step.kind.NAME,
             "params": step.params,
-            "inputs": {name: str(self._materialize(src, workdir / f"in-{name}", deps)) for name, src in step.inputs.items()},
+            "inputs": {name: str(self._materialize(src, workdir / f"in-{name}", deps, step.kind))
+                       for name, src in step.inputs.items()},
             "outdir": str(workdir / "out"),
             "context": step.context,
             "env": components["env"],
@@ -419,12 +420,14 @@ class Runner:
         entry = {"key": key, "components": components, "time": time.time(), "status": status}
         self.cache.record_state(step.recipe.recipe.name, step.id, entry)
 
-    def _materialize(self, source, where: Path, deps: dict[Step, StepResult]) -> Path:
-        """The path a worker opens for an input: the user's file, or upstream outputs linked under their names."""
+    def _materialize(self, source, where: Path, deps: dict[Step, StepResult], reader=None) -> Path:
+        """The path a worker opens for an input: the user's file, or upstream outputs linked under their names.
+        `reader`: the step kind that opens it; one with LINKED_DATA takes ONNX external data hard-linked."""
         if not isinstance(source, (Step, Pick)):
             return source.main
         step = producer(source)
-        self.cache.link_into(where, upstream_outputs(source, deps[step].record))
+        self.cache.link_into(where, upstream_outputs(source, deps[step].record),
+                             copy_data=not getattr(reader, "LINKED_DATA", False))
         return where / step.kind.MAIN_OUTPUT
 
 

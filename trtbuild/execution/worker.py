@@ -107,6 +107,26 @@ def _point_output_at(fd: int) -> None:
     os.dup2(fd, 2)
 
 
+def _reset_peak_memory() -> None:
+    """Start this process's peak resident memory (VmHWM) afresh, so the next step's peak is its own (Linux)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _log_peak_memory() -> None:
+    """One line in the step's log: the most resident memory this process held while the step ran."""
+    try:
+        with open("/proc/self/status") as f:
+            peak = next((line.split()[1] for line in f if line.startswith("VmHWM:")), None)
+    except OSError:
+        return
+    if peak is not None:
+        print(f"trtbuild: peak resident memory of this step: {int(peak) >> 10} MiB", flush=True)
+
+
 def main(argv: list[str]) -> int:
     _exit_with_parent()
     replies = os.fdopen(os.dup(1), "w")
@@ -126,7 +146,9 @@ def main(argv: list[str]) -> int:
             log = os.open(os.devnull, os.O_WRONLY)
         _point_output_at(log)
         os.close(log)
+        _reset_peak_memory()
         result = run_job(request["job"])
+        _log_peak_memory()
         _point_output_at(quiet)
         gc.collect()
         replies.write(json.dumps(result) + "\n")

@@ -3,6 +3,7 @@ else weights in `<name>.data` beside it. Used in workers only."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from trtbuild.store.hashing import write_hashed
@@ -117,3 +118,77 @@ def weight_bytes(model) -> int:
             size = 1
         total += math.prod(tensor.dims) * size
     return total
+
+
+def external_tensors(model) -> list:
+    """The tensors of `model` (loaded without its external data) whose bytes live in another file."""
+    import onnx
+
+    return [t for t in tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
+
+
+def copy_model_files(source: Path, graph, output: Path, link: bool) -> None:
+    """Write the model at `source` (`graph`: it loaded without its external data) as `output` plus
+    `<output>.data`, the way save_onnx lays it out, without loading its weights: the files are linked
+    (`link`: `source` is scratch this step may link from) or copied, a reflink where the file system
+    has them; only tensors spread over several files are copied piece by piece. A model already laid
+    out that way keeps its bytes, so the cache stores it as the same objects."""
+    from trtbuild.store.fsutil import copy_file
+
+    def place(src: Path, dest: Path) -> None:
+        if link:
+            try:
+                os.link(src, dest)
+                return
+            except OSError:
+                pass
+        copy_file(src, dest)
+
+    external = external_tensors(graph)
+    data = output.with_name(f"{output.name}.data")
+    where = {_external_field(t, "location") for t in external}
+    if not external or (where == {f"{source.name}.data"} and source.name == output.name):
+        place(source, output)
+        if external:
+            place(source.parent / f"{source.name}.data", data)
+        return
+    if len(where) == 1:  # one file: the same bytes under the new name
+        place(source.parent / where.pop(), data)
+    else:
+        _gather(source.parent, external, data)
+    for tensor in external:
+        _set_external_field(tensor, "location", data.name)
+    write_hashed(output, graph.SerializeToString())
+
+
+def _gather(folder: Path, external: list, data: Path, chunk: int = 16 << 20) -> None:
+    """Copy each external tensor's bytes into `data`, in pieces, and point the tensor there."""
+    with open(data, "wb") as out:
+        for tensor in external:
+            offset, length = int(_external_field(tensor, "offset") or 0), _external_field(tensor, "length")
+            with open(folder / _external_field(tensor, "location"), "rb") as src:
+                src.seek(offset)
+                start = out.tell()
+                left = int(length) if length else -1
+                while left:
+                    piece = src.read(chunk if left < 0 else min(chunk, left))
+                    if not piece:
+                        break
+                    out.write(piece)
+                    left -= len(piece) if left > 0 else 0
+                _set_external_field(tensor, "offset", str(start))
+                _set_external_field(tensor, "length", str(out.tell() - start))
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _external_field(tensor, key: str) -> str | None:
+    return next((e.value for e in tensor.external_data if e.key == key), None)
+
+
+def _set_external_field(tensor, key: str, value: str) -> None:
+    for entry in tensor.external_data:
+        if entry.key == key:
+            entry.value = value
+            return
+    tensor.external_data.add(key=key, value=value)

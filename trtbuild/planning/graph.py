@@ -6,6 +6,7 @@ import contextlib
 import functools
 import gc
 import importlib.util
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -162,7 +163,9 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
                         {"inputs": _read(inputs, *AT_OPT), "check": recipe.onnx.simplify_check}, {"model": model},
                         out, after=[check])
         steps.append(simplify)
-        model = simplify
+        simplify.skip_reason = _too_large_to_simplify(model)
+        if simplify.skip_reason is None:
+            model = simplify
     fp32_model = model
     # Lossy precisions are judged by relative L2 error against fp32, in the gate and in verify.
     limit = recipe.precision.max_relative_error or DEFAULT_MAX_RELATIVE_ERROR.get(recipe.engine.precision)
@@ -321,6 +324,22 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dic
     }
     return Step(loaded, "export", load_kind("export"), params, files, out,
                 context={"python_path": [str(p) for p in search], "where": _where(loaded)})
+
+
+def _too_large_to_simplify(model) -> str | None:
+    """Why a user's ONNX model is not simplified (its files exceed the simplify step's bound on weights):
+    then nothing copies it into the cache, and the engine reads it where it is. The weights of an exported
+    model are known once it is exported; its simplify step judges them then."""
+    if not isinstance(model, SourceFiles):
+        return None
+    from trtbuild.steps.simplify import too_large
+
+    try:
+        return too_large(sum(os.stat(f).st_size for f in set(model.files)), "the model's files")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError:  # gone meanwhile: the steps that read it say so
+        return None
 
 
 def _files(paths: list[Path], main: Path | None = None) -> SourceFiles:

@@ -14,6 +14,10 @@ MAIN_OUTPUT = "model.plan"
 READS = Reads(params=("inputs", "precision", "workspace", "optimization_level", "target", "profiles"),
               files=("model",), context=("timing_cache", "cuda_device"))
 IMPORTS = ()  # a spare worker loads these before this step comes
+# Its input model's external data is hard-linked from the cache, not copied: TensorRT's parser reads it
+# itself (parse_from_file) and, unlike onnx's loader, takes hard links. A large model's weights are not
+# copied once more for the build.
+LINKED_DATA = True
 # Engines build in warm workers (TensorRT loads once per worker, not once per engine). Plans are
 # keyed by their inputs, not their bytes: a second build in one process may differ by a few bytes.
 # A step pinned to a GPU (full TensorRT, cuda_device) gets a fresh worker: CUDA reads

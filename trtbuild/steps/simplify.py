@@ -2,7 +2,11 @@
 
 A model the simplifier cannot handle passes through unchanged with a warning: the engine builder,
 not this optimization, decides whether a model builds. A simplified model whose outputs differ from
-the original's fails the step: the rewrite is wrong, and nothing built from it may be cached."""
+the original's fails the step: the rewrite is wrong, and nothing built from it may be cached.
+
+A model whose weights exceed TRTBUILD_SIMPLIFY_MAX_WEIGHTS is not simplified (onnx-simplifier would
+hold them in memory several times): a user's ONNX model skips this step when the recipe is planned
+(trtbuild.planning.graph), an exported one passes through here as the same files, never loaded."""
 
 from __future__ import annotations
 
@@ -15,8 +19,13 @@ from trtbuild.steps import Job, Reads
 
 NAME = "simplify"
 MAIN_OUTPUT = "model.onnx"
-READS = Reads(params=("inputs", "check"),
-              files=("model",), context=(), env=("ONNXSIM_",))  # e.g. ONNXSIM_FIXED_POINT_ITERS
+READS = Reads(params=("inputs", "check"),  # env: e.g. ONNXSIM_FIXED_POINT_ITERS, and the bound below
+              files=("model",), context=(), env=("ONNXSIM_", "TRTBUILD_SIMPLIFY_MAX_WEIGHTS"))
+# onnx-simplifier holds a model's weights in memory several times over (about 5x, bench/README.md): a
+# model whose weights exceed this bound goes to the builder as given, its files linked or copied, never
+# loaded. TRTBUILD_SIMPLIFY_MAX_WEIGHTS ("512MiB", "4GiB" or bytes) moves it; its value is in the key.
+MAX_WEIGHTS_ENV = "TRTBUILD_SIMPLIFY_MAX_WEIGHTS"
+DEFAULT_MAX_WEIGHTS = 1 << 30
 # A spare worker loads these before this step comes (onnx-simplifier alone takes 0.6 s to import).
 IMPORTS = ("numpy", "onnx", "onnxruntime", "trtbuild.models.onnxsim_loader")
 
@@ -27,12 +36,21 @@ def tools(params: dict) -> tuple[str, ...]:
 
 def run(job: Job) -> dict:
     import onnx
+    from onnx.external_data_helper import load_external_data_for_model
 
+    from trtbuild.models.onnx_io import copy_model_files
     from trtbuild.models.onnxsim_loader import onnxsim
 
     source = job.inputs["model"]
-    before = onnx.load(str(source))  # once: onnx-simplifier takes the loaded model too
     output = job.outdir / "model.onnx"
+    before = onnx.load(str(source), load_external_data=False)
+    skipped = _too_large(before)
+    if skipped:  # the files as given, linked or copied: the weights are never loaded
+        copy_model_files(source, before, output, link=source.parent.parent == job.outdir.parent)
+        nodes = len(before.graph.node)
+        return {"nodes_before": nodes, "nodes_after": nodes, "simplified": False, "skipped": skipped,
+                "warnings": [skipped]}
+    load_external_data_for_model(before, str(source.parent))  # once: onnx-simplifier takes the loaded model too
     thorough = job.params["check"] == "thorough"
     # thorough: onnx-simplifier's own check, 3 random inputs at the opt shapes; quick: ours, below.
     test_shapes = {name: spec["opt"] for name, spec in job.params["inputs"].items()}
@@ -70,6 +88,43 @@ def run(job: Job) -> dict:
                                          f"{first_line(exc)[:300]}); the engine is built from the model as given")
     return {"nodes_before": len(before.graph.node), "nodes_after": len(simplified.graph.node), "simplified": True,
             "verification": note, "warnings": warnings}
+
+
+def max_weights() -> int:
+    """The bound on a model's weights above which it is not simplified (TRTBUILD_SIMPLIFY_MAX_WEIGHTS);
+    ValueError, saying what is wrong, for a value that is not a size."""
+    import os
+
+    text = os.environ.get(MAX_WEIGHTS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_WEIGHTS
+    from pydantic import ByteSize, TypeAdapter, ValidationError
+
+    try:
+        return int(TypeAdapter(ByteSize).validate_python(text))
+    except ValidationError:
+        raise ValueError(f"{MAX_WEIGHTS_ENV}={text!r}: expected a size such as 512MiB, 4GiB or a number of "
+                         "bytes") from None
+
+
+def too_large(size: int, what: str = "the model's weights") -> str | None:
+    """Why a model of `size` bytes (its weights, or its files) is not simplified; None when it is not too large."""
+    bound = max_weights()
+    if size <= bound:
+        return None
+    return (f"simplify skipped: {what} ({size / 2**20:.1f} MiB) exceed {MAX_WEIGHTS_ENV} ({bound / 2**20:.1f} MiB), "
+            "over which onnx-simplifier, which holds them in memory several times, is not run; the engine is built "
+            "from the model as given (raise the bound to simplify it)")
+
+
+def _too_large(model) -> str | None:
+    """Why `model` (loaded without its external data) is not simplified: its weights exceed the bound."""
+    from trtbuild.models.onnx_io import weight_bytes
+
+    try:
+        return too_large(weight_bytes(model))
+    except ValueError as exc:
+        raise StepError(str(exc), user_error=True) from None
 
 
 def _grown(before, simplified) -> str | None:

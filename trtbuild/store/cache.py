@@ -178,17 +178,19 @@ class Cache:
 
     # -- a step's inputs ---------------------------------------------------------------------
 
-    def link_into(self, dest_dir: Path, outputs: dict[str, dict]) -> dict[str, str]:
+    def link_into(self, dest_dir: Path, outputs: dict[str, dict], copy_data: bool = True) -> dict[str, str]:
         """Link each output under its name into `dest_dir` (a step's scratch directory; users see
         copies, see trtbuild.store.publish); skip links already in place.
 
-        ONNX external-data files (*.onnx.data) are copied: onnx refuses to read hard-linked ones.
+        ONNX external-data files (*.onnx.data) are copied (a reflink where the file system has them):
+        onnx refuses to read hard-linked ones. `copy_data=False`: linked too, for a reader that takes
+        them (TensorRT's parser), which spares a copy of a large model's weights.
         """
         paths = {}
         for name, obj in outputs.items():
             dest = dest_dir / name
             src = self.object_path(obj["digest"])
-            if name.endswith(".onnx.data"):
+            if copy_data and name.endswith(".onnx.data"):
                 # The copy keeps the object's mtime: same size and mtime = already this object.
                 if not dest.exists() or (dest.stat().st_size, dest.stat().st_mtime_ns) != (
                     obj["size"], src.stat().st_mtime_ns

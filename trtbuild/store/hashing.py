@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -61,6 +62,39 @@ def write_hashed(path: str | os.PathLike, data) -> None:
     finally:
         hashing.join()
     written[os.fspath(path)] = {"digest": hasher.hexdigest(), "stat": stat_signature(path)}
+
+
+class HashedFile:
+    """A file written in pieces (a plan streamed out of the builder), hashed as it is written; on close it is
+    fsynced and noted like write_hashed's files, so it is stored without being read again. A writer left by
+    an exception removes what it wrote."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self._file = open(self.path, "wb")
+        self._hasher = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self._file.write(view)
+        self._hasher.update(view)
+        self.size += len(view)
+        return len(view)
+
+    def __enter__(self) -> HashedFile:
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            written[self.path] = {"digest": self._hasher.hexdigest(), "stat": stat_signature(self.path)}
+        else:
+            self._file.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
 
 
 def digest_written(path: str | os.PathLike, noted: dict | None) -> tuple[str, bool]:

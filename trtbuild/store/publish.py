@@ -3,9 +3,10 @@
 What it holds is chosen by the runner (trtbuild.execution.runner): for every step of the recipe and
 every target it lists (plus those a run was asked for), the outputs of the step's current key when
 the cache has them, whatever subset the last run built. Each publish writes a fresh directory
-`out/.<recipe>.<id>/` of copies (never hard links into objects/, so editing a published file cannot
-reach the store) with a manifest of what it holds, then points the symlink `out/<recipe>` at it in
-one rename and removes the build it replaced. A reader sees the old build or the new one, never a
+`out/.<recipe>.<id>/` of copies (reflinks on XFS / Btrfs, which cost no second copy on disk; never
+hard links into objects/, so editing a published file cannot reach the store) with a manifest of
+what it holds, then points the symlink `out/<recipe>` at it in one rename and removes the build it
+replaced. A reader sees the old build or the new one, never a
 model.plan from one build beside a model.json from another; paths through the link
 (`out/<recipe>/<target>/model.plan`) stay valid across publishes. When the manifest, the digests and
 the copies' stats all match, a publish does nothing (a no-op build writes nothing).
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from trtbuild.store.fsutil import atomic_write
+from trtbuild.store.fsutil import atomic_write, copy_file
 from trtbuild.store.hashing import canonical_json, stat_signature
 
 MANIFEST = ".trtbuild-build.json"
@@ -46,7 +47,7 @@ def publish_recipe(cache, recipe: str, files: dict[str, dict], steps: dict[str, 
             for rel, obj in sorted(files.items()):
                 dest = version / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(cache.object_path(obj["digest"]), dest)
+                copy_file(cache.object_path(obj["digest"]), dest)  # a reflink where the file system has them
                 manifest["files"][rel] = {"digest": obj["digest"], "stat": stat_signature(dest)}
             atomic_write(version / MANIFEST, canonical_json(manifest))
         except BaseException:  # a full disk, a signal: out/<recipe> still shows the previous build
