@@ -105,3 +105,20 @@ def test_tutorial_onnx(tmp_path):
     assert status_line.split()[1:] == ["fresh", "fresh"]
     plan = Path(shown.strip().splitlines()[-1])
     assert plan.name == "model.plan" and plan.parent.name.endswith("-sm89") and plan.is_file()
+
+
+def test_tutorial_pytorch(tmp_path):
+    needs("torch")
+    tutorial = Tutorial("pytorch", tmp_path)
+    first, again, dry_run, rebuilt, used = tutorial.run_all()
+    report = tutorial.report()
+    assert report["ok"]
+    assert sorted(statuses(report).values()) == ["built"] * 5 + ["skipped"]  # verify: no GPU here
+    assert next(s for s in report["steps"] if s["step"] == "export")["meta"]["exporter"] in ("dynamo", "torchscript")
+    assert "5 cached, 1 skipped" in again
+    assert re.search(r"would-run +tinynet/export +inputs\.code\.\(main\) changed", dry_run), dry_run
+    assert "5 built, 1 skipped" in rebuilt
+    lines = used.splitlines()
+    assert lines[0].endswith("/model.plan") and Path(lines[0]).is_file()
+    # inputs in forward()'s order whatever the recipe's order; outputs named by the dict's keys
+    assert [line.split('"')[3] for line in lines[1:]] == ["image", "temperature", "logits", "probs", "default"]
