@@ -122,3 +122,19 @@ def test_tutorial_pytorch(tmp_path):
     assert lines[0].endswith("/model.plan") and Path(lines[0]).is_file()
     # inputs in forward()'s order whatever the recipe's order; outputs named by the dict's keys
     assert [line.split('"')[3] for line in lines[1:]] == ["image", "temperature", "logits", "probs", "default"]
+
+
+def test_tutorial_huggingface(tmp_path):
+    needs("torch")
+    needs("transformers")
+    tutorial = Tutorial("huggingface", tmp_path)
+    first, profiles, changed = tutorial.run_all()
+    report = tutorial.report()
+    assert report["ok"] and sorted(statuses(report).values()) == ["built"] * 5 + ["skipped"]
+    engine = next(s for s in report["steps"] if s["step"] == "engine")
+    assert [o["name"] for o in engine["meta"]["outputs"]] == ["last_hidden_state", "pooler_output"]
+    assert profiles.splitlines() == ["0 short {'min': [1, 1], 'opt': [8, 64], 'max': [16, 128]}",
+                                     "1 long {'min': [1, 129], 'opt': [1, 384], 'max': [2, 512]}"]
+    assert "4 cached, 1 built, 1 skipped" in changed
+    assert re.search(r"built +tiny_bert/engine .*params\.profiles\[1\]\.inputs\.input_ids\.max: \[2, 512\] -> \[4, 512\]",
+                     changed), changed
