@@ -138,3 +138,19 @@ def test_tutorial_huggingface(tmp_path):
     assert "4 cached, 1 built, 1 skipped" in changed
     assert re.search(r"built +tiny_bert/engine .*params\.profiles\[1\]\.inputs\.input_ids\.max: \[2, 512\] -> \[4, 512\]",
                      changed), changed
+
+
+def test_tutorial_keras(tmp_path):
+    needs("tensorflow")
+    needs("tf2onnx")
+    tutorial = Tutorial("keras", tmp_path)
+    made, built, mistake, status = tutorial.run_all()
+    assert (tutorial.dir / "classifier.keras").is_file()
+    report = tutorial.report()
+    assert report["ok"] and sorted(statuses(report).values()) == ["built"] * 5 + ["skipped"]
+    engine = next(s for s in report["steps"] if s["step"] == "engine")
+    assert [(i["name"], i["shape"]) for i in engine["meta"]["inputs"]] == [("image", [-1, 3, 32, 32])]
+    assert ("forgot_nchw.yaml:6: inputs.image: shape [-1, 3, 32, 32] is NCHW, the Keras model's input 'image' is "
+            "NHWC [-1, 32, 32, 3]: add `source: {inputs_as_nchw: [image]}`") in mistake
+    assert "exit code 2" in mistake
+    assert re.search(r"^classifier +fresh$", status, re.M), status
