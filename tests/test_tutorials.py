@@ -154,3 +154,21 @@ def test_tutorial_keras(tmp_path):
             "NHWC [-1, 32, 32, 3]: add `source: {inputs_as_nchw: [image]}`") in mistake
     assert "exit code 2" in mistake
     assert re.search(r"^classifier +fresh$", status, re.M), status
+
+
+def test_tutorial_int8(tmp_path):
+    needs("PIL")
+    tutorial = Tutorial("int8", tmp_path)
+    made, built, numbers, added, rebuilt = tutorial.run_all()
+    report = tutorial.report()
+    assert report["ok"] and sorted(statuses(report).values()) == ["built"] * 5 + ["skipped"]
+    steps = {s["step"]: s for s in report["steps"]}
+    assert steps["precision"]["meta"]["calibration"] == {"batches": 3, "samples": 12, "batches_asked": None}
+    rel_l2 = steps["accuracy"]["meta"]["accuracy"]["outputs"][0]["rel_l2"]
+    assert 0 < rel_l2 < 0.1
+    assert numbers.splitlines() == [str(steps["precision"]["meta"]["calibration"]), str(rel_l2)]
+    assert re.search(r"cached +classifier_int8/simplify", added)
+    assert re.search(r"would-run +classifier_int8/precision +images/ changed \(read while it ran\)", added), added
+    assert re.search(r"built +classifier_int8/precision +\S+ +images/ changed \(read while it ran\)", rebuilt), rebuilt
+    # the page says the thirteenth image moved no range, so nothing after precision reran
+    assert re.search(r"cached +classifier_int8/engine", rebuilt), rebuilt
