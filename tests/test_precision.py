@@ -43,6 +43,24 @@ def test_fp16_model_has_float16_weights_and_builds(project):
     assert "/out/conv/fp16/model.onnx" in steps["precision"]["outputs"]["model.onnx"]
 
 
+def test_a_model_newer_than_onnx_runtime_reads_says_how_to_save_it(project):
+    """onnx's helpers write IR version 14, which this ONNX Runtime does not read: the simplify warning
+    and the int8 step's error say so, and what to do, instead of ONNX Runtime's C++ signature."""
+    model = onnx.load(project.root / "conv.onnx")
+    model.ir_version = 14
+    onnx.save(model, project.root / "conv.onnx")
+    write_calibration(project.root)
+    project.write_recipe(quantized_recipe())
+    code, report = project.build()
+    steps = {s["step"]: s for s in report["steps"]}
+    assert code == 2 and steps["precision"]["status"] == "failed"  # the model's fault: as a recipe mistake
+    assert steps["precision"]["error"].startswith("ONNX Runtime, which calibrates the model, cannot run it: the "
+                                                  "model's ONNX IR version is 14 and this ONNX Runtime reads up to")
+    assert "`model.ir_version = " in steps["precision"]["error"] and "onnxruntime::" not in steps["precision"]["error"]
+    [warning] = [w for w in steps["simplify"]["meta"]["warnings"] if "not checked" in w]
+    assert "the model's ONNX IR version is 14" in warning
+
+
 def test_int8_model_has_symmetric_qdq_and_builds(project):
     write_calibration(project.root)
     project.write_recipe(quantized_recipe())

@@ -5,11 +5,12 @@ Shared by framework-vs-ONNX Runtime parity and ONNX Runtime-vs-engine verificati
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
-from trtbuild.errors import StepError
+from trtbuild.errors import StepError, first_line
 
 def numpy_dtype(name: str) -> np.dtype:
     """A recipe / ONNX dtype name as numpy's (bfloat16 through ml_dtypes)."""
@@ -158,6 +159,22 @@ def format_table(rows: list[dict], atol: float = 0.0, rtol: float = 0.0, max_rel
         lines.append(f"{r['output']:<24} {str(r['shape']):<18} {r['max_abs']:>12.3e} {r['max_rel']:>12.3e} "
                      f"{r['rel_l2']:>11.3e} {r['mismatched'] or '-':>12}{mark}")
     return "\n".join(lines)
+
+
+# "[ONNXRuntimeError] : 1 : FAIL : /onnxruntime_src/.../model.cc:202 onnxruntime::Model::Model(...) " before the message
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (?:\S+:\d+ \S+\(.*?\) )?")
+_IR_VERSION = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
+
+
+def onnxruntime_problem(exc: BaseException) -> str:
+    """ONNX Runtime's error without its source location and C++ signature; for a model newer than this
+    ONNX Runtime reads, what to do about it."""
+    text = _ORT_PREFIX.sub("", first_line(exc))
+    found = _IR_VERSION.search(text)
+    if found:
+        return (f"the model's ONNX IR version is {found[1]} and this ONNX Runtime reads up to {found[2]}: save "
+                f"the model with `model.ir_version = {found[2]}` (or lower) before onnx.save, or upgrade onnxruntime")
+    return text
 
 
 def run_onnxruntime(model: Path, feeds: dict[str, np.ndarray], optimize: bool = True) -> tuple[list[str], list[np.ndarray]]:

@@ -4,6 +4,7 @@ calibrated on data (ONNX Runtime quantization, QDQ format)."""
 
 from __future__ import annotations
 
+import traceback
 from collections import Counter
 from pathlib import Path
 
@@ -47,7 +48,16 @@ def run(job: Job) -> dict:
     out = job.outdir / MAIN_OUTPUT
     used = {}
     if converter == "ort-quantization":
-        used = _quantize(source, out, job, ops_to_keep, nodes_to_keep, model)
+        try:
+            used = _quantize(source, out, job, ops_to_keep, nodes_to_keep, model)
+        except Exception as exc:
+            if not type(exc).__module__.startswith("onnxruntime"):
+                raise
+            from trtbuild.models.tensors import onnxruntime_problem
+
+            traceback.print_exc()
+            raise StepError(f"ONNX Runtime, which calibrates the model, cannot run it: {onnxruntime_problem(exc)}",
+                            user_error=True) from None
     else:
         converted = float16.convert(source, model, precision, converter, ops_to_keep, nodes_to_keep,
                                     job.params["keep_io_types"])

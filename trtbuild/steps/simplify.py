@@ -61,10 +61,12 @@ def run(job: Job) -> dict:
         except Exception as exc:
             if not (thorough and type(exc).__module__.startswith("onnxruntime")):
                 raise
+            from trtbuild.models.tensors import onnxruntime_problem
+
             ort_error = _ort_error(source, job.params["inputs"])
             if ort_error is None:  # the original runs: the simplified model is what ONNX Runtime refuses
-                raise ValueError(f"ONNX Runtime cannot run the simplified model ({first_line(exc)[:200]})") from exc
-            note = f"not compared: ONNX Runtime cannot run the model ({ort_error[:200]})"
+                raise ValueError(f"ONNX Runtime cannot run the simplified model ({onnxruntime_problem(exc)[:300]})") from exc
+            note = f"not compared: ONNX Runtime cannot run the model ({ort_error[:300]})"
             simplified, same = onnxsim.simplify(before, check_n=0, test_input_shapes=test_shapes)
         if not same:
             raise Mismatch("the simplified model's outputs differ from the original's on ONNX Runtime")
@@ -161,7 +163,7 @@ def quick_check(original: Path, simplified: Path, recipe_inputs: dict, loaded=No
     import numpy as np
 
     from trtbuild.models.onnx_io import complete_inputs
-    from trtbuild.models.tensors import at_batch_one, example_inputs, run_onnxruntime
+    from trtbuild.models.tensors import at_batch_one, example_inputs, onnxruntime_problem, run_onnxruntime
 
     at_opt = complete_inputs(original if loaded is None else loaded, recipe_inputs)
     try:
@@ -174,11 +176,11 @@ def quick_check(original: Path, simplified: Path, recipe_inputs: dict, loaded=No
     except StepError as exc:  # string inputs, say: nothing to feed either model
         return f"not compared: {exc}"
     except Exception as exc:  # a plugin op, say: nothing to compare with
-        return f"not compared: ONNX Runtime cannot run the model ({first_line(exc)[:200]})"
+        return f"not compared: ONNX Runtime cannot run the model ({onnxruntime_problem(exc)[:300]})"
     try:
         got_names, actual = run_onnxruntime(simplified, feeds, optimize=False)
     except Exception as exc:
-        raise ValueError(f"ONNX Runtime cannot run the simplified model ({first_line(exc)[:200]})") from exc
+        raise ValueError(f"ONNX Runtime cannot run the simplified model ({onnxruntime_problem(exc)[:300]})") from exc
     got = dict(zip(got_names, actual))
     worst, worst_l2 = 0.0, 0.0
     for name, want in zip(names, expected):
@@ -217,11 +219,11 @@ def _rel_l2(have, want) -> float:
 def _ort_error(model_path, recipe_inputs: dict) -> str | None:
     """Why ONNX Runtime cannot run the model once on example inputs at opt; None when it can."""
     from trtbuild.models.onnx_io import complete_inputs
-    from trtbuild.models.tensors import example_inputs, run_onnxruntime
+    from trtbuild.models.tensors import example_inputs, onnxruntime_problem, run_onnxruntime
 
     try:
         run_onnxruntime(model_path, example_inputs(complete_inputs(model_path, recipe_inputs), seed=0))
     except Exception as exc:
-        return first_line(exc)
+        return onnxruntime_problem(exc)
     return None
 
