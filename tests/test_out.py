@@ -238,6 +238,9 @@ def test_quiet_no_op_build_prints_nothing_for_steps_this_machine_never_runs(proj
     assert "verify" not in err and "skipped" not in err
     project.model.write_bytes(b"not onnx")  # check fails: the steps it blocks are still said under -q
     assert project.build("-q")[0] != 0
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "failed     conv/check" in err and "skipped    conv/engine" in err and "check did not complete" in err
     assert "conv/verify" not in err
+    # stdout's line for the engine names the step that failed, however many steps lie between
+    [line] = [line for line in out.splitlines() if line.startswith("conv\t")]
+    assert line.split("\t")[2].startswith("skipped: check failed: ") and "not a valid ONNX model" in line

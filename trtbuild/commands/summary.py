@@ -15,15 +15,34 @@ SLOW_BUILD_SECONDS = 60  # past this, the recap names the slowest steps
 def print_results(results, problems: list[str], seconds: float, stream=None) -> None:
     """`recipe<TAB>target<TAB>plan path`, or the engine's status and why, per engine step; then totals."""
     stream = stream or sys.stdout
+    by_step = {r.step: r for r in results}
     for r in results:
         if r.step.name != "engine":
             continue
+        failed = _failed_upstream(r.step, by_step)
         if "model.plan" in r.outputs:
             outcome = r.outputs["model.plan"]
+        elif failed and r.status == "skipped":  # name the step that failed, not the one between
+            outcome = f"skipped: {failed.step.name} failed: {headline(failed.error or failed.reason)}"
         else:
             outcome = f"{r.status}: {headline(r.error) if r.error else r.reason}"
         print(f"{r.step.recipe.recipe.name}\t{r.step.target.id}\t{outcome}", file=stream)
     print(totals(results, problems, seconds), file=stream, flush=True)
+
+
+def _failed_upstream(step, by_step: dict):
+    """The first failed step this one depends on, however far up; None when none failed."""
+    seen, todo = set(), list(step.deps)
+    while todo:
+        dep = todo.pop(0)
+        if dep in seen:
+            continue
+        seen.add(dep)
+        result = by_step.get(dep)
+        if result is not None and result.status == "failed":
+            return result
+        todo += dep.deps
+    return None
 
 
 def headline(error: str) -> str:
