@@ -53,7 +53,7 @@ def test_new_model_bytes_rebuild_everything_downstream(project):
     project.write_model(conv_model(seed=1))
     code, dry = project.build("--dry-run")
     assert statuses(dry) == {"check": "would-run", "simplify": "would-run", "engine": "would-run"}
-    assert dry["steps"][0]["reason"].startswith("inputs.model.(main) changed")
+    assert dry["steps"][0]["reason"].startswith("inputs.model.(main) changed (conv.onnx: ")
     code, report = project.build()
     assert code == 0 and statuses(report) == {"check": "built", "simplify": "built", "engine": "built"}
 

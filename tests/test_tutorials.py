@@ -116,7 +116,7 @@ def test_tutorial_pytorch(tmp_path):
     assert sorted(statuses(report).values()) == ["built"] * 5 + ["skipped"]  # verify: no GPU here
     assert next(s for s in report["steps"] if s["step"] == "export")["meta"]["exporter"] in ("dynamo", "torchscript")
     assert "5 cached, 1 skipped" in again
-    assert re.search(r"would-run +tinynet/export +inputs\.code\.\(main\) changed", dry_run), dry_run
+    assert re.search(r"would-run +tinynet/export +inputs\.code\.\(main\) changed \(tinynet\.py: ", dry_run), dry_run
     assert "5 built, 1 skipped" in rebuilt
     lines = used.splitlines()
     assert lines[0].endswith("/model.plan") and Path(lines[0]).is_file()

@@ -249,7 +249,7 @@ class Runner:
         same_step = [e for sid, e in state.items() if sid.split("@")[0] == step.name]
         previous = state.get(step.id) or max(same_step, key=lambda e: e["time"], default=None)
         forced = self._forced(step)
-        reason = "--force" if forced else self._moved.pop(step, None) or explain(previous, components)
+        reason = "--force" if forced else self._moved.pop(step, None) or explain(previous, components, step)
         if self.dry_run:
             return StepResult(step, WOULD_RUN, reason, key=key)
         lock = self.cache.step_lock(key)

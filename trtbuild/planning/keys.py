@@ -62,11 +62,14 @@ def step_key(components: dict) -> str:
     return digest_json(components)
 
 
-def explain(previous: dict | None, current: dict) -> str:
-    """Why a step with no cached result must run, from the components of its last build."""
+def explain(previous: dict | None, current: dict, step: Step | None = None) -> str:
+    """Why a step with no cached result must run, from the components of its last build. With `step`,
+    a changed main file is named too: "(main)" is its label in the key, whatever the file is called."""
     if not previous:
         return "never built"
     changes = _diff(previous.get("components", {}), current)
+    if step is not None:
+        changes = [_main_named(change, step) for change in changes]
     if not changes:
         if previous.get("status") == "failed":
             return "last attempt failed"
@@ -94,6 +97,19 @@ def _diff(old, new, path: str = "") -> list[str]:
     if path.startswith("inputs."):
         return [f"{path} changed ({str(old)[:8]} -> {str(new)[:8]})"]
     return [f"{path}: {_short(old)} -> {_short(new)}"]
+
+
+def _main_named(change: str, step: Step) -> str:
+    """"inputs.code.(main) changed (a -> b)" -> "inputs.code.(main) changed (net.py: a -> b)"."""
+    for name, source in step.inputs.items():
+        prefix = f"inputs.{name}.(main) changed ("
+        if isinstance(source, SourceFiles) and change.startswith(prefix):
+            try:
+                shown = source.main.resolve().relative_to(step.recipe.file.resolve().parent)
+            except ValueError:
+                shown = source.main
+            return f"{prefix}{shown}: {change[len(prefix):]}"
+    return change
 
 
 def _short(value) -> str:
