@@ -13,8 +13,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from filelock import Timeout
-
 from trtbuild.store.cache import Cache
 from trtbuild.store import discovered as found_while_running
 from trtbuild.planning.graph import Pick, SourceFiles, Step, producer, upstream_outputs
@@ -90,7 +88,7 @@ class Runner:
         self._executor: Executor | None = None
         self._stopping = threading.Event()
         self._unfinished: set[Step] = set()
-        self._states: dict[str, dict] = {}  # recipe -> its state file, read once per run
+        self._states: dict[str, dict] = {}  # recipe -> {step id: [key, status]} of its state, read once per run
         self._moved: dict[Step, str] = {}  # steps whose hit is void: files their last run read have changed
         self.results: dict[Step, StepResult] = {}  # as steps finish: what an interrupted run reports
         self.undelivered: list[StepResult] = []  # built or cached, but not in out/ (a publish that failed)
@@ -170,6 +168,7 @@ class Runner:
             with self.cache.using():  # held shared, as building does: a gc waits until out/ is swapped in
                 self._publish(steps, results, declared or [])
         self.cache.stat_cache.save()
+        self.cache.save_log()
         return [results[s] for s in steps]
 
     def _crashed(self, step: Step, exc: Exception) -> StepResult:
@@ -207,7 +206,7 @@ class Runner:
                 f"{upstream.reason} ({upstream.step.name} reruns first)"
             return StepResult(step, WOULD_RUN, cause)
         components = key_components(step, self.cache, {d: r.record for d, r in deps.items() if r.record})
-        key = step_key(components)
+        key = step_key(components, self.cache.log)
         cached = None if self._forced(step) else self._cached(step, key, "up to date")
         if cached and not self.dry_run:
             self._note_current(step, key, components)
@@ -252,6 +251,8 @@ class Runner:
         reason = "--force" if forced else self._moved.pop(step, None) or explain(previous, components)
         if self.dry_run:
             return StepResult(step, WOULD_RUN, reason, key=key)
+        from filelock import Timeout  # here: a no-op build takes no step lock
+
         lock = self.cache.step_lock(key)
         try:
             lock.acquire(blocking=False)
@@ -409,9 +410,8 @@ class Runner:
         Written only when it differs from the recorded entry, so a no-op build writes nothing."""
         recipe = step.recipe.recipe.name
         if recipe not in self._states:
-            self._states[recipe] = self.cache.read_state(recipe)
-        entry = self._states[recipe].get(step.id)
-        if not entry or entry.get("key") != key or entry.get("status") != "built":
+            self._states[recipe] = self.cache.state_keys(recipe)
+        if self._states[recipe].get(step.id) != [key, "built"]:
             self._record_state(step, key, components, "built")
 
     def _record_state(self, step: Step, key: str, components: dict, status: str) -> None:

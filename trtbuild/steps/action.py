@@ -37,8 +37,12 @@ def passes(name: str) -> bool:
 
 def keyed_env(declared: tuple[str, ...], environ=os.environ) -> dict[str, str]:
     """The variables a step kind reads (names, or prefixes ending in '_'), as this process sees them."""
-    return {name: value for name, value in sorted(environ.items())
-            if not passes(name) and any(name == d or (d.endswith("_") and name.startswith(d)) for d in declared)}
+    if not declared:  # most kinds: no value is looked up (a no-op build asks once per step)
+        return {}
+    exact = {d for d in declared if not d.endswith("_")}
+    prefixes = tuple(d for d in declared if d.endswith("_"))
+    names = sorted(n for n in environ if (n in exact or n.startswith(prefixes)) and not passes(n))
+    return {name: environ[name] for name in names}
 
 
 def worker_environment(declared: tuple[str, ...], environ=os.environ) -> dict[str, str]:

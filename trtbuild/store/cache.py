@@ -5,6 +5,7 @@ Layout under the cache root:
     objects/ab/<sha256>        immutable artifacts, named by their content digest
     actions/ab/<key>.json      step key -> output digests (written last: the commit point)
     state/<recipe>.json        the last key and key components of each step ("why did it rebuild?")
+    buildlog                   what a no-op build reads instead of the files above (trtbuild.store.buildlog)
     recipes/<key>.json         recipe files validated before (trtbuild.recipes.records)
     out/<recipe>/...           stable, human-facing links to the current outputs
     locks/, tmp/, logs/, timing/
@@ -26,11 +27,10 @@ import time
 from pathlib import Path
 from collections.abc import Iterator
 
-from filelock import FileLock
-
 from trtbuild.store import code
+from trtbuild.store.buildlog import BuildLog
 from trtbuild.store.fsutil import (atomic_write, fsync_file, publish_copy, publish_link, read_record,
-                                   share_with_group)
+                                   read_record_stat, share_with_group)
 from trtbuild.store.hashing import StatCache, canonical_json, digest_written
 from trtbuild.store.validate import record_problem, state_entries
 
@@ -51,9 +51,21 @@ class Cache:
         self.timing = self.root / "timing"
         self.recipes = self.root / "recipes"
         self._stat_cache: StatCache | None = None
+        self.log: BuildLog | None = None  # see keep_log
         code.keep_index_in(self.root / "code")  # trtbuild's own code facts, per version of its sources
         self._have_locks = False
         share_with_group(self.root)  # a setgid cache directory: files group-writable whatever the umask
+
+    def keep_log(self) -> BuildLog:
+        """Read records, states and out/ manifests through the build log (a build: one file instead of
+        several per step); saved by save_log."""
+        if self.log is None:
+            self.log = BuildLog(self.root / "buildlog", lambda text: self.warn(text))
+        return self.log
+
+    def save_log(self) -> None:
+        if self.log is not None:
+            self.log.save()
 
     # -- artifacts -------------------------------------------------------------------------
 
@@ -120,8 +132,14 @@ class Cache:
     def read_action(self, key: str) -> dict | None:
         """The record stored under `key` when it is usable (its objects unchecked), else None (warned)."""
         path = os.path.join(self.actions, key[:2], f"{key}.json")  # a string: every hit reads one
+        if self.log is not None:
+            logged = self.log.record(key, path)
+            if logged is not None:
+                return logged
+        st = None
         try:
-            record = json.loads(read_record(path))
+            data, st = read_record_stat(path)
+            record = json.loads(data)
         except FileNotFoundError:
             return None
         except ValueError:
@@ -133,6 +151,8 @@ class Cache:
         if problem:
             self.warn(f"cache record {path} rejected ({problem}); rebuilding the step")
             return None
+        if self.log is not None:
+            self.log.learn_record(key, st, record)
         return record
 
     def note_used(self, key: str) -> None:
@@ -157,20 +177,40 @@ class Cache:
     # -- per-recipe state (the build log) ----------------------------------------------------
 
     def read_state(self, recipe: str) -> dict:
+        return self._read_state(recipe)[0]
+
+    def _read_state(self, recipe: str) -> tuple[dict, os.stat_result | None]:
+        """(usable entries, the stat of the file read when every entry was usable, else None)."""
         path = os.path.join(self.state_dir, f"{recipe}.json")
         try:
-            state = json.loads(read_record(path))
+            data, st = read_record_stat(path)
+            state = json.loads(data)
         except FileNotFoundError:
-            return {}
+            return {}, None
         except (OSError, ValueError):  # another user's unreadable one, cut short: no history
             self.warn(f"cannot read the state file {path}; ignoring it, it is rewritten by the next build")
-            return {}
-        return state_entries(state, self.warn, path)
+            return {}, None
+        good = state_entries(state, self.warn, path)
+        return good, (st if isinstance(state, dict) and len(good) == len(state) else None)
+
+    def state_keys(self, recipe: str) -> dict[str, list]:
+        """{step id: [key, status]} of the recipe's state: what a no-op build compares with."""
+        path = os.path.join(self.state_dir, f"{recipe}.json")
+        if self.log is not None:
+            logged = self.log.state(recipe, path)
+            if logged is not None:
+                return logged
+        state, st = self._read_state(recipe)
+        if self.log is not None and st is not None:
+            self.log.learn_state(recipe, st, state)
+        return {sid: [e["key"], e["status"]] for sid, e in state.items()}
 
     def record_state(self, recipe: str, step_id: str, entry: dict) -> None:
         """Merge one step's entry into the recipe's state under a lock (parallel steps share the file)."""
         path = self.state_dir / f"{recipe}.json"
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        from filelock import FileLock  # here: a no-op build writes no state
+
         with FileLock(str(self.locks_dir() / f"state-{recipe}.lock")):
             state = self.read_state(recipe)
             state[step_id] = entry
@@ -211,7 +251,9 @@ class Cache:
             self._have_locks = True
         return self.locks
 
-    def step_lock(self, key: str) -> FileLock:
+    def step_lock(self, key: str):
+        from filelock import FileLock  # here: a no-op build takes no step lock
+
         return FileLock(str(self.locks_dir() / f"{key}.lock"))
 
     @contextlib.contextmanager

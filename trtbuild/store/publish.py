@@ -21,9 +21,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from filelock import FileLock
-
-from trtbuild.store.fsutil import atomic_write
+from trtbuild.store.fsutil import atomic_write, read_record_stat
 from trtbuild.store.hashing import canonical_json, stat_signature
 
 MANIFEST = ".trtbuild-build.json"
@@ -35,8 +33,10 @@ def publish_recipe(cache, recipe: str, files: dict[str, dict], steps: dict[str, 
     link = cache.out / recipe
     # A no-op build finds nothing to do without the lock: the link swaps in one rename, so a check
     # that races a publish reads "not intact" and waits for the lock below.
-    if _intact(link, files, steps):
+    if _intact(link, files, steps, getattr(cache, "log", None)):
         return
+    from filelock import FileLock  # here: a no-op build publishes nothing
+
     with FileLock(str(cache.locks_dir() / f"publish-{recipe}.lock")):
         if _intact(link, files, steps):
             return
@@ -64,16 +64,34 @@ def read_manifest(folder: Path) -> dict | None:
         return None
 
 
-def _intact(link: Path, files: dict[str, dict], steps: dict[str, dict]) -> bool:
-    manifest = read_manifest(link)
-    if manifest is None or manifest.get("steps") != steps:
+def _shown_manifest(link: Path, log) -> dict | None:
+    """The manifest out/<recipe> shows, through the build log when it has the manifest's stat."""
+    path = os.path.join(link, MANIFEST)
+    if log is not None:
+        logged = log.manifest(link.name, path)
+        if logged is not None:
+            return logged
+    try:
+        data, st = read_record_stat(path)
+        manifest = json.loads(data)
+    except (OSError, ValueError):
+        return None
+    if log is not None and isinstance(manifest, dict):
+        log.learn_manifest(link.name, st, manifest)
+    return manifest
+
+
+def _intact(link: Path, files: dict[str, dict], steps: dict[str, dict], log=None) -> bool:
+    manifest = _shown_manifest(link, log)
+    if not isinstance(manifest, dict) or manifest.get("steps") != steps or not isinstance(manifest.get("files"), dict):
         return False
     shown = manifest["files"]
-    if {rel: f["digest"] for rel, f in shown.items()} != {rel: o["digest"] for rel, o in files.items()}:
-        return False
-    try:  # an edited copy (its mtime or ctime moved) is replaced by a fresh one
-        return all(stat_signature(link / rel) == f["stat"] for rel, f in shown.items())
-    except OSError:
+    try:
+        if {rel: f["digest"] for rel, f in shown.items()} != {rel: o["digest"] for rel, o in files.items()}:
+            return False
+        # an edited copy (its mtime or ctime moved) is replaced by a fresh one
+        return all(stat_signature(os.path.join(link, rel)) == f["stat"] for rel, f in shown.items())
+    except (OSError, TypeError, KeyError):  # a file gone; a manifest not as written: published afresh
         return False
 
 
