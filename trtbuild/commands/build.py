@@ -92,7 +92,7 @@ def _build(args, run: _Run, started: float) -> int:
     from trtbuild.store.remote import open_remote
 
     cache = Cache(args.cache_dir)
-    cache.keep_log()
+    cache.keep_log([str(Path(p).absolute()) for p in args.recipes] + [args.backend, *(args.target or [])])
     progress = Progress(quiet=args.quiet)
     cache.warn = progress.warn
     remote = open_remote(args.remote, progress.warn, args.remote_timeout)

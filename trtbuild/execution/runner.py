@@ -89,6 +89,7 @@ class Runner:
         self._stopping = threading.Event()
         self._unfinished: set[Step] = set()
         self._states: dict[str, dict] = {}  # recipe -> {step id: [key, status]} of its state, read once per run
+        self._environment: dict[str, dict] = {}  # what each step kind reads of the environment, this run
         self._moved: dict[Step, str] = {}  # steps whose hit is void: files their last run read have changed
         self.results: dict[Step, StepResult] = {}  # as steps finish: what an interrupted run reports
         self.undelivered: list[StepResult] = []  # built or cached, but not in out/ (a publish that failed)
@@ -205,7 +206,8 @@ class Runner:
             cause = upstream.reason if upstream.reason.endswith("reruns first)") else \
                 f"{upstream.reason} ({upstream.step.name} reruns first)"
             return StepResult(step, WOULD_RUN, cause)
-        components = key_components(step, self.cache, {d: r.record for d, r in deps.items() if r.record})
+        components = key_components(step, self.cache, {d: r.record for d, r in deps.items() if r.record},
+                                    self._environment)
         key = step_key(components, self.cache.log)
         cached = None if self._forced(step) else self._cached(step, key, "up to date")
         if cached and not self.dry_run:
@@ -240,7 +242,8 @@ class Runner:
 
     def _published(self, step: Step, outputs: dict) -> dict[str, str]:
         """Where the outputs appear once the run publishes (see _publish)."""
-        return {name: str(self.cache.out / step.publish_dir / name) for name in outputs}
+        folder = os.path.join(self.cache.out, step.publish_dir)  # strings: a no-op build asks once per hit
+        return {name: os.path.join(folder, name) for name in outputs}
 
     def _build(self, step: Step, key: str, components: dict, deps: dict[Step, StepResult]) -> StepResult:
         state = self.cache.read_state(step.recipe.recipe.name)

@@ -19,8 +19,17 @@ from trtbuild.store.cache import Cache
 from trtbuild.store.hashing import digest_json
 
 
-def key_components(step: Step, cache: Cache, upstream: dict[Step, dict]) -> dict:
-    """Everything the step's output depends on. `upstream` maps each dependency to its action record."""
+def key_components(step: Step, cache: Cache, upstream: dict[Step, dict], environment: dict | None = None) -> dict:
+    """Everything the step's output depends on. `upstream` maps each dependency to its action record.
+    `environment`: a run's memo of what each kind reads of the environment (taken once per run: the
+    values its steps get are the ones in their keys)."""
+    declared = step.kind.READS.env
+    if environment is None:
+        env = keyed_env(declared)
+    elif declared in environment:
+        env = environment[declared]
+    else:
+        env = environment[declared] = keyed_env(declared)
     inputs = source_digests(step, cache)
     for name, source in step.inputs.items():
         if isinstance(source, (Step, Pick)):
@@ -32,7 +41,7 @@ def key_components(step: Step, cache: Cache, upstream: dict[Step, dict]) -> dict
         "params": step.params,
         "inputs": inputs,
         "tools": {dist: tool_version(dist) for dist in step.kind.tools(step.params)},
-        "env": keyed_env(step.kind.READS.env),
+        "env": env,
     }
 
 

@@ -85,19 +85,14 @@ def _check(key: str, text: str) -> str:
 @functools.cache
 def _validator() -> bytes:
     """A digest of everything besides the file's bytes that validation depends on."""
-    import importlib.metadata
     import locale
     import sys
 
     from trtbuild import __version__
+    from trtbuild.store import versions
 
-    versions = []
-    for dist in ("pydantic", "pydantic-core", "PyYAML"):
-        try:
-            versions.append(importlib.metadata.version(dist))
-        except importlib.metadata.PackageNotFoundError:
-            versions.append(None)
-    parts = [__version__, sys.version, locale.getpreferredencoding(False), versions, _code("trtbuild.recipes.schema")]
+    found = [versions.version(dist) for dist in ("pydantic", "pydantic-core", "PyYAML")]
+    parts = [__version__, sys.version, locale.getpreferredencoding(False), found, _code("trtbuild.recipes.schema")]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest().encode()
 
 

@@ -11,9 +11,9 @@ whose values are in its key. Every other variable never reaches a step.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import os
 
+from trtbuild.store import versions
 from trtbuild.store.code import code_digest, package_code, raw_digests
 
 PASS_THROUGH = frozenset({
@@ -86,10 +86,8 @@ def toolchain() -> str:
 
 @functools.cache
 def tool_version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+    found = versions.version(dist)
+    return "not installed" if found is None else found
 
 
 def expectations(kind: str, components: dict) -> dict:

@@ -1,4 +1,4 @@
-"""CACHE/buildlog: one compact file a no-op build reads instead of one file per step (ninja's .ninja_log).
+"""CACHE/buildlog/<scope>: one compact file a no-op build reads instead of one file per step (ninja's .ninja_log).
 
 A no-op build of many recipes would otherwise open and parse an action record per step, a state file
 and an out/ manifest per recipe, and hash every step's key components. The build log keeps, from
@@ -45,6 +45,13 @@ def settled(st: os.stat_result) -> bool:
     return time.time() - st.st_mtime_ns / 1e9 > _RACY_SECONDS
 
 
+def stat_or_none(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
 def components_digest(components: dict) -> str | None:
     """A digest of key components that equals another only for equal values (of the same types), or
     None for a value marshal cannot hold. Much cheaper than the key's canonical JSON."""
@@ -55,8 +62,9 @@ def components_digest(components: dict) -> str | None:
 
 
 class BuildLog:
-    def __init__(self, path: Path, warn=None):
+    def __init__(self, path: Path, lock: Path, warn=None):
         self.path = Path(path)
+        self.lock = Path(lock)
         self.warn = warn or (lambda text: None)
         self._sections: dict[str, dict] | None = None  # read on first use
         self._learned: dict[str, dict] = {s: {} for s in SECTIONS}
@@ -73,7 +81,7 @@ class BuildLog:
     def _read(self) -> dict[str, dict] | None:
         try:
             data = read_record(self.path, 1 << 30)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
             self.warn(f"cannot read the build log {self.path} ({exc.strerror}); ignoring it")
@@ -111,18 +119,11 @@ class BuildLog:
             self._learned[section][name] = [signature(st), value]
             self._dropped[section].discard(name)
 
-    @staticmethod
-    def _stat(path: str) -> os.stat_result | None:
-        try:
-            return os.stat(path)
-        except OSError:
-            return None
-
     # -- what it stands for ------------------------------------------------------------------
 
-    def record(self, key: str, path: str) -> dict | None:
-        """The action record stored at `path` under `key`, as it was read when its file had this stat."""
-        record = self._entry("records", key, self._stat(path))
+    def record(self, key: str, st: os.stat_result | None) -> dict | None:
+        """The action record stored under `key`, as it was read when its file had the stat `st`."""
+        record = self._entry("records", key, st)
         if record is None:
             return None
         if record_problem(record, key):  # read back, so checked as the file would be
@@ -135,7 +136,7 @@ class BuildLog:
 
     def state(self, recipe: str, path: str) -> dict[str, list] | None:
         """{step id: [key, status]} of the recipe's state file, as it was when it had this stat."""
-        found = self._entry("states", recipe, self._stat(path))
+        found = self._entry("states", recipe, stat_or_none(path))
         if not isinstance(found, dict) or not all(
                 isinstance(v, list) and len(v) == 2 and is_key(v[0]) and isinstance(v[1], str) for v in found.values()):
             return None
@@ -146,7 +147,7 @@ class BuildLog:
 
     def manifest(self, recipe: str, path: str) -> dict | None:
         """The out/ manifest at `path` (through out/<recipe>), as it was when it had this stat."""
-        found = self._entry("shown", recipe, self._stat(path))
+        found = self._entry("shown", recipe, stat_or_none(path))
         return found if isinstance(found, dict) else None
 
     def learn_manifest(self, recipe: str, st: os.stat_result, manifest: dict) -> None:
@@ -174,7 +175,8 @@ class BuildLog:
         from filelock import FileLock
 
         try:
-            with FileLock(str(self.path.with_name(".buildlog.lock"))):
+            self.lock.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(self.lock)):
                 sections = self._read() or {s: {} for s in SECTIONS}
                 for section, entries in sections.items():
                     for name in self._dropped[section]:

@@ -5,7 +5,7 @@ Layout under the cache root:
     objects/ab/<sha256>        immutable artifacts, named by their content digest
     actions/ab/<key>.json      step key -> output digests (written last: the commit point)
     state/<recipe>.json        the last key and key components of each step ("why did it rebuild?")
-    buildlog                   what a no-op build reads instead of the files above (trtbuild.store.buildlog)
+    buildlog/<scope>           what a no-op build reads instead of the files above (trtbuild.store.buildlog)
     recipes/<key>.json         recipe files validated before (trtbuild.recipes.records)
     out/<recipe>/...           stable, human-facing links to the current outputs
     locks/, tmp/, logs/, timing/
@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -27,8 +28,8 @@ import time
 from pathlib import Path
 from collections.abc import Iterator
 
-from trtbuild.store import code
-from trtbuild.store.buildlog import BuildLog
+from trtbuild.store import code, versions
+from trtbuild.store.buildlog import BuildLog, stat_or_none
 from trtbuild.store.fsutil import (atomic_write, fsync_file, publish_copy, publish_link, read_record,
                                    read_record_stat, share_with_group)
 from trtbuild.store.hashing import StatCache, canonical_json, digest_written
@@ -52,15 +53,21 @@ class Cache:
         self.recipes = self.root / "recipes"
         self._stat_cache: StatCache | None = None
         self.log: BuildLog | None = None  # see keep_log
+        self._record_mtimes: dict[str, float] = {}  # action records read through the log: their mtime
         code.keep_index_in(self.root / "code")  # trtbuild's own code facts, per version of its sources
+        versions.keep_in(self.root / "versions.json")  # installed tools' versions, per sys.path state
         self._have_locks = False
         share_with_group(self.root)  # a setgid cache directory: files group-writable whatever the umask
 
-    def keep_log(self) -> BuildLog:
-        """Read records, states and out/ manifests through the build log (a build: one file instead of
-        several per step); saved by save_log."""
+    def keep_log(self, scope: list[str]) -> BuildLog:
+        """Read records, states and out/ manifests through a build log (a build: one file instead of
+        several per step); saved by save_log. `scope`: what the build was asked for (its recipe paths,
+        its targets): each scope has its own log, as each ninja build directory has, so that building
+        one recipe never reads the log of a thousand."""
         if self.log is None:
-            self.log = BuildLog(self.root / "buildlog", lambda text: self.warn(text))
+            name = hashlib.sha256(json.dumps(scope).encode()).hexdigest()[:32]
+            self.log = BuildLog(self.root / "buildlog" / name, self.locks / f"buildlog-{name}.lock",
+                                lambda text: self.warn(text))
         return self.log
 
     def save_log(self) -> None:
@@ -133,8 +140,10 @@ class Cache:
         """The record stored under `key` when it is usable (its objects unchecked), else None (warned)."""
         path = os.path.join(self.actions, key[:2], f"{key}.json")  # a string: every hit reads one
         if self.log is not None:
-            logged = self.log.record(key, path)
+            st = stat_or_none(path)
+            logged = self.log.record(key, st)
             if logged is not None:
+                self._record_mtimes[key] = st.st_mtime  # what note_used asks next
                 return logged
         st = None
         try:
@@ -153,15 +162,18 @@ class Cache:
             return None
         if self.log is not None:
             self.log.learn_record(key, st, record)
+        self._record_mtimes[key] = st.st_mtime
         return record
 
     def note_used(self, key: str) -> None:
         """A hit was served: its record's mtime says when it was last used (what gc --older-than and
         --max-size go by). At most once a day per record, so a no-op build rarely writes anything."""
-        path = self._action_path(key)
+        mtime = self._record_mtimes.pop(key, None)  # taken when the record was read
         with contextlib.suppress(OSError):  # a read-only cache: the record stays dated by its build
-            if time.time() - path.stat().st_mtime > _USE_RESOLUTION:
-                os.utime(path)
+            if mtime is None:
+                mtime = self._action_path(key).stat().st_mtime
+            if time.time() - mtime > _USE_RESOLUTION:
+                os.utime(self._action_path(key))
 
     def put_action(self, key: str, record: dict) -> None:
         atomic_write(self._action_path(key), canonical_json(record))
@@ -414,6 +426,9 @@ class Cache:
         for record in self.recipes.glob("*.json"):  # over a week old: remade by one validation (0.15 s) if needed
             if time.time() - record.stat().st_mtime > 7 * 86400:
                 record.unlink(missing_ok=True)
+        for log in self.root.glob("buildlog/*"):  # a build log not written for a week: remade by one build
+            if time.time() - log.stat().st_mtime > 7 * 86400:
+                log.unlink(missing_ok=True)
         for lock in self.locks.glob("*.lock"):
             if lock.name != "cache.lock" and time.time() - lock.stat().st_mtime > 3600:
                 lock.unlink(missing_ok=True)
