@@ -33,12 +33,13 @@ def compile_recipes(args, cache, machine=None) -> tuple[list, list[str]]:
     """Steps of every valid recipe, plus the problems of the invalid ones."""
     from trtbuild.planning.graph import compile_recipe, no_collection
     from trtbuild.recipes.loader import load_recipe
+    from trtbuild.recipes.paths import resolving_once
 
     steps, problems, names = [], [], {}
-    with no_collection():
+    with no_collection(), resolving_once():
         for file in recipe_files(args.recipes):
             try:
-                loaded = load_recipe(file, cache.recipes)
+                loaded = load_recipe(file, cache.recipes, cache.log)
                 name = loaded.recipe.name
                 if name in names:
                     raise RecipeError([f"{loaded.where('name')}: name: {name!r} is also the name of {names[name]}"])

@@ -37,11 +37,13 @@ def publish_current(cache, steps: list[Step], results: dict, declared: list[Step
             states[sid] = {"key": key, "current": record is not None}
             if record is None:
                 continue
-            folder = step.publish_dir.relative_to(recipe)
+            parts = step.publish_dir.parts  # out/<recipe>/... : strings, once per step of every recipe
+            folder = "".join(f"{part}/" for part in parts[1:]) if parts[0] == recipe else \
+                f"{step.publish_dir.relative_to(recipe)}/"
             if step.kind.MAIN_OUTPUT in record["outputs"]:
                 for name in (step.kind.MAIN_OUTPUT, f"{step.kind.MAIN_OUTPUT}.data"):
-                    files.pop(str(folder / name), None)
-            files |= {str(folder / name): obj for name, obj in record["outputs"].items()}
+                    files.pop(folder + name, None)
+            files |= {folder + name: obj for name, obj in record["outputs"].items()}
         mine = [r for r in mine.values() if r.status in DELIVERED]
         try:
             publish_recipe(cache, recipe, files, states)

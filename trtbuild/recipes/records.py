@@ -82,6 +82,11 @@ def _check(key: str, text: str) -> str:
     return hashlib.sha256(f"{key}\n{text}".encode()).hexdigest()
 
 
+def validator() -> str:
+    """The digest of everything besides a file's bytes that validation depends on."""
+    return _validator().decode()
+
+
 @functools.cache
 def _validator() -> bytes:
     """A digest of everything besides the file's bytes that validation depends on."""

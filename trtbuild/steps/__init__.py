@@ -17,6 +17,7 @@ Adding a step kind: one new module plus one line in KINDS.
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -91,4 +92,5 @@ def at_each_profile(inputs: dict[str, dict], profiles: list[dict] | None) -> lis
 
 
 def load_kind(name: str) -> ModuleType:
-    return importlib.import_module(KINDS[name])
+    module = KINDS[name]
+    return sys.modules.get(module) or importlib.import_module(module)  # compiling asks once per step

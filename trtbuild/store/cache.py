@@ -103,12 +103,13 @@ class Cache:
         bytes no longer match is reported and removed, so it is rebuilt or pulled, never served."""
         path = os.path.join(self.objects, digest[:2], digest)  # a string: every hit checks its objects
         try:
-            if not stat.S_ISREG(os.lstat(path).st_mode):  # a FIFO would block the read, a link lead elsewhere
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read, a link lead elsewhere
                 self.warn(f"cache object {path} is not a regular file; removed, rebuilding")
                 with contextlib.suppress(OSError):
                     os.unlink(path)
                 return False
-            actual = self.stat_cache.digest(path)
+            actual = self.stat_cache.digest(path, st)
         except FileNotFoundError:
             return False
         except OSError as exc:  # another user's unreadable object: a miss, not a traceback

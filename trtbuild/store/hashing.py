@@ -89,8 +89,9 @@ class StatCache:
         if not isinstance(self._entries, dict):  # not what save() writes: start afresh (entries are checked too)
             self._entries = {}
 
-    def memo(self, file: Path, fact: str, compute: Callable[[Path], Any]) -> Any:
-        signature = stat_signature(file)
+    def memo(self, file: Path, fact: str, compute: Callable[[Path], Any], st: os.stat_result | None = None) -> Any:
+        """`st`: the file's stat when the caller has just taken it (a regular file's lstat is its stat)."""
+        signature = stat_signature(file) if st is None else [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         key = self._resolved(file)
         entry = self._entries.get(key)
         if not stat_entry_ok(entry):
@@ -118,8 +119,8 @@ class StatCache:
         self._entries[self._resolved(file)] = {"stat": stat_signature(file), "facts": {fact: value}}
         self._dirty = True
 
-    def digest(self, file: Path) -> str:
-        return self.memo(file, "sha256", digest_file)
+    def digest(self, file: Path, st: os.stat_result | None = None) -> str:
+        return self.memo(file, "sha256", digest_file, st)
 
     def save(self) -> None:
         if self._dirty:

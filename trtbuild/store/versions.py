@@ -37,23 +37,19 @@ def _stat(path: str) -> list[int] | None:
 
 
 def _fingerprint() -> list:
-    return [sys.version, sys.executable, [[entry, _metadata_folders(entry or ".")] for entry in sys.path]]
+    return [sys.version, sys.executable, [[entry, _metadata_folders(os.path.abspath(entry or "."))] for entry in sys.path]]
 
 
 def _metadata_folders(entry: str):
     """What importlib.metadata finds distributions by in a sys.path entry: the names of its *.dist-info
-    and *.egg-info folders (a digest), or the stat of an entry that is no folder (a zip). Listed again
-    only when the entry's stat moved (as importlib.metadata's own lookup cache does)."""
-    st = _stat(entry)
-    listed = _listed.get(entry)
-    if listed is not None and listed[0] == st:
-        return listed[1]
-    found = _list(entry)
-    _listed[entry] = (st, found)
-    return found
+    and *.egg-info folders (a digest), or the stat of an entry that is no folder (a zip). Listed once
+    per process (a process that installs a distribution is not a build)."""
+    if entry not in _listed:
+        _listed[entry] = _list(entry)
+    return _listed[entry]
 
 
-_listed: dict[str, tuple] = {}  # sys.path entry -> (its stat, what _list found)
+_listed: dict[str, object] = {}  # sys.path entry -> what _list found
 
 
 def _list(entry: str):
