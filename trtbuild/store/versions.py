@@ -37,7 +37,8 @@ def _stat(path: str) -> list[int] | None:
 
 
 def _fingerprint() -> list:
-    return [sys.version, sys.executable, [[entry, _metadata_folders(os.path.abspath(entry or "."))] for entry in sys.path]]
+    entries = [os.path.abspath(entry or ".") for entry in sys.path]  # "" is the working directory
+    return [sys.version, sys.executable, [[entry, _metadata_folders(entry)] for entry in entries]]
 
 
 def _metadata_folders(entry: str):
