@@ -15,6 +15,7 @@ import argparse
 import compileall
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -30,13 +31,18 @@ HEAVY = ("torch", "tensorflow", "tensorrt", "tensorrt_rtx", "onnxruntime", "onnx
 SKIPPED = ("pydantic", "yaml", "pynvml", "importlib.metadata", "filelock")
 
 
-def build(target: Path, cache: Path, env: dict) -> float:
+def build(target: Path, cache: Path, env: dict) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one trtbuild process: CPU time, user and system, says more than
+    wall time on a machine others load."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     # From the bench's own folder: `python -m` puts the working directory first on sys.path, and a
     # checkout there would be timed instead of the one PYTHONPATH names.
     subprocess.run([sys.executable, "-m", "trtbuild", str(target), "--cache-dir", str(cache), "--quiet"],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cache.parent)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, now.ru_utime - used.ru_utime + now.ru_stime - used.ru_stime
 
 
 def imported(target: Path, cache: Path, env: dict, modules: tuple[str, ...]) -> list[str]:
@@ -91,17 +97,19 @@ def main() -> None:
             for target in targets.values():
                 build(target, caches[label], envs[label])
         runs = [(label, n) for label in sources for n in targets]
-        times: dict[tuple, list[float]] = {run: [] for run in runs}
+        times: dict[tuple, list[tuple[float, float]]] = {run: [] for run in runs}
         for round_ in range(args.repeat):
             for label, n in (runs if round_ % 2 == 0 else runs[::-1]):
                 times[(label, n)].append(build(targets[n], caches[label], envs[label]))
         for label, source in sources.items():
             print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, trtbuild from {source or REPO}")
-            print(f"cold build, 1 recipe (check + simplify + TensorRT-RTX engine): {cold[label]:.2f} s")
+            print(f"cold build, 1 recipe (check + simplify + TensorRT-RTX engine): {cold[label][0]:.2f} s")
             for n in targets:
-                runs_n = times[(label, n)]
+                runs_n = [wall for wall, _ in times[(label, n)]]
+                cpu = [cpu for _, cpu in times[(label, n)]]
                 print(f"no-op build, {n:>4} recipe{'s' if n > 1 else ' '}: median {statistics.median(runs_n):.3f} s  "
-                      f"(min {min(runs_n):.3f}, max {max(runs_n):.3f}, {len(runs_n)} runs)")
+                      f"(min {min(runs_n):.3f}, max {max(runs_n):.3f}, {len(runs_n)} runs); CPU median "
+                      f"{statistics.median(cpu):.3f} s (min {min(cpu):.3f})")
             biggest = targets[max(targets)]
             print(f"heavy modules imported by a no-op build: "
                   f"{imported(biggest, caches[label], envs[label], HEAVY) or 'none'}")
