@@ -71,6 +71,7 @@ class BuildLog:
         self._learned: dict[str, dict] = {s: {} for s in SECTIONS}
         self._used: dict[str, set] = {s: set() for s in SECTIONS}
         self._dropped: dict[str, set] = {s: set() for s in SECTIONS}
+        self._checked: set[str] = set()  # keys whose logged record passed record_problem this run
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -129,9 +130,10 @@ class BuildLog:
         record = self._entry("records", key, st)
         if record is None:
             return None
-        if record_problem(record, key):  # read back, so checked as the file would be
+        if key not in self._checked and record_problem(record, key):  # read back: checked as the file would be
             self._dropped["records"].add(key)
             return None
+        self._checked.add(key)  # once per run (recipes sharing a model share its records)
         return record
 
     def learn_record(self, key: str, st: os.stat_result, record: dict) -> None:

@@ -82,6 +82,7 @@ class StatCache:
         self.path = path
         self._dirty = False
         self._real: dict[str, str] = {}  # path -> resolved path; an entry is checked by its stat anyway
+        self._checked: set[int] = set()  # ids of entries whose shape was checked (they live as long as this)
         try:
             self._entries: dict[str, dict] = json.loads(read_record(path))
         except (OSError, ValueError):  # none yet, or unreadable: only a slower run
@@ -94,9 +95,13 @@ class StatCache:
         signature = stat_signature(file) if st is None else [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         key = self._resolved(file)
         entry = self._entries.get(key)
-        if not stat_entry_ok(entry):
-            entry = None
-        elif entry["stat"] == signature and fact in entry["facts"] and fact_ok(fact, entry["facts"][fact]):
+        if entry is not None and id(entry) not in self._checked:  # read back: checked once per run
+            if stat_entry_ok(entry):
+                self._checked.add(id(entry))
+            else:
+                entry = None
+        if entry is not None and entry["stat"] == signature and fact in entry["facts"] and fact_ok(
+                fact, entry["facts"][fact]):
             return entry["facts"][fact]
         value = compute(file)
         if time.time() - signature[1] / 1e9 > _RACY_SECONDS:
