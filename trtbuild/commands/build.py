@@ -90,13 +90,16 @@ def _build(args, run: _Run, started: float) -> int:
     from trtbuild.execution.progress import Progress
     from trtbuild.execution.runner import Runner
     from trtbuild.store.cache import Cache
-    from trtbuild.store.remote import open_remote
 
     cache = Cache(args.cache_dir)
     cache.keep_log([str(Path(p).absolute()) for p in args.recipes] + [args.backend, *(args.target or [])])
     progress = Progress(quiet=args.quiet)
     cache.warn = progress.warn
-    remote = open_remote(args.remote, progress.warn, args.remote_timeout)
+    remote = None
+    if args.remote:  # imported only then: a build without a remote cache needs none of it
+        from trtbuild.store.remote import open_remote
+
+        remote = open_remote(args.remote, progress.warn, args.remote_timeout)
     executor = None
     try:
         executor = executor_for(args, cache, progress.warn)

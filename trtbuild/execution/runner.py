@@ -8,7 +8,6 @@ import shutil
 import signal
 import threading
 import time
-import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,6 +178,8 @@ class Runner:
             return StepResult(step, INTERRUPTED, "the run was interrupted while it ran")
         if isinstance(exc, OSError):  # disk full, permissions
             return StepResult(step, FAILED, "cache I/O error", error=f"{type(exc).__name__}: {exc}")
+        import traceback
+
         traceback.print_exc()  # a bug of trtbuild's: the report and the other steps go on
         return StepResult(step, FAILED, "internal error", error=f"{type(exc).__name__}: {exc}")
 

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import stat
-import tempfile
 import time
 from pathlib import Path
 from collections.abc import Iterator
@@ -293,6 +292,8 @@ class Cache:
 
     def workdir(self, prefix: str) -> Path:
         self.tmp.mkdir(parents=True, exist_ok=True)
+        import tempfile  # here: a no-op build runs no step
+
         return Path(tempfile.mkdtemp(dir=self.tmp, prefix=f"{prefix}-"))
 
     @property

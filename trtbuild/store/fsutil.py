@@ -7,7 +7,6 @@ import errno
 import os
 import shutil
 import stat
-import tempfile
 import threading
 from pathlib import Path
 
@@ -54,6 +53,8 @@ def write_new(path: str | os.PathLike, text: str) -> None:
 def atomic_write(path: Path, data: bytes) -> None:
     """Write to a temp file beside `path`, fsync, then rename over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile  # here: a no-op build writes nothing
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600 whatever the umask

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import uuid
 from pathlib import Path
 
 from trtbuild.store.fsutil import atomic_write, read_record_stat
@@ -40,7 +39,7 @@ def publish_recipe(cache, recipe: str, files: dict[str, dict], steps: dict[str, 
     with FileLock(str(cache.locks_dir() / f"publish-{recipe}.lock")):
         if _intact(link, files, steps):
             return
-        version = cache.out / f".{recipe}.{uuid.uuid4().hex[:12]}"
+        version = cache.out / f".{recipe}.{_unique()}"
         try:
             manifest = {"files": {}, "steps": steps}
             for rel, obj in sorted(files.items()):
@@ -54,6 +53,12 @@ def publish_recipe(cache, recipe: str, files: dict[str, dict], steps: dict[str, 
             raise
         _swap(link, version)
         _remove_unshown(link)
+
+
+def _unique() -> str:
+    import uuid  # here: a no-op build publishes nothing
+
+    return uuid.uuid4().hex[:12]
 
 
 def read_manifest(folder: Path) -> dict | None:
@@ -99,8 +104,8 @@ def _swap(link: Path, version: Path) -> None:
     """Point `link` at `version` in one rename. What it pointed at before is removed at once: readers
     (trtbuild.commands.deploy) give stable paths through the link, and read a build again when it moved."""
     if link.exists() and not link.is_symlink():  # a real directory left by an older trtbuild
-        os.replace(link, link.with_name(f".{link.name}.{uuid.uuid4().hex[:12]}"))
-    tmp = link.with_name(f".{link.name}.link-{uuid.uuid4().hex[:12]}")
+        os.replace(link, link.with_name(f".{link.name}.{_unique()}"))
+    tmp = link.with_name(f".{link.name}.link-{_unique()}")
     os.symlink(version.name, tmp)
     try:
         os.replace(tmp, link)
