@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-from filelock import FileLock
 
 from trtbuild.errors import StepError
 from trtbuild.store.hashing import HashedFile, write_hashed
@@ -63,8 +62,10 @@ def build_engine(
         profiles = []  # a network without dynamic inputs takes no profile
 
     use_timing_cache = timing_cache is not None and kind.TIMING_CACHE  # a no-op in TensorRT-RTX
-    lock = FileLock(str(timing_cache) + ".lock") if use_timing_cache else None
     if use_timing_cache:
+        from filelock import FileLock  # here: importing the engine step (a no-op build does) takes no lock
+
+        lock = FileLock(str(timing_cache) + ".lock")
         with lock:
             data = timing_cache.read_bytes() if timing_cache.exists() else b""
         config.set_timing_cache(config.create_timing_cache(data), ignore_mismatch=False)

@@ -6,7 +6,6 @@ Resolved without importing TensorRT (package metadata only), so a no-op build st
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import importlib.util
 import re
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from trtbuild.errors import UsageError
 from trtbuild.backends.gpu import detect_gpus
+from trtbuild.store import versions
 
 from trtbuild.backends import REGISTRY, backend
 
@@ -59,22 +59,22 @@ def installed_version(backend: str) -> str | None:
     spec = importlib.util.find_spec(module)
     if spec is None:
         return None
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        pass
+    version = versions.version(dist)
+    if version is not None:
+        return version
     # Only then scan every installed distribution (a third of a second): tensorrt-cu12 and the like.
     for name in sorted(_packages_distributions().get(module, ())):
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
+        version = versions.version(name)
+        if version is not None:
+            return version
     return _version_in_source(spec.origin)
 
 
 @functools.cache
 def _packages_distributions() -> dict:
-    return importlib.metadata.packages_distributions()
+    from importlib import metadata
+
+    return metadata.packages_distributions()
 
 
 def _version_in_source(origin: str | None, depth: int = 2) -> str | None:

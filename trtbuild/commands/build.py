@@ -33,12 +33,13 @@ def compile_recipes(args, cache, machine=None) -> tuple[list, list[str]]:
     """Steps of every valid recipe, plus the problems of the invalid ones."""
     from trtbuild.planning.graph import compile_recipe, no_collection
     from trtbuild.recipes.loader import load_recipe
+    from trtbuild.recipes.paths import resolving_once
 
     steps, problems, names = [], [], {}
-    with no_collection():
+    with no_collection(), resolving_once():
         for file in recipe_files(args.recipes):
             try:
-                loaded = load_recipe(file, cache.recipes)
+                loaded = load_recipe(file, cache.recipes, cache.log)
                 name = loaded.recipe.name
                 if name in names:
                     raise RecipeError([f"{loaded.where('name')}: name: {name!r} is also the name of {names[name]}"])
@@ -89,12 +90,16 @@ def _build(args, run: _Run, started: float) -> int:
     from trtbuild.execution.progress import Progress
     from trtbuild.execution.runner import Runner
     from trtbuild.store.cache import Cache
-    from trtbuild.store.remote import open_remote
 
     cache = Cache(args.cache_dir)
+    cache.keep_log([str(Path(p).absolute()) for p in args.recipes] + [args.backend, *(args.target or [])])
     progress = Progress(quiet=args.quiet)
     cache.warn = progress.warn
-    remote = open_remote(args.remote, progress.warn, args.remote_timeout)
+    remote = None
+    if args.remote:  # imported only then: a build without a remote cache needs none of it
+        from trtbuild.store.remote import open_remote
+
+        remote = open_remote(args.remote, progress.warn, args.remote_timeout)
     executor = None
     try:
         executor = executor_for(args, cache, progress.warn)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -68,6 +69,8 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("trtbuild: interrupted; nothing partial was recorded", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        gc.unfreeze()  # what compiling recipes froze (trtbuild.planning.graph.no_collection) is collectable again
 
 
 def _parser() -> argparse.ArgumentParser:

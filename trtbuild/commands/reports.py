@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ET
 from collections import Counter
 
 
@@ -27,6 +26,8 @@ def json_report(results, problems: list[str], **extra) -> str:
 
 def junit_xml(results, problems: list[str], seconds: float) -> str:
     """One testsuite per recipe, one testcase per step (and target); recipe errors are failures too."""
+    import xml.etree.ElementTree as ET  # here: only --junit writes XML
+
     root = ET.Element("testsuites", name="trtbuild", time=f"{seconds:.3f}")
     suites: dict[str, ET.Element] = {}
     for r in results:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -45,6 +44,8 @@ def _environment() -> dict[str, str]:
 class Worker:
     def __init__(self, preload: tuple[str, ...] = ()):
         command = [sys.executable, "-c", _BOOT, _worker_path()] + (["--preload", *preload] if preload else [])
+        import subprocess  # here: a no-op build starts no worker
+
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      env=_environment())
 

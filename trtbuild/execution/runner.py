@@ -8,12 +8,9 @@ import shutil
 import signal
 import threading
 import time
-import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from filelock import Timeout
 
 from trtbuild.store.cache import Cache
 from trtbuild.store import discovered as found_while_running
@@ -90,7 +87,8 @@ class Runner:
         self._executor: Executor | None = None
         self._stopping = threading.Event()
         self._unfinished: set[Step] = set()
-        self._states: dict[str, dict] = {}  # recipe -> its state file, read once per run
+        self._states: dict[str, dict] = {}  # recipe -> {step id: [key, status]} of its state, read once per run
+        self._environment: dict[str, dict] = {}  # what each step kind reads of the environment, this run
         self._moved: dict[Step, str] = {}  # steps whose hit is void: files their last run read have changed
         self.results: dict[Step, StepResult] = {}  # as steps finish: what an interrupted run reports
         self.undelivered: list[StepResult] = []  # built or cached, but not in out/ (a publish that failed)
@@ -170,6 +168,7 @@ class Runner:
             with self.cache.using():  # held shared, as building does: a gc waits until out/ is swapped in
                 self._publish(steps, results, declared or [])
         self.cache.stat_cache.save()
+        self.cache.save_log()
         return [results[s] for s in steps]
 
     def _crashed(self, step: Step, exc: Exception) -> StepResult:
@@ -179,6 +178,8 @@ class Runner:
             return StepResult(step, INTERRUPTED, "the run was interrupted while it ran")
         if isinstance(exc, OSError):  # disk full, permissions
             return StepResult(step, FAILED, "cache I/O error", error=f"{type(exc).__name__}: {exc}")
+        import traceback
+
         traceback.print_exc()  # a bug of trtbuild's: the report and the other steps go on
         return StepResult(step, FAILED, "internal error", error=f"{type(exc).__name__}: {exc}")
 
@@ -206,8 +207,9 @@ class Runner:
             cause = upstream.reason if upstream.reason.endswith("reruns first)") else \
                 f"{upstream.reason} ({upstream.step.name} reruns first)"
             return StepResult(step, WOULD_RUN, cause)
-        components = key_components(step, self.cache, {d: r.record for d, r in deps.items() if r.record})
-        key = step_key(components)
+        components = key_components(step, self.cache, {d: r.record for d, r in deps.items() if r.record},
+                                    self._environment)
+        key = step_key(components, self.cache.log)
         cached = None if self._forced(step) else self._cached(step, key, "up to date")
         if cached and not self.dry_run:
             self._note_current(step, key, components)
@@ -241,7 +243,8 @@ class Runner:
 
     def _published(self, step: Step, outputs: dict) -> dict[str, str]:
         """Where the outputs appear once the run publishes (see _publish)."""
-        return {name: str(self.cache.out / step.publish_dir / name) for name in outputs}
+        folder = os.path.join(self.cache.out, step.publish_dir)  # strings: a no-op build asks once per hit
+        return {name: os.path.join(folder, name) for name in outputs}
 
     def _build(self, step: Step, key: str, components: dict, deps: dict[Step, StepResult]) -> StepResult:
         state = self.cache.read_state(step.recipe.recipe.name)
@@ -252,6 +255,8 @@ class Runner:
         reason = "--force" if forced else self._moved.pop(step, None) or explain(previous, components, step)
         if self.dry_run:
             return StepResult(step, WOULD_RUN, reason, key=key)
+        from filelock import Timeout  # here: a no-op build takes no step lock
+
         lock = self.cache.step_lock(key)
         try:
             lock.acquire(blocking=False)
@@ -410,9 +415,8 @@ class Runner:
         Written only when it differs from the recorded entry, so a no-op build writes nothing."""
         recipe = step.recipe.recipe.name
         if recipe not in self._states:
-            self._states[recipe] = self.cache.read_state(recipe)
-        entry = self._states[recipe].get(step.id)
-        if not entry or entry.get("key") != key or entry.get("status") != "built":
+            self._states[recipe] = self.cache.state_keys(recipe)
+        if self._states[recipe].get(step.id) != [key, "built"]:
             self._record_state(step, key, components, "built")
 
     def _record_state(self, step: Step, key: str, components: dict, status: str) -> None:

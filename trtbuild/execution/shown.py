@@ -26,21 +26,25 @@ def publish_current(cache, steps: list[Step], results: dict, declared: list[Step
     recipes: dict[str, dict[str, Step]] = {}  # recipe -> step id -> step, dependencies first
     for step in [*declared, *steps]:
         recipes.setdefault(step.recipe.recipe.name, {}).setdefault(step.id, step)
-    ran = {(s.recipe.recipe.name, s.id): results[s] for s in steps}
+    ran: dict[str, dict[str, object]] = {}  # recipe -> step id -> this run's result
+    for s in steps:
+        ran.setdefault(s.recipe.recipe.name, {})[s.id] = results[s]
     undelivered = []
     for recipe, shown in recipes.items():
-        files, states, current = {}, {}, {}
+        files, states, current, mine = {}, {}, {}, ran.get(recipe, {})
         for sid, step in shown.items():
-            key, record = current[sid] = _current(cache, step, ran.get((recipe, sid)), current, lookup)
+            key, record = current[sid] = _current(cache, step, mine.get(sid), current, lookup)
             states[sid] = {"key": key, "current": record is not None}
             if record is None:
                 continue
-            folder = step.publish_dir.relative_to(recipe)
+            parts = step.publish_dir.parts  # out/<recipe>/... : strings, once per step of every recipe
+            folder = "".join(f"{part}/" for part in parts[1:]) if parts[0] == recipe else \
+                f"{step.publish_dir.relative_to(recipe)}/"
             if step.kind.MAIN_OUTPUT in record["outputs"]:
                 for name in (step.kind.MAIN_OUTPUT, f"{step.kind.MAIN_OUTPUT}.data"):
-                    files.pop(str(folder / name), None)
-            files |= {str(folder / name): obj for name, obj in record["outputs"].items()}
-        mine = [r for (name, _), r in ran.items() if name == recipe and r.status in DELIVERED]
+                    files.pop(folder + name, None)
+            files |= {folder + name: obj for name, obj in record["outputs"].items()}
+        mine = [r for r in mine.values() if r.status in DELIVERED]
         try:
             publish_recipe(cache, recipe, files, states)
         except OSError as exc:  # disk full, permissions: built and cached, but not delivered

@@ -102,13 +102,16 @@ class ThisMachine:
 @contextlib.contextmanager
 def no_collection():
     """While recipes compile: the plan is many small objects that all live on, which the cyclic
-    collector would scan again and again and never free (a tenth of a no-op build of 1000 recipes)."""
+    collector would scan again and again and never free (a tenth of a no-op build of 1000 recipes).
+    Once compiled they are frozen (gc.freeze: left out of later collections while the run goes on);
+    the command line unfreezes them when the command ends (trtbuild.commands.cli)."""
     collecting = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if collecting:
+            gc.freeze()
             gc.enable()
 
 

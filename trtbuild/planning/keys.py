@@ -15,12 +15,22 @@ from pathlib import Path
 from trtbuild.planning.graph import Pick, SourceFiles, Step, producer, upstream_outputs
 from trtbuild.steps import env_read
 from trtbuild.steps.action import code_version, keyed_env, tool_version
+from trtbuild.store.buildlog import BuildLog, components_digest
 from trtbuild.store.cache import Cache
 from trtbuild.store.hashing import digest_json
 
 
-def key_components(step: Step, cache: Cache, upstream: dict[Step, dict]) -> dict:
-    """Everything the step's output depends on. `upstream` maps each dependency to its action record."""
+def key_components(step: Step, cache: Cache, upstream: dict[Step, dict], environment: dict | None = None) -> dict:
+    """Everything the step's output depends on. `upstream` maps each dependency to its action record.
+    `environment`: a run's memo of what each kind reads of the environment (taken once per run: the
+    values its steps get are the ones in their keys)."""
+    declared = env_read(step.kind, step.params)
+    if environment is None:
+        env = keyed_env(declared)
+    elif declared in environment:
+        env = environment[declared]
+    else:
+        env = environment[declared] = keyed_env(declared)
     inputs = source_digests(step, cache)
     for name, source in step.inputs.items():
         if isinstance(source, (Step, Pick)):
@@ -32,7 +42,7 @@ def key_components(step: Step, cache: Cache, upstream: dict[Step, dict]) -> dict
         "params": step.params,
         "inputs": inputs,
         "tools": {dist: tool_version(dist) for dist in step.kind.tools(step.params)},
-        "env": keyed_env(env_read(step.kind, step.params)),
+        "env": env,
     }
 
 
@@ -58,8 +68,16 @@ def source_labels(step: Step, source: SourceFiles) -> dict[str, Path]:
     return labels
 
 
-def step_key(components: dict) -> str:
-    return digest_json(components)
+def step_key(components: dict, log: BuildLog | None = None) -> str:
+    """The digest of the canonical JSON of `components`; with a build log, looked up there by a cheaper
+    digest of the same values when an earlier run computed it."""
+    digest = components_digest(components) if log is not None else None
+    key = log.key(digest) if digest else None
+    if key is None:
+        key = digest_json(components)
+        if digest:
+            log.learn_key(digest, key)
+    return key
 
 
 def explain(previous: dict | None, current: dict, step: Step | None = None) -> str:
@@ -121,7 +139,19 @@ def _short(value) -> str:
 def stable_root(recipe_file: Path) -> Path:
     """What paths of a recipe's files are recorded relative to: the git repository holding the recipe,
     else the recipe's folder (the same in every checkout, wherever it lies)."""
-    folder = recipe_file.resolve().parent
+    if os.path.islink(recipe_file):
+        return _root_of(recipe_file.resolve().parent)
+    folder = recipe_file.parent
+    return _root_of(_real_folder(folder) if folder.is_absolute() else folder.resolve())  # shared: resolved once
+
+
+@functools.cache
+def _real_folder(folder: Path) -> Path:
+    return folder.resolve()
+
+
+@functools.cache
+def _root_of(folder: Path) -> Path:
     for candidate in (folder, *folder.parents):
         if (candidate / ".git").exists():
             return candidate

@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 
 from trtbuild.errors import RecipeError, UsageError
-from trtbuild.recipes.paths import glob_files as regular_matches, glob_problem
+from trtbuild.recipes.paths import glob_files as regular_matches, glob_problem, real_path
 from trtbuild.recipes.reading import kind_of
 from trtbuild.models.onnx_io import tensors
 from trtbuild.store.hashing import StatCache
@@ -21,7 +21,7 @@ def onnx_files(model: Path, stat_cache: StatCache, where: str = "", outside: boo
     once links are followed: a model's data never brings in a file from elsewhere (a link to /etc, to
     another user's folder) or blocks (a FIFO). `where`: the recipe's file:line of source.path."""
     relative = stat_cache.memo(model, "onnx_external_data", _external_data_locations)
-    folder = model.parent.resolve()
+    folder = real_path(model.parent)
     files = [model]
     for name in relative:
         path = model.parent / name

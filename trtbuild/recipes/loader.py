@@ -17,6 +17,7 @@ from trtbuild.recipes import paths, records as validated
 from trtbuild.recipes.reading import check_structure, read_bytes  # named: its code is part of a record's key
 from trtbuild.errors import RecipeError
 from trtbuild.recipes.shared import dotted, line_for, spec_dims
+from trtbuild.store.buildlog import stat_or_none
 
 
 class Section:
@@ -59,7 +60,7 @@ class LoadedRecipe(typing.NamedTuple):
     lines: dict[tuple, int]  # key path -> line number, for errors found after loading
 
     def resolve(self, relative: str) -> Path:
-        return (self.file.parent / relative).resolve()
+        return paths.real_path(self.file.parent / relative)
 
     def source_path(self) -> Path | None:
         return self.resolve(self.recipe.source.path) if self.recipe.source.path else None
@@ -69,23 +70,32 @@ class LoadedRecipe(typing.NamedTuple):
         return f"{self.file}:{line_for(self.lines, tuple(loc))}"
 
 
-def load_recipe(file: str | Path, records: Path | None = None) -> LoadedRecipe:
+def load_recipe(file: str | Path, records: Path | None = None, log=None) -> LoadedRecipe:
     """Parse and validate one recipe; raise RecipeError with every problem at file:line.
 
     `records`: the cache's folder of validated recipes. A file whose bytes (with the same trtbuild,
     schema and libraries) were validated before is read from there; any other is validated in full,
-    and recorded when valid. Errors are never recorded. The files a recipe names are checked every time."""
+    and recorded when valid. Errors are never recorded. The files a recipe names are checked every time.
+    `log`: a build log (trtbuild.store.buildlog) that spares reading a file whose stat it knows."""
     file = Path(file)
-    data = read_bytes(file)  # a regular file of bounded size, or a RecipeError
-    key = validated.key(data) if records is not None else None
-    record = validated.read(records, key) if key else None
-    if record is None:
-        record = _validate(data, file)
-        text = validated.to_json(record)  # None: a value JSON cannot hold (a YAML date in kwargs)
-        if text is not None:
-            record = json.loads(text)  # exactly what a later run reads back
-            if key:
-                validated.write(records, key, text)
+    st = stat_or_none(file) if log is not None and records is not None else None
+    logged = log.recipe(str(file), st, validated.validator()) if st is not None else None
+    if logged is not None:
+        record = json.loads(logged[1])
+    else:
+        data = read_bytes(file)  # a regular file of bounded size, or a RecipeError
+        key = validated.key(data) if records is not None else None
+        record = validated.read(records, key) if key else None
+        text = validated.to_json(record) if record is not None and st is not None else None  # to log it
+        if record is None:
+            record = _validate(data, file)
+            text = validated.to_json(record)  # None: a value JSON cannot hold (a YAML date in kwargs)
+            if text is not None:
+                record = json.loads(text)  # exactly what a later run reads back
+                if key:
+                    validated.write(records, key, text)
+        if st is not None and key and text is not None:
+            log.learn_recipe(str(file), st, validated.validator(), key, text)
     loaded = LoadedRecipe(_sections(record["recipe"]), file, {tuple(path): n for path, n in record["lines"]})
     _check_files(loaded)
     return loaded

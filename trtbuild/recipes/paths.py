@@ -8,6 +8,7 @@ and must match at least one regular file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -15,6 +16,31 @@ from pathlib import Path
 from trtbuild.recipes.reading import kind_of
 
 FILE, DIRECTORY, FILE_OR_DIRECTORY = "a file", "a directory", "a file or a directory"
+
+_resolved: dict[str, Path] | None = None  # while recipes compile (resolving_once): path -> its real path
+
+
+@contextlib.contextmanager
+def resolving_once():
+    """While recipes compile, each path is resolved once (a thousand recipes naming one model resolve it
+    once, not a thousand times: a stat per path component each)."""
+    global _resolved
+    _resolved = {}
+    try:
+        yield
+    finally:
+        _resolved = None
+
+
+def real_path(path: Path) -> Path:
+    """path.resolve(), remembered while recipes compile."""
+    if _resolved is None:
+        return path.resolve()
+    name = str(path)
+    found = _resolved.get(name)
+    if found is None:
+        found = _resolved[name] = path.resolve()
+    return found
 
 
 def path_problem(base: Path, value: str, expect: str = FILE) -> str | None:

@@ -82,23 +82,23 @@ def _check(key: str, text: str) -> str:
     return hashlib.sha256(f"{key}\n{text}".encode()).hexdigest()
 
 
+def validator() -> str:
+    """The digest of everything besides a file's bytes that validation depends on."""
+    return _validator().decode()
+
+
 @functools.cache
 def _validator() -> bytes:
     """A digest of everything besides the file's bytes that validation depends on."""
-    import importlib.metadata
     import locale
     import sys
 
     from trtbuild import __version__
+    from trtbuild.store import versions
 
-    versions = []
-    for dist in ("pydantic", "pydantic-core", "PyYAML"):
-        try:
-            versions.append(importlib.metadata.version(dist))
-        except importlib.metadata.PackageNotFoundError:
-            versions.append(None)
+    found = [versions.version(dist) for dist in ("pydantic", "pydantic-core", "PyYAML")]
     # From the loader, the walk reaches the YAML reading, validation and the schema.
-    parts = [__version__, sys.version, locale.getpreferredencoding(False), versions, _code("trtbuild.recipes.loader")]
+    parts = [__version__, sys.version, locale.getpreferredencoding(False), found, _code("trtbuild.recipes.loader")]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest().encode()
 
 

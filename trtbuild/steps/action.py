@@ -11,9 +11,9 @@ whose values are in its key. Every other variable never reaches a step.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import os
 
+from trtbuild.store import versions
 from trtbuild.store.code import code_digest, package_code, raw_digests
 
 PASS_THROUGH = frozenset({
@@ -41,9 +41,13 @@ def passes(name: str) -> bool:
 
 def keyed_env(declared: tuple[str, ...], environ=os.environ) -> dict[str, str]:
     """The variables a step reads (names, or prefixes ending in '_'), as this process sees them."""
-    return {name: value for name, value in sorted(environ.items())
-            if not passes(name) and not name.startswith(NOT_READ)
-            and any(name == d or (d.endswith("_") and name.startswith(d)) for d in declared)}
+    if not declared:  # most kinds: no value is looked up (a no-op build asks once per step)
+        return {}
+    exact = {d for d in declared if not d.endswith("_")}
+    prefixes = tuple(d for d in declared if d.endswith("_"))
+    names = sorted(n for n in environ
+                   if (n in exact or n.startswith(prefixes)) and not passes(n) and not n.startswith(NOT_READ))
+    return {name: environ[name] for name in names}
 
 
 def worker_environment(declared: tuple[str, ...], environ=os.environ) -> dict[str, str]:
@@ -87,10 +91,8 @@ def toolchain() -> str:
 
 @functools.cache
 def tool_version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+    found = versions.version(dist)
+    return "not installed" if found is None else found
 
 
 def expectations(kind: str, components: dict) -> dict:

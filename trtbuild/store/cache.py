@@ -5,6 +5,7 @@ Layout under the cache root:
     objects/ab/<sha256>        immutable artifacts, named by their content digest
     actions/ab/<key>.json      step key -> output digests (written last: the commit point)
     state/<recipe>.json        the last key and key components of each step ("why did it rebuild?")
+    buildlog/<scope>           what a no-op build reads instead of the files above (trtbuild.store.buildlog)
     recipes/<key>.json         recipe files validated before (trtbuild.recipes.records)
     out/<recipe>/...           stable, human-facing links to the current outputs
     locks/, tmp/, logs/, timing/
@@ -17,20 +18,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import shutil
 import stat
-import tempfile
 import time
 from pathlib import Path
 from collections.abc import Iterator
 
-from filelock import FileLock
-
-from trtbuild.store import code
+from trtbuild.store import code, versions
+from trtbuild.store.buildlog import BuildLog, stat_or_none
 from trtbuild.store.fsutil import (atomic_write, fsync_file, publish_copy, publish_link, read_record,
-                                   share_with_group)
+                                   read_record_stat, share_with_group)
 from trtbuild.store.hashing import StatCache, canonical_json, digest_written
 from trtbuild.store.validate import record_problem, state_entries
 
@@ -51,9 +51,27 @@ class Cache:
         self.timing = self.root / "timing"
         self.recipes = self.root / "recipes"
         self._stat_cache: StatCache | None = None
+        self.log: BuildLog | None = None  # see keep_log
+        self._record_mtimes: dict[str, float] = {}  # action records read through the log: their mtime
         code.keep_index_in(self.root / "code")  # trtbuild's own code facts, per version of its sources
+        versions.keep_in(self.root / "versions.json")  # installed tools' versions, per sys.path state
         self._have_locks = False
         share_with_group(self.root)  # a setgid cache directory: files group-writable whatever the umask
+
+    def keep_log(self, scope: list[str]) -> BuildLog:
+        """Read records, states and out/ manifests through a build log (a build: one file instead of
+        several per step); saved by save_log. `scope`: what the build was asked for (its recipe paths,
+        its targets): each scope has its own log, as each ninja build directory has, so that building
+        one recipe never reads the log of a thousand."""
+        if self.log is None:
+            name = hashlib.sha256(json.dumps(scope).encode()).hexdigest()[:32]
+            self.log = BuildLog(self.root / "buildlog" / name, self.locks / f"buildlog-{name}.lock",
+                                lambda text: self.warn(text))
+        return self.log
+
+    def save_log(self) -> None:
+        if self.log is not None:
+            self.log.save()
 
     # -- artifacts -------------------------------------------------------------------------
 
@@ -84,12 +102,13 @@ class Cache:
         bytes no longer match is reported and removed, so it is rebuilt or pulled, never served."""
         path = os.path.join(self.objects, digest[:2], digest)  # a string: every hit checks its objects
         try:
-            if not stat.S_ISREG(os.lstat(path).st_mode):  # a FIFO would block the read, a link lead elsewhere
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read, a link lead elsewhere
                 self.warn(f"cache object {path} is not a regular file; removed, rebuilding")
                 with contextlib.suppress(OSError):
                     os.unlink(path)
                 return False
-            actual = self.stat_cache.digest(path)
+            actual = self.stat_cache.digest(path, st)
         except FileNotFoundError:
             return False
         except OSError as exc:  # another user's unreadable object: a miss, not a traceback
@@ -120,8 +139,16 @@ class Cache:
     def read_action(self, key: str) -> dict | None:
         """The record stored under `key` when it is usable (its objects unchecked), else None (warned)."""
         path = os.path.join(self.actions, key[:2], f"{key}.json")  # a string: every hit reads one
+        if self.log is not None:
+            st = stat_or_none(path)
+            logged = self.log.record(key, st)
+            if logged is not None:
+                self._record_mtimes[key] = st.st_mtime  # what note_used asks next
+                return logged
+        st = None
         try:
-            record = json.loads(read_record(path))
+            data, st = read_record_stat(path)
+            record = json.loads(data)
         except FileNotFoundError:
             return None
         except ValueError:
@@ -133,15 +160,20 @@ class Cache:
         if problem:
             self.warn(f"cache record {path} rejected ({problem}); rebuilding the step")
             return None
+        if self.log is not None:
+            self.log.learn_record(key, st, record)
+        self._record_mtimes[key] = st.st_mtime
         return record
 
     def note_used(self, key: str) -> None:
         """A hit was served: its record's mtime says when it was last used (what gc --older-than and
         --max-size go by). At most once a day per record, so a no-op build rarely writes anything."""
-        path = self._action_path(key)
+        mtime = self._record_mtimes.pop(key, None)  # taken when the record was read
         with contextlib.suppress(OSError):  # a read-only cache: the record stays dated by its build
-            if time.time() - path.stat().st_mtime > _USE_RESOLUTION:
-                os.utime(path)
+            if mtime is None:
+                mtime = self._action_path(key).stat().st_mtime
+            if time.time() - mtime > _USE_RESOLUTION:
+                os.utime(self._action_path(key))
 
     def put_action(self, key: str, record: dict) -> None:
         atomic_write(self._action_path(key), canonical_json(record))
@@ -157,20 +189,40 @@ class Cache:
     # -- per-recipe state (the build log) ----------------------------------------------------
 
     def read_state(self, recipe: str) -> dict:
+        return self._read_state(recipe)[0]
+
+    def _read_state(self, recipe: str) -> tuple[dict, os.stat_result | None]:
+        """(usable entries, the stat of the file read when every entry was usable, else None)."""
         path = os.path.join(self.state_dir, f"{recipe}.json")
         try:
-            state = json.loads(read_record(path))
+            data, st = read_record_stat(path)
+            state = json.loads(data)
         except FileNotFoundError:
-            return {}
+            return {}, None
         except (OSError, ValueError):  # another user's unreadable one, cut short: no history
             self.warn(f"cannot read the state file {path}; ignoring it, it is rewritten by the next build")
-            return {}
-        return state_entries(state, self.warn, path)
+            return {}, None
+        good = state_entries(state, self.warn, path)
+        return good, (st if isinstance(state, dict) and len(good) == len(state) else None)
+
+    def state_keys(self, recipe: str) -> dict[str, list]:
+        """{step id: [key, status]} of the recipe's state: what a no-op build compares with."""
+        path = os.path.join(self.state_dir, f"{recipe}.json")
+        if self.log is not None:
+            logged = self.log.state(recipe, path)
+            if logged is not None:
+                return logged
+        state, st = self._read_state(recipe)
+        if self.log is not None and st is not None:
+            self.log.learn_state(recipe, st, state)
+        return {sid: [e["key"], e["status"]] for sid, e in state.items()}
 
     def record_state(self, recipe: str, step_id: str, entry: dict) -> None:
         """Merge one step's entry into the recipe's state under a lock (parallel steps share the file)."""
         path = self.state_dir / f"{recipe}.json"
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        from filelock import FileLock  # here: a no-op build writes no state
+
         with FileLock(str(self.locks_dir() / f"state-{recipe}.lock")):
             state = self.read_state(recipe)
             state[step_id] = entry
@@ -213,7 +265,9 @@ class Cache:
             self._have_locks = True
         return self.locks
 
-    def step_lock(self, key: str) -> FileLock:
+    def step_lock(self, key: str):
+        from filelock import FileLock  # here: a no-op build takes no step lock
+
         return FileLock(str(self.locks_dir() / f"{key}.lock"))
 
     @contextlib.contextmanager
@@ -240,6 +294,8 @@ class Cache:
 
     def workdir(self, prefix: str) -> Path:
         self.tmp.mkdir(parents=True, exist_ok=True)
+        import tempfile  # here: a no-op build runs no step
+
         return Path(tempfile.mkdtemp(dir=self.tmp, prefix=f"{prefix}-"))
 
     @property
@@ -374,6 +430,9 @@ class Cache:
         for record in self.recipes.glob("*.json"):  # over a week old: remade by one validation (0.15 s) if needed
             if time.time() - record.stat().st_mtime > 7 * 86400:
                 record.unlink(missing_ok=True)
+        for log in self.root.glob("buildlog/*"):  # a build log not written for a week: remade by one build
+            if time.time() - log.stat().st_mtime > 7 * 86400:
+                log.unlink(missing_ok=True)
         for lock in self.locks.glob("*.lock"):
             if lock.name != "cache.lock" and time.time() - lock.stat().st_mtime > 3600:
                 lock.unlink(missing_ok=True)

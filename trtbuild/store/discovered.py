@@ -24,7 +24,6 @@ import re
 import stat
 import sys
 import sysconfig
-import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,6 +53,8 @@ class Reads:
         self.written: set[str] = set()  # scratch files the step made and read back are not inputs
         self.modules = set(sys.modules)  # what was loaded before the user's code ran
         # forked children append "<kind><digest> <path>\0" records (O_APPEND: each lands whole)
+        import tempfile  # here: only a step's process records what it reads
+
         self.shared = tempfile.TemporaryFile(mode="a+b")
 
     def add(self, kind: str, path: str) -> None:

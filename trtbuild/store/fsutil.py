@@ -7,7 +7,6 @@ import errno
 import os
 import shutil
 import stat
-import tempfile
 import threading
 from pathlib import Path
 
@@ -54,6 +53,8 @@ def write_new(path: str | os.PathLike, text: str) -> None:
 def atomic_write(path: Path, data: bytes) -> None:
     """Write to a temp file beside `path`, fsync, then rename over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile  # here: a no-op build writes nothing
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600 whatever the umask
@@ -79,6 +80,11 @@ def read_record(path: str | os.PathLike, limit: int = 64 << 20) -> bytes:
     """The bytes of a small file the cache wrote (a record, a state file): a regular file of at most `limit`
     bytes, opened without blocking. Anything else, such as a FIFO or a link to /dev/zero in its place,
     raises OSError, as an unreadable file does: the caller's miss, not a hang."""
+    return read_record_stat(path, limit)[0]
+
+
+def read_record_stat(path: str | os.PathLike, limit: int = 64 << 20) -> tuple[bytes, os.stat_result]:
+    """read_record, with the stat of the very file it read (what trtbuild.store.buildlog keys on)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
@@ -93,7 +99,7 @@ def read_record(path: str | os.PathLike, limit: int = 64 << 20) -> bytes:
             size += len(chunk)
         if size > limit:
             raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
-        return b"".join(chunks)
+        return b"".join(chunks), st
     finally:
         os.close(fd)
 

@@ -116,6 +116,7 @@ class StatCache:
         self.path = path
         self._dirty = False
         self._real: dict[str, str] = {}  # path -> resolved path; an entry is checked by its stat anyway
+        self._checked: set[int] = set()  # ids of entries whose shape was checked (they live as long as this)
         try:
             self._entries: dict[str, dict] = json.loads(read_record(path))
         except (OSError, ValueError):  # none yet, or unreadable: only a slower run
@@ -123,13 +124,18 @@ class StatCache:
         if not isinstance(self._entries, dict):  # not what save() writes: start afresh (entries are checked too)
             self._entries = {}
 
-    def memo(self, file: Path, fact: str, compute: Callable[[Path], Any]) -> Any:
-        signature = stat_signature(file)
+    def memo(self, file: Path, fact: str, compute: Callable[[Path], Any], st: os.stat_result | None = None) -> Any:
+        """`st`: the file's stat when the caller has just taken it (a regular file's lstat is its stat)."""
+        signature = stat_signature(file) if st is None else [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         key = self._resolved(file)
         entry = self._entries.get(key)
-        if not stat_entry_ok(entry):
-            entry = None
-        elif entry["stat"] == signature and fact in entry["facts"] and fact_ok(fact, entry["facts"][fact]):
+        if entry is not None and id(entry) not in self._checked:  # read back: checked once per run
+            if stat_entry_ok(entry):
+                self._checked.add(id(entry))
+            else:
+                entry = None
+        if entry is not None and entry["stat"] == signature and fact in entry["facts"] and fact_ok(
+                fact, entry["facts"][fact]):
             return entry["facts"][fact]
         value = compute(file)
         if time.time() - signature[1] / 1e9 > _RACY_SECONDS:
@@ -152,8 +158,8 @@ class StatCache:
         self._entries[self._resolved(file)] = {"stat": stat_signature(file), "facts": {fact: value}}
         self._dirty = True
 
-    def digest(self, file: Path) -> str:
-        return self.memo(file, "sha256", digest_file)
+    def digest(self, file: Path, st: os.stat_result | None = None) -> str:
+        return self.memo(file, "sha256", digest_file, st)
 
     def save(self) -> None:
         if self._dirty:

@@ -19,12 +19,9 @@ import json
 import os
 import re
 import shutil
-import uuid
 from pathlib import Path
 
-from filelock import FileLock
-
-from trtbuild.store.fsutil import atomic_write, copy_file
+from trtbuild.store.fsutil import atomic_write, copy_file, read_record_stat
 from trtbuild.store.hashing import canonical_json, stat_signature
 
 MANIFEST = ".trtbuild-build.json"
@@ -36,12 +33,14 @@ def publish_recipe(cache, recipe: str, files: dict[str, dict], steps: dict[str, 
     link = cache.out / recipe
     # A no-op build finds nothing to do without the lock: the link swaps in one rename, so a check
     # that races a publish reads "not intact" and waits for the lock below.
-    if _intact(link, files, steps):
+    if _intact(link, files, steps, getattr(cache, "log", None)):
         return
+    from filelock import FileLock  # here: a no-op build publishes nothing
+
     with FileLock(str(cache.locks_dir() / f"publish-{recipe}.lock")):
         if _intact(link, files, steps):
             return
-        version = cache.out / f".{recipe}.{uuid.uuid4().hex[:12]}"
+        version = cache.out / f".{recipe}.{_unique()}"
         try:
             manifest = {"files": {}, "steps": steps}
             for rel, obj in sorted(files.items()):
@@ -57,6 +56,12 @@ def publish_recipe(cache, recipe: str, files: dict[str, dict], steps: dict[str, 
         _remove_unshown(link)
 
 
+def _unique() -> str:
+    import uuid  # here: a no-op build publishes nothing
+
+    return uuid.uuid4().hex[:12]
+
+
 def read_manifest(folder: Path) -> dict | None:
     """The manifest of the build out/<recipe>/ shows; None for no build (or an older trtbuild's out/)."""
     try:
@@ -65,16 +70,34 @@ def read_manifest(folder: Path) -> dict | None:
         return None
 
 
-def _intact(link: Path, files: dict[str, dict], steps: dict[str, dict]) -> bool:
-    manifest = read_manifest(link)
-    if manifest is None or manifest.get("steps") != steps:
+def _shown_manifest(link: Path, log) -> dict | None:
+    """The manifest out/<recipe> shows, through the build log when it has the manifest's stat."""
+    path = os.path.join(link, MANIFEST)
+    if log is not None:
+        logged = log.manifest(link.name, path)
+        if logged is not None:
+            return logged
+    try:
+        data, st = read_record_stat(path)
+        manifest = json.loads(data)
+    except (OSError, ValueError):
+        return None
+    if log is not None and isinstance(manifest, dict):
+        log.learn_manifest(link.name, st, manifest)
+    return manifest
+
+
+def _intact(link: Path, files: dict[str, dict], steps: dict[str, dict], log=None) -> bool:
+    manifest = _shown_manifest(link, log)
+    if not isinstance(manifest, dict) or manifest.get("steps") != steps or not isinstance(manifest.get("files"), dict):
         return False
     shown = manifest["files"]
-    if {rel: f["digest"] for rel, f in shown.items()} != {rel: o["digest"] for rel, o in files.items()}:
-        return False
-    try:  # an edited copy (its mtime or ctime moved) is replaced by a fresh one
-        return all(stat_signature(link / rel) == f["stat"] for rel, f in shown.items())
-    except OSError:
+    try:
+        if {rel: f["digest"] for rel, f in shown.items()} != {rel: o["digest"] for rel, o in files.items()}:
+            return False
+        # an edited copy (its mtime or ctime moved) is replaced by a fresh one
+        return all(stat_signature(os.path.join(link, rel)) == f["stat"] for rel, f in shown.items())
+    except (OSError, TypeError, KeyError):  # a file gone; a manifest not as written: published afresh
         return False
 
 
@@ -82,8 +105,8 @@ def _swap(link: Path, version: Path) -> None:
     """Point `link` at `version` in one rename. What it pointed at before is removed at once: readers
     (trtbuild.commands.deploy) give stable paths through the link, and read a build again when it moved."""
     if link.exists() and not link.is_symlink():  # a real directory left by an older trtbuild
-        os.replace(link, link.with_name(f".{link.name}.{uuid.uuid4().hex[:12]}"))
-    tmp = link.with_name(f".{link.name}.link-{uuid.uuid4().hex[:12]}")
+        os.replace(link, link.with_name(f".{link.name}.{_unique()}"))
+    tmp = link.with_name(f".{link.name}.link-{_unique()}")
     os.symlink(version.name, tmp)
     try:
         os.replace(tmp, link)
