@@ -222,7 +222,8 @@ def _distributions(modules: set[str]) -> dict[str, str]:
             found[top] = importlib.metadata.version(top)
         except (importlib.metadata.PackageNotFoundError, ValueError):
             unknown.append(top)
-    if unknown:  # import names that are not distribution names (yaml -> PyYAML): scans every distribution
+    unknown = [top for top in unknown if not _from_top_level(top, found)]
+    if unknown:  # import names no top_level.txt beside them names (yaml -> PyYAML): scans every distribution
         names = importlib.metadata.packages_distributions()
         for top in unknown:
             for dist in names.get(top, []):
@@ -231,6 +232,45 @@ def _distributions(modules: set[str]) -> dict[str, str]:
                 except importlib.metadata.PackageNotFoundError:
                     pass
     return dict(sorted(found.items()))
+
+
+def _from_top_level(top: str, found: dict[str, str]) -> bool:
+    """Find the distribution of import name `top` (PIL -> pillow, torchgen -> torch) among those installed
+    beside it: by their top_level.txt (one small file each), else by the RECORD of those without one,
+    names most like `top` first, rather than every distribution's RECORD."""
+    source = os.path.abspath(sys.modules[top].__file__)
+    folder = os.path.dirname(os.path.dirname(source) if os.path.basename(source) == "__init__.py" else source)
+    try:
+        infos = sorted((e.path for e in os.scandir(folder) if e.name.endswith(".dist-info")),
+                       key=lambda p: -len(os.path.commonprefix([os.path.basename(p).lower(), top.lower()])))
+    except OSError:
+        return False
+    unlisted = []
+    for info in infos:
+        try:
+            with open(os.path.join(info, "top_level.txt"), encoding="utf-8") as f:
+                listed = top in f.read().split()
+        except OSError:
+            unlisted.append(info)
+            continue
+        if listed:
+            return _add(info, found)
+    for info in unlisted:
+        try:
+            with open(os.path.join(info, "RECORD"), encoding="utf-8") as f:
+                if any(line.startswith((f"{top}/", f"{top}.py,")) for line in f):
+                    return _add(info, found)
+        except OSError:
+            continue
+    return False
+
+
+def _add(info: str, found: dict[str, str]) -> bool:
+    import importlib.metadata
+
+    dist = importlib.metadata.Distribution.at(info)
+    found[dist.metadata["Name"]] = dist.version
+    return True
 
 
 # Runner side
