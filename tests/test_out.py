@@ -244,3 +244,29 @@ def test_quiet_no_op_build_prints_nothing_for_steps_this_machine_never_runs(proj
     # stdout's line for the engine names the step that failed, however many steps lie between
     [line] = [line for line in out.splitlines() if line.startswith("conv\t")]
     assert line.split("\t")[2].startswith("skipped: check failed: ") and "not a valid ONNX model" in line
+
+
+def test_two_recipe_files_of_one_name_are_told_that_they_share_out(project, capsys, monkeypatch):
+    """Built in separate runs into one cache (one run refuses two recipes of one name), they would take
+    turns at out/conv without a word; the publish says so, and a rebuild of the same file does not."""
+    assert project.build()[0] == 0
+    other = project.root / "elsewhere"
+    other.mkdir()
+    (other / "conv.onnx").write_bytes(project.model.read_bytes())
+    data = recipe_dict("conv.onnx", workspace="128MiB")
+    (other / "conv.yaml").write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main([str(other / "conv.yaml"), "--cache-dir", str(project.cache)]) == 0
+    err = capsys.readouterr().err
+    assert (f"warning: out/conv was published from {project.recipe} and now from {other / 'conv.yaml'}: "
+            "two recipes named 'conv' share out/conv") in err
+    assert read_manifest(project.cache / "out" / "conv")["source"] == str(other / "conv.yaml")
+    assert main([str(other / "conv.yaml"), "--cache-dir", str(project.cache)]) == 0  # the same file: all quiet
+    assert "share out/conv" not in capsys.readouterr().err
+    monkeypatch.chdir(other)  # the same file spelt another way is still the same file
+    assert main(["conv.yaml", "--cache-dir", str(project.cache)]) == 0
+    assert "share out/conv" not in capsys.readouterr().err
+    (other / "conv.yaml").rename(other / "renamed.yaml")  # a recipe renamed is no second recipe
+    assert main(["renamed.yaml", "--cache-dir", str(project.cache)]) == 0
+    assert "share out/conv" not in capsys.readouterr().err
+    assert read_manifest(project.cache / "out" / "conv")["source"] == str(other / "renamed.yaml")

@@ -284,6 +284,7 @@ def cmd_repro(args) -> int:
     from trtbuild.planning.graph import Pick, Step, producer
     from trtbuild.planning.keys import key_components
     from trtbuild.execution.progress import Progress
+    from trtbuild.execution.jobs import make_job
     from trtbuild.execution.repro import write_repro
     from trtbuild.execution.runner import Runner
 
@@ -307,7 +308,7 @@ def cmd_repro(args) -> int:
     try:
         deps = {d: results[d] for d in step.deps}
         components = key_components(step, cache, {d: r.record for d, r in deps.items()})
-        job = runner.job(step, deps, workdir, components)
+        job = make_job(step, {d: r.record for d, r in deps.items()}, workdir, components, cache)
         script = write_repro(job, cache.root / "repro" / step.recipe.recipe.name / step.id.replace("@", "-"),
                              step.label, scratch=workdir)
     finally:

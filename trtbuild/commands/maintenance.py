@@ -22,6 +22,7 @@ def cmd_ray_node(args) -> int:
 
 
 def cmd_gc(args) -> int:
+    from trtbuild.store import collect
     from trtbuild.store.cache import Cache
     from trtbuild.store.remote import open_remote
     from trtbuild.store.retention import Policy, parse_age
@@ -37,15 +38,15 @@ def cmd_gc(args) -> int:
     cache = Cache(args.cache_dir, warn)
     live = _live(args, cache)  # gc DIR...: what the recipes there make now
     keep = {} if live is None else {"live": live[0], "live_recipes": live[1], "pinned": live[2]}
-    where = {"local cache": lambda: cache.gc(policy, dry_run=args.dry_run, **keep)}
+    where = {"local cache": lambda: collect.collect(cache, policy, dry_run=args.dry_run, **keep)}
     if args.remote:  # the same policy there; this machine's last builds are kept on it too
         remote = open_remote(args.remote, warn, getattr(args, "remote_timeout", None))
-        protected = cache.current_keys() if live is None else live[0]
+        protected = collect.current_keys(cache) if live is None else live[0]
         where[f"remote {args.remote}"] = lambda: remote.gc(policy, protected, args.dry_run, time.time(), grace)
     verb = "would remove" if args.dry_run else "removed"
-    for name, collect in where.items():
+    for name, run in where.items():
         try:
-            stats = collect()
+            stats = run()
         except Exception as exc:  # OSError, a remote's own errors, a stall past its deadline
             raise TrtbuildError(f"gc on the {name}: {type(exc).__name__}: {first_line(exc)}") from None
         print(f"{name}: {verb} {stats['retired_actions']} results and {stats['removed_objects']} objects "

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from trtbuild.store.cache import Cache
 from trtbuild.store import discovered as found_while_running
-from trtbuild.planning.graph import Pick, SourceFiles, Step, producer, upstream_outputs
-from trtbuild.planning.keys import (explain, key_components, portable, source_digests, source_labels, stable_root,
-                                    step_key)
-from trtbuild.steps.action import expectations, tool_version
+from trtbuild.planning.graph import Step
+from trtbuild.planning.keys import explain, key_components, portable, stable_root, step_key
+from trtbuild.steps.action import tool_version
 from trtbuild.execution.executor import Executor, Task
+from trtbuild.execution.jobs import make_job, sources_moved, upstream_objects
 from trtbuild.execution.pool import WorkerPool
 from trtbuild.execution.progress import Progress
 from trtbuild.execution.shown import publish_current
@@ -315,14 +315,15 @@ class Runner:
         try:
             outdir = workdir / "out"
             outdir.mkdir()
-            job = self.job(step, deps, workdir, components)
+            job = make_job(step, {d: r.record for d, r in deps.items()}, workdir, components, self.cache,
+                           checks_sources=getattr(self._executor, "checks_sources", False))
             # A process of its own for kinds that ask for one, steps importing the user's code, and steps
             # pinned to a GPU (CUDA reads CUDA_VISIBLE_DEVICES once per process).
             fresh = (getattr(step.kind, "FRESH_PROCESS", False) or "python_path" in step.context
                      or "cuda_device" in step.context)
             task = Task(job, log, isolated=fresh, spare=self._spare_imports(step),
                         timeout=self.step_timeout or step.recipe.recipe.step_timeout, label=step.label,
-                        objects=self._objects(step, components), target=step.target,
+                        objects=upstream_objects(step, components), target=step.target,
                         precision=step.params.get("precision", "fp32"))
             result = self._executor.run(task)
             node = result.get("node")
@@ -330,8 +331,8 @@ class Runner:
             if self._stopping.is_set():  # its worker was killed by the interruption: not a failure of the step
                 return StepResult(step, INTERRUPTED, "the run was interrupted while it ran", seconds, key=key,
                                   log=str(log), node=node)
-            if result["ok"]:
-                result = self._same_sources(step, components, result)
+            if result["ok"] and (moved := sources_moved(step, components, self.cache)):
+                result = {"ok": False, "user_error": False, "error": moved}
             if not result["ok"]:
                 if not log.exists() or not log.stat().st_size:  # a worker that died silently: the log still tells
                     write_new(log, result["error"] + "\n")
@@ -359,32 +360,6 @@ class Runner:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def job(self, step: Step, deps: dict[Step, StepResult], workdir: Path, components: dict) -> dict:
-        """What a worker gets for `step`: upstream outputs linked into `workdir`, the user's files in place,
-        the environment variables in its key, and what the worker checks before it runs (steps.action)."""
-        job = {
-            "kind": step.kind.NAME,
-            "params": step.params,
-            "inputs": {name: str(self._materialize(src, workdir / f"in-{name}", deps, step.kind))
-                       for name, src in step.inputs.items()},
-            "outdir": str(workdir / "out"),
-            "context": step.context,
-            "env": components["env"],
-            "expect": expectations(step.kind.NAME, components),
-        }
-        if getattr(self._executor, "checks_sources", False):  # a farm node digests the user's files it sees
-            sources = {name: {label: str(path) for label, path in source_labels(step, source).items()}
-                       for name, source in step.inputs.items() if isinstance(source, SourceFiles)}
-            job["sources"] = sources
-            job["expect"]["inputs"] = {name: components["inputs"][name] for name in sources}
-        return job
-
-    @staticmethod
-    def _objects(step: Step, components: dict) -> dict[str, dict[str, str]]:
-        """The step's upstream inputs by content, {input name: {file name: digest}}: its key has them."""
-        return {name: components["inputs"][name] for name, source in step.inputs.items()
-                if isinstance(source, (Step, Pick))}
-
     def _repro(self, job: dict, step: Step, folder: Path, workdir: Path) -> str | None:
         """A standalone script reproducing the failed step (trtbuild.execution.repro); a failure to write one is
         only a warning: the step's own error is what matters."""
@@ -395,20 +370,6 @@ class Runner:
         except Exception as exc:
             self.progress.warn(f"no repro script for {step.label}: {type(exc).__name__}: {exc}")
             return None
-
-    def _same_sources(self, step: Step, components: dict, result: dict) -> dict:
-        """The worker read the user's files after the key was taken: if one changed meanwhile (a git
-        pull during a nightly build), what it made belongs to neither version. Fail, record nothing."""
-        try:
-            moved = [str(step.inputs[name].main) if label == "(main)" else label
-                     for name, files in source_digests(step, self.cache).items()
-                     for label, digest in files.items() if components["inputs"][name].get(label) != digest]
-        except OSError as exc:  # deleted meanwhile
-            moved = [f"{exc.filename} ({exc.strerror})"]
-        if not moved:
-            return result
-        return {"ok": False, "user_error": False,
-                "error": f"source changed during the build: {', '.join(moved)}; nothing was cached, run again"}
 
     def _note_current(self, step: Step, key: str, components: dict) -> None:
         """A cache hit is what out/ now shows: --dry-run and status explain the next change against it.
@@ -423,17 +384,6 @@ class Runner:
         """Remember the step's last key components: what --dry-run and status diff against."""
         entry = {"key": key, "components": components, "time": time.time(), "status": status}
         self.cache.record_state(step.recipe.recipe.name, step.id, entry)
-
-    def _materialize(self, source, where: Path, deps: dict[Step, StepResult], reader=None) -> Path:
-        """The path a worker opens for an input: the user's file, or upstream outputs linked under their names.
-        `reader`: the step kind that opens it; one with LINKED_DATA takes ONNX external data hard-linked."""
-        if not isinstance(source, (Step, Pick)):
-            return source.main
-        step = producer(source)
-        self.cache.link_into(where, upstream_outputs(source, deps[step].record),
-                             copy_data=not getattr(reader, "LINKED_DATA", False))
-        return where / step.kind.MAIN_OUTPUT
-
 
 def _block_stop_signals() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})

@@ -7,6 +7,7 @@ data) replaces an earlier one's in the same folder. Written by trtbuild.store.pu
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from trtbuild.errors import TrtbuildError
@@ -45,14 +46,18 @@ def publish_current(cache, steps: list[Step], results: dict, declared: list[Step
                     files.pop(folder + name, None)
             files |= {folder + name: obj for name, obj in record["outputs"].items()}
         mine = [r for r in mine.values() if r.status in DELIVERED]
+        source = os.path.abspath(next(iter(shown.values())).recipe.file)  # no syscall: a no-op asks per recipe
         try:
-            publish_recipe(cache, recipe, files, states)
+            other = publish_recipe(cache, recipe, files, states, source)
         except OSError as exc:  # disk full, permissions: built and cached, but not delivered
             why = f"not published to {cache.out / recipe}: {exc.strerror or exc}"
             undelivered += _undeliver(mine, why)
             report(f"trtbuild: error: {why} ({recipe}: the results are in the cache; a build with space or "
                    "access again publishes them)")
             continue
+        if other:
+            report(f"trtbuild: warning: out/{recipe} was published from {other} and now from {source}: two "
+                   f"recipes named {recipe!r} share out/{recipe} (and `trtbuild path {recipe}`); give one another name")
         for r in mine:  # an engine that made no plan is not an engine delivered
             if r.step.name == "engine" and r.step.kind.MAIN_OUTPUT not in r.outputs:
                 undelivered += _undeliver([r], f"made no {r.step.kind.MAIN_OUTPUT}")

@@ -1,4 +1,4 @@
-"""Content-addressed artifact store, action records, per-recipe state, locks and gc.
+"""Content-addressed artifact store, action records, per-recipe state and locks (gc: trtbuild.store.collect).
 
 Layout under the cache root:
 
@@ -21,7 +21,6 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 import stat
 import time
 from pathlib import Path
@@ -303,136 +302,3 @@ class Cache:
         if self._stat_cache is None:
             self._stat_cache = StatCache(self.root / "statcache.json")
         return self._stat_cache
-
-    # -- garbage collection ----------------------------------------------------------------
-
-    def gc(self, policy=None, dry_run: bool = False, live: set[str] | None = None,
-           live_recipes: set[str] | None = None, pinned: set[tuple[str, str]] = frozenset()) -> dict:
-        """Retire action records as `policy` (trtbuild.store.retention.Policy) says, then delete objects no
-        record names, malformed records, and scratch left by killed runs. dry_run: say what would go, delete
-        nothing. `live` (with `live_recipes`): the keys the recipes in use make now (trtbuild gc DIR): every
-        other record is retired, and out/ folders and state of recipes not among `live_recipes` are removed;
-        `pinned`: (recipe, step id) whose key is unknown here, of which the newest result is kept.
-        Builds and their publishing hold the cache shared: gc waits for them."""
-        from trtbuild.store.retention import retire
-
-        with self.using(exclusive=True):
-            actions, malformed = [], []
-            for path in self.actions.glob("*/*.json"):
-                try:
-                    record = json.loads(read_record(path))
-                    mtime = path.stat().st_mtime
-                except FileNotFoundError:
-                    continue
-                except (OSError, ValueError):
-                    record, mtime = None, 0
-                if record_problem(record, path.name.removesuffix(".json")):
-                    malformed.append(path)  # names nothing: keeps nothing alive
-                else:
-                    actions.append((path, record, mtime))
-            sizes = {p.name: p.stat().st_size for p in self.objects.glob("*/*")}
-            shown = self._shown_bytes(live_recipes)
-            retired = []
-            protected = self.current_keys(live_recipes) if live is None else live
-            if live is not None:
-                newest: dict[tuple, tuple[float, str]] = {}
-                for path, record, mtime in actions:
-                    which = (record.get("recipe"), record.get("step"))
-                    if which in pinned:
-                        newest[which] = max(newest.get(which, (-1.0, "")), (min(record.get("created", mtime), mtime),
-                                                                             record["key"]))
-                protected = live | {key for _, key in newest.values()}
-                retired = [path for path, record, _ in actions if record["key"] not in protected]
-            if policy is not None and not policy.empty:
-                kept = [a for a in actions if a[0] not in set(retired)]
-                retired += retire(kept, protected, sizes, policy, time.time(), outside=shown)
-            gone = set(retired)
-            live_objects = {o["digest"] for path, record, _ in actions if path not in gone
-                            for o in record["outputs"].values()}
-            dead = [digest for digest in sizes if digest not in live_objects]
-            stale_out = self._stale_out(live_recipes)
-            if not dry_run:
-                for path in [*retired, *malformed]:
-                    path.unlink(missing_ok=True)
-                for digest in dead:
-                    self.object_path(digest).unlink(missing_ok=True)
-                for link in stale_out:
-                    self._unpublish(link)
-                if live_recipes is not None:
-                    for state in self.state_dir.glob("*.json"):
-                        if state.stem not in live_recipes:
-                            state.unlink(missing_ok=True)
-                self._clean_scratch()
-            remaining = sum(sizes[d] for d in live_objects) + shown
-        stats = {"retired_actions": len(retired), "removed_objects": len(dead), "malformed_records": len(malformed),
-                 "freed_bytes": sum(sizes[d] for d in dead), "kept_objects": len(live_objects),
-                 "removed_out": sorted(link.name for link in stale_out), "kept_bytes": remaining, "dry_run": dry_run}
-        if policy is not None and policy.max_size is not None and remaining > policy.max_size:
-            stats["short_bytes"] = remaining - policy.max_size  # held by current builds and what out/ shows
-        return stats
-
-    def current_keys(self, recipes: set[str] | None = None) -> set[str]:
-        """The keys of each recipe's last build (its state) and of what out/ shows (its manifest); with
-        `recipes`, of those recipes only."""
-        from trtbuild.store.publish import read_manifest
-
-        keys = {e["key"] for state in self.state_dir.glob("*.json") if recipes is None or state.stem in recipes
-                for e in self.read_state(state.stem).values()}
-        for link in self.out.glob("*"):
-            if link.is_symlink() and (recipes is None or link.name in recipes):
-                manifest = read_manifest(link)
-                steps = manifest.get("steps") if isinstance(manifest, dict) else None
-                if isinstance(steps, dict):
-                    keys |= {s.get("key") for s in steps.values() if isinstance(s, dict)}
-        return {k for k in keys if isinstance(k, str)}
-
-    def _stale_out(self, live_recipes: set[str] | None) -> list[Path]:
-        """out/<recipe> links of recipes not among `live_recipes` (none when it is None)."""
-        if live_recipes is None or not self.out.is_dir():
-            return []
-        return [link for link in self.out.iterdir() if not link.name.startswith(".") and link.name not in live_recipes]
-
-    def _unpublish(self, link: Path) -> None:
-        target = link.resolve() if link.is_symlink() else None
-        if link.is_symlink() or link.is_file():
-            link.unlink(missing_ok=True)
-        elif link.is_dir():
-            shutil.rmtree(link, ignore_errors=True)
-        if target is not None and target.parent == self.out and target.name.startswith("."):
-            shutil.rmtree(target, ignore_errors=True)
-
-    def _shown_bytes(self, live_recipes: set[str] | None = None) -> int:
-        """Bytes besides objects/ that retiring records does not free: the builds out/ shows (copies),
-        logs, timing, recipe records, state and the stat cache."""
-        folders = [self.logs, self.timing, self.recipes, self.state_dir]
-        if self.out.is_dir():
-            shown = [link.resolve() for link in self.out.iterdir() if link.is_symlink()
-                     and (live_recipes is None or link.name in live_recipes)]
-            folders += [folder for folder in shown if folder.parent == self.out]  # never a walk outside the cache
-        total = 0
-        for folder in folders:
-            for dirpath, _dirs, files in os.walk(folder):
-                for name in files:
-                    with contextlib.suppress(OSError):
-                        total += os.lstat(os.path.join(dirpath, name)).st_size
-        with contextlib.suppress(OSError):
-            total += os.lstat(self.root / "statcache.json").st_size
-        return total
-
-    def _clean_scratch(self) -> None:
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp)
-        # out/.<recipe>.<id>/ folders no out/<recipe> link points at: left by a killed publish
-        shown = {p.resolve() for p in self.out.glob("*") if p.is_symlink()}
-        for folder in self.out.glob(".*"):
-            if folder.is_dir() and not folder.is_symlink() and folder.resolve() not in shown:
-                shutil.rmtree(folder, ignore_errors=True)
-        for record in self.recipes.glob("*.json"):  # over a week old: remade by one validation (0.15 s) if needed
-            if time.time() - record.stat().st_mtime > 7 * 86400:
-                record.unlink(missing_ok=True)
-        for log in self.root.glob("buildlog/*"):  # a build log not written for a week: remade by one build
-            if time.time() - log.stat().st_mtime > 7 * 86400:
-                log.unlink(missing_ok=True)
-        for lock in self.locks.glob("*.lock"):
-            if lock.name != "cache.lock" and time.time() - lock.stat().st_mtime > 3600:
-                lock.unlink(missing_ok=True)

@@ -27,22 +27,28 @@ from trtbuild.store.hashing import canonical_json, stat_signature
 MANIFEST = ".trtbuild-build.json"
 
 
-def publish_recipe(cache, recipe: str, files: dict[str, dict], steps: dict[str, dict]) -> None:
+def publish_recipe(cache, recipe: str, files: dict[str, dict], steps: dict[str, dict],
+                   source: str | None = None) -> str | None:
     """Make out/<recipe>/ hold exactly `files` (path relative to it -> {"digest", "size"}).
-    `steps` (step id -> status and key) goes into the manifest, so readers can tell what is current."""
+    `steps` (step id -> status and key) goes into the manifest, so readers can tell what is current, and
+    so does `source`, the recipe file. Returns the other recipe file out/<recipe> was published from
+    when that file is still there (two recipes of one name share out/<recipe>), else None."""
     link = cache.out / recipe
     # A no-op build finds nothing to do without the lock: the link swaps in one rename, so a check
     # that races a publish reads "not intact" and waits for the lock below.
-    if _intact(link, files, steps, getattr(cache, "log", None)):
-        return
+    if _intact(link, files, steps, source, getattr(cache, "log", None)):
+        return None
     from filelock import FileLock  # here: a no-op build publishes nothing
 
     with FileLock(str(cache.locks_dir() / f"publish-{recipe}.lock")):
-        if _intact(link, files, steps):
-            return
+        before = (read_manifest(link) or {}).get("source")
+        other = before if isinstance(before, str) and os.path.isfile(before) and not _same_source(before, source) \
+            else None
+        if _intact(link, files, steps, source):
+            return None
         version = cache.out / f".{recipe}.{_unique()}"
         try:
-            manifest = {"files": {}, "steps": steps}
+            manifest = {"files": {}, "steps": steps, "source": source}
             for rel, obj in sorted(files.items()):
                 dest = version / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +60,7 @@ def publish_recipe(cache, recipe: str, files: dict[str, dict], steps: dict[str, 
             raise
         _swap(link, version)
         _remove_unshown(link)
+    return other
 
 
 def _unique() -> str:
@@ -87,9 +94,10 @@ def _shown_manifest(link: Path, log) -> dict | None:
     return manifest
 
 
-def _intact(link: Path, files: dict[str, dict], steps: dict[str, dict], log=None) -> bool:
+def _intact(link: Path, files: dict[str, dict], steps: dict[str, dict], source: str | None, log=None) -> bool:
     manifest = _shown_manifest(link, log)
-    if not isinstance(manifest, dict) or manifest.get("steps") != steps or not isinstance(manifest.get("files"), dict):
+    if not isinstance(manifest, dict) or manifest.get("steps") != steps or not isinstance(manifest.get("files"), dict) \
+            or not _same_source(manifest.get("source"), source):
         return False
     shown = manifest["files"]
     try:
@@ -98,6 +106,16 @@ def _intact(link: Path, files: dict[str, dict], steps: dict[str, dict], log=None
         # an edited copy (its mtime or ctime moved) is replaced by a fresh one
         return all(stat_signature(os.path.join(link, rel)) == f["stat"] for rel, f in shown.items())
     except (OSError, TypeError, KeyError):  # a file gone; a manifest not as written: published afresh
+        return False
+
+
+def _same_source(shown, source: str | None) -> bool:
+    """The recipe file a manifest names is `source` (however spelt: links, another working directory)."""
+    if shown == source or source is None:
+        return True
+    try:
+        return isinstance(shown, str) and os.path.samefile(shown, source)
+    except OSError:
         return False
 
 
