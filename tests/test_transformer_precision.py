@@ -189,7 +189,8 @@ def build():
 
 
 @pytest.mark.slow
-def test_parity_warns_on_empty_and_all_zero_outputs_and_switching_it_off_keeps_the_export(tmp_path, capsys):
+def test_parity_warns_on_empty_and_all_zero_outputs_and_switching_it_off_rebuilds_nothing_after_the_export(
+        tmp_path, capsys):
     (tmp_path / "heads.py").write_text(HEADS)
     recipe = {"name": "heads", "source": {"framework": "pytorch", "entrypoint": "heads:build"},
               "inputs": {"x": {"shape": [1, 3, 8, 8]}},
@@ -206,10 +207,13 @@ def test_parity_warns_on_empty_and_all_zero_outputs_and_switching_it_off_keeps_t
     rows = {r["output"]: r for r in step(report, "parity")["meta"]["parity"]["outputs"]}
     assert rows["boxes"]["mismatched"] == "0/0"
 
+    # Off, the export computes no reference (it reruns for that), and its ONNX model is the same: nothing after it rebuilds.
     path.write_text(json.dumps(recipe | {"parity": {"enabled": False}}))
     code, report = build_recipe(path)
     assert code == 0
-    assert step(report, "export")["status"] == "cached"
+    assert step(report, "export")["status"] == "built" and "reference.npz" not in step(report, "export")["outputs"]
+    assert {s["step"]: s["status"] for s in report["steps"] if s["step"] in ("check", "simplify", "engine")} == {
+        "check": "cached", "simplify": "cached", "engine": "cached"}
     assert not any(s["step"] == "parity" for s in report["steps"])
 
 
