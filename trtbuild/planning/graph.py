@@ -6,7 +6,6 @@ import contextlib
 import functools
 import gc
 import importlib.util
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -22,6 +21,7 @@ from trtbuild.planning.sources import (distribution_of, glob_files, module_file,
                                        tree_files, user_imports)
 from trtbuild.steps import load_kind
 from trtbuild.steps.export import ONNX_FILES
+from trtbuild.steps.simplify import files_too_large
 from trtbuild.backends.target import Target, cannot_run_here, cuda_device, resolve_target, supports_fp8
 
 
@@ -166,7 +166,11 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
                         {"inputs": _read(inputs, *AT_OPT), "check": recipe.onnx.simplify_check}, {"model": model},
                         out, after=[check])
         steps.append(simplify)
-        simplify.skip_reason = _too_large_to_simplify(model)
+        if isinstance(model, SourceFiles):  # an exported model's weights are judged by its simplify step
+            try:
+                simplify.skip_reason = files_too_large(model.files)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
         if simplify.skip_reason is None:
             model = simplify
     fp32_model = model
@@ -327,22 +331,6 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dic
     }
     return Step(loaded, "export", load_kind("export"), params, files, out,
                 context={"python_path": [str(p) for p in search], "where": _where(loaded)})
-
-
-def _too_large_to_simplify(model) -> str | None:
-    """Why a user's ONNX model is not simplified (its files exceed the simplify step's bound on weights):
-    then nothing copies it into the cache, and the engine reads it where it is. The weights of an exported
-    model are known once it is exported; its simplify step judges them then."""
-    if not isinstance(model, SourceFiles):
-        return None
-    from trtbuild.steps.simplify import too_large
-
-    try:
-        return too_large(sum(os.stat(f).st_size for f in set(model.files)), "the model's files")
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    except OSError:  # gone meanwhile: the steps that read it say so
-        return None
 
 
 def _files(paths: list[Path], main: Path | None = None) -> SourceFiles:

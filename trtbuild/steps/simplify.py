@@ -119,6 +119,19 @@ def too_large(size: int, what: str = "the model's weights") -> str | None:
             "from the model as given (raise the bound to simplify it)")
 
 
+def files_too_large(files) -> str | None:
+    """Why a user's ONNX model is not simplified (its files exceed the bound): it skips this step when the
+    recipe is planned, so nothing copies it into the cache and the engine reads it where it is. ValueError
+    for a bound that is not a size."""
+    import os
+
+    try:
+        size = sum(os.stat(f).st_size for f in set(files))
+    except OSError:  # gone meanwhile: the steps that read it say so
+        return None
+    return too_large(size, "the model's files")
+
+
 def _too_large(model) -> str | None:
     """Why `model` (loaded without its external data) is not simplified: its weights exceed the bound."""
     from trtbuild.models.onnx_io import weight_bytes
