@@ -270,3 +270,12 @@ def test_two_recipe_files_of_one_name_are_told_that_they_share_out(project, caps
     assert main(["renamed.yaml", "--cache-dir", str(project.cache)]) == 0
     assert "share out/conv" not in capsys.readouterr().err
     assert read_manifest(project.cache / "out" / "conv")["source"] == str(other / "renamed.yaml")
+
+
+def test_a_manifest_that_is_not_a_mapping_is_published_afresh(project):
+    assert project.build()[0] == 0
+    manifest = project.cache / "out" / "conv" / ".trtbuild-build.json"
+    manifest.write_text("[1, 2]")  # valid JSON, not what trtbuild writes
+    code, report = project.build()
+    assert code == 0 and report["ok"]
+    assert read_manifest(project.cache / "out" / "conv")["source"] == str(project.recipe)

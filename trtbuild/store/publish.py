@@ -41,7 +41,8 @@ def publish_recipe(cache, recipe: str, files: dict[str, dict], steps: dict[str, 
     from filelock import FileLock  # here: a no-op build publishes nothing
 
     with FileLock(str(cache.locks_dir() / f"publish-{recipe}.lock")):
-        before = (read_manifest(link) or {}).get("source")
+        shown = read_manifest(link)  # read back: any JSON at all
+        before = shown.get("source") if isinstance(shown, dict) else None
         other = before if isinstance(before, str) and os.path.isfile(before) and not _same_source(before, source) \
             else None
         if _intact(link, files, steps, source):
