@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trtbuild.errors import StepError, first_line, plain
+from trtbuild.errors import StepError, first_line
 from trtbuild.frontends import ModelSpec
 from trtbuild.frontends.offline import downloads_explained
 from trtbuild.models.tensors import at_batch_one, example_inputs
@@ -45,7 +45,7 @@ def _flatten(model, spec: ModelSpec, **kwargs):
 
     if at_batch_one(spec.inputs) != spec.inputs:
         try:
-            return flatten(model, spec, _example(spec, batch_one=True), **kwargs)
+            return flatten(model, spec, _example(spec, {n: s["opt"] for n, s in at_batch_one(spec.inputs).items()}), **kwargs)
         except Exception:
             traceback.print_exc()
             print("trtbuild: the model failed at batch 1 (above); running it at opt", file=sys.stderr)
@@ -205,6 +205,7 @@ def _pickled_class(exc: BaseException) -> str:
 
 def export(model, spec: ModelSpec, out: Path) -> dict:
     import torch
+    from trtbuild.frontends import torch_dims
 
     meta = {"torch": torch.__version__}
     with _downloads_explained(spec), torch.no_grad():
@@ -219,7 +220,7 @@ def export(model, spec: ModelSpec, out: Path) -> dict:
             try:
                 _dynamo(model, spec, out, model.names)
             except Exception as exc:
-                _raise_if_dims_refused(exc, spec)
+                torch_dims.raise_if_refused(exc, spec)
                 raise
             return meta | {"exporter": "dynamo"}
         return meta | _auto(model, spec, out)
@@ -231,15 +232,11 @@ DYNAMO_FIRST_OPSET = 18  # dynamo writes opset 18 and up, and converts down only
 def _auto(model, spec: ModelSpec, out: Path) -> dict:
     """dynamo where it can write the recipe's opset, torchscript where it cannot (chosen before any
     export runs) or where dynamo fails or writes another opset. The step log gets dynamo's whole error."""
+    from trtbuild.frontends import torch_dims
     if spec.opset < DYNAMO_FIRST_OPSET:
         why = f"opset {spec.opset}: dynamo writes {DYNAMO_FIRST_OPSET} and up"
         if any(-1 in s["shape"] for s in spec.inputs.values()):
-            try:  # torch.export alone: a dim the model fixes is refused before torchscript bakes it in
-                torch_export(model, spec)
-            except Exception as exc:
-                traceback.print_exc()
-                _raise_if_dims_refused(exc, spec)
-                why += f"; torch.export failed: {_root_cause(exc)}"
+            return _checked_torchscript(model, spec, out, why)
         return _with_torchscript(model, spec, out, why) | {"chosen": why}
     try:
         _dynamo(model, spec, out, model.names)
@@ -250,54 +247,69 @@ def _auto(model, spec: ModelSpec, out: Path) -> dict:
     except Exception as exc:
         traceback.print_exc()
         # Never a fallback here: torchscript would bake the traced size in and still call the dim dynamic.
-        _raise_if_dims_refused(exc, spec)
-        why = f"dynamo failed: {_root_cause(exc)}"
+        torch_dims.raise_if_refused(exc, spec)
+        why = f"dynamo failed: {torch_dims.root_cause(exc)}"
     print(f"trtbuild: {why}; exporting with torchscript", file=sys.stderr)
     for stale in out.parent.glob(f"{out.name}*"):  # dynamo's model and any external data beside it
         stale.unlink()
     return _with_torchscript(model, spec, out, why) | {"fallback": why}
 
 
+def _checked_torchscript(model, spec: ModelSpec, out: Path, why: str) -> dict:
+    """torchscript, while torch.export checks the dynamic dims (a dim the model fixes is refused
+    before the trace's ONNX model is kept). Without a parity reference to take from the trace, it
+    traces at the small sizes, and keeps that where torch.export's guards say the path is opt's."""
+    from trtbuild.frontends import torch_dims
+    small = None if spec.reference else torch_dims.small_shapes(spec)
+    verdict = torch_dims.start(model, spec, small)
+    traced = False
+    try:
+        _torchscript(model, spec, out, small)
+        traced = True
+    except Exception:
+        traceback.print_exc()
+    finally:
+        found = verdict()
+    print(found.log, end="", file=sys.stderr)
+    if found.refused:
+        raise StepError(found.refused, user_error=True)
+    if found.failed:
+        why += f"; torch.export failed: {found.failed}"
+    meta = {"chosen": why}
+    if traced and (small is None or found.small_ok):
+        return {"exporter": "torchscript"} | meta | ({"traced_at": small} if small else {})
+    if traced or small is None:  # a small trace whose path torch.export could not vouch for, or a failed one
+        print("trtbuild: tracing again at opt", file=sys.stderr)
+    return _with_torchscript(model, spec, out, why) | meta
+
+
 def _with_torchscript(model, spec: ModelSpec, out: Path, why: str) -> dict:
+    from trtbuild.frontends import torch_dims
     try:
         _torchscript(model, spec, out)
     except Exception as exc:
         traceback.print_exc()
-        raise StepError(f"the torchscript exporter failed (full error in the log): {_root_cause(exc)}; "
+        raise StepError(f"the torchscript exporter failed (full error in the log): {torch_dims.root_cause(exc)}; "
                         f"it was used because {why}") from None
     return {"exporter": "torchscript"}
 
 
 def _dynamo(model, spec: ModelSpec, out: Path, output_names: list[str]) -> None:
     import torch
+    from trtbuild.frontends import torch_dims
 
     kwargs = {}
     if not isinstance(model, torch.export.ExportedProgram):  # a program has its dynamic dims already
-        kwargs["dynamic_shapes"] = _dynamic_shapes(spec)
+        kwargs["dynamic_shapes"] = torch_dims.dynamic_shapes(spec)
     torch.onnx.export(model, _example(spec), str(out), dynamo=True, opset_version=spec.opset,
                       input_names=list(spec.inputs), output_names=output_names, **kwargs)
 
 
-def torch_export(model, spec: ModelSpec):
-    """torch.export as dynamo's exporter runs it first (not strict): where a model's dims are checked."""
+def _torchscript(model, spec: ModelSpec, out: Path, shapes: dict[str, list[int]] | None = None) -> None:
+    """Trace at opt, or at `shapes` (the input's dims there), into `out`."""
     import torch
 
-    return torch.export.export(model, _example(spec), dynamic_shapes=_dynamic_shapes(spec), strict=False)
-
-
-def _dynamic_shapes(spec: ModelSpec) -> tuple:
-    """Flat takes *inputs: one tuple of per-input dims. Dynamic without a range: the range is the
-    engine's optimization profile, so a new max rebuilds the engine alone."""
-    import torch
-
-    return (tuple({i: torch.export.Dim.DYNAMIC for i, d in enumerate(s["shape"]) if d == -1}
-                  for s in spec.inputs.values()),)
-
-
-def _torchscript(model, spec: ModelSpec, out: Path) -> None:
-    import torch
-
-    example, names = _example(spec), model.names
+    example, names = _example(spec, shapes), model.names
     if isinstance(model.model, torch.jit.ScriptModule):
         # torch.onnx cannot trace a wrapper around a TorchScript module; torch.jit.trace can
         model = torch.jit.trace(model, example, check_trace=False)
@@ -351,40 +363,8 @@ def predict(model, spec: ModelSpec, feeds: dict[str, np.ndarray]) -> dict[str, n
     return {name: t.detach().cpu().numpy() for name, t in zip(model.names, result)}
 
 
-def _example(spec: ModelSpec, batch_one: bool = False) -> tuple:
+def _example(spec: ModelSpec, shapes: dict[str, list[int]] | None = None) -> tuple:
     import torch
 
-    inputs = at_batch_one(spec.inputs) if batch_one else spec.inputs
+    inputs = {n: s | {"opt": shapes[n]} for n, s in spec.inputs.items()} if shapes else spec.inputs
     return tuple(torch.from_numpy(a) for a in example_inputs(inputs, seed=0, values_from=spec.data).values())
-
-
-# torch.export's words for a dim the recipe makes dynamic and the model fixes
-_FIXED_DIM = re.compile(r"tracing inferred a static shape of (\d+) for dimension inputs\[(\d+)\]\.shape\[(\d+)\]")
-# torch.export's own words (torch.onnx rewords them as above)
-_SPECIALIZED = re.compile(r"You marked L\['inputs'\]\[(\d+)\]\.size\(\)\[(\d+)\] as dynamic but your code "
-                          r"specialized it to be a constant \((\d+)\)")
-
-
-def _raise_if_dims_refused(exc: BaseException, spec: ModelSpec) -> None:
-    """A recipe error when torch.export found that the model fixes a dim the recipe makes dynamic."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    names = list(spec.inputs)  # Flat(*inputs) takes them in this order
-    problems = []
-    found = _FIXED_DIM.findall(str(exc)) + [(size, index, dim) for index, dim, size in _SPECIALIZED.findall(str(exc))]
-    for size, index, dim in dict.fromkeys(found):
-        if int(index) >= len(names):
-            continue
-        name = names[int(index)]
-        problems.append(f"{spec.at(f'inputs.{name}')}: inputs.{name}: the model fixes dim {dim} at {size} "
-                        "(torch.export traced it as a constant), but the recipe makes it dynamic: make it "
-                        f"{size} in min, opt and max, or change the model so that it takes any size there")
-    if problems:
-        raise StepError("\n".join(problems), user_error=True) from None
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost cause's type and first line: torch.onnx wraps torch.export's error in a page of advice."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return plain(f"{type(exc).__name__}: {first_line(exc)}")

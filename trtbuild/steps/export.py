@@ -47,6 +47,7 @@ def model_spec(job: Job) -> ModelSpec:
         entrypoint=p["entrypoint"], args=p["args"], kwargs=p["kwargs"], checkpoint=job.inputs.get("checkpoint"),
         exporter=p["exporter"], outputs=p["outputs"], inputs_as_nchw=p["inputs_as_nchw"],
         python_path=job.context["python_path"], where=job.context.get("where", {}), data=job.inputs.get("data"),
+        reference=p["reference"] is not None,
     )
 
 

@@ -1,0 +1,118 @@
+"""The TorchScript export (opset below 18) with dynamic dims: torch.export checks the dims beside the
+trace (in a forked copy of the worker on Linux), and without a parity reference to take from the
+trace, the trace runs at size 2 where torch.export's guards say that takes the path opt takes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import build_recipe, statuses
+
+torch = pytest.importorskip("torch")
+
+NETS = '''
+import torch
+
+
+class Conv(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)  # the same weights in the worker and in the test
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x)).mean(dim=(2, 3))
+
+
+class BigBatch(Conv):
+    """Takes another path above batch 4: a trace at batch 2 would keep the wrong one for opt."""
+
+    def forward(self, x):
+        y = super().forward(x)
+        return y * 2.0 if x.shape[0] > 4 else y
+'''
+
+X = {"shape": [-1, 3, 16, 16], "min": [1, 3, 16, 16], "opt": [8, 3, 16, 16], "max": [16, 3, 16, 16]}
+
+
+@pytest.fixture
+def nets(tmp_path, monkeypatch):
+    (tmp_path / "nets.py").write_text(NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    sys.modules.pop("nets", None)
+
+
+def recipe(root: Path, entrypoint: str, parity: bool = False, exporter: str | None = None) -> Path:
+    path = root / f"{entrypoint.split(':')[1].lower()}-{exporter or 'auto'}-{parity}.yaml"
+    data = {"name": path.stem, "source": {"framework": "pytorch", "entrypoint": entrypoint,
+                                          **({"exporter": exporter} if exporter else {})},
+            "inputs": {"x": X}, "onnx": {"opset": 17, "simplify": False}, "parity": {"enabled": parity},
+            "engine": {"backend": "tensorrt-rtx"}}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def export_of(recipe_path: Path) -> tuple[dict, Path]:
+    code, report = build_recipe(recipe_path)
+    assert code == 0, report
+    assert statuses(report)["export"] == "built"
+    export = report["steps"][0]
+    return export, Path(export["outputs"]["model.onnx"])
+
+
+def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def test_without_a_reference_the_trace_runs_at_2_and_writes_the_model_a_trace_at_opt_writes(nets):
+    small, small_model = export_of(recipe(nets, "nets:Conv"))
+    assert small["meta"]["exporter"] == "torchscript"
+    assert small["meta"]["traced_at"] == {"x": [2, 3, 16, 16]}
+    at_opt, opt_model = export_of(recipe(nets, "nets:Conv", exporter="torchscript"))  # traces at opt, unchecked
+    assert "traced_at" not in at_opt["meta"]
+    assert small_model.read_bytes() == opt_model.read_bytes()
+
+
+def test_a_model_that_branches_on_the_batch_is_traced_again_at_opt(nets):
+    export, model = export_of(recipe(nets, "nets:BigBatch"))
+    assert "traced_at" not in export["meta"]
+    assert "tracing again at opt" in Path(export["log"]).read_text()
+    from nets import BigBatch, Conv
+
+    net = BigBatch().eval()
+    x = np.random.default_rng(0).standard_normal((8, 3, 16, 16), dtype=np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+        plain = Conv.forward(net, torch.from_numpy(x)).numpy()
+    assert not np.allclose(expected, plain)  # the branch matters at opt
+    np.testing.assert_allclose(run_onnx(model, x), expected, rtol=1e-4, atol=1e-5)  # opt's branch is kept
+
+
+def test_with_a_parity_reference_the_trace_stays_at_opt(nets):
+    export, _ = export_of(recipe(nets, "nets:Conv", parity=True))
+    assert export["meta"]["exporter"] == "torchscript" and "traced_at" not in export["meta"]
+    assert "reference.npz" in export["outputs"]
+
+
+def test_the_forked_check_gives_the_verdict_the_check_here_gives(nets):
+    from trtbuild.frontends import ModelSpec, pytorch, torch_dims
+
+    spec = ModelSpec(framework="pytorch", opset=17, inputs={"x": X | {"dtype": "float32"}}, entrypoint="nets:BigBatch")
+    model = pytorch.load(spec)
+    small = torch_dims.small_shapes(spec)
+    assert small == {"x": [2, 3, 16, 16]}
+    with torch.no_grad():
+        forked = torch_dims.start(model, spec, small)()
+        here = torch_dims.check(model, spec, small)
+    assert forked == here == torch_dims.Verdict(small_ok=False)  # x.size()[0] > 4 is false at 2
+    with torch.no_grad():
+        assert torch_dims.check(model, spec, {"x": [6, 3, 16, 16]}).small_ok  # and true at 6
