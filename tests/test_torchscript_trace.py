@@ -76,7 +76,7 @@ def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
 def test_without_a_reference_the_trace_runs_at_2_and_writes_the_model_a_trace_at_opt_writes(nets):
     small, small_model = export_of(recipe(nets, "nets:Conv"))
     assert small["meta"]["exporter"] == "torchscript"
-    assert small["meta"]["traced_at"] == {"x": [2, 3, 16, 16]}
+    assert small["meta"]["traced_at"] == {"x": [2, 3, 16, 16]} and "size_guards" not in small["meta"]
     at_opt, opt_model = export_of(recipe(nets, "nets:Conv", exporter="torchscript"))  # traces at opt, unchecked
     assert "traced_at" not in at_opt["meta"]
     assert small_model.read_bytes() == opt_model.read_bytes()
@@ -85,7 +85,8 @@ def test_without_a_reference_the_trace_runs_at_2_and_writes_the_model_a_trace_at
 def test_a_model_that_branches_on_the_batch_is_traced_again_at_opt(nets):
     export, model = export_of(recipe(nets, "nets:BigBatch"))
     assert "traced_at" not in export["meta"]
-    assert "tracing again at opt" in Path(export["log"]).read_text()
+    assert export["meta"]["size_guards"] == ["x.size()[0] > 4"]  # what the ONNX model assumes, in the report
+    assert "the guards do not hold at size 2; tracing again at opt" in Path(export["log"]).read_text()
     from nets import BigBatch, Conv
 
     net = BigBatch().eval()
@@ -113,6 +114,6 @@ def test_the_forked_check_gives_the_verdict_the_check_here_gives(nets):
     with torch.no_grad():
         forked = torch_dims.start(model, spec, small)()
         here = torch_dims.check(model, spec, small)
-    assert forked == here == torch_dims.Verdict(small_ok=False)  # x.size()[0] > 4 is false at 2
+    assert forked == here == torch_dims.Verdict(small_ok=False, guards=["x.size()[0] > 4"])  # false at 2
     with torch.no_grad():
         assert torch_dims.check(model, spec, {"x": [6, 3, 16, 16]}).small_ok  # and true at 6

@@ -260,13 +260,14 @@ def _checked_torchscript(model, spec: ModelSpec, out: Path, why: str) -> dict:
     before the trace's ONNX model is kept). Without a parity reference to take from the trace, it
     traces at the small sizes, and keeps that where torch.export's guards say the path is opt's."""
     from trtbuild.frontends import torch_dims
+
     small = None if spec.reference else torch_dims.small_shapes(spec)
     verdict = torch_dims.start(model, spec, small)
-    traced = False
+    failure = None
     try:
         _torchscript(model, spec, out, small)
-        traced = True
-    except Exception:
+    except Exception as exc:
+        failure = exc
         traceback.print_exc()
     finally:
         found = verdict()
@@ -275,23 +276,32 @@ def _checked_torchscript(model, spec: ModelSpec, out: Path, why: str) -> dict:
         raise StepError(found.refused, user_error=True)
     if found.failed:
         why += f"; torch.export failed: {found.failed}"
-    meta = {"chosen": why}
-    if traced and (small is None or found.small_ok):
-        return {"exporter": "torchscript"} | meta | ({"traced_at": small} if small else {})
-    if traced or small is None:  # a small trace whose path torch.export could not vouch for, or a failed one
-        print("trtbuild: tracing again at opt", file=sys.stderr)
+    meta = {"exporter": "torchscript", "chosen": why} | ({"size_guards": found.guards} if found.guards else {})
+    if small is None:
+        if failure is not None:
+            raise _torchscript_failed(failure, why) from None
+        return meta
+    if failure is None and found.small_ok:
+        return meta | {"traced_at": small}
+    print(f"trtbuild: {'the trace at size 2 failed' if failure else 'the guards do not hold at size 2'}; "
+          "tracing again at opt", file=sys.stderr)
     return _with_torchscript(model, spec, out, why) | meta
 
 
 def _with_torchscript(model, spec: ModelSpec, out: Path, why: str) -> dict:
-    from trtbuild.frontends import torch_dims
     try:
         _torchscript(model, spec, out)
     except Exception as exc:
         traceback.print_exc()
-        raise StepError(f"the torchscript exporter failed (full error in the log): {torch_dims.root_cause(exc)}; "
-                        f"it was used because {why}") from None
+        raise _torchscript_failed(exc, why) from None
     return {"exporter": "torchscript"}
+
+
+def _torchscript_failed(exc: Exception, why: str) -> StepError:
+    from trtbuild.frontends import torch_dims
+
+    return StepError(f"the torchscript exporter failed (full error in the log): {torch_dims.root_cause(exc)}; "
+                     f"it was used because {why}")
 
 
 def _dynamo(model, spec: ModelSpec, out: Path, output_names: list[str]) -> None:

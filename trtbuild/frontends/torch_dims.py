@@ -17,7 +17,7 @@ import os
 import re
 import sys
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
@@ -33,6 +33,7 @@ class Verdict:
     failed: str = ""  # why torch.export failed otherwise (the trace then stands unchecked)
     log: str = ""  # the failure's traceback, for the step's log
     small_ok: bool = False  # every guard torch.export recorded holds at the small sizes too
+    guards: list[str] = field(default_factory=list)  # its conditions on input sizes ("x.size()[0] > 4")
 
 
 def start(model, spec: ModelSpec, small: dict[str, list[int]] | None) -> Callable[[], Verdict]:
@@ -74,7 +75,8 @@ def check(model, spec: ModelSpec, small: dict[str, list[int]] | None) -> Verdict
         program = torch_export(model, spec)
     except Exception as exc:
         return Verdict(refused=refusal(exc, spec), failed=root_cause(exc), log=traceback.format_exc())
-    return Verdict(small_ok=small is not None and _guards_hold(program, list(small.values())))
+    return Verdict(small_ok=small is not None and _guards_hold(program, list(small.values())),
+                   guards=_size_guards(program, list(spec.inputs)))
 
 
 def torch_export(model, spec: ModelSpec):
@@ -109,6 +111,15 @@ def _guards_hold(program, shapes: list[list[int]]) -> bool:
         return all(eval(code, {"__builtins__": {}}, scope) is True for code in guards)  # torch's own expressions
     except Exception:
         return False
+
+
+def _size_guards(program, names: list[str]) -> list[str]:
+    """The program's guards on input sizes, with the recipe's input names: what the ONNX model assumes."""
+    def named(code: str) -> str:
+        return re.sub(r"L\['inputs'\]\[(\d+)\]", lambda m: names[int(m.group(1))] if int(m.group(1)) < len(names)
+                      else m.group(0), code)
+
+    return [named(code) for code in getattr(program, "_guards_code", None) or () if ".size()" in code]
 
 
 # torch.export's words for a dim the recipe makes dynamic and the model fixes
