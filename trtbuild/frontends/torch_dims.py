@@ -40,12 +40,16 @@ def start(model, spec: ModelSpec, small: dict[str, list[int]] | None) -> Callabl
     """Begin the check of `model` (a torch_outputs.Flat) and return what waits for its verdict.
     `small` is the shapes of a cheaper trace whose path the guards are asked about (None: none)."""
     if not _can_fork():
-        verdict = check(model, spec, small)
-        return lambda: verdict
+        return _here(model, spec, small)
     sys.stdout.flush()
     sys.stderr.flush()
     read, write = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:  # no memory for a copy (strict overcommit): check here
+        os.close(read)
+        os.close(write)
+        return _here(model, spec, small)
     if pid == 0:  # the copy: check, answer, and leave without running anything of the parent's
         try:
             os.close(read)
@@ -66,8 +70,13 @@ def start(model, spec: ModelSpec, small: dict[str, list[int]] | None) -> Callabl
 
 
 def _can_fork() -> bool:
-    # fork is safe with torch on Linux as long as no CUDA context exists (a child cannot use it)
-    return sys.platform == "linux" and not (torch.cuda.is_available() and torch.cuda.is_initialized())
+    # Worth it with a second core; safe with torch on Linux as long as CUDA is not in use (a child cannot use it).
+    return sys.platform == "linux" and len(os.sched_getaffinity(0)) > 1 and not torch.cuda.is_initialized()
+
+
+def _here(model, spec: ModelSpec, small: dict[str, list[int]] | None) -> Callable[[], Verdict]:
+    verdict = check(model, spec, small)
+    return lambda: verdict
 
 
 def check(model, spec: ModelSpec, small: dict[str, list[int]] | None) -> Verdict:
