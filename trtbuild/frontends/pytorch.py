@@ -19,6 +19,7 @@ from trtbuild.errors import StepError, first_line
 from trtbuild.frontends import ModelSpec
 from trtbuild.frontends.offline import downloads_explained
 from trtbuild.models.tensors import at_batch_one, example_inputs
+from trtbuild.store import hashing
 
 
 def load(spec: ModelSpec):
@@ -266,6 +267,7 @@ def _checked_torchscript(model, spec: ModelSpec, out: Path, why: str) -> dict:
     failure = None
     try:
         _torchscript(model, spec, out, small)
+        hashing.note_written(out)  # while the check runs on: the runner need not read it again
     except Exception as exc:
         failure = exc
         traceback.print_exc()
