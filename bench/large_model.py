@@ -7,7 +7,7 @@ data, streamed to disk so no 2 GB message is ever built here, then builds it col
 Prints each step's wall time and peak resident memory (from its log), the largest process's peak,
 and how much the cache grew (bytes of every file in it, out/ included) against the model's size. On
 Linux it also samples every process of the cold build every 10 ms and prints the largest sample split
-into RssAnon (the process's own memory) and RssFile (pages of mapped files: the model's data).
+into RssAnon (the process's own memory) and RssFile (pages of mapped files: libraries, the model's data).
 --source DIR builds with the trtbuild package in DIR (another checkout, for before / after).
 """
 
