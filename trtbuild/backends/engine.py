@@ -10,11 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-
 from trtbuild.errors import StepError
 from trtbuild.store.hashing import HashedFile, write_hashed
 from trtbuild.backends import backend
 from trtbuild.backends.target import Target
+from trtbuild.backends.weight_maps import WeightMaps
 
 # Parser error codes that mean "TensorRT cannot import this op", with the advice to give.
 _UNSUPPORTED_HINT = "TensorRT has no importer for this op: replace it in the model or provide a plugin"
@@ -34,6 +34,13 @@ def build_engine(
 
     `profiles`: the optimization profiles in index order, each {"name": str | None, "inputs": {INPUT: {"min",
     "opt", "max"}}}; static inputs need no entry."""
+    # The external weights' maps outlive the parser, its network and the builder: all end with _build_engine.
+    with WeightMaps(onnx_path) as weights:
+        return _build_engine(weights, plan_path, target, profiles, workspace, optimization_level, timing_cache, tf32)
+
+
+def _build_engine(weights: WeightMaps, plan_path: Path, target: Target, profiles: list[dict], workspace: int,
+                  optimization_level: int, timing_cache: Path | None, tf32: bool) -> dict:
     kind = backend(target.backend)
     try:
         trt = importlib.import_module(kind.MODULE)
@@ -44,8 +51,8 @@ def build_engine(
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
-    # parse_from_file (not parse(bytes)) so external-data weight files beside the model are found.
-    parsed = parser.parse_from_file(str(onnx_path))
+    # Never parse(bytes): external-data weight files beside the model are found by path.
+    parsed = weights.parse(parser)
     errors = [_describe_parser_error(trt, parser.get_error(i)) for i in range(parser.num_errors)]
     if not parsed or errors:
         raise StepError("TensorRT could not parse the ONNX model:\n  " + "\n  ".join(errors or logger.errors or ["unknown error"]))

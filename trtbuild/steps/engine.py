@@ -14,9 +14,9 @@ MAIN_OUTPUT = "model.plan"
 READS = Reads(params=("inputs", "precision", "workspace", "optimization_level", "target", "profiles"),
               files=("model",), context=("timing_cache", "cuda_device"))
 IMPORTS = ()  # a spare worker loads these before this step comes
-# Its input model's external data is hard-linked from the cache, not copied: TensorRT's parser reads it
-# itself (parse_from_file) and, unlike onnx's loader, takes hard links. A large model's weights are not
-# copied once more for the build.
+# Its input model's external data is hard-linked from the cache, not copied: the engine step maps it (see
+# backends/weight_maps.py; TensorRT's parser reads what is not mapped) and, unlike onnx's loader, takes
+# hard links. A large model's weights are not copied once more for the build.
 LINKED_DATA = True
 # Engines build in warm workers (TensorRT loads once per worker, not once per engine). Plans are
 # keyed by their inputs, not their bytes: a second build in one process may differ by a few bytes.
