@@ -35,6 +35,13 @@ class BigBatch(Conv):
     def forward(self, x):
         y = super().forward(x)
         return y * 2.0 if x.shape[0] > 4 else y
+
+
+class PerSample(Conv):
+    """Divides by the batch size made a tensor: torch.export records no guard, the tracer warns of a constant."""
+
+    def forward(self, x):
+        return super().forward(x) / torch.tensor(x.shape[0], dtype=torch.float32)
 '''
 
 X = {"shape": [-1, 3, 16, 16], "min": [1, 3, 16, 16], "opt": [8, 3, 16, 16], "max": [16, 3, 16, 16]}
@@ -96,6 +103,13 @@ def test_a_model_that_branches_on_the_batch_is_traced_again_at_opt(nets):
         plain = Conv.forward(net, torch.from_numpy(x)).numpy()
     assert not np.allclose(expected, plain)  # the branch matters at opt
     np.testing.assert_allclose(run_onnx(model, x), expected, rtol=1e-4, atol=1e-5)  # opt's branch is kept
+
+
+def test_a_trace_the_tracer_warns_about_is_traced_again_at_opt(nets):
+    export, _ = export_of(recipe(nets, "nets:PerSample"))
+    assert "traced_at" not in export["meta"] and "size_guards" not in export["meta"]
+    log = Path(export["log"]).read_text()
+    assert "TracerWarning" in log and "the tracer warned (above); tracing again at opt" in log
 
 
 def test_with_a_parity_reference_the_trace_stays_at_opt(nets):

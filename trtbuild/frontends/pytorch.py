@@ -18,8 +18,7 @@ import numpy as np
 from trtbuild.errors import StepError, first_line
 from trtbuild.frontends import ModelSpec
 from trtbuild.frontends.offline import downloads_explained
-from trtbuild.models.tensors import at_batch_one, example_inputs
-from trtbuild.store import hashing
+from trtbuild.models.tensors import at_batch_one
 
 
 def load(spec: ModelSpec):
@@ -42,16 +41,18 @@ def load(spec: ModelSpec):
 def _flatten(model, spec: ModelSpec, **kwargs):
     """The model wrapped in torch_outputs.Flat. What it returns is learnt at batch 1 (a ResNet-50 at
     batch 8 costs 0.6 s more), or at opt where batch 1 fails (a program captured in training mode)."""
+    from trtbuild.frontends.torch_dims import example_args
     from trtbuild.frontends.torch_outputs import flatten
 
     if at_batch_one(spec.inputs) != spec.inputs:
         try:
-            return flatten(model, spec, _example(spec, {n: s["opt"] for n, s in at_batch_one(spec.inputs).items()}), **kwargs)
+            batch_one = {n: s["opt"] for n, s in at_batch_one(spec.inputs).items()}
+            return flatten(model, spec, example_args(spec, batch_one), **kwargs)
         except Exception:
             traceback.print_exc()
             print("trtbuild: the model failed at batch 1 (above); running it at opt", file=sys.stderr)
     try:
-        return flatten(model, spec, _example(spec), **kwargs)
+        return flatten(model, spec, example_args(spec), **kwargs)
     except IndexError as exc:  # an embedding given ids it does not have
         ints = [n for n, s in spec.inputs.items() if s["dtype"] and s["dtype"].startswith(("int", "uint"))]
         if not ints or spec.data is not None:
@@ -206,161 +207,11 @@ def _pickled_class(exc: BaseException) -> str:
 
 def export(model, spec: ModelSpec, out: Path) -> dict:
     import torch
-    from trtbuild.frontends import torch_dims
 
-    meta = {"torch": torch.__version__}
+    from trtbuild.frontends import torch_export
+
     with _downloads_explained(spec), torch.no_grad():
-        if model.program is not None:
-            _dynamo(model.program, spec, out, model.program_names)
-            _order_outputs(out, model.names)
-            return meta | {"exporter": "dynamo"}
-        if spec.exporter == "torchscript" or isinstance(model.model, torch.jit.ScriptModule):
-            _torchscript(model, spec, out)
-            return meta | {"exporter": "torchscript"}
-        if spec.exporter == "dynamo":
-            try:
-                _dynamo(model, spec, out, model.names)
-            except Exception as exc:
-                torch_dims.raise_if_refused(exc, spec)
-                raise
-            return meta | {"exporter": "dynamo"}
-        return meta | _auto(model, spec, out)
-
-
-DYNAMO_FIRST_OPSET = 18  # dynamo writes opset 18 and up, and converts down only some models
-
-
-def _auto(model, spec: ModelSpec, out: Path) -> dict:
-    """dynamo where it can write the recipe's opset, torchscript where it cannot (chosen before any
-    export runs) or where dynamo fails or writes another opset. The step log gets dynamo's whole error."""
-    from trtbuild.frontends import torch_dims
-    if spec.opset < DYNAMO_FIRST_OPSET:
-        why = f"opset {spec.opset}: dynamo writes {DYNAMO_FIRST_OPSET} and up"
-        if any(-1 in s["shape"] for s in spec.inputs.values()):
-            return _checked_torchscript(model, spec, out, why)
-        return _with_torchscript(model, spec, out, why) | {"chosen": why}
-    try:
-        _dynamo(model, spec, out, model.names)
-        written = _opset(out)
-        if written == spec.opset:
-            return {"exporter": "dynamo"}
-        why = f"dynamo wrote opset {written}, not {spec.opset}"
-    except Exception as exc:
-        traceback.print_exc()
-        # Never a fallback here: torchscript would bake the traced size in and still call the dim dynamic.
-        torch_dims.raise_if_refused(exc, spec)
-        why = f"dynamo failed: {torch_dims.root_cause(exc)}"
-    print(f"trtbuild: {why}; exporting with torchscript", file=sys.stderr)
-    for stale in out.parent.glob(f"{out.name}*"):  # dynamo's model and any external data beside it
-        stale.unlink()
-    return _with_torchscript(model, spec, out, why) | {"fallback": why}
-
-
-def _checked_torchscript(model, spec: ModelSpec, out: Path, why: str) -> dict:
-    """torchscript, while torch.export checks the dynamic dims (a dim the model fixes is refused
-    before the trace's ONNX model is kept). Without a parity reference to take from the trace, it
-    traces at the small sizes, and keeps that where torch.export's guards say the path is opt's."""
-    from trtbuild.frontends import torch_dims
-
-    small = None if spec.reference else torch_dims.small_shapes(spec)
-    verdict = torch_dims.start(model, spec, small)
-    failure = None
-    try:
-        _torchscript(model, spec, out, small)
-        hashing.note_written(out)  # while the check runs on: the runner need not read it again
-    except Exception as exc:
-        failure = exc
-        traceback.print_exc()
-    finally:
-        found = verdict()
-    print(found.log, end="", file=sys.stderr)
-    if found.refused:
-        raise StepError(found.refused, user_error=True)
-    if found.failed:
-        why += f"; torch.export failed: {found.failed}"
-    meta = {"exporter": "torchscript", "chosen": why} | ({"size_guards": found.guards} if found.guards else {})
-    if small is None:
-        if failure is not None:
-            raise _torchscript_failed(failure, why) from None
-        return meta
-    if failure is None and found.small_ok:
-        return meta | {"traced_at": small}
-    print(f"trtbuild: {'the trace at size 2 failed' if failure else 'the guards do not hold at size 2'}; "
-          "tracing again at opt", file=sys.stderr)
-    return _with_torchscript(model, spec, out, why) | meta
-
-
-def _with_torchscript(model, spec: ModelSpec, out: Path, why: str) -> dict:
-    try:
-        _torchscript(model, spec, out)
-    except Exception as exc:
-        traceback.print_exc()
-        raise _torchscript_failed(exc, why) from None
-    return {"exporter": "torchscript"}
-
-
-def _torchscript_failed(exc: Exception, why: str) -> StepError:
-    from trtbuild.frontends import torch_dims
-
-    return StepError(f"the torchscript exporter failed (full error in the log): {torch_dims.root_cause(exc)}; "
-                     f"it was used because {why}")
-
-
-def _dynamo(model, spec: ModelSpec, out: Path, output_names: list[str]) -> None:
-    import torch
-    from trtbuild.frontends import torch_dims
-
-    kwargs = {}
-    if not isinstance(model, torch.export.ExportedProgram):  # a program has its dynamic dims already
-        kwargs["dynamic_shapes"] = torch_dims.dynamic_shapes(spec)
-    torch.onnx.export(model, _example(spec), str(out), dynamo=True, opset_version=spec.opset,
-                      input_names=list(spec.inputs), output_names=output_names, **kwargs)
-
-
-def _torchscript(model, spec: ModelSpec, out: Path, shapes: dict[str, list[int]] | None = None) -> None:
-    """Trace at opt, or at `shapes` (the input's dims there), into `out`."""
-    import torch
-
-    example, names = _example(spec, shapes), model.names
-    if isinstance(model.model, torch.jit.ScriptModule):
-        # torch.onnx cannot trace a wrapper around a TorchScript module; torch.jit.trace can
-        model = torch.jit.trace(model, example, check_trace=False)
-    axes = {n: {i: f"{n}_{i}" for i, d in enumerate(s["shape"]) if d == -1} for n, s in spec.inputs.items()}
-    seen = {}  # the trace runs the model for real: its outputs are the reference `predict` would compute again
-    hook = None if isinstance(model, torch.jit.ScriptModule) else model.register_forward_hook(
-        lambda module, args, result: seen.update(inputs=args, outputs=result))
-    try:
-        torch.onnx.export(model, example, str(out), dynamo=False, opset_version=spec.opset,
-                          input_names=list(spec.inputs), output_names=names,
-                          dynamic_axes={n: a for n, a in axes.items() if a} or None)
-    finally:
-        if hook is not None:
-            hook.remove()
-    if seen:
-        model.traced = ([a.detach().cpu().numpy() for a in seen["inputs"]],
-                        [t.detach().cpu().numpy() for t in seen["outputs"]])
-
-
-def _order_outputs(out: Path, names: list[str]) -> None:
-    """Put the ONNX graph's outputs in `names` order (an ExportedProgram keeps the order it returns)."""
-    import onnx
-
-    model = onnx.load(str(out), load_external_data=False)
-    if [o.name for o in model.graph.output] == names:
-        return
-    by_name = {o.name: onnx.ValueInfoProto() for o in model.graph.output}
-    for o in model.graph.output:
-        by_name[o.name].CopyFrom(o)
-    del model.graph.output[:]
-    model.graph.output.extend(by_name[n] for n in names)
-    onnx.save(model, str(out))
-
-
-def _opset(path: Path) -> int:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        return torch_export.export(model, spec, out)
 
 
 def predict(model, spec: ModelSpec, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -373,10 +224,3 @@ def predict(model, spec: ModelSpec, feeds: dict[str, np.ndarray]) -> dict[str, n
     with torch.no_grad():
         result = model(*(torch.from_numpy(feeds[n]) for n in spec.inputs))
     return {name: t.detach().cpu().numpy() for name, t in zip(model.names, result)}
-
-
-def _example(spec: ModelSpec, shapes: dict[str, list[int]] | None = None) -> tuple:
-    import torch
-
-    inputs = {n: s | {"opt": shapes[n]} for n, s in spec.inputs.items()} if shapes else spec.inputs
-    return tuple(torch.from_numpy(a) for a in example_inputs(inputs, seed=0, values_from=spec.data).values())

@@ -1,4 +1,5 @@
-"""torch.export's check of the recipe's dynamic dims, for the TorchScript exporter (opset below 18).
+"""torch.export's check of the recipe's dynamic dims, for the TorchScript exporter (opset below 18), and
+the example inputs every PyTorch export runs the model on.
 
 The TorchScript tracer bakes in any size the model's code fixes or branches on and still calls the
 dim dynamic; torch.export traces with symbolic sizes and says so: a dim the model fixes is a recipe
@@ -90,8 +91,7 @@ def check(model, spec: ModelSpec, small: dict[str, list[int]] | None) -> Verdict
 
 def torch_export(model, spec: ModelSpec):
     """torch.export as dynamo's exporter runs it first (not strict): where a model's dims are checked."""
-    example = tuple(torch.from_numpy(a) for a in example_inputs(spec.inputs, seed=0, values_from=spec.data).values())
-    return torch.export.export(model, example, dynamic_shapes=dynamic_shapes(spec), strict=False)
+    return torch.export.export(model, example_args(spec), dynamic_shapes=dynamic_shapes(spec), strict=False)
 
 
 def dynamic_shapes(spec: ModelSpec) -> tuple:
@@ -99,6 +99,12 @@ def dynamic_shapes(spec: ModelSpec) -> tuple:
     engine's optimization profile, so a new max rebuilds the engine alone."""
     return (tuple({i: torch.export.Dim.DYNAMIC for i, d in enumerate(s["shape"]) if d == -1}
                   for s in spec.inputs.values()),)
+
+
+def example_args(spec: ModelSpec, shapes: dict[str, list[int]] | None = None) -> tuple:
+    """The example inputs as tensors, at opt or at `shapes` (the exports' and torch.export's)."""
+    inputs = {n: s | {"opt": shapes[n]} for n, s in spec.inputs.items()} if shapes else spec.inputs
+    return tuple(torch.from_numpy(a) for a in example_inputs(inputs, seed=0, values_from=spec.data).values())
 
 
 def small_shapes(spec: ModelSpec) -> dict[str, list[int]] | None:
