@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import queue
-import shutil
 import signal
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trtbuild.store.cache import Cache
 from trtbuild.store import discovered as found_while_running
@@ -23,6 +23,9 @@ from trtbuild.execution.pool import WorkerPool
 from trtbuild.execution.progress import Progress
 from trtbuild.execution.shown import publish_current
 from trtbuild.store.fsutil import create_new, write_new
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 # Statuses a step can end in. "would-run" and "would-pull" (from the remote cache) only appear with --dry-run.
 BUILT, CACHED, FAILED, SKIPPED = "built", "cached", "failed", "skipped"
@@ -89,6 +92,7 @@ class Runner:
         self._unfinished: set[Step] = set()
         self._states: dict[str, dict] = {}  # recipe -> {step id: [key, status]} of its state, read once per run
         self._environment: dict[str, dict] = {}  # what each step kind reads of the environment, this run
+        self._folders: dict[Path, str] = {}  # out/ folder of each publish_dir
         self._moved: dict[Step, str] = {}  # steps whose hit is void: files their last run read have changed
         self.results: dict[Step, StepResult] = {}  # as steps finish: what an interrupted run reports
         self.undelivered: list[StepResult] = []  # built or cached, but not in out/ (a publish that failed)
@@ -103,13 +107,14 @@ class Runner:
         for step in steps:
             for dep in step.deps:
                 dependents[dep].append(step)
-        finished: queue.Queue[tuple[Step, StepResult | Future]] = queue.Queue()
+        finished: queue.Queue[tuple[Step, StepResult | Future]] = queue.Queue()  # from build threads
+        here: collections.deque[tuple[Step, StepResult]] = collections.deque()  # settled on this thread
         self._executor = self._given_executor or WorkerPool(self.jobs)
         self._unfinished = {s for s in steps if not s.skip_reason}  # worth a warm spare worker?
         # Build threads block SIGINT / SIGTERM, and so do the workers they start (a blocked signal stays
         # blocked across exec): Ctrl-C reaches the whole process group, and a worker dying of it would
         # look like a failed step. The main thread handles the signal and kills the workers itself.
-        with self.cache.using(), ThreadPoolExecutor(self.jobs, initializer=_block_stop_signals) as pool:
+        with self.cache.using(), _Threads(self.jobs) as pool:
 
             def start(step: Step) -> None:
                 deps = {d: results[d] for d in step.deps}
@@ -117,7 +122,7 @@ class Runner:
                 settled = self._settle(step, deps)
                 if isinstance(settled, StepResult):
                     self.progress.finished(settled)
-                    finished.put((step, settled))
+                    here.append((step, settled))  # no queue, no lock: taken before waiting on a thread
                     return
 
                 def build() -> StepResult:
@@ -135,7 +140,7 @@ class Runner:
                     if not blockers[step]:
                         start(step)
                 while len(results) < len(steps):
-                    step, outcome = finished.get()
+                    step, outcome = here.popleft() if here else finished.get()
                     results[step] = outcome if isinstance(outcome, StepResult) else outcome.result()
                     self._unfinished.discard(step)
                     for after in dependents[step]:
@@ -148,6 +153,8 @@ class Runner:
                     self.remote.stopping.set()  # a step waiting on the remote stops waiting
                 self._executor.kill_all()
                 pool.shutdown(wait=True, cancel_futures=True)  # running steps end at once: their workers are gone
+                for step, outcome in here:
+                    results[step] = outcome
                 while not finished.empty():
                     step, outcome = finished.get_nowait()
                     if isinstance(outcome, StepResult) or not outcome.cancelled():
@@ -243,7 +250,9 @@ class Runner:
 
     def _published(self, step: Step, outputs: dict) -> dict[str, str]:
         """Where the outputs appear once the run publishes (see _publish)."""
-        folder = os.path.join(self.cache.out, step.publish_dir)  # strings: a no-op build asks once per hit
+        folder = self._folders.get(step.publish_dir)  # strings, once per folder: a no-op build asks per hit
+        if folder is None:
+            folder = self._folders[step.publish_dir] = os.path.join(self.cache.out, step.publish_dir)
         return {name: os.path.join(folder, name) for name in outputs}
 
     def _build(self, step: Step, key: str, components: dict, deps: dict[Step, StepResult]) -> StepResult:
@@ -358,6 +367,8 @@ class Runner:
             return StepResult(step, BUILT, reason, seconds, self._published(step, outputs), key, record, log=str(log),
                               node=node)
         finally:
+            import shutil
+
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _repro(self, job: dict, step: Step, folder: Path, workdir: Path) -> str | None:
@@ -384,6 +395,31 @@ class Runner:
         """Remember the step's last key components: what --dry-run and status diff against."""
         entry = {"key": key, "components": components, "time": time.time(), "status": status}
         self.cache.record_state(step.recipe.recipe.name, step.id, entry)
+
+class _Threads:
+    """The build threads, started with the first step a lookup does not settle: a no-op build starts
+    none and imports no concurrent.futures (with logging, a few ms of every run)."""
+
+    def __init__(self, jobs: int):
+        self.jobs, self._pool = jobs, None
+
+    def submit(self, fn):
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.jobs, initializer=_block_stop_signals)
+        return self._pool.submit(fn)
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown(wait=True)
+
 
 def _block_stop_signals() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
