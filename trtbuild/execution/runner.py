@@ -10,7 +10,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from trtbuild.store.cache import Cache
 from trtbuild.store import discovered as found_while_running
@@ -23,9 +22,6 @@ from trtbuild.execution.pool import WorkerPool
 from trtbuild.execution.progress import Progress
 from trtbuild.execution.shown import publish_current
 from trtbuild.store.fsutil import create_new, write_new
-
-if TYPE_CHECKING:
-    from concurrent.futures import Future
 
 # Statuses a step can end in. "would-run" and "would-pull" (from the remote cache) only appear with --dry-run.
 BUILT, CACHED, FAILED, SKIPPED = "built", "cached", "failed", "skipped"
@@ -107,7 +103,7 @@ class Runner:
         for step in steps:
             for dep in step.deps:
                 dependents[dep].append(step)
-        finished: queue.Queue[tuple[Step, StepResult | Future]] = queue.Queue()  # from build threads
+        finished: queue.Queue = queue.Queue()  # (step, its build's concurrent.futures.Future), from build threads
         here: collections.deque[tuple[Step, StepResult]] = collections.deque()  # settled on this thread
         self._executor = self._given_executor or WorkerPool(self.jobs)
         self._unfinished = {s for s in steps if not s.skip_reason}  # worth a warm spare worker?
