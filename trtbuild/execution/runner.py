@@ -228,12 +228,15 @@ class Runner:
         record = self.cache.get_action(key)
         if record is None:
             return None
-        found = record.get("discovered", {})
-        if not found_while_running.valid(found):
+        found = record.get("discovered")
+        if found is None:  # most steps: their key holds all they read
+            found = {}
+        elif not found_while_running.valid(found):
             self.progress.warn(f"{step.label}: ignoring the cached result {key[:12]}: its record of the files "
                                "read while it ran is malformed")
             return None
-        moved = found_while_running.changed(found, stable_root(step.recipe.file), self.cache.stat_cache, tool_version)
+        moved = found and found_while_running.changed(found, stable_root(step.recipe.file), self.cache.stat_cache,
+                                                      tool_version)
         if moved:  # the key holds; what the step's code read while it ran does not
             self._moved[step] = f"{', '.join(moved[:3])}{' ...' if len(moved) > 3 else ''} (read while it ran)"
             return None

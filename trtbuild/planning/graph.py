@@ -6,6 +6,7 @@ import contextlib
 import functools
 import gc
 import importlib.util
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -70,8 +71,8 @@ class Step:
     def __post_init__(self):
         self.kind.READS.check(self.kind.NAME, self.params, self.inputs, self.context)
 
-    @property
-    def id(self) -> str:
+    @functools.cached_property
+    def id(self) -> str:  # name and target are fixed once made; the runner asks several times per step
         return self.name if self.target is None else f"{self.name}@{self.target.id}"
 
     @property
@@ -198,8 +199,9 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
             "profiles": profiles,  # None: one profile, the inputs' min / opt / max
         }
         runs_on, cannot_run = machine.runner(target, recipe.engine.precision)
-        engine = Step(loaded, "engine", load_kind("engine"), engine_params, {"model": model}, out / target.id, target,
-                      context={"timing_cache": str(cache.timing / f"{target.id}.cache")} | machine.builder(target),
+        folder = out / target.id
+        engine = Step(loaded, "engine", load_kind("engine"), engine_params, {"model": model}, folder, target,
+                      context={"timing_cache": os.path.join(cache.timing, f"{target.id}.cache")} | machine.builder(target),
                       after=list(gates),
                       skip_reason=cannot_build)
         verify_params = {"inputs": _read(inputs, *AT_OPT), "target": target.to_dict(), "atol": recipe.parity.atol,
@@ -209,7 +211,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
                          {n: t.model_dump(exclude_none=True) for n, t in sorted(recipe.parity.outputs.items())},
                          "profiles": _profile_opts(profiles)}
         verify = Step(loaded, "verify", load_kind("verify"), verify_params,
-                      {"plan": Pick(engine, ("model.plan",)), "onnx": fp32_model} | parity_data, out / target.id, target,
+                      {"plan": Pick(engine, ("model.plan",)), "onnx": fp32_model} | parity_data, folder, target,
                       context=runs_on, skip_reason=cannot_build or cannot_run)
         steps += [engine, verify]
     return steps

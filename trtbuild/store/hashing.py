@@ -128,13 +128,12 @@ class StatCache:
         signature = stat_signature(file) if st is None else [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         key = self._resolved(file)
         entry = self._entries.get(key)
-        if entry is not None and id(entry) not in self._checked:  # read back: checked once per run
-            if stat_entry_ok(entry):
+        if entry is not None and id(entry) not in self._checked:  # read back: checked once per run, facts too
+            if stat_entry_ok(entry) and all(fact_ok(f, v) for f, v in entry["facts"].items()):
                 self._checked.add(id(entry))
             else:
                 entry = None
-        if entry is not None and entry["stat"] == signature and fact in entry["facts"] and fact_ok(
-                fact, entry["facts"][fact]):
+        if entry is not None and entry["stat"] == signature and fact in entry["facts"]:
             return entry["facts"][fact]
         value = compute(file)
         if time.time() - signature[1] / 1e9 > _RACY_SECONDS:
