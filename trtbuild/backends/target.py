@@ -40,8 +40,8 @@ class Target:
         """The target as written in a recipe: "tensorrt-rtx:portable", "tensorrt:sm86"."""
         return f"{self.backend}:{self.arch}"
 
-    @functools.cached_property
-    def id(self) -> str:  # once per target: a no-op build asks several times per step
+    @property
+    def id(self) -> str:
         return f"{self.backend}-{self.version}-{self.arch}" + (f"-{self.gpu_model}" if self.gpu_model else "")
 
     def to_dict(self) -> dict:

@@ -70,19 +70,15 @@ class Step:
 
     def __post_init__(self):
         self.kind.READS.check(self.kind.NAME, self.params, self.inputs, self.context)
-
-    @functools.cached_property
-    def id(self) -> str:  # name and target are fixed once made; the runner asks several times per step
-        return self.name if self.target is None else f"{self.name}@{self.target.id}"
+        # Fixed once made, and asked several times per step: plain attributes (a cached_property takes
+        # a lock the first time, once per step of a thousand recipes).
+        self.id: str = self.name if self.target is None else f"{self.name}@{self.target.id}"
+        # The steps this one waits for.
+        self.deps: list[Step] = [producer(i) for i in self.inputs.values() if isinstance(i, (Step, Pick))] + self.after
 
     @property
     def label(self) -> str:
         return f"{self.recipe.recipe.name}/{self.name}"
-
-    @functools.cached_property
-    def deps(self) -> list[Step]:
-        """The steps this one waits for; fixed once made (the runner asks several times per step)."""
-        return [producer(i) for i in self.inputs.values() if isinstance(i, (Step, Pick))] + self.after
 
 
 class ThisMachine:
