@@ -88,7 +88,7 @@ class Runner:
         self._unfinished: set[Step] = set()
         self._states: dict[str, dict] = {}  # recipe -> {step id: [key, status]} of its state, read once per run
         self._environment: dict[str, dict] = {}  # what each step kind reads of the environment, this run
-        self._folders: dict[Path, str] = {}  # out/ folder of each publish_dir
+        self._out = str(cache.out)
         self._moved: dict[Step, str] = {}  # steps whose hit is void: files their last run read have changed
         self.results: dict[Step, StepResult] = {}  # as steps finish: what an interrupted run reports
         self.undelivered: list[StepResult] = []  # built or cached, but not in out/ (a publish that failed)
@@ -249,10 +249,8 @@ class Runner:
 
     def _published(self, step: Step, outputs: dict) -> dict[str, str]:
         """Where the outputs appear once the run publishes (see _publish)."""
-        folder = self._folders.get(step.publish_dir)  # strings, once per folder: a no-op build asks per hit
-        if folder is None:
-            folder = self._folders[step.publish_dir] = os.path.join(self.cache.out, step.publish_dir)
-        return {name: os.path.join(folder, name) for name in outputs}
+        folder = f"{self._out}/{step.publish_dir}"  # strings: a no-op build asks once per hit
+        return {name: f"{folder}/{name}" for name in outputs}  # plain file names (store.validate)
 
     def _build(self, step: Step, key: str, components: dict, deps: dict[Step, StepResult]) -> StepResult:
         state = self.cache.read_state(step.recipe.recipe.name)
