@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import importlib.util
 import os
@@ -197,7 +196,8 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         runs_on, cannot_run = machine.runner(target, recipe.engine.precision)
         folder = out / target.id
         engine = Step(loaded, "engine", load_kind("engine"), engine_params, {"model": model}, folder, target,
-                      context={"timing_cache": os.path.join(cache.timing, f"{target.id}.cache")} | machine.builder(target),
+                      context={"timing_cache": os.path.join(cache.timing, f"{target.id}.cache")}
+                      | machine.builder(target),
                       after=list(gates),
                       skip_reason=cannot_build)
         verify_params = {"inputs": _read(inputs, *AT_OPT), "target": target.to_dict(), "atol": recipe.parity.atol,

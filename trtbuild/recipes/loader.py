@@ -147,7 +147,9 @@ def _check_files(loaded: LoadedRecipe) -> None:
     model_kind = paths.FILE_OR_DIRECTORY if source.framework in ("tensorflow", "keras") else paths.FILE
     named = [(("source", "path"), source.path, model_kind), (("source", "checkpoint"), source.checkpoint, paths.FILE),
              (("parity", "data"), recipe.parity.data, paths.FILE)]
-    named += [(("source", "python_path", i), p, paths.DIRECTORY) for i, p in enumerate(source.python_path)]
+    # "." (the default) is the folder the recipe was just read from: a directory, no stat needed.
+    named += [(("source", "python_path", i), p, paths.DIRECTORY) for i, p in enumerate(source.python_path)
+              if p != "."]
     problems = [f"{loaded.where(*loc)}: {dotted(loc)}: {problem}" for loc, value, expect in named
                 if value is not None and (problem := paths.path_problem(base, value, expect))]
     globs = [(("source", "deps", i), p) for i, p in enumerate(source.deps)]

@@ -195,7 +195,8 @@ def _package_files() -> tuple[dict[str, bytes], list[list]]:
     Path.rglob), and every other entry importing could resolve a module to: folders, links (and where
     they point), extension modules, sourceless .pyc, and whatever beside the package is named trtbuild*."""
     data: dict[str, bytes] = {}
-    others = [[name, "beside"] for name in os.listdir(PACKAGE_ROOT) if name.startswith("trtbuild") and name != "trtbuild"]
+    others = [[name, "beside"] for name in os.listdir(PACKAGE_ROOT)
+              if name.startswith("trtbuild") and name != "trtbuild"]
     pending = [str(PACKAGE_ROOT / "trtbuild")]
     while pending:
         with os.scandir(pending.pop()) as entries:

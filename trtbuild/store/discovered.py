@@ -45,8 +45,8 @@ def _installed() -> tuple[str, ...]:
     import sysconfig  # here: a no-op build records nothing
 
     paths = sysconfig.get_paths()
-    return tuple({str(Path(p).resolve()) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
-                                                            paths["purelib"], paths["platlib"], paths["stdlib"])} - {"//"})
+    folders = (sys.prefix, sys.base_prefix, sys.exec_prefix, paths["purelib"], paths["platlib"], paths["stdlib"])
+    return tuple({str(Path(p).resolve()) + os.sep for p in folders} - {"//"})
 
 
 class Reads:
