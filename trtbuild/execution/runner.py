@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import os
 import queue
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from trtbuild.steps.action import tool_version
 from trtbuild.execution.executor import Executor, Task
 from trtbuild.execution.jobs import make_job, sources_moved, upstream_objects
 from trtbuild.execution.pool import WorkerPool
+from trtbuild.execution.threads import BuildThreads
 from trtbuild.execution.progress import Progress
 from trtbuild.execution.shown import publish_current
 from trtbuild.store.fsutil import create_new, write_new
@@ -110,7 +110,7 @@ class Runner:
         # Build threads block SIGINT / SIGTERM, and so do the workers they start (a blocked signal stays
         # blocked across exec): Ctrl-C reaches the whole process group, and a worker dying of it would
         # look like a failed step. The main thread handles the signal and kills the workers itself.
-        with self.cache.using(), _Threads(self.jobs) as pool:
+        with self.cache.using(), BuildThreads(self.jobs) as pool:
 
             def start(step: Step) -> None:
                 deps = {d: results[d] for d in step.deps}
@@ -392,31 +392,3 @@ class Runner:
         """Remember the step's last key components: what --dry-run and status diff against."""
         entry = {"key": key, "components": components, "time": time.time(), "status": status}
         self.cache.record_state(step.recipe.recipe.name, step.id, entry)
-
-class _Threads:
-    """The build threads, started with the first step a lookup does not settle: a no-op build starts
-    none and imports no concurrent.futures (with logging, a few ms of every run)."""
-
-    def __init__(self, jobs: int):
-        self.jobs, self._pool = jobs, None
-
-    def submit(self, fn):
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(self.jobs, initializer=_block_stop_signals)
-        return self._pool.submit(fn)
-
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.shutdown(wait=True)
-
-
-def _block_stop_signals() -> None:
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
