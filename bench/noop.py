@@ -78,6 +78,7 @@ def main() -> None:
                         "the same rounds, alternately (before / after a change, under the same load)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="trtbuild-bench-"))
+    shown = {"this": args.source or REPO, "against": args.against}
     if args.against:
         args.against = checkout(args.against, work / "against")
     sources = {"this": args.source} | ({"against": args.against} if args.against else {})
@@ -117,7 +118,8 @@ def main() -> None:
             for label, n in (runs if round_ % 2 == 0 else runs[::-1]):
                 times[(label, n)].append(build(targets[n], caches[label], envs[label]))
         for label, source in sources.items():
-            print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, trtbuild from {source or REPO}")
+            print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, trtbuild from {shown[label]}, "
+                  f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
             print(f"cold build, 1 recipe (check + simplify + TensorRT-RTX engine): {cold[label][0]:.2f} s")
             for n in targets:
                 runs_n = [wall for wall, _ in times[(label, n)]]
