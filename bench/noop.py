@@ -1,12 +1,14 @@
 """No-op build wall time for 1 recipe and for N recipes, and which modules a no-op build imports.
 
-    python bench/noop.py [--recipes 200 1000] [--repeat 9] [--source DIR] [--against DIR]
+    python bench/noop.py [--recipes 200 1000] [--repeat 9] [--source DIR] [--against DIR_OR_COMMIT]
 
 Builds the example once (real TensorRT-RTX), writes N recipes for the same model with distinct
 names into a temp dir, builds them once, then times `trtbuild` as a fresh process per run with
 everything cached. The runs alternate between the sizes, round after round, so the machine's drift
 hits them alike. --source DIR times the trtbuild package in DIR (another checkout); --against DIR times
-another checkout in the same rounds, alternately (before / after a change, under the same load).
+another checkout in the same rounds, alternately (before / after a change, under the same load); a
+commit instead of a folder (--against ec071ed) times that commit's trtbuild, taken with `git archive`.
+Each checkout keeps its own cache (its code is in its keys).
 """
 
 from __future__ import annotations
@@ -56,14 +58,29 @@ def imported(target: Path, cache: Path, env: dict, modules: tuple[str, ...]) -> 
     return json.loads(out.strip().splitlines()[-1])
 
 
+def checkout(against: str, folder: Path) -> Path:
+    """`against` as a folder holding a trtbuild package: itself, or a commit's package written to `folder`."""
+    if Path(against).is_dir():
+        return Path(against)
+    folder.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", against, "trtbuild"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", type=int, nargs="+", default=[200, 1000], metavar="N")
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--source", type=Path, help="a directory holding the trtbuild package to time")
-    parser.add_argument("--against", type=Path, help="another checkout to time in the same rounds, alternately "
-                        "(before / after a change, under the same load)")
+    parser.add_argument("--against", help="another checkout (a folder) or a commit of this repository to time in "
+                        "the same rounds, alternately (before / after a change, under the same load)")
     args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="trtbuild-bench-"))
+    shown = {"this": args.source or REPO, "against": args.against}
+    if args.against:
+        args.against = checkout(args.against, work / "against")
     sources = {"this": args.source} | ({"against": args.against} if args.against else {})
     envs = {}
     for label, source in sources.items():
@@ -75,7 +92,6 @@ def main() -> None:
             compile_bytecode()
         envs[label] = env
 
-    work = Path(tempfile.mkdtemp(prefix="trtbuild-bench-"))
     try:
         shutil.copytree(REPO / "recipes", work / "one")
         hour_ago = time.time() - 3600  # a model edited seconds ago is re-hashed on purpose (racy stat)
@@ -102,7 +118,8 @@ def main() -> None:
             for label, n in (runs if round_ % 2 == 0 else runs[::-1]):
                 times[(label, n)].append(build(targets[n], caches[label], envs[label]))
         for label, source in sources.items():
-            print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, trtbuild from {source or REPO}")
+            print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, trtbuild from {shown[label]}, "
+                  f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
             print(f"cold build, 1 recipe (check + simplify + TensorRT-RTX engine): {cold[label][0]:.2f} s")
             for n in targets:
                 runs_n = [wall for wall, _ in times[(label, n)]]

@@ -82,6 +82,48 @@ def test_a_changed_step_implementation_reruns_that_step_and_a_comment_does_not(t
     assert steps["engine"]["reason"].startswith("version: ")
 
 
+def test_code_versions_kept_with_the_code_index_follow_new_imports_edits_and_links(tmp_path):
+    """The modules a step kind's code reaches are kept with the code index (a no-op build resolves no
+    import): a new import, an edit of the module it brings in, and a link that changes what the import
+    resolves to all still change the step's key."""
+    code = tmp_path / "code"
+    shutil.copytree(REPO / "trtbuild", code / "trtbuild", ignore=shutil.ignore_patterns("__pycache__"))
+    import onnx
+    import yaml
+
+    onnx.save(conv_model(), tmp_path / "conv.onnx")
+    (tmp_path / "conv.yaml").write_text(yaml.safe_dump(recipe_dict("conv.onnx")))
+
+    def build(*args: str) -> dict:
+        report = tmp_path / "report.json"
+        subprocess.run([sys.executable, "-m", "trtbuild", str(tmp_path / "conv.yaml"), "--cache-dir",
+                        str(tmp_path / "cache"), "--report", str(report), *args],
+                       env={"PYTHONPATH": str(code), "PATH": "/usr/bin:/bin"}, cwd=tmp_path, check=False)
+        return {s["step"]: s for s in json.loads(report.read_text())["steps"]}
+
+    assert build()["engine"]["status"] == "built"
+    extra = code / "trtbuild" / "backends" / "extra.py"
+    extra.write_text("LIMIT = 1\n")
+    engine = code / "trtbuild" / "steps" / "engine.py"
+    engine.write_text(engine.read_text() + "\nfrom trtbuild.backends import extra  # noqa: E402,F401\n")
+    assert build()["engine"]["status"] == "built"
+    assert {s["status"] for s in build().values()} <= {"cached", "skipped"}  # the walk is kept now
+    extra.write_text("LIMIT = 2\n")  # only the module the new import brought in
+    steps = build("--dry-run")
+    assert steps["check"]["status"] == "cached" and steps["engine"]["status"] == "would-run"
+    assert steps["engine"]["reason"].startswith("version: ")
+    extra.write_text("LIMIT = 1\n")
+    assert build("--dry-run")["engine"]["status"] == "cached"
+    # The same bytes through a link to a file outside the package: not trtbuild's code any more (the key
+    # leaves it out), though no .py file of the package changed its bytes.
+    outside = tmp_path / "extra.py"
+    outside.write_text("LIMIT = 1\n")
+    extra.unlink()
+    extra.symlink_to(outside)
+    steps = build("--dry-run")
+    assert steps["engine"]["status"] == "would-run" and steps["engine"]["reason"].startswith("version: ")
+
+
 def test_a_new_max_rebuilds_only_the_engine(project):
     code, first = project.build()
     assert code == 0

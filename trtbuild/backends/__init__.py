@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from types import ModuleType
 
 REGISTRY = {"tensorrt": "trtbuild.backends.tensorrt", "tensorrt-rtx": "trtbuild.backends.tensorrt_rtx"}
@@ -48,4 +49,4 @@ def backend(name: str) -> ModuleType:
     if module is None:
         raise UsageError(f"unknown backend {name!r}: the backends are {', '.join(REGISTRY)} (a backend NAME is a "
                          f"module trtbuild_backend_NAME, with - as _)")
-    return importlib.import_module(module)
+    return sys.modules.get(module) or importlib.import_module(module)  # a no-op build asks once per step

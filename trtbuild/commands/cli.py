@@ -55,7 +55,7 @@ def _main(argv: list[str] | None) -> int:
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "build")  # `trtbuild recipes/` and `trtbuild -j 2 recipes/` mean build
     try:
-        parser = _parser()
+        parser = _parser(only=argv[0] if argv and argv[0] == "build" else None)
         if not argv:
             parser.print_help()
             return EXIT_USAGE
@@ -73,7 +73,9 @@ def _main(argv: list[str] | None) -> int:
         gc.unfreeze()  # what compiling recipes froze (trtbuild.planning.graph.no_collection) is collectable again
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line; `only="build"`: the build command alone (what a build parses; the others'
+    options cost a no-op build a few ms)."""
     parser = argparse.ArgumentParser(
         prog="trtbuild", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -132,6 +134,8 @@ def _parser() -> argparse.ArgumentParser:
                        "beats each recipe's step_timeout")
     build.add_argument("-q", "--quiet", action="store_true", help="print only steps that ran or failed, and those skipped because an earlier one did not complete")
     build.set_defaults(func=cmd_build)
+    if only == "build":
+        return parser
 
     status = sub.add_parser("status", parents=[graph_opt, cache_opt, remote_opt, executor_opt],
                             help="show fresh / stale / missing per step",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 
 @dataclass
@@ -28,7 +27,9 @@ class Task:
     precision: str = "fp32"
 
 
-class Executor(Protocol):
+class Executor:
+    """What the runner asks of an executor (a protocol: implementations need not subclass it)."""
+
     def run(self, task: Task) -> dict:
         """Run the task's job; its outputs land in job["outdir"]. Returns the worker's result
         ({"ok", "meta", "error", "user_error"}), plus "node" where the executor knows it."""

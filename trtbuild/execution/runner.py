@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import queue
-import shutil
-import signal
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from trtbuild.steps.action import tool_version
 from trtbuild.execution.executor import Executor, Task
 from trtbuild.execution.jobs import make_job, sources_moved, upstream_objects
 from trtbuild.execution.pool import WorkerPool
+from trtbuild.execution.threads import BuildThreads
 from trtbuild.execution.progress import Progress
 from trtbuild.execution.shown import publish_current
 from trtbuild.store.fsutil import create_new, write_new
@@ -89,6 +88,7 @@ class Runner:
         self._unfinished: set[Step] = set()
         self._states: dict[str, dict] = {}  # recipe -> {step id: [key, status]} of its state, read once per run
         self._environment: dict[str, dict] = {}  # what each step kind reads of the environment, this run
+        self._out = str(cache.out)
         self._moved: dict[Step, str] = {}  # steps whose hit is void: files their last run read have changed
         self.results: dict[Step, StepResult] = {}  # as steps finish: what an interrupted run reports
         self.undelivered: list[StepResult] = []  # built or cached, but not in out/ (a publish that failed)
@@ -103,13 +103,14 @@ class Runner:
         for step in steps:
             for dep in step.deps:
                 dependents[dep].append(step)
-        finished: queue.Queue[tuple[Step, StepResult | Future]] = queue.Queue()
+        finished: queue.Queue = queue.Queue()  # (step, its build's concurrent.futures.Future), from build threads
+        here: collections.deque[tuple[Step, StepResult]] = collections.deque()  # settled on this thread
         self._executor = self._given_executor or WorkerPool(self.jobs)
         self._unfinished = {s for s in steps if not s.skip_reason}  # worth a warm spare worker?
         # Build threads block SIGINT / SIGTERM, and so do the workers they start (a blocked signal stays
         # blocked across exec): Ctrl-C reaches the whole process group, and a worker dying of it would
         # look like a failed step. The main thread handles the signal and kills the workers itself.
-        with self.cache.using(), ThreadPoolExecutor(self.jobs, initializer=_block_stop_signals) as pool:
+        with self.cache.using(), BuildThreads(self.jobs) as pool:
 
             def start(step: Step) -> None:
                 deps = {d: results[d] for d in step.deps}
@@ -117,7 +118,7 @@ class Runner:
                 settled = self._settle(step, deps)
                 if isinstance(settled, StepResult):
                     self.progress.finished(settled)
-                    finished.put((step, settled))
+                    here.append((step, settled))  # no queue, no lock: taken before waiting on a thread
                     return
 
                 def build() -> StepResult:
@@ -135,7 +136,7 @@ class Runner:
                     if not blockers[step]:
                         start(step)
                 while len(results) < len(steps):
-                    step, outcome = finished.get()
+                    step, outcome = here.popleft() if here else finished.get()
                     results[step] = outcome if isinstance(outcome, StepResult) else outcome.result()
                     self._unfinished.discard(step)
                     for after in dependents[step]:
@@ -148,6 +149,8 @@ class Runner:
                     self.remote.stopping.set()  # a step waiting on the remote stops waiting
                 self._executor.kill_all()
                 pool.shutdown(wait=True, cancel_futures=True)  # running steps end at once: their workers are gone
+                for step, outcome in here:
+                    results[step] = outcome
                 while not finished.empty():
                     step, outcome = finished.get_nowait()
                     if isinstance(outcome, StepResult) or not outcome.cancelled():
@@ -225,12 +228,15 @@ class Runner:
         record = self.cache.get_action(key)
         if record is None:
             return None
-        found = record.get("discovered", {})
-        if not found_while_running.valid(found):
+        found = record.get("discovered")
+        if found is None:  # most steps: their key holds all they read
+            found = {}
+        elif not found_while_running.valid(found):
             self.progress.warn(f"{step.label}: ignoring the cached result {key[:12]}: its record of the files "
                                "read while it ran is malformed")
             return None
-        moved = found_while_running.changed(found, stable_root(step.recipe.file), self.cache.stat_cache, tool_version)
+        moved = found and found_while_running.changed(found, stable_root(step.recipe.file), self.cache.stat_cache,
+                                                      tool_version)
         if moved:  # the key holds; what the step's code read while it ran does not
             self._moved[step] = f"{', '.join(moved[:3])}{' ...' if len(moved) > 3 else ''} (read while it ran)"
             return None
@@ -243,8 +249,8 @@ class Runner:
 
     def _published(self, step: Step, outputs: dict) -> dict[str, str]:
         """Where the outputs appear once the run publishes (see _publish)."""
-        folder = os.path.join(self.cache.out, step.publish_dir)  # strings: a no-op build asks once per hit
-        return {name: os.path.join(folder, name) for name in outputs}
+        folder = f"{self._out}/{step.publish_dir}"  # strings: a no-op build asks once per hit
+        return {name: f"{folder}/{name}" for name in outputs}  # plain file names (store.validate)
 
     def _build(self, step: Step, key: str, components: dict, deps: dict[Step, StepResult]) -> StepResult:
         state = self.cache.read_state(step.recipe.recipe.name)
@@ -358,6 +364,8 @@ class Runner:
             return StepResult(step, BUILT, reason, seconds, self._published(step, outputs), key, record, log=str(log),
                               node=node)
         finally:
+            import shutil
+
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _repro(self, job: dict, step: Step, folder: Path, workdir: Path) -> str | None:
@@ -384,6 +392,3 @@ class Runner:
         """Remember the step's last key components: what --dry-run and status diff against."""
         entry = {"key": key, "components": components, "time": time.time(), "status": status}
         self.cache.record_state(step.recipe.recipe.name, step.id, entry)
-
-def _block_stop_signals() -> None:
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import importlib.util
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -69,19 +69,15 @@ class Step:
 
     def __post_init__(self):
         self.kind.READS.check(self.kind.NAME, self.params, self.inputs, self.context)
-
-    @property
-    def id(self) -> str:
-        return self.name if self.target is None else f"{self.name}@{self.target.id}"
+        # Fixed once made, and asked several times per step: plain attributes (a cached_property takes
+        # a lock the first time, once per step of a thousand recipes).
+        self.id: str = self.name if self.target is None else f"{self.name}@{self.target.id}"
+        # The steps this one waits for.
+        self.deps: list[Step] = [producer(i) for i in self.inputs.values() if isinstance(i, (Step, Pick))] + self.after
 
     @property
     def label(self) -> str:
         return f"{self.recipe.recipe.name}/{self.name}"
-
-    @functools.cached_property
-    def deps(self) -> list[Step]:
-        """The steps this one waits for; fixed once made (the runner asks several times per step)."""
-        return [producer(i) for i in self.inputs.values() if isinstance(i, (Step, Pick))] + self.after
 
 
 class ThisMachine:
@@ -198,8 +194,10 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
             "profiles": profiles,  # None: one profile, the inputs' min / opt / max
         }
         runs_on, cannot_run = machine.runner(target, recipe.engine.precision)
-        engine = Step(loaded, "engine", load_kind("engine"), engine_params, {"model": model}, out / target.id, target,
-                      context={"timing_cache": str(cache.timing / f"{target.id}.cache")} | machine.builder(target),
+        folder = out / target.id
+        engine = Step(loaded, "engine", load_kind("engine"), engine_params, {"model": model}, folder, target,
+                      context={"timing_cache": os.path.join(cache.timing, f"{target.id}.cache")}
+                      | machine.builder(target),
                       after=list(gates),
                       skip_reason=cannot_build)
         verify_params = {"inputs": _read(inputs, *AT_OPT), "target": target.to_dict(), "atol": recipe.parity.atol,
@@ -209,7 +207,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
                          {n: t.model_dump(exclude_none=True) for n, t in sorted(recipe.parity.outputs.items())},
                          "profiles": _profile_opts(profiles)}
         verify = Step(loaded, "verify", load_kind("verify"), verify_params,
-                      {"plan": Pick(engine, ("model.plan",)), "onnx": fp32_model} | parity_data, out / target.id, target,
+                      {"plan": Pick(engine, ("model.plan",)), "onnx": fp32_model} | parity_data, folder, target,
                       context=runs_on, skip_reason=cannot_build or cannot_run)
         steps += [engine, verify]
     return steps

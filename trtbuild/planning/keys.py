@@ -55,8 +55,15 @@ def source_digests(step: Step, cache: Cache) -> dict[str, dict[str, str]]:
 
 def source_labels(step: Step, source: SourceFiles) -> dict[str, Path]:
     """{label: file}: how each file is named in a key. Relative names (to the main file's folder, else
-    to the recipe's project) let two checkouts of one repository share every key."""
-    root = stable_root(step.recipe.file)
+    to the recipe's project) let two checkouts of one repository share every key. Not to be modified:
+    the steps of a recipe that read one model share the answer."""
+    return _labels(step.recipe.file, source)
+
+
+@functools.lru_cache(maxsize=4096)
+def _labels(recipe_file: Path, source: SourceFiles) -> dict[str, Path]:
+    """As stable_root, remembered per recipe file: names made from paths alone."""
+    root = stable_root(recipe_file)
     labels = {}
     for file in source.files:
         if source.beside_main and file == source.main:

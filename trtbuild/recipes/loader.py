@@ -8,9 +8,9 @@ recipe read from its record is exactly the recipe validated.
 
 from __future__ import annotations
 
+import collections
 import io
 import json
-import typing
 from pathlib import Path
 
 from trtbuild.recipes import paths, records as validated
@@ -54,10 +54,11 @@ class InputSection(Section):
 SECTIONS = {"InputSpec": InputSection}  # schema model -> its Section class (others: Section)
 
 
-class LoadedRecipe(typing.NamedTuple):
-    recipe: Section
-    file: Path  # the recipe file
-    lines: dict[tuple, int]  # key path -> line number, for errors found after loading
+class LoadedRecipe(collections.namedtuple("LoadedRecipe", "recipe file lines")):
+    """recipe: the Section of the validated recipe; file: the recipe file (a Path); lines: {key path:
+    line number}, for errors found after loading. (collections, not typing: a no-op build imports no typing.)"""
+
+    __slots__ = ()
 
     def resolve(self, relative: str) -> Path:
         return paths.real_path(self.file.parent / relative)
@@ -146,7 +147,9 @@ def _check_files(loaded: LoadedRecipe) -> None:
     model_kind = paths.FILE_OR_DIRECTORY if source.framework in ("tensorflow", "keras") else paths.FILE
     named = [(("source", "path"), source.path, model_kind), (("source", "checkpoint"), source.checkpoint, paths.FILE),
              (("parity", "data"), recipe.parity.data, paths.FILE)]
-    named += [(("source", "python_path", i), p, paths.DIRECTORY) for i, p in enumerate(source.python_path)]
+    # "." (the default) is the folder the recipe was just read from: a directory, no stat needed.
+    named += [(("source", "python_path", i), p, paths.DIRECTORY) for i, p in enumerate(source.python_path)
+              if p != "."]
     problems = [f"{loaded.where(*loc)}: {dotted(loc)}: {problem}" for loc, value, expect in named
                 if value is not None and (problem := paths.path_problem(base, value, expect))]
     globs = [(("source", "deps", i), p) for i, p in enumerate(source.deps)]

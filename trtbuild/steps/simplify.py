@@ -10,7 +10,6 @@ hold them in memory several times): a user's ONNX model skips this step when the
 
 from __future__ import annotations
 
-import traceback
 from pathlib import Path
 
 from trtbuild.errors import StepError, first_line
@@ -83,6 +82,8 @@ def run(job: Job) -> dict:
                         "given with `onnx: {simplify: false}` in the recipe") from exc
     except Exception as exc:
         # Simplifying is an optimization: a model onnx-simplifier cannot handle goes to the builder as given.
+        import traceback  # here: a no-op build imports no traceback
+
         traceback.print_exc()
         for stale in job.outdir.iterdir():
             stale.unlink()

@@ -41,6 +41,7 @@ class Cache:
         self.root = Path(root).resolve()
         self.warn = warn or (lambda text: None)  # corrupt objects found, unreadable records
         self.objects = self.root / "objects"
+        self._objects = str(self.objects)
         self.actions = self.root / "actions"
         self.state_dir = self.root / "state"
         self.out = self.root / "out"
@@ -99,7 +100,7 @@ class Cache:
         """Whether objects/<digest> exists and holds those bytes. Its stat is compared with the one
         recorded at ingest; a file whose stat moved (an edit, even as root) is re-hashed, and one whose
         bytes no longer match is reported and removed, so it is rebuilt or pulled, never served."""
-        path = os.path.join(self.objects, digest[:2], digest)  # a string: every hit checks its objects
+        path = f"{self._objects}/{digest[:2]}/{digest}"  # a string: every hit checks its objects
         try:
             st = os.lstat(path)
             if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read, a link lead elsewhere

@@ -21,7 +21,7 @@ from importlib.machinery import PathFinder
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the trtbuild package
-_INDEX_VERSION = 1
+_INDEX_VERSION = 2  # 2: {facts, walks}
 _index_folder: list[Path] = []  # where the index is kept: set by the cache (keep_index_in)
 
 
@@ -109,8 +109,19 @@ def module_path(module: str) -> Path:
 def package_code(start: str, registries: tuple[str, ...] = ()) -> dict[str, str]:
     """{module: digest} for trtbuild module `start` and every trtbuild module it imports or names in a
     string (modules loaded by name), transitively; `registries` name modules whose strings are not
-    followed (a registry names every module of its kind, and one runs only its own)."""
+    followed (a registry names every module of its kind, and one runs only its own). Kept with the
+    index (it depends only on what the index is keyed by): a no-op build resolves no import."""
     index = _package_index()
+    name = " ".join((start, *registries))
+    kept = _walks.get(name)
+    if kept is None:
+        kept = _walks[name] = _walk(index, start, registries)
+        if _index_file_now:
+            _write_index(_index_file_now[0], {"facts": index, "walks": _kept_walks(_index_file_now[0]) | _walks})
+    return dict(kept)
+
+
+def _walk(index: dict[str, dict], start: str, registries: tuple[str, ...]) -> dict[str, str]:
     root = str(PACKAGE_ROOT)
     skip = {str(module_path(r)) for r in registries}
 
@@ -149,26 +160,76 @@ def _module_name(file: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+_walks: dict[str, dict[str, str]] = {}  # package_code's answers for the index in use
+_index_file_now: list[Path] = []  # the index file in use, if any
+
+
 @functools.cache
 def _package_index() -> dict[str, dict]:
     """source_facts of every trtbuild module by its path: from the index kept for this exact set of
-    source bytes, else parsed now (and the index written for the next process)."""
-    files = sorted((PACKAGE_ROOT / "trtbuild").rglob("*.py"))
-    data = {str(f): f.read_bytes() for f in files}
+    source bytes and of entries import resolution sees, else parsed now (and the index written for the
+    next process), with the package_code walks kept beside it."""
+    data, others = _package_files()
     version = hashlib.sha256(json.dumps([_INDEX_VERSION, sorted((p, hashlib.sha256(b).hexdigest())
-                                                                for p, b in data.items())]).encode()).hexdigest()
+                                                                for p, b in data.items()), sorted(others)]).encode()
+                             ).hexdigest()
     kept = _index_file(version)
     if kept is not None:
+        _index_file_now[:] = [kept]
         try:
-            index = json.loads(kept.read_bytes())
+            stored = json.loads(kept.read_bytes())
+            index = stored.get("facts") if isinstance(stored, dict) else None
             if isinstance(index, dict) and index.keys() == data.keys() and all(_valid(v) for v in index.values()):
+                _walks.update(_kept_walks(kept, stored))
                 return index
         except (OSError, ValueError):
             pass
     index = {path: source_facts(raw, path) for path, raw in data.items()}
     if kept is not None:
-        _write_index(kept, index)
+        _write_index(kept, {"facts": index, "walks": {}})
     return index
+
+
+def _package_files() -> tuple[dict[str, bytes], list[list]]:
+    """The bytes of every .py file of the trtbuild package (folders under links not followed, as
+    Path.rglob), and every other entry importing could resolve a module to: folders, links (and where
+    they point), extension modules, sourceless .pyc, and whatever beside the package is named trtbuild*."""
+    data: dict[str, bytes] = {}
+    others = [[name, "beside"] for name in os.listdir(PACKAGE_ROOT)
+              if name.startswith("trtbuild") and name != "trtbuild"]
+    pending = [str(PACKAGE_ROOT / "trtbuild")]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.name == "__pycache__":
+                    continue
+                if entry.is_symlink():
+                    others.append([entry.path, "link", os.readlink(entry.path)])
+                if entry.is_dir():
+                    others.append([entry.path, "folder"])
+                    if not entry.is_symlink():
+                        pending.append(entry.path)
+                elif entry.name.endswith(".py") and entry.is_file():
+                    with open(entry.path, "rb") as f:
+                        data[entry.path] = f.read()
+                else:
+                    others.append([entry.path, "file"])
+    return data, others
+
+
+def _kept_walks(path: Path, stored=None) -> dict[str, dict[str, str]]:
+    """The walks kept in an index file, or none when they are not what package_code writes."""
+    if stored is None:
+        try:
+            stored = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return {}
+    walks = stored.get("walks") if isinstance(stored, dict) else None
+    if not isinstance(walks, dict) or not all(
+            isinstance(found, dict) and all(isinstance(m, str) and isinstance(d, str) for m, d in found.items())
+            for found in walks.values()):
+        return {}
+    return walks
 
 
 def _valid(facts) -> bool:

@@ -18,12 +18,12 @@ Runner side: `valid(record)` before trusting one, `changed(record, root, stat_ca
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
 import stat
 import sys
-import sysconfig
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,16 +31,22 @@ from pathlib import Path
 _active: list[Reads] = []  # audit hooks cannot be removed: one hook, fed to whoever records
 _inside = threading.local()  # the hook's own opens (digesting a file) are not the user's
 _forked = False  # in a child forked while recording: reads go to the recorder's file
-_INSTALLED = tuple({str(Path(p).resolve()) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
-                                                               sysconfig.get_paths()["purelib"],
-                                                               sysconfig.get_paths()["platlib"],
-                                                               sysconfig.get_paths()["stdlib"])} - {"//"})
 _TRTBUILD = str(Path(__file__).resolve().parents[1]) + os.sep
 _SYSTEM = ("/proc/", "/sys/", "/dev/", "/etc/", "/usr/")
 _METADATA, _EGG_INFO = ".dist-info" + os.sep, ".egg-info" + os.sep
 _CODE = (".py", ".pyc", ".so", ".pth")  # modules are recorded from sys.modules, by their source
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 KINDS = ("files", "folders", "tools")
+
+
+@functools.cache
+def _installed() -> tuple[str, ...]:
+    """The folders of the Python installation (what a step reads there is a tool, not a user file)."""
+    import sysconfig  # here: a no-op build records nothing
+
+    paths = sysconfig.get_paths()
+    folders = (sys.prefix, sys.base_prefix, sys.exec_prefix, paths["purelib"], paths["platlib"], paths["stdlib"])
+    return tuple({str(Path(p).resolve()) + os.sep for p in folders} - {"//"})
 
 
 class Reads:
@@ -119,6 +125,7 @@ class FileChangedError(Exception):
 @contextmanager
 def recording(ignore: list[str] = ()):
     """Record the user's files opened for reading, and folders listed, inside the block."""
+    _installed()  # here, not first inside the hook (importing sysconfig there would call the hook again)
     if not getattr(recording, "hooked", False):
         sys.addaudithook(_hook)
         os.register_at_fork(after_in_child=_in_child)
@@ -163,7 +170,7 @@ def _hook(event: str, args: tuple) -> None:
 def _users(path: str) -> bool:
     """Outside the interpreter, the installed packages (and their metadata, wherever an editable
     install keeps it), trtbuild and the system's folders."""
-    return not (path.startswith(_INSTALLED) or path.startswith(_SYSTEM) or path.startswith(_TRTBUILD)
+    return not (path.startswith(_installed()) or path.startswith(_SYSTEM) or path.startswith(_TRTBUILD)
                 or _METADATA in path or _EGG_INFO in path)
 
 

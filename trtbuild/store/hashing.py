@@ -9,7 +9,6 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
 from collections.abc import Callable
 
 from trtbuild.store.fsutil import atomic_write, fsync_file, read_record
@@ -20,11 +19,11 @@ _CHUNK = 1 << 20
 _RACY_SECONDS = 2.0
 
 
-def canonical_json(obj: Any) -> bytes:
+def canonical_json(obj: object) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def digest_json(obj: Any) -> str:
+def digest_json(obj: object) -> str:
     return hashlib.sha256(canonical_json(obj)).hexdigest()
 
 
@@ -132,18 +131,17 @@ class StatCache:
         if not isinstance(self._entries, dict):  # not what save() writes: start afresh (entries are checked too)
             self._entries = {}
 
-    def memo(self, file: Path, fact: str, compute: Callable[[Path], Any], st: os.stat_result | None = None) -> Any:
+    def memo(self, file: Path, fact: str, compute: Callable[[Path], object], st: os.stat_result | None = None) -> object:
         """`st`: the file's stat when the caller has just taken it (a regular file's lstat is its stat)."""
         signature = stat_signature(file) if st is None else [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         key = self._resolved(file)
         entry = self._entries.get(key)
-        if entry is not None and id(entry) not in self._checked:  # read back: checked once per run
-            if stat_entry_ok(entry):
+        if entry is not None and id(entry) not in self._checked:  # read back: checked once per run, facts too
+            if stat_entry_ok(entry) and all(fact_ok(f, v) for f, v in entry["facts"].items()):
                 self._checked.add(id(entry))
             else:
                 entry = None
-        if entry is not None and entry["stat"] == signature and fact in entry["facts"] and fact_ok(
-                fact, entry["facts"][fact]):
+        if entry is not None and entry["stat"] == signature and fact in entry["facts"]:
             return entry["facts"][fact]
         value = compute(file)
         if time.time() - signature[1] / 1e9 > _RACY_SECONDS:
@@ -161,7 +159,7 @@ class StatCache:
             self._real[name] = str(Path(file).resolve())
         return self._real[name]
 
-    def remember(self, file: Path, fact: str, value: Any) -> None:
+    def remember(self, file: Path, fact: str, value: object) -> None:
         """Record a fact computed by whoever wrote the file (the store's objects, named by their digest)."""
         self._entries[self._resolved(file)] = {"stat": stat_signature(file), "facts": {fact: value}}
         self._dirty = True
