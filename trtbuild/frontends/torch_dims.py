@@ -19,7 +19,7 @@ import re
 import sys
 import traceback
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -37,9 +37,14 @@ class Verdict:
     guards: list[str] = field(default_factory=list)  # its conditions on input sizes ("x.size()[0] > 4")
 
 
-def start(model, spec: ModelSpec, small: dict[str, list[int]] | None) -> Callable[[], Verdict]:
-    """Begin the check of `model` (a torch_outputs.Flat) and return what waits for its verdict.
-    `small` is the shapes of a cheaper trace whose path the guards are asked about (None: none)."""
+class Pending(NamedTuple):
+    verdict: Callable[[], Verdict]  # waits for it
+    forked: bool  # the check runs in a copy of this process, on a core of its own
+
+
+def start(model, spec: ModelSpec, small: dict[str, list[int]] | None) -> Pending:
+    """Begin the check of `model` (a torch_outputs.Flat); `small` is the shapes of a cheaper trace whose
+    path the guards are asked about (None: none)."""
     if not _can_fork():
         return _here(model, spec, small)
     sys.stdout.flush()
@@ -67,7 +72,7 @@ def start(model, spec: ModelSpec, small: dict[str, list[int]] | None) -> Callabl
         os.waitpid(pid, 0)
         return Verdict(**json.loads(text)) if text else check(model, spec, small)  # the copy died: here
 
-    return wait
+    return Pending(wait, forked=True)
 
 
 def _can_fork() -> bool:
@@ -75,9 +80,9 @@ def _can_fork() -> bool:
     return sys.platform == "linux" and len(os.sched_getaffinity(0)) > 1 and not torch.cuda.is_initialized()
 
 
-def _here(model, spec: ModelSpec, small: dict[str, list[int]] | None) -> Callable[[], Verdict]:
+def _here(model, spec: ModelSpec, small: dict[str, list[int]] | None) -> Pending:
     verdict = check(model, spec, small)
-    return lambda: verdict
+    return Pending(lambda: verdict, forked=False)
 
 
 def check(model, spec: ModelSpec, small: dict[str, list[int]] | None) -> Verdict:
