@@ -188,3 +188,33 @@ def test_a_new_max_leaves_a_pytorch_export_cached(tmp_path):
     assert code == 0
     assert {s["step"]: s["status"] for s in report["steps"] if s["status"] != "skipped"} == {
         "export": "cached", "check": "cached", "parity": "cached", "simplify": "cached", "engine": "built"}
+
+
+def test_a_new_cache_takes_trtbuilds_code_facts_from_the_users_own_index(tmp_path, monkeypatch):
+    """trtbuild's code facts are kept per user as well as per cache: a build into an empty cache parses
+    none of trtbuild's modules; a user index that is not valid is parsed afresh."""
+    from trtbuild.store import code
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    for name, value in (("_index_folder", []), ("_index_file_now", []), ("_walks", {})):
+        monkeypatch.setattr(code, name, value)
+    code._package_index.cache_clear()
+    try:
+        code.keep_index_in(tmp_path / "first" / "code")
+        first = code._package_index()
+        [mine] = (tmp_path / "xdg" / "trtbuild" / "code").glob("*.json")
+        code._package_index.cache_clear()
+        code.keep_index_in(tmp_path / "second" / "code")
+        parse = code.source_facts
+        monkeypatch.setattr(code, "source_facts", lambda *args: pytest.fail("parsed again"))
+        assert code._package_index() == first
+        assert [p.name for p in (tmp_path / "second" / "code").glob("*.json")] == [mine.name]  # kept there too
+        mine.write_text('{"facts": {"x": 1}}')
+        code._package_index.cache_clear()
+        code.keep_index_in(tmp_path / "third" / "code")
+        parsed = []
+        monkeypatch.setattr(code, "source_facts", lambda *args: parsed.append(args[1]) or parse(*args))
+        assert code._package_index() == first
+        assert len(parsed) == len(first)
+    finally:
+        code._package_index.cache_clear()

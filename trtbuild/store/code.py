@@ -176,17 +176,30 @@ def _package_index() -> dict[str, dict]:
     kept = _index_file(version)
     if kept is not None:
         _index_file_now[:] = [kept]
-        try:
-            stored = json.loads(kept.read_bytes())
-            index = stored.get("facts") if isinstance(stored, dict) else None
-            if isinstance(index, dict) and index.keys() == data.keys() and all(_valid(v) for v in index.values()):
-                _walks.update(_kept_walks(kept, stored))
-                return index
-        except (OSError, ValueError):
-            pass
-    index = {path: source_facts(raw, path) for path, raw in data.items()}
+        found = _stored_index(kept, data)
+        if found is not None:
+            return found
+    mine = _user_index_file(version)  # the user's own, across caches: a new cache parses nothing
+    index = _stored_index(mine, data) if mine is not None else None
+    if index is None:
+        index = {path: source_facts(raw, path) for path, raw in data.items()}
+        if mine is not None:
+            _write_index(mine, {"facts": index, "walks": {}}, keep=8)  # a few installations side by side
     if kept is not None:
-        _write_index(kept, {"facts": index, "walks": {}})
+        _write_index(kept, {"facts": index, "walks": _walks})
+    return index
+
+
+def _stored_index(path: Path, data: dict[str, bytes]) -> dict[str, dict] | None:
+    """The facts kept in `path` for these sources (their walks join _walks), or None: none, or not valid."""
+    try:
+        stored = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    index = stored.get("facts") if isinstance(stored, dict) else None
+    if not (isinstance(index, dict) and index.keys() == data.keys() and all(_valid(v) for v in index.values())):
+        return None
+    _walks.update(_kept_walks(path, stored))
     return index
 
 
@@ -239,6 +252,16 @@ def _valid(facts) -> bool:
                     for i in facts["imports"]) and all(isinstance(n, str) for n in facts["named"]))
 
 
+def _user_index_file(version: str) -> Path | None:
+    """Where this user keeps the index for this version of the sources (beside the user's other caches)."""
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trtbuild" / "code"
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except (OSError, RuntimeError):  # no home, or a read-only one
+        return None
+    return folder / f"{version}.json"
+
+
 def _index_file(version: str) -> Path | None:
     """Where the index for this version of the sources is kept; None: nowhere (compute it)."""
     if not _index_folder:
@@ -250,16 +273,17 @@ def _index_file(version: str) -> Path | None:
     return _index_folder[0] / f"{version}.json"
 
 
-def _write_index(path: Path, index: dict) -> None:
-    """Write the index; indexes of other source versions go (one installation's edits would pile up)."""
+def _write_index(path: Path, index: dict, keep: int = 1) -> None:
+    """Write the index; of the indexes of other source versions only the newest `keep` - 1 stay (one
+    installation's edits would pile up)."""
     import tempfile
 
     try:
         with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
             json.dump(index, f)
         os.replace(f.name, path)
-        for old in path.parent.glob("*.json"):
-            if old != path:
-                old.unlink(missing_ok=True)
+        others = sorted((p for p in path.parent.glob("*.json") if p != path), key=lambda p: p.stat().st_mtime)
+        for old in others[:max(0, len(others) - keep + 1)]:
+            old.unlink(missing_ok=True)
     except OSError:
         pass
