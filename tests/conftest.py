@@ -103,6 +103,15 @@ def build_recipe(recipe: Path, *args: str) -> tuple[int, dict]:
     return code, json.loads(report.read_text())
 
 
+def nets_module(source: str, folder: Path, monkeypatch):
+    """Yield `folder` holding nets.py with `source`, importable here too (to save models, to compare);
+    for a fixture to yield from."""
+    (folder / "nets.py").write_text(source)
+    monkeypatch.syspath_prepend(str(folder))
+    yield folder
+    sys.modules.pop("nets", None)
+
+
 def statuses(report: dict) -> dict[str, str]:
     """Step -> status, leaving out `verify`, which needs a GPU and is skipped on these machines
     (test_verify_is_skipped_without_a_gpu checks that)."""

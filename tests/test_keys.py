@@ -51,7 +51,8 @@ def test_two_checkouts_at_different_paths_share_every_key(tmp_path):
     assert set(keys(reports[0])) >= {"export", "check", "parity", "simplify", "engine"}
 
 
-def test_a_changed_step_implementation_reruns_that_step_and_a_comment_does_not(tmp_path):
+def copied_trtbuild(tmp_path):
+    """A copy of the trtbuild package, and build(*args): the copy run on a conv model's recipe ({step: entry})."""
     code = tmp_path / "code"
     shutil.copytree(REPO / "trtbuild", code / "trtbuild", ignore=shutil.ignore_patterns("__pycache__"))
     import onnx
@@ -67,6 +68,11 @@ def test_a_changed_step_implementation_reruns_that_step_and_a_comment_does_not(t
                        env={"PYTHONPATH": str(code), "PATH": "/usr/bin:/bin"}, cwd=tmp_path, check=False)
         return {s["step"]: s for s in json.loads(report.read_text())["steps"]}
 
+    return code, build
+
+
+def test_a_changed_step_implementation_reruns_that_step_and_a_comment_does_not(tmp_path):
+    code, build = copied_trtbuild(tmp_path)
     build()
     engine = code / "trtbuild" / "steps" / "engine.py"
     original = engine.read_text()
@@ -86,21 +92,7 @@ def test_code_versions_kept_with_the_code_index_follow_new_imports_edits_and_lin
     """The modules a step kind's code reaches are kept with the code index (a no-op build resolves no
     import): a new import, an edit of the module it brings in, and a link that changes what the import
     resolves to all still change the step's key."""
-    code = tmp_path / "code"
-    shutil.copytree(REPO / "trtbuild", code / "trtbuild", ignore=shutil.ignore_patterns("__pycache__"))
-    import onnx
-    import yaml
-
-    onnx.save(conv_model(), tmp_path / "conv.onnx")
-    (tmp_path / "conv.yaml").write_text(yaml.safe_dump(recipe_dict("conv.onnx")))
-
-    def build(*args: str) -> dict:
-        report = tmp_path / "report.json"
-        subprocess.run([sys.executable, "-m", "trtbuild", str(tmp_path / "conv.yaml"), "--cache-dir",
-                        str(tmp_path / "cache"), "--report", str(report), *args],
-                       env={"PYTHONPATH": str(code), "PATH": "/usr/bin:/bin"}, cwd=tmp_path, check=False)
-        return {s["step"]: s for s in json.loads(report.read_text())["steps"]}
-
+    code, build = copied_trtbuild(tmp_path)
     assert build()["engine"]["status"] == "built"
     extra = code / "trtbuild" / "backends" / "extra.py"
     extra.write_text("LIMIT = 1\n")

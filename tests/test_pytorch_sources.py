@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import build_recipe, needs, statuses
+from conftest import build_recipe, needs, nets_module, statuses
 
 torch = pytest.importorskip("torch")
 
@@ -97,11 +97,7 @@ ALL_BUILT = {"export": "built", "check": "built", "parity": "built", "simplify":
 
 @pytest.fixture
 def nets(tmp_path, monkeypatch):
-    """tmp_path with nets.py, importable here too (to save models and checkpoints)."""
-    (tmp_path / "nets.py").write_text(NETS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield tmp_path
-    sys.modules.pop("nets", None)
+    yield from nets_module(NETS, tmp_path, monkeypatch)
 
 
 def write_recipe(root: Path, x: dict | None = None, opset: int | None = None, **source) -> Path:

@@ -5,14 +5,13 @@ trace, the trace runs at size 2 where torch.export's guards say that takes the p
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import build_recipe, statuses
+from conftest import build_recipe, nets_module, statuses
 
 torch = pytest.importorskip("torch")
 
@@ -50,10 +49,7 @@ X = {"shape": [-1, 3, 16, 16], "min": [1, 3, 16, 16], "opt": [8, 3, 16, 16], "ma
 
 @pytest.fixture
 def nets(tmp_path, monkeypatch):
-    (tmp_path / "nets.py").write_text(NETS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield tmp_path
-    sys.modules.pop("nets", None)
+    yield from nets_module(NETS, tmp_path, monkeypatch)
 
 
 def recipe(root: Path, entrypoint: str, parity: bool = False, exporter: str | None = None) -> Path:
