@@ -276,12 +276,10 @@ def _index_file(version: str) -> Path | None:
 def _write_index(path: Path, index: dict, keep: int = 1) -> None:
     """Write the index; of the indexes of other source versions only the newest `keep` - 1 stay (one
     installation's edits would pile up)."""
-    import tempfile
+    from trtbuild.store.fsutil import atomic_write  # readable by the other users of a shared cache
 
     try:
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-            json.dump(index, f)
-        os.replace(f.name, path)
+        atomic_write(path, json.dumps(index).encode())
         others = sorted((p for p in path.parent.glob("*.json") if p != path), key=lambda p: p.stat().st_mtime)
         for old in others[:max(0, len(others) - keep + 1)]:
             old.unlink(missing_ok=True)
