@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,17 @@ class BigBatch(Conv):
     def forward(self, x):
         y = super().forward(x)
         return y * 2.0 if x.shape[0] > 4 else y
+
+
+SLOW = False  # set by a test: forward() then takes a minute (torch.export runs it too)
+
+
+class Slow(Conv):
+    def forward(self, x):
+        if SLOW:
+            import time
+            time.sleep(60)
+        return super().forward(x)
 
 
 class PerSample(Conv):
@@ -148,3 +160,48 @@ def test_the_forked_check_gives_the_verdict_the_check_here_gives(nets):
     expected = {"refused": "", "failed": "", "log": "", "small_ok": False, "guards": ["x.size()[0] > 4"]}
     assert found["forked"] == found["here"] == expected  # x.size()[0] > 4: false at 2
     assert found["at_6"]  # and true at 6
+
+
+SLOW_CHECK = """
+import time, torch, nets
+from trtbuild.frontends import ModelSpec, pytorch, torch_dims
+
+spec = ModelSpec(framework="pytorch", opset=17, inputs={{"x": {x} | {{"dtype": "float32"}}}}, entrypoint="nets:Slow")
+model = pytorch.load(spec)
+nets.SLOW = True
+print(torch_dims.start(model, spec, None).forked, flush=True)
+time.sleep(120)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[1]) == pid:  # state, parent pid
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists() or len(os.sched_getaffinity(0)) < 2,
+                    reason="forks on Linux with a second core")
+def test_the_forked_check_ends_with_the_worker_that_started_it(nets):
+    """A worker killed (a step timeout, a stop) takes its check along instead of leaving it to finish."""
+    worker = subprocess.Popen([sys.executable, "-c", SLOW_CHECK.format(x=X)], cwd=nets, stdout=subprocess.PIPE,
+                              text=True, env=os.environ | {"PYTHONPATH": os.pathsep.join([str(nets), str(REPO)])})
+    try:
+        assert worker.stdout.readline().strip() == "True"  # forked: Linux, two cores, no CUDA in use
+        [copy] = _children(worker.pid)
+    finally:
+        worker.kill()
+        worker.wait()
+    for _ in range(100):
+        if not Path(f"/proc/{copy}").exists() or (Path(f"/proc/{copy}/stat").read_text().rsplit(")", 1)[1].split()[0]
+                                                  == "Z"):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"the check's process {copy} outlived its worker")

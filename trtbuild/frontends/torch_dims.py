@@ -50,6 +50,7 @@ def start(model, spec: ModelSpec, small: dict[str, list[int]] | None) -> Pending
     sys.stdout.flush()
     sys.stderr.flush()
     read, write = os.pipe()
+    parent = os.getpid()
     try:
         pid = os.fork()
     except OSError:  # no memory for a copy (strict overcommit): check here
@@ -58,6 +59,7 @@ def start(model, spec: ModelSpec, small: dict[str, list[int]] | None) -> Pending
         return _here(model, spec, small)
     if pid == 0:  # the copy: check, answer, and leave without running anything of the parent's
         try:
+            _end_with(parent)
             os.close(read)
             torch.set_num_threads(1)  # the other core is the trace's
             with os.fdopen(write, "w") as answer:
@@ -73,6 +75,16 @@ def start(model, spec: ModelSpec, small: dict[str, list[int]] | None) -> Pending
         return Verdict(**json.loads(text)) if text else check(model, spec, small)  # the copy died: here
 
     return Pending(wait, forked=True)
+
+
+def _end_with(parent: int) -> None:
+    """The copy is killed when the worker ends (killed at a step timeout or a stop), not left to finish."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it ended before that was set
+        os._exit(0)
 
 
 def _can_fork() -> bool:
