@@ -174,16 +174,18 @@ time.sleep(120)
 """
 
 
+def _state(pid: int | str) -> tuple[str, int] | None:
+    """(state, parent pid) of a process from /proc; None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1])
+
+
 def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z" and int(fields[1]) == pid:  # state, parent pid
-            found.append(int(entry.name))
-    return found
+    states = {int(p.name): _state(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()}
+    return [child for child, state in states.items() if state and state[0] != "Z" and state[1] == pid]
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists() or len(os.sched_getaffinity(0)) < 2,
@@ -199,8 +201,7 @@ def test_the_forked_check_ends_with_the_worker_that_started_it(nets):
         worker.kill()
         worker.wait()
     for _ in range(100):
-        if not Path(f"/proc/{copy}").exists() or (Path(f"/proc/{copy}/stat").read_text().rsplit(")", 1)[1].split()[0]
-                                                  == "Z"):
+        if (_state(copy) or ("Z", 0))[0] == "Z":  # gone, or dead and not yet reaped
             break
         time.sleep(0.05)
     else:

@@ -127,7 +127,8 @@ def example_args(spec: ModelSpec, shapes: dict[str, list[int]] | None = None) ->
 def small_shapes(spec: ModelSpec) -> dict[str, list[int]] | None:
     """Each input at opt with its dynamic dims at 2 (not 1: a size-1 dim broadcasts and traces apart);
     None when that is opt already."""
-    shapes = {name: [min(2, o) if d == -1 else o for d, o in zip(s["shape"], s["opt"])] for name, s in spec.inputs.items()}
+    shapes = {name: [min(2, o) if d == -1 else o for d, o in zip(s["shape"], s["opt"])]
+              for name, s in spec.inputs.items()}
     return None if all(shapes[n] == s["opt"] for n, s in spec.inputs.items()) else shapes
 
 

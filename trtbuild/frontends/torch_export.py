@@ -97,7 +97,8 @@ def _checked_torchscript(model, spec: ModelSpec, out: Path, why: str) -> dict:
             raise _torchscript_failed(failure, why) from None
         return meta
     doubt = ("the trace at size 2 failed" if failure else "torch.export failed" if found.failed else
-             "the guards do not hold at size 2" if not found.small_ok else "the tracer warned (above)" if warned else None)
+             "the guards do not hold at size 2" if not found.small_ok else
+             "the tracer warned (above)" if warned else None)
     if doubt is None:
         return meta | {"traced_at": small}
     print(f"trtbuild: {doubt}; tracing again at opt", file=sys.stderr)
