@@ -36,17 +36,17 @@ def publish_recipe(cache, recipe: str, files: dict[str, dict], steps: dict[str, 
     link = cache.out / recipe
     # A no-op build finds nothing to do without the lock: the link swaps in one rename, so a check
     # that races a publish reads "not intact" and waits for the lock below.
-    if _intact(link, files, steps, source, getattr(cache, "log", None)):
+    if _intact(link, _shown_manifest(link, getattr(cache, "log", None)), files, steps, source):
         return None
     from filelock import FileLock  # here: a no-op build publishes nothing
 
     with FileLock(str(cache.locks_dir() / f"publish-{recipe}.lock")):
-        shown = read_manifest(link)  # read back: any JSON at all
+        shown = _shown_manifest(link, None)  # read back: any JSON at all
+        if _intact(link, shown, files, steps, source):
+            return None
         before = shown.get("source") if isinstance(shown, dict) else None
         other = before if isinstance(before, str) and os.path.isfile(before) and not _same_source(before, source) \
             else None
-        if _intact(link, files, steps, source):
-            return None
         version = cache.out / f".{recipe}.{_unique()}"
         try:
             manifest = {"files": {}, "steps": steps, "source": source}
@@ -95,8 +95,8 @@ def _shown_manifest(link: Path, log) -> dict | None:
     return manifest
 
 
-def _intact(link: Path, files: dict[str, dict], steps: dict[str, dict], source: str | None, log=None) -> bool:
-    manifest = _shown_manifest(link, log)
+def _intact(link: Path, manifest, files: dict[str, dict], steps: dict[str, dict], source: str | None) -> bool:
+    """Whether out/<recipe> (showing `manifest`, as read back) holds exactly these files, steps and source."""
     if not isinstance(manifest, dict) or manifest.get("steps") != steps or not isinstance(manifest.get("files"), dict) \
             or not _same_source(manifest.get("source"), source):
         return False
