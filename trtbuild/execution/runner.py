@@ -13,7 +13,7 @@ from pathlib import Path
 from trtbuild.store.cache import Cache
 from trtbuild.store import discovered as found_while_running
 from trtbuild.planning.graph import Step
-from trtbuild.planning.keys import explain, key_components, portable, stable_root, step_key
+from trtbuild.planning.keys import explain, key_components, portable, project_root, step_key
 from trtbuild.steps.action import tool_version
 from trtbuild.execution.executor import Executor, Task
 from trtbuild.execution.jobs import make_job, sources_moved, upstream_objects
@@ -235,7 +235,7 @@ class Runner:
             self.progress.warn(f"{step.label}: ignoring the cached result {key[:12]}: its record of the files "
                                "read while it ran is malformed")
             return None
-        moved = found and found_while_running.changed(found, stable_root(step.recipe.file), self.cache.stat_cache,
+        moved = found and found_while_running.changed(found, project_root(step.recipe), self.cache.stat_cache,
                                                       tool_version)
         if moved:  # the key holds; what the step's code read while it ran does not
             self._moved[step] = f"{', '.join(moved[:3])}{' ...' if len(moved) > 3 else ''} (read while it ran)"
@@ -357,7 +357,7 @@ class Runner:
             if node:
                 record["node"] = node
             if discovered and any(discovered.values()):
-                root = stable_root(step.recipe.file)
+                root = project_root(step.recipe)
                 record["discovered"] = found_while_running.relative(discovered, lambda p: portable(p, root))
             self.cache.put_action(key, record)  # the commit point: from here on the result is valid
             self._record_state(step, key, components, "built")

@@ -46,7 +46,9 @@ def _brief(text: str, lines: int = 12) -> str:
     return "\n".join(["(shortened; the full error is in the log)", *kept[-lines:]])
 
 
-def run_job(spec: dict) -> dict:
+def run_job(spec: dict, last: bool = False) -> dict:
+    """Run one step. `last`: this process exits afterwards, so the step's system calls can be watched
+    (a seccomp filter stays for the life of the process: trtbuild.store.syscall_filter)."""
     job = Job(
         kind=spec["kind"],
         params=spec["params"],
@@ -63,9 +65,10 @@ def run_job(spec: dict) -> dict:
     try:
         if "python_path" in job.context:  # the user's code runs: what it reads is an input too
             ignore = [str(job.outdir.parent), *(str(p) for p in job.inputs.values())]
-            with discovered.recording(ignore) as seen:
+            with discovered.recording(ignore, native=last) as seen:
                 meta = load_kind(job.kind).run(job)
             meta["discovered"] = seen.result()
+            meta["reads_observed"] = seen.observed
         else:
             meta = load_kind(job.kind).run(job)
         # what the step wrote with write_hashed: the runner stores those files without reading them again
@@ -147,7 +150,7 @@ def main(argv: list[str]) -> int:
         _point_output_at(log)
         os.close(log)
         _reset_peak_memory()
-        result = run_job(request["job"])
+        result = run_job(request["job"], last=request["exit_after"])
         _log_peak_memory()
         _point_output_at(quiet)
         gc.collect()

@@ -36,7 +36,7 @@ DEFAULT_MAX_RELATIVE_ERROR = {"tf32": 0.01, "fp16": 0.01, "bf16": 0.05, "int8": 
 class SourceFiles:
     """Files from the user's tree; `main` is what the step opens (the others sit beside it). In a key,
     `main` is "(main)" and the others are named relative to its folder when `beside_main`, else
-    relative to the recipe's project (stable_root)."""
+    relative to the recipe's project (trtbuild.planning.keys.project_root)."""
 
     main: Path
     files: tuple[Path, ...]

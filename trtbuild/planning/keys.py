@@ -57,19 +57,19 @@ def source_labels(step: Step, source: SourceFiles) -> dict[str, Path]:
     """{label: file}: how each file is named in a key. Relative names (to the main file's folder, else
     to the recipe's project) let two checkouts of one repository share every key. Not to be modified:
     the steps of a recipe that read one model share the answer."""
-    return _labels(step.recipe.file, source)
+    return _labels(project_root(step.recipe), source)
 
 
 @functools.lru_cache(maxsize=4096)
-def _labels(recipe_file: Path, source: SourceFiles) -> dict[str, Path]:
-    """As stable_root, remembered per recipe file: names made from paths alone."""
-    root = stable_root(recipe_file)
+def _labels(root: Path, source: SourceFiles) -> dict[str, Path]:
+    """Names made from paths alone, one per file: those beside the main file under "(main)/", the
+    others relative to the project (absolute outside it), so no two files share a name."""
     labels = {}
     for file in source.files:
         if source.beside_main and file == source.main:
             labels["(main)"] = file
         elif source.beside_main and file.is_relative_to(source.main.parent):
-            labels[str(file.relative_to(source.main.parent))] = file
+            labels[f"(main)/{file.relative_to(source.main.parent)}"] = file
         else:
             labels[portable(file, root)] = file
     return labels
@@ -125,21 +125,56 @@ def _diff(old, new, path: str = "") -> list[str]:
 
 
 def _main_named(change: str, step: Step) -> str:
-    """"inputs.code.(main) changed (a -> b)" -> "inputs.code.(main) changed (net.py: a -> b)"."""
+    """"inputs.code.(main) changed (a -> b)" -> "inputs.code.(main) changed (net.py: a -> b)"; a file
+    beside the main one is shown from the recipe's folder: "inputs.code.(main)/x.py" -> "inputs.code.models/x.py"."""
     for name, source in step.inputs.items():
         prefix = f"inputs.{name}.(main) changed ("
         if isinstance(source, SourceFiles) and change.startswith(prefix):
-            try:
-                shown = source.main.resolve().relative_to(step.recipe.file.resolve().parent)
-            except ValueError:
-                shown = source.main
-            return f"{prefix}{shown}: {change[len(prefix):]}"
+            return f"{prefix}{_shown(source.main, step)}: {change[len(prefix):]}"
+        beside = f"inputs.{name}.(main)/"
+        if isinstance(source, SourceFiles) and change.startswith(beside):
+            folder = _shown(source.main.parent, step)
+            return f"inputs.{name}.{'' if str(folder) == '.' else f'{folder}/'}{change[len(beside):]}"
     return change
+
+
+def _shown(path: Path, step: Step) -> Path:
+    try:
+        return path.resolve().relative_to(step.recipe.file.resolve().parent)
+    except ValueError:
+        return path
 
 
 def _short(value) -> str:
     text = str(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def project_root(loaded) -> Path:
+    """The folder a recipe's files are named relative to in keys and records: the git repository holding
+    the recipe; outside one, the recipe's folder widened to every folder its relative paths reach
+    (python_path: ../models). The same in every checkout, at any depth."""
+    recipe = loaded.recipe
+    source, calibration = recipe.source, recipe.precision.calibration
+    named = [source.path, source.checkpoint, recipe.parity.data, *source.python_path, *source.deps,
+             calibration.data if calibration else None]
+    return _project_root(loaded.file, tuple(p for p in named if p and not os.path.isabs(p)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _project_root(recipe_file: Path, relative: tuple[str, ...]) -> Path:
+    root = stable_root(recipe_file)
+    if (root / ".git").exists() or not relative:
+        return root
+    reached = [os.path.normpath(root / _fixed_part(p)) for p in relative]
+    return Path(os.path.commonpath([str(root), *reached]))
+
+
+def _fixed_part(pattern: str) -> str:
+    """A glob's folders before its first wildcard ("../data/*/x.npy" -> "../data")."""
+    parts = Path(pattern).parts
+    fixed = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts))
+    return os.path.join(*parts[:fixed]) if fixed else "."
 
 
 @functools.cache
@@ -166,9 +201,9 @@ def _root_of(folder: Path) -> Path:
 
 
 def portable(file: Path | str, root: Path) -> str:
-    """A file's name in keys and records: relative to `root` when inside it; outside, absolute when
-    `root` is a repository (a dataset on another volume), else relative too (a project copied whole)."""
+    """A file's name in keys and records: relative to the project `root` when inside it, absolute outside
+    it (a dataset on another volume is the same file from a checkout at any depth)."""
     file = Path(file)
     if file.is_relative_to(root):
         return str(file.relative_to(root))
-    return str(file) if (root / ".git").exists() else os.path.relpath(file, root)
+    return str(file)

@@ -14,7 +14,7 @@ import functools
 import os
 
 from trtbuild.store import versions
-from trtbuild.store.code import code_digest, package_code, raw_digests
+from trtbuild.store.code import code_digest, package_code, raw_digests, verified_code
 
 PASS_THROUGH = frozenset({
     "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "TZ", "LANG", "LANGUAGE", "TMPDIR", "TEMP", "TMP",
@@ -28,6 +28,14 @@ PASS_THROUGH = frozenset({
     "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
     "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
 })
+# Logging and debugging switches: they change what is printed, never an artifact, so they reach the
+# steps (a user debugging an export sees the logs) without being keyed.
+LOGGING = frozenset({
+    "TORCH_LOGS", "TORCH_LOGS_OUT", "TORCH_LOGS_FORMAT", "TORCH_TRACE", "TORCH_SHOW_CPP_STACKTRACES",
+    "TORCH_CPP_LOG_LEVEL", "TORCH_SHOW_DISPATCH_TRACE", "TORCH_DISTRIBUTED_DEBUG", "TORCH_COMPILE_DEBUG",
+    "TORCHDYNAMO_VERBOSE", "PYTORCH_JIT_LOG_LEVEL",
+    "TF_CPP_VMODULE", "TF_CPP_MIN_VLOG_LEVEL", "TF_CPP_LOG_THREAD_ID", "TF_ENABLE_DEPRECATION_WARNINGS",
+})
 PASS_PREFIXES = ("LC_",)
 # Other tools' variables under a prefix a step reads (Terraform shares TensorFlow's TF_): they never
 # reach a step, so a build machine's Terraform settings do not change its keys.
@@ -36,7 +44,7 @@ NOT_READ = ("TF_VAR_", "TF_CLI_", "TF_LOG", "TF_TOKEN_", "TF_DATA_DIR", "TF_WORK
 
 
 def passes(name: str) -> bool:
-    return name in PASS_THROUGH or name.startswith(PASS_PREFIXES)
+    return name in PASS_THROUGH or name in LOGGING or name.startswith(PASS_PREFIXES)
 
 
 def keyed_env(declared: tuple[str, ...], environ=os.environ) -> dict[str, str]:
@@ -81,6 +89,16 @@ def code_version(kind: str) -> str:
     return code_digest({"__version__": __version__, **code_modules(kind)})
 
 
+@functools.cache
+def verified_version(kind: str) -> str:
+    """code_version from the files themselves, parsed now: what a worker whose code differs from the
+    key's bytes checks, whatever any kept index says."""
+    from trtbuild import __version__
+    from trtbuild.steps import KINDS
+
+    return code_digest({"__version__": __version__, **verified_code(KINDS[kind], registries=("trtbuild.steps",))})
+
+
 def toolchain() -> str:
     """One digest of every step kind's code version: what a farm node offers (trtbuild.execution.farm)
     so that steps go to nodes that run the same trtbuild as the driver."""
@@ -105,13 +123,13 @@ def expectations(kind: str, components: dict) -> dict:
 def differences(kind: str, expected: dict) -> list[str]:
     """How the action this process would run differs from the one its key describes."""
     found = []
-    if raw_digests(expected["code"]) != expected["code"] and code_version(kind) != expected["version"]:
+    if raw_digests(expected["code"]) != expected["code"] and verified_version(kind) != expected["version"]:
         mine = code_modules(kind)
         theirs = set(expected["code"])
         edited = sorted(m for m in theirs | set(mine) if (m in mine) != (m in theirs)
                         or raw_digests([m])[m] != expected["code"].get(m))
         found.append(f"trtbuild's code of the {kind} step ({', '.join(edited[:3])}): code version "
-                     f"{code_version(kind)} here, {expected['version']} in the key")
+                     f"{verified_version(kind)} here, {expected['version']} in the key")
     for dist, version in sorted(expected["tools"].items()):
         if tool_version(dist) != version:
             found.append(f"{dist} {tool_version(dist)} here, {version} in the key")

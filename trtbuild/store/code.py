@@ -8,6 +8,9 @@ A module's digest covers its syntax tree without docstrings, so comments, docstr
 not change a key. trtbuild's own facts are computed once per version of its sources and kept in a
 small index in the cache (CACHE/code/; parsing every module costs a quarter of a second), once a
 Cache names that folder; a process without one (a worker checking a step) parses what it needs.
+An index is trusted only where no one else can have written it (`_trusted`): in a shared cache
+another user's index is ignored, as a forged digest would give a wrong hit. Where a step would run
+code other than the key's, the code version is computed from the files themselves (`verified_code`).
 """
 
 from __future__ import annotations
@@ -115,13 +118,14 @@ def package_code(start: str, registries: tuple[str, ...] = ()) -> dict[str, str]
     name = " ".join((start, *registries))
     kept = _walks.get(name)
     if kept is None:
-        kept = _walks[name] = _walk(index, start, registries)
+        kept = _walks[name] = _walk(index.get, start, registries)
         if _index_file_now:
             _write_index(_index_file_now[0], {"facts": index, "walks": _kept_walks(_index_file_now[0]) | _walks})
     return dict(kept)
 
 
-def _walk(index: dict[str, dict], start: str, registries: tuple[str, ...]) -> dict[str, str]:
+def _walk(facts: Callable[[str], dict | None], start: str, registries: tuple[str, ...]) -> dict[str, str]:
+    """{module: digest} of the trtbuild modules `start` reaches; `facts(path)`: a module's source_facts."""
     root = str(PACKAGE_ROOT)
     skip = {str(module_path(r)) for r in registries}
 
@@ -129,12 +133,11 @@ def _walk(index: dict[str, dict], start: str, registries: tuple[str, ...]) -> di
         return [] if str(file) in skip else found["named"]
 
     def ours(file: Path) -> dict:  # only trtbuild's imports can resolve to trtbuild's files
-        found = index.get(str(file)) or _NOTHING
+        found = facts(str(file)) or _NOTHING
         return found | {"imports": [i for i in found["imports"] if i[0].startswith("trtbuild")]}
 
     files = imported_files(module_path(start), [root], ours, named)
-    inside = [f for f in files if str(f) in index]
-    return {_module_name(f): index[str(f)]["digest"] for f in inside}
+    return {_module_name(f): known["digest"] for f in files if (known := facts(str(f))) is not None}
 
 
 def code_digest(modules: dict[str, str]) -> str:
@@ -191,10 +194,10 @@ def _package_index() -> dict[str, dict]:
 
 
 def _stored_index(path: Path, data: dict[str, bytes]) -> dict[str, dict] | None:
-    """The facts kept in `path` for these sources (their walks join _walks), or None: none, or not valid."""
-    try:
-        stored = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+    """The facts kept in `path` for these sources (their walks join _walks), or None: none, not valid, or
+    not trusted."""
+    stored = _read_trusted(path)
+    if stored is None:
         return None
     index = stored.get("facts") if isinstance(stored, dict) else None
     if not (isinstance(index, dict) and index.keys() == data.keys() and all(_valid(v) for v in index.values())):
@@ -233,16 +236,66 @@ def _package_files() -> tuple[dict[str, bytes], list[list]]:
 def _kept_walks(path: Path, stored=None) -> dict[str, dict[str, str]]:
     """The walks kept in an index file, or none when they are not what package_code writes."""
     if stored is None:
-        try:
-            stored = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            return {}
+        stored = _read_trusted(path)
     walks = stored.get("walks") if isinstance(stored, dict) else None
     if not isinstance(walks, dict) or not all(
             isinstance(found, dict) and all(isinstance(m, str) and isinstance(d, str) for m, d in found.items())
             for found in walks.values()):
         return {}
     return walks
+
+
+_MOST = 16 << 20  # an index is ~100 KB: anything far larger is not one
+
+
+def _read_trusted(path: Path):
+    """An index file's JSON, if only this user can have written it, else None: a regular file (not a link,
+    FIFO or device; opened without blocking) of this user's that no one else can write, either by its
+    mode or because its folder is closed to them (the per-user folder, 0700)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not (_mine(st) and (not st.st_mode & 0o022 or _closed(path.parent))) or st.st_size > _MOST:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return json.loads(f.read(_MOST + 1))
+    except (OSError, ValueError, RecursionError):
+        return None
+    finally:
+        os.close(fd)
+
+
+def _mine(st: os.stat_result) -> bool:
+    import stat
+
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid()
+
+
+def _closed(folder: Path) -> bool:
+    """Whether no other user can reach files in `folder` (this user's, no access for group or others)."""
+    try:
+        st = os.lstat(folder)
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
+def verified_code(start: str, registries: tuple[str, ...] = ()) -> dict[str, str]:
+    """package_code computed from the files as they are now, parsing each module it reaches (no index)."""
+    parsed: dict[str, dict | None] = {}
+
+    def facts(path: str) -> dict | None:
+        if path not in parsed:
+            try:
+                parsed[path] = source_facts(Path(path).read_bytes(), path)
+            except OSError:
+                parsed[path] = None
+        return parsed[path]
+
+    return _walk(facts, start, registries)
 
 
 def _valid(facts) -> bool:

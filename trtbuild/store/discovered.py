@@ -1,24 +1,27 @@
 """Inputs found while a step runs, the way ninja reads a compiler's depfile: the files the user's code
-(a model's entrypoint, a calibration loader) opened, the folders it listed, the modules of the user's
-it imported and the installed distributions it loaded. They cannot be in the key, which is taken
-before the step runs; they are recorded with the result, and a hit whose recorded inputs moved is
-not a hit.
+(a model's entrypoint, a calibration loader) read or looked for, the folders it listed and the installed
+distributions it loaded. They cannot be in the key, which is taken before the step runs; they are
+recorded with the result, and a hit whose recorded inputs moved is not a hit.
 
-- A file is digested when it is opened; one that changes before the step ends fails the step.
-- Folder listings made by Python's import machinery are not inputs (a new file beside the recipe
-  changes nothing); listings made by the user's code (a glob of images) are.
-- Paths are recorded relative to the recipe's project, absolute outside it (trtbuild.planning.keys
-  names the root), so checkouts at other paths share records.
+How reads are seen (docs/reference/caching.md says what each platform guarantees):
+- Linux (x86_64, aarch64): every system call of the step's process, its threads and children that names
+  a path (open, stat, access, readlink, exec...) is handed to a watcher process before it runs
+  (trtbuild.store.watcher): reads by native code (safetensors, HDF5, TensorFlow), memory maps, `.py`
+  files run as data and files looked for but absent are seen, each digested at that moment.
+- Elsewhere (or TRTBUILD_OBSERVE=python): Python's audit hook, which sees Python's open() only; the
+  step's record says so.
+- Either way, folder listings made by the user's Python code (a glob of images) are inputs; those made
+  by Python's import machinery are not (a new file beside the recipe changes nothing).
+- A file that changes (or appears) after it was read fails the step. Installed distributions, wherever
+  they sit on sys.path, are tools keyed by name and version (trtbuild.store.distributions), never files.
+- Paths are recorded relative to the recipe's project, absolute outside it (trtbuild.planning.keys).
 
 Worker side: `with recording(ignore) as seen:` around the user's code, then `seen.result()`.
-Processes the code forks meanwhile (a DataLoader's workers) inherit the hook and report through a
-shared file; a child started with "spawn" is not seen.
 Runner side: `valid(record)` before trusting one, `changed(record, root, stat_cache)` lists what moved.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import re
@@ -28,34 +31,57 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
+from trtbuild.store.distributions import interpreter_folders, library_roots, provided_by
+
 _active: list[Reads] = []  # audit hooks cannot be removed: one hook, fed to whoever records
 _inside = threading.local()  # the hook's own opens (digesting a file) are not the user's
 _forked = False  # in a child forked while recording: reads go to the recorder's file
 _TRTBUILD = str(Path(__file__).resolve().parents[1]) + os.sep
-_SYSTEM = ("/proc/", "/sys/", "/dev/", "/etc/", "/usr/")
-_METADATA, _EGG_INFO = ".dist-info" + os.sep, ".egg-info" + os.sep
-_CODE = (".py", ".pyc", ".so", ".pth")  # modules are recorded from sys.modules, by their source
+_SYSTEM = ("/proc/", "/sys/", "/dev/", "/etc/", "/usr/", "/lib/", "/lib32/", "/lib64/", "/libx32/", "/bin/", "/sbin/",
+           "/run/")
+_DERIVED = (".dist-info" + os.sep, ".egg-info" + os.sep, os.sep + "__pycache__" + os.sep)
 _HEX = re.compile(r"^[0-9a-f]{64}$")
-KINDS = ("files", "folders", "tools")
+KINDS = ("files", "folders", "absent", "tools")
 
 
-@functools.cache
-def _installed() -> tuple[str, ...]:
-    """The folders of the Python installation (what a step reads there is a tool, not a user file)."""
-    import sysconfig  # here: a no-op build records nothing
+class Scope:
+    """Which paths are the user's: not the step's own inputs or scratch folder (`ignore`: already in its
+    key), not the Python installation, installed distributions, trtbuild or the system's folders, not
+    package metadata or compiled-bytecode caches (derived from the sources, which are seen).
+    `searched`: the folders on sys.path when the step began, where libraries probe for optional files
+    of their own (torch's CUDA libraries): what is absent there is not an input."""
 
-    paths = sysconfig.get_paths()
-    folders = (sys.prefix, sys.base_prefix, sys.exec_prefix, paths["purelib"], paths["platlib"], paths["stdlib"])
-    return tuple({str(Path(p).resolve()) + os.sep for p in folders} - {"//"})
+    def __init__(self, ignore: list[str], installed: tuple[str, ...] | None = None,
+                 searched: tuple[str, ...] | None = None):
+        self.ignore = tuple(os.path.abspath(p) for p in ignore)
+        self._under = tuple(p.rstrip(os.sep) + os.sep for p in self.ignore)
+        if installed is None:
+            installed = (*interpreter_folders(), *library_roots(sys.path), *_SYSTEM, _TRTBUILD)
+        if searched is None:
+            searched = tuple(os.path.abspath(p).rstrip(os.sep) + os.sep for p in sys.path if p)
+        self.installed, self.searched = installed, searched
+
+    def is_installed(self, path: str) -> bool:
+        return path.startswith(self.installed)
+
+    def users(self, path: str) -> bool:
+        return not (path.startswith(self.installed) or path in self.ignore or path.startswith(self._under)
+                    or any(part in path for part in _DERIVED))
+
+    def settings(self) -> dict:
+        return {"ignore": list(self.ignore), "installed": list(self.installed), "searched": list(self.searched)}
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> Scope:
+        return cls(settings["ignore"], tuple(settings["installed"]), tuple(settings["searched"]))
 
 
 class Reads:
-    def __init__(self, ignore: list[str]):
-        # the step's own inputs (already in its key) and scratch folder: those paths and what is under them
-        self.ignore = tuple(os.path.abspath(p) for p in ignore)
-        self._under = tuple(p.rstrip(os.sep) + os.sep for p in self.ignore)
+    def __init__(self, scope: Scope, watching=None, why_not: str = ""):
+        self.scope, self.watching, self.why_not = scope, watching, why_not
         self.files: dict[str, str] = {}
         self.folders: dict[str, str] = {}
+        self.absent: set[str] = set()
         self.written: set[str] = set()  # scratch files the step made and read back are not inputs
         self.modules = set(sys.modules)  # what was loaded before the user's code ran
         # forked children append "<kind><digest> <path>\0" records (O_APPEND: each lands whole)
@@ -63,26 +89,36 @@ class Reads:
 
         self.shared = tempfile.TemporaryFile(mode="a+b")
 
+    @property
+    def observed(self) -> str:
+        """How reads were seen, for the step's record and report."""
+        if self.watching:
+            return "system calls"
+        return f"Python's open() only, reads by native code not seen ({self.why_not or 'not the last step'})"
+
     def add(self, kind: str, path: str) -> None:
         """A file opened for reading ("f") or writing ("w"), or a folder listed ("d")."""
         if kind == "w":
             self._keep(kind, path, "-")
             return
-        if self._ignored(path) or path in self.written or path in (self.files if kind == "f" else self.folders):
+        if path in self.written or path in (self.files if kind == "f" else self.folders):
             return
+        if kind == "f" and path.endswith(".pyc"):
+            return  # bytecode: its source, found in sys.modules at the end, is the input
         digest = file_digest(path) if kind == "f" else _listing_digest(path)
         if digest is None:
-            return  # not a regular file (a FIFO, a device) or gone: not something a result depends on
+            if kind == "f" and not os.path.lexists(path):
+                self._keep("a", path, "-")  # a failed open: the file appearing later changes the result
+            return  # not a regular file (a FIFO, a device): not something a result depends on
         self._keep(kind, path, digest)
-
-    def _ignored(self, path: str) -> bool:
-        return path in self.ignore or path.startswith(self._under)
 
     def _keep(self, kind: str, path: str, digest: str) -> None:
         if _forked:
             os.write(self.shared.fileno(), f"{kind}{digest} {path}\0".encode(errors="surrogateescape"))
         elif kind == "w":
             self.written.add(path)
+        elif kind == "a":
+            self.absent.add(path)
         else:
             (self.files if kind == "f" else self.folders)[path] = digest
 
@@ -92,13 +128,22 @@ class Reads:
             digest, _, path = record[1:].partition(" ")
             if record[0] == "w":
                 self.written.add(path)
+            elif record[0] == "a":
+                self.absent.add(path)
             else:
                 (self.files if record[0] == "f" else self.folders).setdefault(path, digest)
         self.shared.close()
 
     def result(self) -> dict[str, dict[str, str]]:
-        """{"files": {path: sha256}, "folders": {path: digest of the listing}, "tools": {dist: version}}.
-        Raises FileChangedError when a file changed after it was read."""
+        """{"files": {path: sha256}, "folders": {path: digest of the listing}, "absent": {path: ""},
+        "tools": {dist: version}}. Raises FileChangedError when a file changed after it was read, or
+        appeared after it was looked for."""
+        if self.watching:
+            seen = self.watching.finish()
+            self.written.update(seen["written"])
+            self.absent.update(seen["absent"])
+            for path, digest in seen["files"].items():
+                self.files.setdefault(path, digest)
         files = {}
         for path, digest in self.files.items():
             if path in self.written or not os.path.lexists(path):
@@ -106,31 +151,39 @@ class Reads:
             if file_digest(path) != digest:
                 raise FileChangedError(path)
             files[path] = digest
-        for module in list(sys.modules.values()):
+        for module in list(sys.modules.values()):  # imported by a computed name where no call was seen
             source = getattr(module, "__file__", None)
-            if isinstance(source, str) and source.endswith(".py") and _users(os.path.abspath(source)):
-                digest = file_digest(os.path.abspath(source))
-                if digest:
+            if isinstance(source, str) and source.endswith(".py") and self.scope.users(os.path.abspath(source)):
+                if (digest := file_digest(os.path.abspath(source))) is not None:
                     files.setdefault(os.path.abspath(source), digest)
-        files = {p: d for p, d in files.items() if not self._ignored(p)}
+        absent = {p: "" for p in sorted(self.absent - self.written - files.keys())}
+        for path in absent:
+            if os.path.lexists(path):
+                raise FileChangedError(path, "appeared")
         return {"files": dict(sorted(files.items())), "folders": dict(sorted(self.folders.items())),
-                "tools": _distributions(set(sys.modules) - self.modules)}
+                "absent": absent, "tools": provided_by(set(sys.modules) - self.modules, lambda p: not self.scope.is_installed(p))}
 
 
 class FileChangedError(Exception):
-    def __init__(self, path: str):
-        super().__init__(f"{path} changed while the step ran (after it was read): nothing was cached, run again")
+    def __init__(self, path: str, how: str = "changed"):
+        super().__init__(f"{path} {how} while the step ran (after it was read): nothing was cached, run again")
 
 
 @contextmanager
-def recording(ignore: list[str] = ()):
-    """Record the user's files opened for reading, and folders listed, inside the block."""
-    _installed()  # here, not first inside the hook (importing sysconfig there would call the hook again)
+def recording(ignore: list[str] = (), native: bool = True):
+    """Record the user's files read (or looked for) and folders listed inside the block. `native`: watch
+    system calls where the platform allows (the process must exit after the step: see syscall_filter)."""
+    scope = Scope(list(ignore))
     if not getattr(recording, "hooked", False):
         sys.addaudithook(_hook)
         os.register_at_fork(after_in_child=_in_child)
         recording.hooked = True
-    reads = Reads(list(ignore))
+    watching, why_not = None, ""
+    if native:
+        from trtbuild.store.watcher import watch
+
+        watching, why_not = watch(scope)
+    reads = Reads(scope, watching, why_not)
     _active.append(reads)
     try:
         yield reads
@@ -148,30 +201,20 @@ def _hook(event: str, args: tuple) -> None:
     if not _active or event not in ("open", "os.listdir", "os.scandir"):
         return
     path = args[0]
-    if isinstance(path, int) or path is None:
+    if isinstance(path, int) or path is None or getattr(_inside, "busy", False):
         return
     try:
         text = os.path.abspath(os.fsdecode(path))
     except (TypeError, ValueError):
         return
-    if text.endswith(_CODE) or not _users(text) or getattr(_inside, "busy", False):
-        return
     kind = "d" if event != "open" else "w" if _writes(args[1], args[2]) else "f"
-    if kind == "d" and _by_importer():
-        return
     _inside.busy = True
     try:
         for reads in _active:
-            reads.add(kind, text)
+            if (kind == "d" or not reads.watching) and reads.scope.users(text) and not (kind == "d" and _by_importer()):
+                reads.add(kind, text)
     finally:
         _inside.busy = False
-
-
-def _users(path: str) -> bool:
-    """Outside the interpreter, the installed packages (and their metadata, wherever an editable
-    install keeps it), trtbuild and the system's folders."""
-    return not (path.startswith(_installed()) or path.startswith(_SYSTEM) or path.startswith(_TRTBUILD)
-                or _METADATA in path or _EGG_INFO in path)
 
 
 def _by_importer() -> bool:
@@ -214,72 +257,6 @@ def _listing_digest(path: str) -> str | None:
         return None
 
 
-def _distributions(modules: set[str]) -> dict[str, str]:
-    """{distribution: version} of the installed packages that provided `modules`."""
-    import importlib.metadata
-
-    tops = {m.partition(".")[0] for m in modules} - set(sys.stdlib_module_names) - {"trtbuild", "__main__"}
-    found, unknown = {}, []
-    for top in sorted(t for t in tops if not t.startswith("_")):
-        module = sys.modules.get(top)
-        source = getattr(module, "__file__", None) or ""
-        if not source or _users(os.path.abspath(source)):
-            continue  # the user's own code (recorded as files) or a namespace without files
-        try:
-            found[top] = importlib.metadata.version(top)
-        except (importlib.metadata.PackageNotFoundError, ValueError):
-            unknown.append(top)
-    unknown = [top for top in unknown if not _from_top_level(top, found)]
-    if unknown:  # import names no top_level.txt beside them names (yaml -> PyYAML): scans every distribution
-        names = importlib.metadata.packages_distributions()
-        for top in unknown:
-            for dist in names.get(top, []):
-                try:
-                    found[dist] = importlib.metadata.version(dist)
-                except importlib.metadata.PackageNotFoundError:
-                    pass
-    return dict(sorted(found.items()))
-
-
-def _from_top_level(top: str, found: dict[str, str]) -> bool:
-    """Find the distribution of import name `top` (PIL -> pillow, torchgen -> torch) among those installed
-    beside it: by their top_level.txt (one small file each), else by the RECORD of those without one,
-    names most like `top` first, rather than every distribution's RECORD."""
-    source = os.path.abspath(sys.modules[top].__file__)
-    folder = os.path.dirname(os.path.dirname(source) if os.path.basename(source) == "__init__.py" else source)
-    try:
-        infos = sorted((e.path for e in os.scandir(folder) if e.name.endswith(".dist-info")),
-                       key=lambda p: -len(os.path.commonprefix([os.path.basename(p).lower(), top.lower()])))
-    except OSError:
-        return False
-    unlisted = []
-    for info in infos:
-        try:
-            with open(os.path.join(info, "top_level.txt"), encoding="utf-8") as f:
-                listed = top in f.read().split()
-        except OSError:
-            unlisted.append(info)
-            continue
-        if listed:
-            return _add(info, found)
-    for info in unlisted:
-        try:
-            with open(os.path.join(info, "RECORD"), encoding="utf-8") as f:
-                if any(line.startswith((f"{top}/", f"{top}.py,")) for line in f):
-                    return _add(info, found)
-        except OSError:
-            continue
-    return False
-
-
-def _add(info: str, found: dict[str, str]) -> bool:
-    import importlib.metadata
-
-    dist = importlib.metadata.Distribution.at(info)
-    found[dist.metadata["Name"]] = dist.version
-    return True
-
-
 # Runner side
 
 
@@ -293,7 +270,9 @@ def valid(found) -> bool:
         for label, value in entries.items():
             if not isinstance(label, str) or not label or "\0" in label or not isinstance(value, str):
                 return False
-            if kind != "tools" and not _HEX.match(value):
+            if kind == "absent" and value != "":
+                return False
+            if kind in ("files", "folders") and not _HEX.match(value):
                 return False
             if kind == "tools" and len(value) > 200:
                 return False
@@ -307,7 +286,8 @@ def relative(found: dict[str, dict[str, str]], name) -> dict[str, dict[str, str]
 
 
 def changed(found: dict[str, dict[str, str]], root: Path, stat_cache, tool_version) -> list[str]:
-    """What moved since the record was made: files (by digest), folders (by listing), tools (by version)."""
+    """What moved since the record was made: files (by digest), folders (by listing), files looked for
+    (by existence), tools (by version)."""
     moved = []
     for label, digest in found.get("files", {}).items():
         path = root / label
@@ -320,6 +300,9 @@ def changed(found: dict[str, dict[str, str]], root: Path, stat_cache, tool_versi
     for label, digest in found.get("folders", {}).items():
         if _listing_digest(str(root / label)) != digest:
             moved.append(f"{label}/ changed")
+    for label in found.get("absent", {}):
+        if os.path.lexists(root / label):
+            moved.append(f"{label} appeared")
     for dist, version in found.get("tools", {}).items():
         if tool_version(dist) != version:
             moved.append(f"{dist} {version} -> {tool_version(dist)}")
