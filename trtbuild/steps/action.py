@@ -25,6 +25,7 @@ PASS_THROUGH = frozenset({
     "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TORCH_HOME", "KERAS_HOME",
     "XDG_CACHE_HOME", "TF_CPP_MIN_LOG_LEVEL", "TF_CPP_MAX_VLOG_LEVEL",
     "ORT_DISABLE_TELEMETRY",  # trtbuild sets it: ONNX Runtime's telemetry files stay out of /tmp
+    "TRTBUILD_OBSERVE",  # how reads are observed (trtbuild.store.discovered), not what a step makes
     "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
     "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
 })
