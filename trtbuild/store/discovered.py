@@ -83,6 +83,7 @@ class Reads:
         self.folders: dict[str, str] = {}
         self.absent: set[str] = set()
         self.written: set[str] = set()  # scratch files the step made and read back are not inputs
+        self.unreadable = 0
         self.modules = set(sys.modules)  # what was loaded before the user's code ran
         # forked children append "<kind><digest> <path>\0" records (O_APPEND: each lands whole)
         import tempfile  # here: only a step's process records what it reads
@@ -92,6 +93,8 @@ class Reads:
     @property
     def observed(self) -> str:
         """How reads were seen, for the step's record and report."""
+        if self.watching and self.unreadable:
+            return f"system calls, except {self.unreadable} of processes the watcher could not read"
         if self.watching:
             return "system calls"
         return f"Python's open() only, reads by native code not seen ({self.why_not or 'not the last step'})"
@@ -140,6 +143,7 @@ class Reads:
         appeared after it was looked for."""
         if self.watching:
             seen = self.watching.finish()
+            self.unreadable = seen["unreadable"]
             self.written.update(seen["written"])
             self.absent.update(seen["absent"])
             for path, digest in seen["files"].items():

@@ -72,7 +72,8 @@ class Watcher:
         self.files: dict[str, str] = {}
         self.absent: set[str] = set()
         self.written: set[str] = set()
-        self.recording, self.count = True, 0
+        self.recording, self.count, self.unreadable = True, 0, 0
+        self.probe, self.probed = "", False  # a path the worker looks up once to prove the watch works
         self._notif, self._resp = _Notif(), _Resp()
 
     def serve_one(self) -> None:
@@ -95,10 +96,16 @@ class Watcher:
             return
         name, path_arg, dirfd_arg, flags_arg = call
         args = notif.data.args
-        raw = _read_memory(notif.pid, args[path_arg], 4096).partition(b"\0")[0]
-        if not raw:
+        raw = _read_memory(notif.pid, args[path_arg], 4096)
+        if not raw and args[path_arg]:
+            self.unreadable += 1  # memory this watcher may not read (Yama, another user's process)
             return
-        path = os.fsdecode(raw)
+        path = os.fsdecode(raw.partition(b"\0")[0])
+        if not path:
+            return
+        if path == self.probe:
+            self.probed = True
+            return
         if not path.startswith("/"):
             dirfd = ctypes.c_int32(args[dirfd_arg] & 0xFFFFFFFF).value if dirfd_arg is not None else -100
             link = "cwd" if dirfd == syscall_filter.AT_FDCWD else f"fd/{dirfd}"
@@ -136,7 +143,7 @@ class Watcher:
     def result(self) -> dict:
         self.recording = False
         return {"files": self.files, "absent": sorted(self.absent - self.files.keys() - self.written),
-                "written": sorted(self.written), "calls": self.count}
+                "written": sorted(self.written), "calls": self.count, "unreadable": self.unreadable}
 
 
 def serve(control: socket.socket) -> None:
@@ -151,6 +158,7 @@ def serve(control: socket.socket) -> None:
         message += more
     settings = json.loads(message)
     watcher = Watcher(fds[0], Scope.from_settings(settings))
+    watcher.probe = settings["probe"]
     poll = select.poll()
     poll.register(watcher.listener, select.POLLIN)
     poll.register(control.fileno(), select.POLLIN)
@@ -167,6 +175,10 @@ def serve(control: socket.socket) -> None:
             if not data:
                 poll.unregister(control.fileno())
             pending += data
+            if b"probe\n" in pending:  # the worker looked its probe path up: was it seen?
+                pending = pending.replace(b"probe\n", b"")
+                watcher.recording = watcher.probed
+                control.sendall(b"seen\n" if watcher.probed else b"unseen\n")
             if b"end\n" in pending:
                 pending = b""
                 control.sendall(json.dumps(watcher.result()).encode() + b"\n")
@@ -189,12 +201,19 @@ class Watching:
             if self._line() != b"ready\n":
                 raise OSError("the watcher did not start")
             syscall_filter.allow_tracing_by(self.process.pid)
+            # Until the watcher has the listener, a watched call would wait forever: none from here to there.
+            probe = os.path.join(os.path.realpath(os.getcwd()), f".trtbuild-probe-{os.getpid()}-{id(self)}")
+            settings = json.dumps(scope.settings() | {"probe": probe}).encode() + b"\n"
             listener = syscall_filter.install()
         except OSError:
             ours.close()  # the watcher sees the socket close and exits
             raise
-        socket.send_fds(ours, [json.dumps(scope.settings()).encode() + b"\n"], [listener])
+        socket.send_fds(ours, [settings], [listener])
         os.close(listener)
+        os.path.lexists(probe)  # one call the watcher must see, or nothing it reports can be trusted
+        ours.sendall(b"probe\n")
+        if self._line() != b"seen\n":  # it lets every call through from now on
+            raise OSError("the watcher could not read this process's system calls")
 
     def _line(self) -> bytes:
         data = b""
