@@ -65,8 +65,7 @@ def recap(outcome, progress) -> None:
     machines, and the slowest steps of a long build."""
     results, seconds = outcome.results, outcome.seconds
     if outcome.failures:
-        progress.message(f"trtbuild: {outcome.verdict} (exit code {outcome.exit_code}): "
-                         f"{len(outcome.failures)} failure(s):", "bold red")
+        progress.message(f"trtbuild: {len(outcome.failures)} failure(s), exit code {outcome.exit_code}:", "bold red")
         for f in outcome.failures:
             progress.message(f"  {f.label}: {f.message}" if f.result is not None else f"  {f.message}")
             for label, path in (("log", f.result and f.result.log), ("repro", f.result and f.result.repro)):
