@@ -142,3 +142,16 @@ def test_full_tensorrt_plans_name_the_gpu_model_when_tensorrt_cannot_share_them(
     assert cannot is None
     assert found.id == "tensorrt-10.13.3.9-sm86-geforce-rtx-3090"
     assert target.target_from_dict(found.to_dict()) == found  # what the engine step receives
+
+
+def test_a_target_never_built_says_so_and_only_what_else_changed(project):
+    assert project.build("--target", "tensorrt-rtx:sm86")[0] == 0
+    code, report = project.build("--target", "tensorrt-rtx:sm89+sm120", "--dry-run")
+    reasons = {s["step"]: s["reason"] for s in report["steps"]}
+    assert reasons["engine"] == "never built for this target"  # not a change of compute capabilities
+    data = recipe_dict("conv.onnx", workspace="512MiB")
+    project.write_recipe(data)
+    code, report = project.build("--target", "tensorrt-rtx:sm89+sm120", "--dry-run")
+    reason = {s["step"]: s["reason"] for s in report["steps"]}["engine"]
+    assert reason.startswith("never built for this target; since the tensorrt-rtx-") and "-sm86 build: " in reason
+    assert "params.workspace: 268435456 -> 536870912" in reason and "params.target" not in reason
