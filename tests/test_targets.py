@@ -10,6 +10,8 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO, conv_model, full_tensorrt, recipe_dict
 from trtbuild.backends import target
 from trtbuild.commands.cli import main
@@ -155,3 +157,14 @@ def test_a_target_never_built_says_so_and_only_what_else_changed(project):
     reason = {s["step"]: s["reason"] for s in report["steps"]}["engine"]
     assert reason.startswith("never built for this target; since the tensorrt-rtx-") and "-sm86 build: " in reason
     assert "params.workspace: 268435456 -> 536870912" in reason and "params.target" not in reason
+
+
+def test_status_heads_a_target_this_machine_cannot_resolve_by_what_it_is(project, capsys):
+    if target.installed_version("tensorrt"):
+        pytest.skip("full TensorRT is installed here")
+    assert main(["status", str(project.recipe), "--cache-dir", str(project.cache),
+                 "--target", "tensorrt", "--target", "tensorrt:sm90"]) == 1  # nothing built yet
+    header = capsys.readouterr().out.splitlines()[0]
+    no_gpu = "tensorrt (not installed, no GPU)" if not target.detect_gpus() else "tensorrt (not installed)"
+    assert no_gpu in header and "tensorrt:sm90 (not installed)" in header
+    assert "none" not in header and "smlocal" not in header

@@ -279,7 +279,7 @@ def cmd_status(args) -> int:
                 target = f" [{row['target']}]" if row["target"] else ""
                 print(f"{row['state']:<8} {row['recipe']}/{row['step']}{target}  {row['reason']}".rstrip())
         else:
-            print(render_matrix(cells))
+            print(render_matrix(cells, {row["target"]: row["target_title"] for row in rows if row["target"]}))
     if problems:
         return EXIT_USAGE
     # 0: a build would compile nothing (a step on the remote is pulled, not built).
