@@ -33,7 +33,7 @@ def test_env_reports_backends_and_no_gpu(capsys):
     assert info["precisions"]["int8"] == "ort-quantization"
     if importlib.util.find_spec("modelopt") is None:  # bf16 needs ModelOpt; fp16 falls back
         assert info["precisions"]["fp16"] == "ort-float16"
-        assert "pip install 'trtbuild[modelopt]'" in info["precisions"]["bf16"]
+        assert "pip install --no-deps nvidia-modelopt" in info["precisions"]["bf16"]
     assert main(["env"]) == 0
     assert "none (no NVIDIA driver or GPU)" in capsys.readouterr().out
 
