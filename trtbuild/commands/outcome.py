@@ -61,7 +61,7 @@ def decide(results: list, problems: list[str], seconds: float, *, requested: str
     failures = [Failure(RECIPE, problem.split(": ")[0], problem) for problem in problems]
     unpublished_ids = {id(r) for r in unpublished or ()}
     for r in results:
-        label = r.step.label + (f" [{r.step.target.id}]" if r.step.target else "")
+        label = r.step.label + (f" [{r.step.target.title}]" if r.step.target else "")
         if r.status == "failed":
             failures.append(Failure(STEP, label, headline(r.error or r.reason), r.error or "", r))
         elif id(r) in unpublished_ids:

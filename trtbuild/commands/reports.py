@@ -95,7 +95,7 @@ def markdown(outcome: Outcome) -> str:
             failure = outcome.failure_of(r)
             status = "**failed**" if failure is not None else r.status
             reason = failure.message if failure is not None else r.reason
-            target = r.step.target.id if r.step.target else ""
+            target = r.step.target.title if r.step.target else ""
             lines.append(f"| {r.step.recipe.recipe.name} | {r.step.name} | {target} | {status} | "
                          f"{r.seconds:.2f} s | {_cell(reason)} |" + (f" {node_name(r.node)} |" if farm else ""))
         lines.append("")
