@@ -106,8 +106,8 @@ def _plan_for_target(name: str, plans: list[Path], spec: str) -> Path:
         if fit is not None:
             found.append((meta["backend_version"] == installed_version(meta["backend"]), -fit, plan))
     if not found:
-        raise DeployError(f"no {spec} plan for {name!r} (none built for, or covering, what it asks); "
-                          f"built: {', '.join(p.parent.name for p in plans)}")
+        raise DeployError(f"no {spec} plan for {name!r}; built: {', '.join(p.parent.name for p in plans)} (none "
+                          "built for, or covering, the compute capabilities asked)")
     return max(found)[2]
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from trtbuild.store.cache import Cache
 from trtbuild.store import discovered as found_while_running
 from trtbuild.planning.graph import Step
-from trtbuild.planning.keys import explain, key_components, portable, stable_root, step_key
+from trtbuild.execution.reasons import why_run
+from trtbuild.planning.keys import key_components, portable, stable_root, step_key
 from trtbuild.steps.action import tool_version
 from trtbuild.execution.executor import Executor, Task
 from trtbuild.execution.jobs import make_job, sources_moved, upstream_objects
@@ -247,22 +248,6 @@ class Runner:
             self.cache.note_used(key)
         return StepResult(step, CACHED, reason, outputs=outputs, key=key, record=record)
 
-    @staticmethod
-    def _why(step: Step, state: dict, components: dict) -> str:
-        """Why `step` runs, from its last build. A target never built before says so; what else changed since
-        the step's latest build for another target follows (its own target's parameters differ by nature)."""
-        if step.id in state or step.target is None:
-            return explain(state.get(step.id), components, step)
-        others = [(e["time"], sid.split("@", 1)[-1], e) for sid, e in state.items()
-                  if sid.split("@")[0] == step.name and isinstance(e, dict) and "time" in e]
-        if not others:
-            return "never built"
-        _, other, previous = max(others, key=lambda o: o[0])
-        changes = [c for c in explain(previous, components, step).split("; ")
-                   if not c.startswith(("params.target", "tools.")) and c != "last attempt failed"
-                   and not c.startswith("cached result missing")]
-        return "never built for this target" + (f"; since the {other} build: {'; '.join(changes)}" if changes else "")
-
     def _published(self, step: Step, outputs: dict) -> dict[str, str]:
         """Where the outputs appear once the run publishes (see _publish)."""
         folder = f"{self._out}/{step.publish_dir}"  # strings: a no-op build asks once per hit
@@ -271,7 +256,7 @@ class Runner:
     def _build(self, step: Step, key: str, components: dict, deps: dict[Step, StepResult]) -> StepResult:
         state = self.cache.read_state(step.recipe.recipe.name)
         forced = self._forced(step)
-        reason = "--force" if forced else self._moved.pop(step, None) or self._why(step, state, components)
+        reason = "--force" if forced else self._moved.pop(step, None) or why_run(step, state, components)
         if self.dry_run:
             return StepResult(step, WOULD_RUN, reason, key=key)
         from filelock import Timeout  # here: a no-op build takes no step lock
@@ -405,3 +390,4 @@ class Runner:
         """Remember the step's last key components: what --dry-run and status diff against."""
         entry = {"key": key, "components": components, "time": time.time(), "status": status}
         self.cache.record_state(step.recipe.recipe.name, step.id, entry)
+
