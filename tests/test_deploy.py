@@ -33,7 +33,7 @@ def test_env_reports_backends_and_no_gpu(capsys):
     assert info["precisions"]["int8"] == "ort-quantization"
     if importlib.util.find_spec("modelopt") is None:  # bf16 needs ModelOpt; fp16 falls back
         assert info["precisions"]["fp16"] == "ort-float16"
-        assert "pip install 'trtbuild[modelopt]'" in info["precisions"]["bf16"]
+        assert "pip install --no-deps nvidia-modelopt" in info["precisions"]["bf16"]
     assert main(["env"]) == 0
     assert "none (no NVIDIA driver or GPU)" in capsys.readouterr().out
 
@@ -84,3 +84,34 @@ def test_path_skips_a_full_tensorrt_plan_tied_to_another_gpu_model(tmp_path, mon
     monkeypatch.setattr(deploy, "detect_gpus", lambda: (Gpu(0, "NVIDIA RTX A6000", "8.6", 48 * 2**30, "580.0"),))
     with pytest.raises(DeployError, match="none of the plans"):
         find_plan("net", tmp_path)
+
+
+def test_path_target_finds_a_plan_whose_compute_capabilities_cover_it(project, capsys):
+    data = recipe_dict("conv.onnx")
+    data["targets"] = ["tensorrt-rtx:sm89+sm120", "tensorrt-rtx"]
+    project.write_recipe(data)
+    assert project.build()[0] == 0
+    assert find_plan("conv", project.cache, target="tensorrt-rtx:sm89").parent.name.endswith("-sm89+sm120")
+    assert find_plan("conv", project.cache, target="tensorrt-rtx:sm120+sm89").parent.name.endswith("-sm89+sm120")
+    assert find_plan("conv", project.cache, target="tensorrt-rtx").parent.name.endswith("-portable")
+    assert find_plan("conv", project.cache, target="tensorrt-rtx:sm86").parent.name.endswith("-portable")
+    with pytest.raises(DeployError, match="no tensorrt-rtx:sm90 plan for 'conv'"):  # Hopper: none runs there
+        find_plan("conv", project.cache, target="tensorrt-rtx:sm90")
+    assert main(["path", "conv", "--cache-dir", str(project.cache), "--target", "tensorrt-rtx:sm89"]) == 0
+    assert capsys.readouterr().out.strip().endswith("-sm89+sm120/model.plan")
+
+
+def test_an_fp8_plan_is_never_chosen_for_a_gpu_without_fp8(tmp_path, monkeypatch):
+    meta = {"backend": "tensorrt-rtx", "backend_version": installed_version("tensorrt-rtx"),
+            "compute_capabilities": "portable", "gpu_model": None, "precision": "fp8"}
+    folder = tmp_path / "out" / "net" / "tensorrt-rtx-x-portable"
+    folder.mkdir(parents=True)
+    (folder / "model.plan").write_bytes(b"plan")
+    (folder / "model.json").write_text(json.dumps(meta))
+    fake_gpu(monkeypatch, "8.9")
+    assert find_plan("net", tmp_path).parent.name == folder.name
+    fake_gpu(monkeypatch, "8.6")
+    with pytest.raises(DeployError, match="none of the plans"):
+        find_plan("net", tmp_path)
+    with pytest.raises(DeployError, match="no tensorrt-rtx:sm86 plan"):
+        find_plan("net", tmp_path, target="tensorrt-rtx:sm86")

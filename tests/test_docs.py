@@ -30,7 +30,9 @@ def test_readme_is_the_front_door():
     assert len(text.splitlines()) <= 200
     blocks = [body for lang, body in FENCE.findall(text) if lang == "bash"]
     # the two commands: install + build the example, and the tests, as .ci/run runs them
-    assert "pip install -e '.[rtx]' -c constraints.txt && trtbuild recipes/resnet_block.yaml\n" in blocks
+    first = blocks[0].splitlines()
+    assert first[0] == "python3 -m venv .venv && . .venv/bin/activate"  # a virtual environment, first
+    assert first[1] == "pip install -e '.[rtx]' -c constraints.txt && trtbuild recipes/resnet_block.yaml"
     assert any(body.splitlines()[-1] == "python -m pytest -q" for body in blocks)
     ci = (REPO / ".ci" / "run").read_text()
     assert "python -m pytest -q\n" in ci and "mkdocs build --strict" in ci and "'.[all,docs]'" in ci

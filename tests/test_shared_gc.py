@@ -137,6 +137,10 @@ def test_remote_gc_marks_then_sweeps_and_never_sweeps_what_a_push_wrote_after_th
     plan = record["outputs"]["model.plan"]["digest"]
     engine.unlink()  # the engine's objects are now unreferenced
     capsys.readouterr()
+    assert gc(project, "--remote", url, "--grace", "0s", "-n") == 0  # a dry run says what it would mark
+    out = capsys.readouterr().out
+    assert "would mark " in out and "(-n marks nothing)" in out and "objects marked" not in out
+    assert not (remote / "gc").exists() or not any((remote / "gc").iterdir())
     assert gc(project, "--remote", url, "--grace", "0s") == 0  # first gc: marks, deletes nothing
     assert "unreferenced objects marked" in capsys.readouterr().out
     plan_object = remote / "objects" / plan[:2] / plan

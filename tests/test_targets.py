@@ -10,6 +10,8 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO, conv_model, full_tensorrt, recipe_dict
 from trtbuild.backends import target
 from trtbuild.commands.cli import main
@@ -125,7 +127,8 @@ def test_tensorrt_from_a_system_package_without_metadata(tmp_path):
 def test_a_target_asked_for_on_the_command_line_and_not_built_fails(project, capsys):
     code, report = project.build("--target", "tensorrt:sm86", "--target", "tensorrt-rtx")
     assert code == 1 and not report["ok"]
-    assert "sm86] was asked for with --target and cannot be built here" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "conv/engine [tensorrt" in err and "sm86" in err and "]: asked for with --target and cannot be built here" in err
     assert list(engines(report).values()).count("built") == 1
 
 
@@ -142,3 +145,27 @@ def test_full_tensorrt_plans_name_the_gpu_model_when_tensorrt_cannot_share_them(
     assert cannot is None
     assert found.id == "tensorrt-10.13.3.9-sm86-geforce-rtx-3090"
     assert target.target_from_dict(found.to_dict()) == found  # what the engine step receives
+
+
+def test_a_target_never_built_says_so_and_only_what_else_changed(project):
+    assert project.build("--target", "tensorrt-rtx:sm86")[0] == 0
+    code, report = project.build("--target", "tensorrt-rtx:sm89+sm120", "--dry-run")
+    reasons = {s["step"]: s["reason"] for s in report["steps"]}
+    assert reasons["engine"] == "never built for this target"  # not a change of compute capabilities
+    data = recipe_dict("conv.onnx", workspace="512MiB")
+    project.write_recipe(data)
+    code, report = project.build("--target", "tensorrt-rtx:sm89+sm120", "--dry-run")
+    reason = {s["step"]: s["reason"] for s in report["steps"]}["engine"]
+    assert reason.startswith("never built for this target; since the tensorrt-rtx-") and "-sm86 build: " in reason
+    assert "params.workspace: 268435456 -> 536870912" in reason and "params.target" not in reason
+
+
+def test_status_heads_a_target_this_machine_cannot_resolve_by_what_it_is(project, capsys):
+    if target.installed_version("tensorrt"):
+        pytest.skip("full TensorRT is installed here")
+    assert main(["status", str(project.recipe), "--cache-dir", str(project.cache),
+                 "--target", "tensorrt", "--target", "tensorrt:sm90"]) == 1  # nothing built yet
+    header = capsys.readouterr().out.splitlines()[0]
+    no_gpu = "tensorrt (not installed, no GPU)" if not target.detect_gpus() else "tensorrt (not installed)"
+    assert no_gpu in header and "tensorrt:sm90 (not installed)" in header
+    assert "none" not in header and "smlocal" not in header

@@ -4,6 +4,8 @@ its config.pbtxt parsed with Triton's own model_config.proto where tritonclient 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
 from pathlib import Path
 
 import onnx
@@ -13,7 +15,7 @@ import yaml
 from conftest import build_recipe
 from test_profiles import LONG, SHORT, seq_model, seq_recipe
 from trtbuild.commands.cli import main
-from trtbuild.commands.triton import max_batch_size, triton_model_config
+from trtbuild.commands.triton_config import max_batch_size, triton_model_config
 
 TARGETS = ["tensorrt-rtx", "tensorrt-rtx:sm86", "tensorrt-rtx:sm120+sm89"]
 
@@ -30,6 +32,23 @@ def parse_config(text: str) -> dict:
 
         return json_format.MessageToDict(text_format.Parse(text, config_class()), preserving_proto_field_name=True)
     pytest.skip("tritonclient is not installed: pip install --no-deps tritonclient")
+
+
+def load(path: Path):
+    """A module from a file of the written repository (the Python-backend model.py)."""
+    spec = importlib.util.spec_from_file_location(f"written_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def chooser(model: Path):
+    """The written model's own plan choice: compute capability -> plan file (ValueError: none runs there)."""
+    plans = json.loads((model / "1" / "plans.json").read_text())
+    module = load(model / "1" / "model.py")
+    for file in plans["plans"].values():
+        assert (model / "1" / file).is_file()
+    return lambda cc: module.choose_plan(plans, cc)
 
 
 @pytest.fixture
@@ -66,22 +85,32 @@ def test_a_repository_for_three_targets_and_two_profiles(repo_project, capsys):
     assert f"wrote  {repository / 'seq'}" in capsys.readouterr().out
 
     model = repository / "seq"
-    assert sorted(p.name for p in (model / "1").iterdir()) == ["model.plan", "model.sm86.plan", "model.sm89-sm120.plan"]
-    assert digest(model / "1" / "model.plan") == plans["portable"]
+    assert sorted(p.name for p in (model / "1").iterdir()) == [
+        "model.portable.plan", "model.py", "model.sm86.plan", "model.sm89-sm120.plan", "plans.json"]
+    assert digest(model / "1" / "model.portable.plan") == plans["portable"]
     assert digest(model / "1" / "model.sm86.plan") == plans["sm86"]
     assert digest(model / "1" / "model.sm89-sm120.plan") == plans["sm89+sm120"]
     assert not any(p.name.startswith(".") for p in model.rglob("*"))  # no staging folder left
 
+    # Triton's TensorRT backend cannot load TensorRT-RTX plans: a Python-backend model runs them.
     config = parse_config((model / "config.pbtxt").read_text())
-    assert config["name"] == "seq" and config["platform"] == "tensorrt_plan"
+    assert config["name"] == "seq" and config["backend"] == "python" and "platform" not in config
+    assert "default_model_filename" not in config and "cc_model_filenames" not in config
     assert config["max_batch_size"] == 4  # the largest batch every profile takes (short: max 4)
     assert config["input"] == [{"name": "x", "data_type": "TYPE_FP32", "dims": ["-1", "8"]}]
     assert config["output"] == [{"name": "y", "data_type": "TYPE_FP32", "dims": ["-1", "8"]}]
-    assert [(g["name"], g["kind"], g["count"], g["profile"]) for g in config["instance_group"]] == [
-        ("seq_short", "KIND_GPU", 1, ["0"]), ("seq_long", "KIND_GPU", 1, ["1"])]
-    assert config["default_model_filename"] == "model.plan"
-    assert config["cc_model_filenames"] == {"8.6": "model.sm86.plan", "8.9": "model.sm89-sm120.plan",
-                                            "12.0": "model.sm89-sm120.plan"}
+    assert [(g["kind"], g["count"]) for g in config["instance_group"]] == [("KIND_GPU", 1)]
+    choose = chooser(model)
+    assert [choose(cc) for cc in ("8.0", "8.6", "8.9", "12.0", "12.1")] == [
+        "model.portable.plan", "model.sm86.plan", "model.sm89-sm120.plan", "model.sm89-sm120.plan",
+        "model.portable.plan"]
+    for cc in ("9.0", "7.5", "10.0"):  # Hopper (and what TensorRT-RTX plans never run on): refused, with why
+        with pytest.raises(ValueError, match=f"no TensorRT-RTX plan of this model runs on compute capability {cc}"):
+            choose(cc)
+    rtx_model = load(model / "1" / "model.py")
+    profiles = json.loads((model / "1" / "plans.json").read_text())["profiles"]
+    assert rtx_model.choose_profile(profiles, {"x": (2, 8, 8)}) == 0
+    assert rtx_model.choose_profile(profiles, {"x": (1, 128, 8)}) == 1
 
     # Idempotent: the same plans leave the folder alone (a polling server reloads nothing).
     stamps = {p: p.stat().st_mtime_ns for p in model.rglob("*")}
@@ -102,7 +131,7 @@ def test_a_repository_for_three_targets_and_two_profiles(repo_project, capsys):
     assert build_recipe(repo_project)[0] == 0
     assert triton(repo_project, repository) == 0
     assert parse_config((model / "config.pbtxt").read_text())["max_batch_size"] == 2
-    assert digest(model / "1" / "model.plan") != plans["portable"]
+    assert digest(model / "1" / "model.portable.plan") != plans["portable"]
 
 
 def test_max_batch_size_follows_the_profiles():

@@ -4,12 +4,18 @@
 trtbuild/recipes/schema.py (their docstrings and Field descriptions); `<!-- generated: cli -->`
 becomes each command's `--help`, from the argparse parser the command line uses.
 tests/test_docs.py checks both cover what they should.
+
+It also serves Mermaid from the site itself (js/mermaid.min.js, from the npm package the tests install
+in tests/mermaid): the theme loads it from a CDN otherwise, and offline (an air-gapped cluster, a
+laptop on a plane) every diagram would show its source.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import types
+from pathlib import Path
 import typing
 
 from pydantic import BaseModel
@@ -17,6 +23,24 @@ from pydantic_core import PydanticUndefined
 
 SCHEMA_MARK = "<!-- generated: schema -->"
 CLI_MARK = "<!-- generated: cli -->"
+
+
+MERMAID_JS = Path(__file__).resolve().parents[2] / "tests" / "mermaid" / "node_modules" / "mermaid" / "dist" / \
+    "mermaid.min.js"
+MERMAID_SITE_PATH = "js/mermaid.min.js"  # mkdocs.yml's extra_javascript names it
+
+
+def on_files(files, config):
+    """Add Mermaid to the site's files; without the npm package, a warning (an error with --strict)."""
+    from mkdocs.structure.files import File
+
+    if MERMAID_JS.is_file():
+        files.append(File.generated(config, MERMAID_SITE_PATH, abs_src_path=str(MERMAID_JS)))
+    else:
+        logging.getLogger("mkdocs.hooks.reference").warning(
+            f"{MERMAID_JS} is missing: run (cd tests/mermaid && npm ci), or the site's diagrams load Mermaid "
+            "from a CDN (and show their source offline)")
+    return files
 
 
 def on_page_markdown(markdown: str, page=None, config=None, files=None) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import re
 import time
 from pathlib import Path
 
@@ -81,7 +82,13 @@ def _build_engine(weights: WeightMaps, plan_path: Path, target: Target, profiles
     plan = _build_plan(trt, builder, network, config, plan_path)
     seconds = time.perf_counter() - started
     if plan is None:
-        detail = "\n  ".join(logger.errors) or "no details from TensorRT"
+        # cudaError 35 (no CUDA driver): the builder's probe on a machine without a GPU, beside the real error
+        errors = [e for e in logger.errors if "cudaError 35" not in e] or logger.errors
+        detail = "\n  ".join(errors) or "no details from TensorRT"
+        turing = re.search(r"Cannot compile operation '([^']+)' for Turing \(SM75\): ([^.]+)", detail)
+        if turing:  # TensorRT-RTX has no fp32 matrix multiply for sm_75
+            raise StepError(f"TensorRT-RTX cannot build node {turing[1]!r} for Turing (sm_75): {turing[2]}; build "
+                            f"sm_75 targets with engine.precision fp16, or leave sm75 out of the targets\n  {detail}")
         if "has no runners that implement it" in detail:  # parsed, but no kernel for it in this backend
             detail += ("\n  the backend has no implementation for that layer: export the model without it (NMS and "
                        "other post-processing run after the engine), or build for another backend")

@@ -44,6 +44,17 @@ class Target:
     def id(self) -> str:
         return f"{self.backend}-{self.version}-{self.arch}" + (f"-{self.gpu_model}" if self.gpu_model else "")
 
+    @property
+    def title(self) -> str:
+        """The target as a table heads it: its id, or, for one this machine cannot resolve (full TensorRT not
+        installed, no GPU to build for), what it is and what is missing."""
+        local, missing = self.compute_capabilities == ("local",), self.version == "none"
+        if not (local or missing):
+            return self.id
+        if local:
+            return f"{self.backend}{'' if missing else '-' + self.version} ({'not installed, ' if missing else ''}no GPU)"
+        return f"{self.spec} (not installed)"
+
     def to_dict(self) -> dict:
         return {"backend": self.backend, "version": self.version, "compute_capabilities": list(self.compute_capabilities),
                 "gpu_model": self.gpu_model}

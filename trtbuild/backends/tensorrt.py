@@ -20,7 +20,9 @@ def resolve(spec: str, caps: tuple[str, ...]):
     gpus = t.detect_gpus()
     if not caps:
         if not gpus:
-            return t.Target(NAME, version or "none", ("local",)), "TensorRT builds for the local GPU and there is none"
+            missing = "" if version else f"; TensorRT is not installed either ({INSTALL_HINT})"
+            return t.Target(NAME, version or "none", ("local",)), \
+                f"TensorRT builds for the GPU it runs on, and this machine has no NVIDIA GPU{missing}"
         caps = (gpus[0].compute_capability,)
     need = " or ".join("sm_" + cc.replace(".", "") for cc in caps)
     if version is None:

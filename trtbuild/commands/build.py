@@ -10,7 +10,7 @@ from pathlib import Path
 
 from trtbuild.commands import signals
 from trtbuild.commands.summary import print_results, recap
-from trtbuild.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, RecipeError, UsageError
+from trtbuild.errors import RecipeError, UsageError
 
 
 def recipe_files(paths: list[str]) -> list[Path]:
@@ -60,12 +60,14 @@ def cmd_build(args) -> int:
         signals.arm()
         code = _build(args, run, started)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM, at any moment: the reports say what each step got to
+        from trtbuild.commands.outcome import decide
         from trtbuild.commands.reports import write_reports
 
-        code = EXIT_INTERRUPTED
         run.results = run.interrupted()
-        write_reports(args, run.results, run.problems, time.perf_counter() - started, code,
-                      args.cache_dir.resolve())
+        outcome = decide(run.results, run.problems, time.perf_counter() - started, interrupted=True,
+                         dry_run=args.dry_run)
+        code = outcome.exit_code
+        write_reports(args, outcome, args.cache_dir.resolve())
         signals.settle()
         print("trtbuild: interrupted; nothing partial was recorded, out/ keeps the last complete build",
               file=sys.stderr)
@@ -125,29 +127,20 @@ def _build(args, run: _Run, started: float) -> int:
 
 
 def _conclude(args, cache, run: _Run, started: float, progress) -> int:
-    """The exit code, the reports, the recap and the results of a run that went to its end."""
-    results, problems = run.results, run.problems
-    failed = [r for r in results if r.status == "failed"]
-    # An engine asked for on the command line is a promise: not building it here is a failure. Targets
-    # a recipe declares for other GPUs are skipped with the reason, and the build still succeeds.
-    undelivered = [r for r in results if (args.target or args.backend) and r.step.name == "engine"
-                   and r.status == "skipped" and r.step.skip_reason]
-    unpublished = run.runner.undelivered if run.runner is not None else []  # built, not in out/
-    if problems or any(r.user_error for r in failed):
-        code = EXIT_USAGE
-    else:
-        code = EXIT_BUILD_FAILED if failed or undelivered or unpublished else EXIT_OK
-    seconds = time.perf_counter() - started
+    """The outcome (exit code and failures), then the reports, the recap and the results, all from it."""
+    from trtbuild.commands.outcome import decide
     from trtbuild.commands.reports import write_reports
 
-    write_reports(args, results, problems, seconds, code, cache.root)
+    # An engine asked for on the command line is a promise: not building it here is a failure. Targets
+    # a recipe declares for other GPUs are skipped with the reason, and the build still succeeds.
+    requested = "--target" if args.target else "--backend" if args.backend else None
+    outcome = decide(run.results, run.problems, time.perf_counter() - started, requested=requested,
+                     unpublished=run.runner.undelivered if run.runner is not None else [], dry_run=args.dry_run)
+    write_reports(args, outcome, cache.root)
     signals.settle()
-    recap(results, problems, seconds, progress)
-    for r in undelivered:
-        progress.message(f"trtbuild: error: {r.step.label} [{r.step.target.id}] was asked for with "
-                         f"{'--target' if args.target else '--backend'} and cannot be built here: {r.reason}")
-    print_results(results, problems, seconds)
-    return code
+    recap(outcome, progress)
+    print_results(outcome)
+    return outcome.exit_code
 
 
 def executor_for(args, cache, warn):

@@ -202,18 +202,23 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     path.set_defaults(func=commands.cmd_path)
 
     triton = sub.add_parser("triton", parents=[cache_opt], help="write a Triton model repository from the built plans",
-                            description="For each recipe, write REPOSITORY/NAME/config.pbtxt (platform tensorrt_plan, "
-                            "inputs, outputs, the largest batch, an instance group per optimization profile, "
-                            "cc_model_filenames per compute capability, default_model_filename the portable plan) and "
-                            "REPOSITORY/NAME/VERSION/ with the plans. Uses what is built, never builds: a target not "
-                            "built fails (exit 1). An unchanged model folder is left alone.")
+                            description="For each recipe, write REPOSITORY/NAME/config.pbtxt and REPOSITORY/NAME/VERSION/ "
+                            "with what Triton loads: full-TensorRT plans under its TensorRT backend (platform "
+                            "tensorrt_plan, one plan per compute capability in cc_model_filenames, no default, so a GPU "
+                            "without a plan of its own refuses the model); TensorRT-RTX plans, which that backend cannot "
+                            "load, as a Python-backend model (model.py) running them with the TensorRT-RTX runtime, the "
+                            "plan chosen per GPU. Uses what is built, never builds: a target not built fails (exit 1). "
+                            "An unchanged model folder is left alone.")
     triton.add_argument("recipes", nargs="+", metavar="RECIPE_OR_DIR",
                         help="recipe files, or directories of *.yaml / *.yml recipes")
     triton.add_argument("--repository", type=Path, required=True, metavar="DIR", help="the model repository folder")
     triton.add_argument("--version", type=positive, default=1, metavar="N", help="the model version folder (default 1)")
     triton.add_argument("--backend", metavar="NAME",
-                        help="the plans of this backend only, e.g. tensorrt-rtx (a Triton model's plans load with one "
-                        "TensorRT)")
+                        help="the plans of this backend only, e.g. tensorrt-rtx (a Triton model serves one backend's "
+                        "plans)")
+    triton.add_argument("--target", action="append", type=target_spec, metavar="SPEC",
+                        help="the plans of these targets instead of the recipes' (repeatable), as built with "
+                        "`trtbuild --target`")
     triton.set_defaults(func=_triton)
     return parser
 
@@ -274,7 +279,7 @@ def cmd_status(args) -> int:
                 target = f" [{row['target']}]" if row["target"] else ""
                 print(f"{row['state']:<8} {row['recipe']}/{row['step']}{target}  {row['reason']}".rstrip())
         else:
-            print(render_matrix(cells))
+            print(render_matrix(cells, {row["target"]: row["target_title"] for row in rows if row["target"]}))
     if problems:
         return EXIT_USAGE
     # 0: a build would compile nothing (a step on the remote is pulled, not built).

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from trtbuild.errors import TrtbuildError
 from trtbuild.backends.gpu import detect_gpus
-from trtbuild.backends.target import gpu_model_id, installed_version
+from trtbuild.backends.target import gpu_model_id, installed_version, supports_fp8
 
 _ATTEMPTS = 20  # consistent reads of out/<recipe>/ tried while publishes swap it
 
@@ -85,20 +85,35 @@ def _choose(name: str, out: Path, gpu_index: int, target: str | None) -> Path:
 
 
 def _plan_for_target(name: str, plans: list[Path], spec: str) -> Path:
-    """The plan built for target `spec`, preferring the installed backend version."""
+    """The plan of target `spec` ("tensorrt-rtx:sm89"): one built for exactly those compute
+    capabilities, else one whose compute capabilities cover them (sm89+sm120 covers sm89; a portable
+    TensorRT-RTX plan covers 8.x and 12.x), preferring the installed backend version."""
     backend, _, arch = spec.partition(":")
-    wanted_arch = arch or ("portable" if backend == "tensorrt-rtx" else None)  # tensorrt: its one GPU's SM
+    wanted = _caps(arch) if arch and arch != "portable" else None
     found = []
     for plan in plans:
         meta = json.loads(plan.with_name("model.json").read_text())
         built = meta["compute_capabilities"]
-        built_arch = "portable" if built == "portable" else "+".join("sm" + cc.replace(".", "") for cc in built)
-        if backend not in ("auto", meta["backend"]) or wanted_arch not in (None, built_arch):
+        if backend not in ("auto", meta["backend"]):
             continue
-        found.append((meta["backend_version"] == installed_version(meta["backend"]), plan))
+        if arch == "portable" or (not arch and backend == "tensorrt-rtx"):
+            fit = 0 if built == "portable" else None
+        elif wanted is None:  # tensorrt: its one GPU's SM
+            fit = 0
+        else:
+            ranks = [covers(meta, cc) for cc in wanted]
+            fit = None if None in ranks else 0 if built != "portable" and set(built) == wanted else 1 + max(ranks)
+        if fit is not None:
+            found.append((meta["backend_version"] == installed_version(meta["backend"]), -fit, plan))
     if not found:
-        raise DeployError(f"no {spec} plan for {name!r}; built: {', '.join(p.parent.name for p in plans)}")
-    return max(found)[1]
+        raise DeployError(f"no {spec} plan for {name!r}; built: {', '.join(p.parent.name for p in plans)} (none "
+                          "built for, or covering, the compute capabilities asked)")
+    return max(found)[2]
+
+
+def _caps(arch: str) -> set[str]:
+    """"sm89+sm120" -> {"8.9", "12.0"}."""
+    return {f"{sm[2:-1]}.{sm[-1]}" for sm in arch.split("+")}
 
 
 def _fit(meta: dict, cc: str, model: str) -> int | None:
@@ -106,6 +121,15 @@ def _fit(meta: dict, cc: str, model: str) -> int | None:
     if meta["backend_version"] != installed_version(meta["backend"]):
         return None
     if meta.get("gpu_model") not in (None, model):  # built without same-compute-capability compatibility
+        return None
+    return covers(meta, cc)
+
+
+def covers(meta: dict, cc: str) -> int | None:
+    """Whether the plan `meta` (its model.json) runs on a GPU of compute capability `cc`, whatever the
+    TensorRT installed: 0 = a full TensorRT plan for it, 1 = TensorRT-RTX built for it, 2 = a portable
+    TensorRT-RTX plan (8.x and 12.x, not Hopper); None = it does not run there. An fp8 plan needs 8.9+."""
+    if meta.get("precision") == "fp8" and not supports_fp8(cc):
         return None
     caps = meta["compute_capabilities"]
     if meta["backend"] == "tensorrt":

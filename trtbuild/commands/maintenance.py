@@ -55,7 +55,10 @@ def cmd_gc(args) -> int:
             print(f"{name}: {verb} {stats['malformed_records']} malformed records")
         if stats.get("removed_out"):
             print(f"{name}: {verb} out/ of {', '.join(stats['removed_out'])} (no recipe makes them now)")
-        if stats.get("marked_objects"):
+        if stats.get("marked_objects") and args.dry_run:
+            print(f"{name}: would mark {stats['marked_objects']} unreferenced objects (-n marks nothing); a gc at "
+                  f"least {args.grace} after a gc that marks them deletes those still unreferenced")
+        elif stats.get("marked_objects"):
             print(f"{name}: {stats['marked_objects']} unreferenced objects marked; a gc at least {args.grace} "
                   "later deletes those still unreferenced")
         if stats.get("short_bytes"):

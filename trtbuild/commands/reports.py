@@ -1,44 +1,55 @@
-"""Build reports: JSON for scripts, JUnit XML for CI dashboards, Markdown for a CI job summary."""
+"""Build reports: JSON for scripts, JUnit XML for CI dashboards, Markdown for a CI job summary.
+
+Each is a view of one trtbuild.commands.outcome.Outcome: its exit code, its failures. A run that
+exits non-zero has a failure in every report: a failed test case in JUnit, a failure line under the
+Markdown heading, `ok: false` and the failure in the JSON."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
 
+from trtbuild.commands.outcome import Outcome
 
-def write_reports(args, results, problems: list[str], seconds: float, exit_code: int, cache_dir) -> None:
+
+def write_reports(args, outcome: Outcome, cache_dir) -> None:
     """The reports the command line asked for (--report, --junit, --markdown), each written atomically."""
     from trtbuild.store.fsutil import atomic_write
 
     if args.report:
-        text = json_report(results, problems, ok=exit_code == 0, exit_code=exit_code, dry_run=args.dry_run,
-                           seconds=round(seconds, 3), cache_dir=str(cache_dir))
-        atomic_write(args.report, text.encode())
+        atomic_write(args.report, json_report(outcome, cache_dir=str(cache_dir)).encode())
     if args.junit:
-        atomic_write(args.junit, junit_xml(results, problems, seconds).encode())
+        atomic_write(args.junit, junit_xml(outcome).encode())
     if args.markdown:
-        atomic_write(args.markdown, markdown(results, problems, seconds).encode())
+        atomic_write(args.markdown, markdown(outcome).encode())
 
 
-def json_report(results, problems: list[str], **extra) -> str:
-    return json.dumps(extra | {"recipe_errors": problems, "steps": [r.to_json() for r in results]}, indent=2) + "\n"
+def json_report(outcome: Outcome, **extra) -> str:
+    data = {"ok": outcome.ok, "exit_code": outcome.exit_code, "dry_run": outcome.dry_run,
+            "seconds": round(outcome.seconds, 3)} | extra
+    data |= {"failures": [f.to_json() for f in outcome.failures], "recipe_errors": outcome.problems,
+             "steps": [r.to_json() for r in outcome.results]}
+    return json.dumps(data, indent=2) + "\n"
 
 
-def junit_xml(results, problems: list[str], seconds: float) -> str:
-    """One testsuite per recipe, one testcase per step (and target); recipe errors are failures too."""
+def junit_xml(outcome: Outcome) -> str:
+    """One testsuite per recipe, one testcase per step (and target); every failure of the outcome is a
+    failed test case (recipe errors in a suite of their own)."""
     import xml.etree.ElementTree as ET  # here: only --junit writes XML
 
-    root = ET.Element("testsuites", name="trtbuild", time=f"{seconds:.3f}")
+    root = ET.Element("testsuites", name="trtbuild", time=f"{outcome.seconds:.3f}")
     suites: dict[str, ET.Element] = {}
-    for r in results:
+    for r in outcome.results:
         recipe = r.step.recipe.recipe.name
         suite = suites.get(recipe)
         if suite is None:
             suite = suites[recipe] = ET.SubElement(root, "testsuite", name=recipe)
         name = r.step.name + (f" [{r.step.target.id}]" if r.step.target else "")
         case = ET.SubElement(suite, "testcase", classname=recipe, name=name, time=f"{r.seconds:.3f}")
-        if r.status == "failed" or r.error:  # an error on a built step: built, not delivered (not in out/)
-            ET.SubElement(case, "failure", message=(r.error or "").splitlines()[0][:200]).text = r.error
+        failure = outcome.failure_of(r)
+        if failure is not None:
+            ET.SubElement(case, "failure", message=failure.message[:200], type=failure.kind).text = \
+                failure.detail or failure.message
         elif r.status == "skipped":
             ET.SubElement(case, "skipped", message=r.reason)
         elif r.status == "interrupted":
@@ -46,49 +57,59 @@ def junit_xml(results, problems: list[str], seconds: float) -> str:
         if r.node:
             ET.SubElement(ET.SubElement(case, "properties"), "property", name="node", value=node_name(r.node))
         ET.SubElement(case, "system-out").text = f"{r.status}: {r.reason}" + (f" (on {node_name(r.node)})" if r.node else "")
-    if problems:
+    recipe_errors = [f for f in outcome.failures if f.result is None]
+    if recipe_errors:
         suite = ET.SubElement(root, "testsuite", name="recipes")
-        for problem in problems:
-            case = ET.SubElement(suite, "testcase", classname="recipes", name=problem.split(": ")[0])
-            ET.SubElement(case, "failure", message=problem[:200]).text = problem
+        for f in recipe_errors:
+            case = ET.SubElement(suite, "testcase", classname="recipes", name=f.label)
+            ET.SubElement(case, "failure", message=f.message[:200], type=f.kind).text = f.message
     for suite in root:
         cases = suite.findall("testcase")
         suite.set("tests", str(len(cases)))
         suite.set("failures", str(sum(c.find("failure") is not None for c in cases)))
         suite.set("skipped", str(sum(c.find("skipped") is not None for c in cases)))
         suite.set("errors", str(sum(c.find("error") is not None for c in cases)))
+    for count in ("tests", "failures", "skipped", "errors"):
+        root.set(count, str(sum(int(suite.get(count)) for suite in root)))
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def markdown(results, problems: list[str], seconds: float) -> str:
+def markdown(outcome: Outcome) -> str:
+    """The verdict and every failure first (what a job page shows above the fold), then the steps, the
+    failures' full text and the step graph."""
+    results = outcome.results
     counts = Counter(r.status for r in results)
-    failures = [r for r in results if r.status == "failed" or r.error]  # or built and not delivered
-    verdict = ("INTERRUPTED" if counts["interrupted"] else
-               "FAILED" if problems or failures else "ok")
     summary = ", ".join(f"{n} {status}" for status, n in counts.items())
-    farm = any(r.node for r in results)  # a node column when steps ran on a cluster
-    lines = [f"## trtbuild: {verdict}", "",
-             f"{len(results)} steps: {summary or 'none'} in {seconds:.1f} s", "",
-             "| recipe | step | target | status | time | reason |" + (" node |" if farm else ""),
-             "| --- | --- | --- | --- | --- | --- |" + (" --- |" if farm else "")]
-    for r in results:
-        status = {"failed": "**failed**"}.get(r.status, r.status)
-        target = r.step.target.id if r.step.target else ""
-        lines.append(f"| {r.step.recipe.recipe.name} | {r.step.name} | {target} | {status} | "
-                     f"{r.seconds:.2f} s | {_cell(r.reason)} |" + (f" {node_name(r.node)} |" if farm else ""))
+    lines = [f"## trtbuild: {outcome.verdict} (exit code {outcome.exit_code})", ""]
+    if outcome.failures:
+        lines += [f"{len(outcome.failures)} failure(s):", ""]
+        lines += [f"- **{_cell(f.label)}**: {_cell(f.message)}" for f in outcome.failures]
+        lines.append("")
+    lines += [f"{len(results)} steps: {summary or 'none'} in {outcome.seconds:.1f} s", ""]
+    if results:
+        farm = any(r.node for r in results)  # a node column when steps ran on a cluster
+        lines += ["| recipe | step | target | status | time | reason |" + (" node |" if farm else ""),
+                  "| --- | --- | --- | --- | --- | --- |" + (" --- |" if farm else "")]
+        for r in results:
+            failure = outcome.failure_of(r)
+            status = "**failed**" if failure is not None else r.status
+            reason = failure.message if failure is not None else r.reason
+            target = r.step.target.title if r.step.target else ""
+            lines.append(f"| {r.step.recipe.recipe.name} | {r.step.name} | {target} | {status} | "
+                         f"{r.seconds:.2f} s | {_cell(reason)} |" + (f" {node_name(r.node)} |" if farm else ""))
+        lines.append("")
+    detailed = [f for f in outcome.failures if f.detail and f.detail.strip() != f.message]
+    if detailed:
+        lines += ["### Failures", ""]
+        for f in detailed:
+            lines += [f"**{_cell(f.label)}**", "", "```", f.detail.rstrip(), "```", ""]
     if results:  # the step graph, coloured by status: GitHub renders Mermaid in job summaries
         from trtbuild.commands.dag import mermaid
 
-        lines += ["", "<details><summary>Step graph</summary>", "", "```mermaid",
-                  mermaid(results, [(r.status, r.reason) for r in results]).rstrip(), "```", "", "</details>"]
-    if problems or failures:
-        lines += ["", "### Failures", ""]
-        for problem in problems:
-            lines.append(f"- {_cell(problem)}")
-        for r in failures:
-            lines += [f"**{r.step.label}**" + (f" `{r.step.target.id}`" if r.step.target else ""), "", "```",
-                      r.error or "", "```", ""]
+        states = [("failed", f.message) if (f := outcome.failure_of(r)) else (r.status, r.reason) for r in results]
+        lines += ["<details><summary>Step graph</summary>", "", "```mermaid", mermaid(results, states).rstrip(),
+                  "```", "", "</details>"]
     return "\n".join(lines).rstrip() + "\n"
 
 

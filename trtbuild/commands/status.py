@@ -29,6 +29,7 @@ def step_states(results, cache: Cache) -> list[dict]:
         rows.append({"recipe": r.step.recipe.recipe.name, "step": r.step.name,
                      "target": r.step.target.id if r.step.target else None,
                      "target_spec": r.step.target.spec if r.step.target else None,
+                     "target_title": r.step.target.title if r.step.target else None,
                      "state": state, "reason": "" if state == "fresh" else r.reason})
     return rows
 
@@ -48,14 +49,16 @@ def matrix(rows: list[dict]) -> dict[str, dict[str, dict]]:
     return cells
 
 
-def render_matrix(cells: dict[str, dict[str, dict]]) -> str:
+def render_matrix(cells: dict[str, dict[str, dict]], titles: dict[str, str] | None = None) -> str:
+    """The matrix as a table; `titles`: target id -> its column heading (Target.title)."""
     targets = list(dict.fromkeys(t for row in cells.values() for t in row))
+    heads = [(titles or {}).get(t, t) for t in targets]
     width = max([len("recipe")] + [len(r) for r in cells]) + 2
-    columns = [max(len(t), 8) + 2 for t in targets]
-    lines = ["recipe".ljust(width) + "".join(t.ljust(c) for t, c in zip(targets, columns))]
+    columns = [max(len(h), 8) + 2 for h in heads]
+    lines = ["recipe".ljust(width) + "".join(h.ljust(c) for h, c in zip(heads, columns))]
     for recipe, row in cells.items():
         lines.append(recipe.ljust(width) + "".join(row.get(t, {"state": "-"})["state"].ljust(c)
                                                    for t, c in zip(targets, columns)))
-    notes = [f"  {recipe} [{t}]: {cell['state']}: {cell['reason']}"
+    notes = [f"  {recipe} [{(titles or {}).get(t, t)}]: {cell['state']}: {cell['reason']}"
              for recipe, row in cells.items() for t, cell in row.items() if cell["state"] != "fresh"]
     return "\n".join([line.rstrip() for line in lines] + ([""] + notes if notes else []))

@@ -13,7 +13,8 @@ from pathlib import Path
 from trtbuild.store.cache import Cache
 from trtbuild.store import discovered as found_while_running
 from trtbuild.planning.graph import Step
-from trtbuild.planning.keys import explain, key_components, portable, project_root, step_key
+from trtbuild.execution.reasons import why_run
+from trtbuild.planning.keys import key_components, portable, project_root, step_key
 from trtbuild.steps.action import tool_version
 from trtbuild.execution.executor import Executor, Task
 from trtbuild.execution.jobs import make_job, sources_moved, upstream_objects
@@ -254,11 +255,8 @@ class Runner:
 
     def _build(self, step: Step, key: str, components: dict, deps: dict[Step, StepResult]) -> StepResult:
         state = self.cache.read_state(step.recipe.recipe.name)
-        # A target never built before is explained against the step's latest build for another target.
-        same_step = [e for sid, e in state.items() if sid.split("@")[0] == step.name]
-        previous = state.get(step.id) or max(same_step, key=lambda e: e["time"], default=None)
         forced = self._forced(step)
-        reason = "--force" if forced else self._moved.pop(step, None) or explain(previous, components, step)
+        reason = "--force" if forced else self._moved.pop(step, None) or why_run(step, state, components)
         if self.dry_run:
             return StepResult(step, WOULD_RUN, reason, key=key)
         from filelock import Timeout  # here: a no-op build takes no step lock
@@ -392,3 +390,4 @@ class Runner:
         """Remember the step's last key components: what --dry-run and status diff against."""
         entry = {"key": key, "components": components, "time": time.time(), "status": status}
         self.cache.record_state(step.recipe.recipe.name, step.id, entry)
+

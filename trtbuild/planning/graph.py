@@ -185,6 +185,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
     for spec, target, cannot_build in resolved:
         if recipe.engine.precision == "fp8":
             cannot_build = cannot_build or _fp8_unsupported(loaded, spec, target)
+        _turing_int8(loaded, spec, target)
         engine_params = {
             "inputs": inputs,
             "precision": recipe.engine.precision,
@@ -238,6 +239,19 @@ def _fp8_unsupported(loaded: LoadedRecipe, spec: str, target: Target) -> str | N
     return f"fp8 engines need a GPU with sm_89 or newer (this machine's is {sms})"
 
 
+def _turing_int8(loaded: LoadedRecipe, spec: str, target: Target) -> None:
+    """TensorRT-RTX compiles no fp32 matrix multiply for Turing (sm_75: "FP32 GEMM is not supported"), and an
+    int8 model keeps the layers it does not quantize (a classifier head, what precision.keep_fp32 names) in
+    fp32: refused here with the reason, not after calibrating, with the builder's text."""
+    if loaded.recipe.engine.precision != "int8" or target.backend != "tensorrt-rtx" \
+            or "7.5" not in target.compute_capabilities:
+        return
+    raise RecipeError([f"{loaded.where('engine', 'precision')}: engine.precision int8 cannot be built for sm_75 "
+                       f"(target {spec!r}): TensorRT-RTX compiles no fp32 matrix multiply (Gemm, MatMul) for Turing, "
+                       "and an int8 model keeps the layers it does not quantize in fp32; build int8 for sm80 or "
+                       "newer targets, and fp16 for sm75"])
+
+
 def _precision_step(loaded: LoadedRecipe, inputs: dict, model, out: Path, cache: Cache, after: list[Step]) -> Step:
     recipe, options = loaded.recipe, loaded.recipe.precision
     precision = recipe.engine.precision
@@ -263,7 +277,10 @@ def _precision_step(loaded: LoadedRecipe, inputs: dict, model, out: Path, cache:
             context["python_path"] = [str(p) for p in search]
             context["where"] = loaded.where("precision", "calibration", "loader")
     else:
-        converter = fp16_converter(precision)
+        try:
+            converter = fp16_converter(precision)
+        except UsageError as exc:
+            raise RecipeError([f"{loaded.where('engine', 'precision')}: {exc}"]) from None
     params = {"precision": precision, "converter": converter, "keep_io_types": options.keep_io_types,
               "keep_fp32": sorted(set(options.keep_fp32)), "calibration": calibration, "inputs": inputs}
     return Step(loaded, "precision", load_kind("precision"), params, files, out / precision, context=context,
@@ -289,7 +306,10 @@ def fp16_converter(precision: str) -> str:
     if importlib.util.find_spec("modelopt") is not None:
         return "modelopt"
     if precision == "bf16":
-        raise UsageError("engine.precision bf16 needs NVIDIA ModelOpt: pip install 'trtbuild[modelopt]'")
+        raise UsageError("engine.precision bf16 needs NVIDIA ModelOpt (AutoCast), which is not installed: install it "
+                         "without replacing the pinned onnx and onnxruntime (`pip install --no-deps "
+                         "nvidia-modelopt==0.47.0 onnx_graphsurgeon onnxslim==0.1.98`, then its dependencies: see "
+                         "docs/getting-started.md, Installing), or choose fp16")
     return "ort-float16"
 
 
