@@ -65,8 +65,10 @@ def run_job(spec: dict, last: bool = False) -> dict:
     try:
         if "python_path" in job.context:  # the user's code runs: what it reads is an input too
             ignore = [str(job.outdir.parent), *(str(p) for p in job.inputs.values())]
-            with discovered.recording(ignore, native=last) as seen:
-                meta = load_kind(job.kind).run(job)
+            kind = load_kind(job.kind)
+            preload = kind.preload(job.params) if hasattr(kind, "preload") else ()
+            with discovered.recording(ignore, native=last, preload=preload) as seen:
+                meta = kind.run(job)
             meta["discovered"] = seen.result()
             meta["reads_observed"] = seen.observed
         else:

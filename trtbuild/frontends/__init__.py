@@ -33,6 +33,14 @@ TOOLS = {
     "keras": ("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "numpy", "protobuf"),
 }
 
+# framework -> modules an export imports before the user's code runs: installed tools, keyed by version,
+# whose thousands of imports need not be watched (trtbuild.store.discovered)
+PRELOAD = {
+    "pytorch": ("torch", "torch.onnx"),
+    "tensorflow": ("tensorflow", "tf2onnx"),
+    "keras": ("keras", "tf2onnx"),
+}
+
 # framework -> the opset its exporter writes when the recipe sets none (each exporter's best-tested)
 DEFAULT_OPSET = {"pytorch": 18, "tensorflow": 17, "keras": 17}
 

@@ -5,7 +5,7 @@ framework. With parity off no forward pass is spent on them (the `reference` par
 from __future__ import annotations
 
 from trtbuild.errors import first_line
-from trtbuild.frontends import TOOLS, ModelSpec, load_framework
+from trtbuild.frontends import PRELOAD, TOOLS, ModelSpec, load_framework
 from trtbuild.models.onnx_io import complete_inputs, normalize_file
 from trtbuild.steps import Job, Reads
 
@@ -29,6 +29,11 @@ def tools(params: dict) -> tuple[str, ...]:
     if params.get("package"):  # e.g. torchvision for "torchvision.models:resnet50"
         found += (params["package"],)
     return found
+
+
+def preload(params: dict) -> tuple[str, ...]:
+    """What the worker imports before it starts watching what the user's code reads."""
+    return PRELOAD[params["framework"]] + ((params["package"],) if params.get("package") else ())
 
 
 FRAMEWORK_ENV = {"pytorch": ("TORCH_", "PYTORCH_"), "tensorflow": ("TF_",),

@@ -77,14 +77,14 @@ class Scope:
 
 
 class Reads:
-    def __init__(self, scope: Scope, watching=None, why_not: str = ""):
+    def __init__(self, scope: Scope, watching=None, why_not: str = "", modules: set[str] | None = None):
         self.scope, self.watching, self.why_not = scope, watching, why_not
         self.files: dict[str, str] = {}
         self.folders: dict[str, str] = {}
         self.absent: set[str] = set()
         self.written: set[str] = set()  # scratch files the step made and read back are not inputs
         self.unreadable = 0
-        self.modules = set(sys.modules)  # what was loaded before the user's code ran
+        self.modules = set(sys.modules) if modules is None else modules  # loaded before the step began
         # forked children append "<kind><digest> <path>\0" records (O_APPEND: each lands whole)
         import tempfile  # here: only a step's process records what it reads
 
@@ -174,10 +174,17 @@ class FileChangedError(Exception):
 
 
 @contextmanager
-def recording(ignore: list[str] = (), native: bool = True):
+def recording(ignore: list[str] = (), native: bool = True, preload: tuple[str, ...] = ()):
     """Record the user's files read (or looked for) and folders listed inside the block. `native`: watch
-    system calls where the platform allows (the process must exit after the step: see syscall_filter)."""
+    system calls where the platform allows (the process must exit after the step: see syscall_filter).
+    `preload`: installed modules imported first, unwatched (their distributions are still recorded)."""
     scope = Scope(list(ignore))
+    before = set(sys.modules)
+    for module in preload:
+        try:
+            __import__(module)
+        except Exception:  # not installed, or broken: the step's own import reports it
+            pass
     if not getattr(recording, "hooked", False):
         sys.addaudithook(_hook)
         os.register_at_fork(after_in_child=_in_child)
@@ -187,7 +194,7 @@ def recording(ignore: list[str] = (), native: bool = True):
         from trtbuild.store.watcher import watch
 
         watching, why_not = watch(scope)
-    reads = Reads(scope, watching, why_not)
+    reads = Reads(scope, watching, why_not, before)
     _active.append(reads)
     try:
         yield reads
