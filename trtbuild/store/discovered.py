@@ -84,6 +84,7 @@ class Reads:
         self.absent: set[str] = set()
         self.written: set[str] = set()  # scratch files the step made and read back are not inputs
         self.unreadable = 0
+        self.stamps: dict[str, list[int]] = {}  # the watcher's stat of each file it digested
         self.modules = set(sys.modules) if modules is None else modules  # loaded before the step began
         # forked children append "<kind><digest> <path>\0" records (O_APPEND: each lands whole)
         import tempfile  # here: only a step's process records what it reads
@@ -144,6 +145,7 @@ class Reads:
         if self.watching:
             seen = self.watching.finish()
             self.unreadable = seen["unreadable"]
+            self.stamps = seen["stamps"]
             self.written.update(seen["written"])
             self.absent.update(seen["absent"])
             for path, digest in seen["files"].items():
@@ -152,7 +154,7 @@ class Reads:
         for path, digest in self.files.items():
             if path in self.written or not os.path.lexists(path):
                 continue  # the step's own scratch file (removed, or written by this process)
-            if file_digest(path) != digest:
+            if not self._unchanged(path) and file_digest(path) != digest:
                 raise FileChangedError(path)
             files[path] = digest
         for module in list(sys.modules.values()):  # imported by a computed name where no call was seen
@@ -166,6 +168,22 @@ class Reads:
                 raise FileChangedError(path, "appeared")
         return {"files": dict(sorted(files.items())), "folders": dict(sorted(self.folders.items())),
                 "absent": absent, "tools": provided_by(set(sys.modules) - self.modules, lambda p: not self.scope.is_installed(p))}
+
+
+    def _unchanged(self, path: str) -> bool:
+        """Whether the file's stat is the one taken when it was digested (spares re-reading a checkpoint).
+        As git's racily clean entries: a file changed within 2 s of that stat may have changed again within
+        the file system's timestamp granularity, so it is read again."""
+        kept = self.stamps.get(path)
+        try:
+            return kept is not None and kept[:4] == stamp(os.stat(path)) and kept[2] < kept[4] - 2_000_000_000
+        except OSError:
+            return False
+
+
+def stamp(st: os.stat_result) -> list[int]:
+    """What changes when a file's bytes do: size, modification and change times, inode."""
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 class FileChangedError(Exception):

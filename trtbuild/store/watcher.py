@@ -8,7 +8,8 @@ by whatever code reads it, and a file that was absent when looked for is noted a
 Over the socket: the watcher says "ready" once loaded; the worker installs the filter and sends one
 JSON line of settings (trtbuild.store.discovered.Scope.settings()) with the listener's
 file descriptor (SCM_RIGHTS). The worker sends "end\\n" when its step is done and gets one JSON line back:
-{"files": {path: sha256}, "absent": [path], "written": [path], "calls": n}. The watcher lets every
+{"files": {path: sha256}, "stamps": {path: stat facts at the digest}, "absent": [path], "written":
+[path], "calls": n, "unreadable": n}. The watcher lets every
 later call through unrecorded, and exits when the last watched process has.
 """
 
@@ -21,9 +22,10 @@ import select
 import socket
 import stat
 import sys
+import time
 
 from trtbuild.store import syscall_filter
-from trtbuild.store.discovered import Scope, file_digest
+from trtbuild.store.discovered import Scope, file_digest, stamp
 
 _RECV, _SEND, _CONTINUE = 0xC0502100, 0xC0182101, 1  # SECCOMP_IOCTL_NOTIF_RECV / _SEND, USER_NOTIF_FLAG_CONTINUE
 _WRITES = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC
@@ -70,6 +72,7 @@ class Watcher:
         self.listener, self.scope = listener, scope
         self.calls = syscall_filter.calls_by_number()
         self.files: dict[str, str] = {}
+        self.stamps: dict[str, list[int]] = {}
         self.absent: set[str] = set()
         self.written: set[str] = set()
         self.recording, self.count, self.unreadable = True, 0, 0
@@ -121,14 +124,15 @@ class Watcher:
             self.written.add(path)
             return
         try:
-            mode = os.stat(path).st_mode
+            st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             self._absent(path)
             return
         except OSError:
             return
-        if stat.S_ISREG(mode) and (digest := file_digest(path)):
+        if stat.S_ISREG(st.st_mode) and (digest := file_digest(path)):
             self.files[path] = digest
+            self.stamps[path] = stamp(st) + [time.time_ns()]  # before the digest: a write during it shows
 
     def _absent(self, path: str) -> None:
         """Note the first missing folder or file on the path: what must appear for the call to find
@@ -142,7 +146,7 @@ class Watcher:
 
     def result(self) -> dict:
         self.recording = False
-        return {"files": self.files, "absent": sorted(self.absent - self.files.keys() - self.written),
+        return {"files": self.files, "stamps": self.stamps, "absent": sorted(self.absent - self.files.keys() - self.written),
                 "written": sorted(self.written), "calls": self.count, "unreadable": self.unreadable}
 
 
