@@ -1,5 +1,5 @@
 """A backend is one module: a toy backend, written here as one file, builds a real plan (with TensorRT-RTX
-underneath), its repro script runs the toy's own configure(), `trtbuild triton` maps its plan."""
+underneath), its repro script runs the toy's own configure(), `trtbuild triton` serves its plan."""
 
 from __future__ import annotations
 
@@ -91,8 +91,9 @@ def test_a_toy_backend_in_one_module_builds_reproduces_and_deploys(tmp_path):
     run = cli(tmp_path, "triton", "seq.yaml", "--cache-dir", "cache", "--repository", "repo")
     assert run.returncode == 0, run.stderr
     config = (tmp_path / "repo" / "seq" / "config.pbtxt").read_text()
-    assert 'key: "8.6"\n  value: "model.toy-rtx.sm86.plan"' in config
-    assert "default_model_filename" not in config  # no portable plan: other GPUs get none
+    assert 'backend: "python"' in config  # TensorRT-RTX plans underneath: Triton's TensorRT backend cannot load them
+    chosen = json.loads((tmp_path / "repo" / "seq" / "1" / "plans.json").read_text())
+    assert chosen["plans"] == {"8.6": "model.sm86.plan"}  # no portable plan: other GPUs get none
 
     # Other compute capabilities are the backend's to refuse, at the recipe's line.
     recipe["targets"] = ["toy-rtx:sm120"]

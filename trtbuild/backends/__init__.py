@@ -4,9 +4,14 @@ repro scripts and `trtbuild env` ask the backend of a target instead of naming b
 A backend module defines:
 
     NAME, MODULE, DISTRIBUTION   "tensorrt-rtx", its Python module, the distribution that installs it
+    TITLE                        how messages name it ("TensorRT-RTX")
     INSTALL_HINT                 how to install it
     BUILDS_ON_GPU                True when building needs the GPU the plan is for (full TensorRT)
     TIMING_CACHE                 whether the builder's timing cache does anything
+    PORTABLE_BY_DEFAULT          whether a target naming no compute capability is a portable plan
+    TRITON_PLATFORM              how Triton serves its plans: "tensorrt_plan", or "python" (a Python-backend model)
+    POLYGRAPHY_RTX               the value of POLYGRAPHY_USE_TENSORRT_RTX for Polygraphy's runners
+    FARM_OFFER                   the pattern of the Ray resource a farm node offers for it (execution.farm)
     resolve(spec, caps)          the Target for a spec and its compute capabilities, and why this machine
                                  cannot build it (None when it can); UsageError for a spec it never builds
     usable_gpus(target, gpus)    the GPUs (backends.gpu.Gpu) that run plans of `target`: a plan's compatibility
@@ -14,7 +19,13 @@ A backend module defines:
     runs_on(target)              where its plans run, for model.json
     configure(trt, config, target)  the builder configuration the target asks for: self-contained (only its
                                  arguments), as the repro script runs the function's own source
+    plan_fit(caps, cc)           whether a plan built for `caps` runs on compute capability `cc` (a rank, or None)
+    refuses(precision, caps)     why it cannot build that precision for those compute capabilities, or None
+    run_capabilities(target)     the compute capabilities its plans run on
+    farm_offers(version, gpus, cores), farm_build_resource(target), farm_needs(target)   what a farm node
+                                 offers and a step asks for (execution.farm)
 
+Everything from TITLE on is optional: `backend()` gives a module that lacks one the default in _DEFAULTS.
 Built-in backends are listed in REGISTRY; any other NAME is the module `trtbuild_backend_<NAME with - as _>`
 wherever Python finds it (worker processes find it on the same path), or one `register()` names.
 """
@@ -49,4 +60,25 @@ def backend(name: str) -> ModuleType:
     if module is None:
         raise UsageError(f"unknown backend {name!r}: the backends are {', '.join(REGISTRY)} (a backend NAME is a "
                          f"module trtbuild_backend_NAME, with - as _)")
-    return sys.modules.get(module) or importlib.import_module(module)  # a no-op build asks once per step
+    found = sys.modules.get(module)  # a no-op build asks once per step
+    if found is None:
+        found = importlib.import_module(module)
+        for attribute, default in _DEFAULTS.items():
+            if not hasattr(found, attribute):
+                setattr(found, attribute, default(found) if attribute.isupper() else default)
+    return found
+
+
+_DEFAULTS = {
+    "TITLE": lambda b: b.NAME,
+    "PORTABLE_BY_DEFAULT": lambda b: False,
+    "TRITON_PLATFORM": lambda b: {"tensorrt": "tensorrt_plan", "tensorrt_rtx": "python"}.get(b.MODULE),
+    "POLYGRAPHY_RTX": lambda b: b.MODULE == "tensorrt_rtx",
+    "FARM_OFFER": lambda b: rf"^trtbuild-build-{b.NAME}-(?P<version>.+)$",
+    "plan_fit": lambda caps, cc: 1 if caps != "portable" and cc in caps else None,
+    "refuses": lambda precision, caps: None,
+    "run_capabilities": lambda target: target.compute_capabilities,
+    "farm_offers": lambda version, gpus, cores: [],
+    "farm_build_resource": lambda target: f"build-{target.id}",
+    "farm_needs": lambda target: f"a node that builds {target.id}",
+}

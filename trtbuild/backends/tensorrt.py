@@ -5,11 +5,16 @@ builds (sm_80 and newer), else on the GPU model that built it."""
 from __future__ import annotations
 
 NAME = "tensorrt"
+TITLE = "TensorRT"
 MODULE = "tensorrt"
 DISTRIBUTION = "tensorrt"
 INSTALL_HINT = "pip install 'trtbuild[tensorrt]'  (full TensorRT, on a machine with an NVIDIA GPU)"
 BUILDS_ON_GPU = True
 TIMING_CACHE = True
+PORTABLE_BY_DEFAULT = False  # a target naming no compute capability is this machine's GPU
+TRITON_PLATFORM = "tensorrt_plan"  # Triton's TensorRT backend loads these plans itself
+POLYGRAPHY_RTX = False  # POLYGRAPHY_USE_TENSORRT_RTX for Polygraphy's runners
+FARM_OFFER = r"^trtbuild-build-tensorrt-(?P<version>[^-]+)-(?P<sm>sm\d+)(?:-(?P<model>.+))?$"
 
 
 def resolve(spec: str, caps: tuple[str, ...]):
@@ -58,3 +63,40 @@ def configure(trt, config, target: dict) -> None:
     """Without a GPU model in the target, the plan runs on every GPU of the builder's compute capability."""
     if not target.get("gpu_model"):
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
+
+
+def plan_fit(caps, cc: str) -> int | None:
+    """0 when a plan built for `caps` runs on a GPU of compute capability `cc` (its own), else None."""
+    return 0 if caps == [cc] else None
+
+
+def refuses(precision: str, caps: tuple[str, ...]) -> str | None:
+    """Why this backend cannot build `precision` for `caps` (None: it can, as far as is known before building)."""
+    return None
+
+
+def run_capabilities(target) -> tuple[str, ...]:
+    return target.compute_capabilities
+
+
+def farm_offers(version: str | None, gpus, cores: int) -> list:
+    """The targets a farm node with these GPUs builds (one per GPU, each on that GPU)."""
+    from trtbuild.backends.target import Target, builds_same_compute_capability, gpu_model_id
+
+    if not version:
+        return []
+    found = []
+    for gpu in gpus:
+        same_cc = builds_same_compute_capability() and int(gpu.compute_capability.split(".")[0]) >= 8
+        found.append((Target(NAME, version, (gpu.compute_capability,), "" if same_cc else gpu_model_id(gpu.name)), 1))
+    return found
+
+
+def farm_build_resource(target) -> str:
+    return f"build-{target.id}"
+
+
+def farm_needs(target) -> str:
+    gpu = f"{target.gpu_model} " if target.gpu_model else ""
+    version = f"TensorRT {target.version}" if target.version != "none" else "full TensorRT"
+    return f"a node with {version} and an {gpu}sm_{target.compute_capabilities[0].replace('.', '')} GPU"

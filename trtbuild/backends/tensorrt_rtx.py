@@ -4,11 +4,16 @@ names (none: a portable plan, 8.0 and up). Its plans run on Ampere, Ada and Blac
 from __future__ import annotations
 
 NAME = "tensorrt-rtx"
+TITLE = "TensorRT-RTX"
 MODULE = "tensorrt_rtx"
 DISTRIBUTION = "tensorrt-rtx"
 INSTALL_HINT = "pip install 'trtbuild[rtx]'  (TensorRT-RTX builds engines even without a GPU)"
 BUILDS_ON_GPU = False
 TIMING_CACHE = False  # the API exists and does nothing
+PORTABLE_BY_DEFAULT = True  # a target naming no compute capability is a portable plan
+TRITON_PLATFORM = "python"  # Triton's TensorRT backend is full TensorRT: a Python-backend model runs these
+POLYGRAPHY_RTX = True
+FARM_OFFER = r"^trtbuild-build-tensorrt-rtx-(?P<version>.+)$"
 # Compute capabilities TensorRT-RTX can target ahead of time (ComputeCapability.SM75 ...).
 COMPUTE_CAPABILITIES = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
 
@@ -48,3 +53,40 @@ def configure(trt, config, target: dict) -> None:
         config.num_compute_capabilities = len(caps)
         for i, cc in enumerate(caps):
             config.set_compute_capability(getattr(trt.ComputeCapability, "SM" + cc.replace(".", "")), i)
+
+
+def plan_fit(caps, cc: str) -> int | None:
+    """1 when a plan built for `caps` runs on compute capability `cc`, 2 for a portable plan there (8.x, 12.x:
+    not Hopper), None when it does not run there."""
+    if caps == "portable":
+        return 2 if cc.split(".")[0] in ("8", "12") else None
+    return 1 if cc in caps else None
+
+
+def refuses(precision: str, caps: tuple[str, ...]) -> str | None:
+    """TensorRT-RTX compiles no fp32 matrix multiply for Turing (sm_75: "FP32 GEMM is not supported"), and an
+    int8 model keeps the layers it does not quantize (a classifier head, precision.keep_fp32) in fp32."""
+    if precision == "int8" and "7.5" in caps:
+        return ("TensorRT-RTX compiles no fp32 matrix multiply (Gemm, MatMul) for Turing, and an int8 model keeps "
+                "the layers it does not quantize in fp32; build int8 for sm80 or newer targets, and fp16 for sm75")
+    return None
+
+
+def run_capabilities(target) -> tuple[str, ...]:
+    """Where its plans run: the target's compute capabilities, or for a portable plan every 8.x and 12.x."""
+    return target.compute_capabilities or tuple(cc for cc in COMPUTE_CAPABILITIES if cc.split(".")[0] in ("8", "12"))
+
+
+def farm_offers(version: str | None, gpus, cores: int) -> list:
+    """What a farm node builds: any target of this version, as many at once as it has cores."""
+    from trtbuild.backends.target import Target
+
+    return [(Target(NAME, version, ()), cores)] if version else []
+
+
+def farm_build_resource(target) -> str:
+    return f"build-tensorrt-rtx-{target.version}"
+
+
+def farm_needs(target) -> str:
+    return f"a node with TensorRT-RTX {target.version} installed"

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from trtbuild import __version__
+from trtbuild.backends import REGISTRY
 from trtbuild.commands import maintenance as commands
 from trtbuild.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, TrtbuildError, UsageError
 from trtbuild.commands.arguments import positive, positive_seconds, remote_seconds, step_kinds, target_spec
@@ -90,7 +91,7 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     graph_opt = argparse.ArgumentParser(add_help=False)
     graph_opt.add_argument("recipes", nargs="+", metavar="RECIPE_OR_DIR",
                            help="recipe files, or directories of *.yaml / *.yml recipes")
-    graph_opt.add_argument("--backend", choices=["auto", "tensorrt", "tensorrt-rtx"], help="override engine.backend")
+    graph_opt.add_argument("--backend", choices=["auto", *REGISTRY], help="override engine.backend")
     graph_opt.add_argument(
         "--target", action="append", type=target_spec, metavar="SPEC",
         help='build these targets instead of the recipes\' (repeatable): "tensorrt-rtx", "tensorrt-rtx:sm86+sm120", '

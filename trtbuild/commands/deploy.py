@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 
 from trtbuild.errors import TrtbuildError
+from trtbuild.backends import REGISTRY
+from trtbuild.backends import backend as backend_module
 from trtbuild.backends.gpu import detect_gpus
 from trtbuild.backends.target import gpu_model_id, installed_version, supports_fp8
 
@@ -75,11 +77,11 @@ def _choose(name: str, out: Path, gpu_index: int, target: str | None) -> Path:
             ranked.append((rank, plan))
     if ranked:
         return min(ranked)[1]
-    versions = {b: installed_version(b) or "not installed" for b in ("tensorrt", "tensorrt-rtx")}
+    versions = ", ".join(f"{getattr(backend_module(b), 'TITLE', b)} {installed_version(b) or 'not installed'}"
+                         for b in REGISTRY)
     raise DeployError(
         f"none of the plans for {name!r} runs here: built {', '.join(p.parent.name for p in plans)}; this machine has "
-        f"{gpu.name} (sm_{gpu.compute_capability.replace('.', '')}), TensorRT {versions['tensorrt']}, "
-        f"TensorRT-RTX {versions['tensorrt-rtx']}. Rebuild here with `trtbuild` (a plan only deserializes "
+        f"{gpu.name} (sm_{gpu.compute_capability.replace('.', '')}), {versions}. Rebuild here with `trtbuild` (a plan only deserializes "
         "with the TensorRT version and GPU architecture it was built for)."
     )
 
@@ -96,7 +98,7 @@ def _plan_for_target(name: str, plans: list[Path], spec: str) -> Path:
         built = meta["compute_capabilities"]
         if backend not in ("auto", meta["backend"]):
             continue
-        if arch == "portable" or (not arch and backend == "tensorrt-rtx"):
+        if arch == "portable" or (not arch and backend != "auto" and backend_module(backend).PORTABLE_BY_DEFAULT):
             fit = 0 if built == "portable" else None
         elif wanted is None:  # tensorrt: its one GPU's SM
             fit = 0
@@ -131,9 +133,4 @@ def covers(meta: dict, cc: str) -> int | None:
     TensorRT-RTX plan (8.x and 12.x, not Hopper); None = it does not run there. An fp8 plan needs 8.9+."""
     if meta.get("precision") == "fp8" and not supports_fp8(cc):
         return None
-    caps = meta["compute_capabilities"]
-    if meta["backend"] == "tensorrt":
-        return 0 if caps == [cc] else None
-    if caps == "portable":
-        return 2 if cc.split(".")[0] in ("8", "12") else None
-    return 1 if cc in caps else None
+    return backend_module(meta["backend"]).plan_fit(meta["compute_capabilities"], cc)

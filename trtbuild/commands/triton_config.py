@@ -19,6 +19,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+from trtbuild.backends import backend as backend_module
 from trtbuild.errors import StepError, UsageError
 
 # Recipe / engine dtype names -> Triton's DataType.
@@ -44,9 +45,10 @@ def model_files(name: str, plans: list[tuple[dict, Path]], backend: str | None =
                 first["inputs"], first["outputs"], first.get("profiles"), first.get("precision")):
             raise UsageError(f"{name}: the plans of {first['target']} and {meta['target']} differ in inputs, outputs, "
                              "profiles or precision: build them from one recipe")
-    if first["backend"] == "tensorrt":
+    platform = getattr(backend_module(first["backend"]), "TRITON_PLATFORM", None)
+    if platform == "tensorrt_plan":  # Triton's TensorRT backend loads them
         return _tensorrt_model(name, plans)
-    if first["backend"] == "tensorrt-rtx":
+    if platform == "python":  # a Python-backend model runs them with the backend's own runtime
         return _rtx_model(name, plans)
     raise UsageError(f"{name}: Triton has no backend for {first['backend']} plans")
 
@@ -80,7 +82,7 @@ def _rtx_model(name: str, plans: list[tuple[dict, Path]]) -> tuple[str, dict]:
         for cc in (["portable"] if caps == "portable" else caps):
             by_cc.setdefault(cc, file)
     first = plans[0][0]
-    choice = {"backend": "tensorrt-rtx", "backend_version": first["backend_version"],
+    choice = {"backend": first["backend"], "backend_version": first["backend_version"],
               "precision": first.get("precision"), "plans": by_cc, "profiles": first.get("profiles") or [],
               "outputs": [t["name"] for t in first["outputs"]]}
     files["plans.json"] = (json.dumps(choice, indent=2, sort_keys=True) + "\n").encode()

@@ -18,20 +18,16 @@ import re
 
 from trtbuild.errors import UsageError
 from trtbuild.backends.gpu import detect_gpus
-from trtbuild.backends.target import (RTX_COMPUTE_CAPABILITIES, TARGET_PATTERN, Target, builds_same_compute_capability,
-                                      compute_capabilities, gpu_model_id, installed_version, resolve_target, sm_to_cc,
-                                      supports_fp8)
+from trtbuild.backends import REGISTRY, backend
+from trtbuild.backends.target import (TARGET_PATTERN, Target, compute_capabilities, installed_version, resolve_target,
+                                      sm_to_cc, supports_fp8)
 
 PREFIX = "trtbuild-"
 CODE = f"{PREFIX}code-"
-_FULL = re.compile(r"^trtbuild-build-tensorrt-(?P<version>[^-]+)-(?P<sm>sm\d+)(?:-(?P<model>.+))?$")
-_RTX = re.compile(r"^trtbuild-build-tensorrt-rtx-(?P<version>.+)$")
 
 
 def build_resource(target: Target) -> str:
-    if target.backend == "tensorrt-rtx":
-        return f"{PREFIX}build-tensorrt-rtx-{target.version}"
-    return f"{PREFIX}build-{target.id}"
+    return PREFIX + backend(target.backend).farm_build_resource(target)
 
 
 def gpu_resource(cc: str) -> str:
@@ -47,16 +43,12 @@ def this_node() -> dict[str, float]:
     from trtbuild.steps.action import toolchain
 
     offers: dict[str, float] = {code_resource(toolchain()): 1000.0}  # any number of steps at once
-    rtx = installed_version("tensorrt-rtx")
-    if rtx:
-        offers[f"{PREFIX}build-tensorrt-rtx-{rtx}"] = float(os.cpu_count() or 1)
-    full = installed_version("tensorrt")
-    for gpu in detect_gpus():
+    gpus = detect_gpus()
+    for gpu in gpus:
         offers[gpu_resource(gpu.compute_capability)] = offers.get(gpu_resource(gpu.compute_capability), 0) + 1
-        if full:
-            same_cc = builds_same_compute_capability() and int(gpu.compute_capability.split(".")[0]) >= 8
-            target = Target("tensorrt", full, (gpu.compute_capability,), "" if same_cc else gpu_model_id(gpu.name))
-            offers[build_resource(target)] = offers.get(build_resource(target), 0) + 1
+    for name in REGISTRY:
+        for target, count in backend(name).farm_offers(installed_version(name), gpus, os.cpu_count() or 1):
+            offers[build_resource(target)] = offers.get(build_resource(target), 0) + float(count)
     return offers
 
 
@@ -76,23 +68,24 @@ class FarmMachine:
         engine step within seconds (trtbuild.execution.farm_executor), naming what it needs."""
         if not re.match(TARGET_PATTERN, spec):
             raise UsageError(f"target {spec!r}: expected tensorrt-rtx[:portable|:smXX+...] or tensorrt:smXX")
-        backend, _, arch = spec.partition(":")
+        name, _, arch = spec.partition(":")
         caps = compute_capabilities(arch)
-        if backend == "auto":
-            backend = "tensorrt-rtx" if self._versions(_RTX) or installed_version("tensorrt-rtx") else "tensorrt"
-        if backend == "tensorrt-rtx":
-            unknown = [cc for cc in caps if cc not in RTX_COMPUTE_CAPABILITIES]
-            if unknown or installed_version("tensorrt-rtx"):  # the local install names the version
-                return resolve_target(spec.replace("auto", backend, 1))
-            return Target(backend, self._pick(self._versions(_RTX)), caps), None
+        if name == "auto":  # ahead-of-time builders first, as on one machine
+            ordered = sorted(REGISTRY, key=lambda n: backend(n).BUILDS_ON_GPU)
+            name = next((n for n in ordered if self._versions(n) or installed_version(n)), ordered[-1])
+        chosen = backend(name)
+        if not chosen.BUILDS_ON_GPU:
+            unknown = [cc for cc in caps if cc not in getattr(chosen, "COMPUTE_CAPABILITIES", caps)]
+            if unknown or installed_version(name):  # the local install names the version
+                return resolve_target(f"{name}:{arch}" if arch else name)
+            return Target(name, self._pick(self._versions(name)), caps), None
         if len(caps) != 1:
-            raise UsageError(f"target {spec!r}: with --executor ray a full TensorRT target names one GPU "
-                             "architecture, such as tensorrt:sm86")
-        sm = arch
-        offers = [m for m in (_FULL.match(name) for name in self.offered) if m and m["sm"] == sm]
-        version = self._pick([m["version"] for m in offers], installed_version("tensorrt"))
+            raise UsageError(f"target {spec!r}: with --executor ray a {name} target names one GPU architecture, "
+                             f"such as {name}:sm86")
+        offers = [m for m in self._offers(name) if m["sm"] == arch]
+        version = self._pick([m["version"] for m in offers], installed_version(name))
         models = sorted(m["model"] or "" for m in offers if m["version"] == version)
-        return Target(backend, version, caps, models[0] if models else ""), None
+        return Target(name, version, caps, models[0] if models else ""), None
 
     @staticmethod
     def builder(target: Target) -> dict:
@@ -126,12 +119,15 @@ class FarmMachine:
 
     @staticmethod
     def _run_caps(target: Target) -> tuple[str, ...]:
-        if target.compute_capabilities or target.backend == "tensorrt":
-            return target.compute_capabilities
-        return tuple(cc for cc in RTX_COMPUTE_CAPABILITIES if cc.split(".")[0] in ("8", "12"))  # portable plans
+        return backend(target.backend).run_capabilities(target)
 
-    def _versions(self, pattern: re.Pattern) -> list[str]:
-        return [m["version"] for m in (pattern.match(name) for name in self.offered) if m]
+    def _offers(self, name: str) -> list[re.Match]:
+        """What the nodes offer of backend `name`: its build resources, parsed by its FARM_OFFER pattern."""
+        pattern = re.compile(backend(name).FARM_OFFER)
+        return [m for m in (pattern.match(offered) for offered in self.offered) if m]
+
+    def _versions(self, name: str) -> list[str]:
+        return [m["version"] for m in self._offers(name)]
 
     @staticmethod
     def _pick(versions: list[str], preferred: str | None = None) -> str:
@@ -148,7 +144,7 @@ def needs(target: Target | None, step_kind: str, machine: FarmMachine, precision
     if target is None:
         return code, 0
     if step_kind == "engine":
-        return code | {build_resource(target): 1}, 1 if target.backend == "tensorrt" else 0
+        return code | {build_resource(target): 1}, 1 if backend(target.backend).BUILDS_ON_GPU else 0
     run = machine.run_resource(target, precision)
     return (code | {run: 1}, 1) if run else (code, 0)
 
@@ -157,8 +153,4 @@ def what_it_needs(target: Target, step_kind: str) -> str:
     """For a step no node can take: what a node needs to offer it."""
     if step_kind != "engine":
         return "a node with a GPU that runs this engine"
-    if target.backend == "tensorrt-rtx":
-        return f"a node with TensorRT-RTX {target.version} installed"
-    gpu = f"{target.gpu_model} " if target.gpu_model else ""
-    version = f"TensorRT {target.version}" if target.version != "none" else "full TensorRT"
-    return f"a node with {version} and an {gpu}sm_{target.compute_capabilities[0].replace('.', '')} GPU"
+    return backend(target.backend).farm_needs(target)

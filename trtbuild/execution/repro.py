@@ -106,9 +106,12 @@ print("built model.plan")
 
 
 def _check(params: dict, context: dict) -> tuple[str, str]:
+    from trtbuild.backends import backend
+
+    modules = {name: backend(name).MODULE for name in params["backends"]}
     return "onnx: the checker (full_check) and strict shape inference, whose complaints trtbuild reports as " \
         "warnings; then each target backend's parser (supports_model_v2): the nodes it refuses fail the step.", \
-        '''
+        f"\nBACKEND_MODULES = {modules!r}\n" + '''
 import importlib
 
 import onnx
@@ -130,7 +133,7 @@ passed = {n.name for n in model.graph.node
           if n.domain not in ("", "ai.onnx", "ai.onnx.ml") or all(i in constant for i in n.input if i)}
 refused = 0
 for backend in PARAMS["backends"]:
-    trt = importlib.import_module({"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}[backend])
+    trt = importlib.import_module(BACKEND_MODULES[backend])
     logger = trt.Logger(trt.Logger.INTERNAL_ERROR)
     network = trt.Builder(logger).create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)

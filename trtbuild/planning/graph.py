@@ -185,7 +185,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
     for spec, target, cannot_build in resolved:
         if recipe.engine.precision == "fp8":
             cannot_build = cannot_build or _fp8_unsupported(loaded, spec, target)
-        _turing_int8(loaded, spec, target)
+        _refused_precision(loaded, spec, target)
         engine_params = {
             "inputs": inputs,
             "precision": recipe.engine.precision,
@@ -239,17 +239,15 @@ def _fp8_unsupported(loaded: LoadedRecipe, spec: str, target: Target) -> str | N
     return f"fp8 engines need a GPU with sm_89 or newer (this machine's is {sms})"
 
 
-def _turing_int8(loaded: LoadedRecipe, spec: str, target: Target) -> None:
-    """TensorRT-RTX compiles no fp32 matrix multiply for Turing (sm_75: "FP32 GEMM is not supported"), and an
-    int8 model keeps the layers it does not quantize (a classifier head, what precision.keep_fp32 names) in
-    fp32: refused here with the reason, not after calibrating, with the builder's text."""
-    if loaded.recipe.engine.precision != "int8" or target.backend != "tensorrt-rtx" \
-            or "7.5" not in target.compute_capabilities:
-        return
-    raise RecipeError([f"{loaded.where('engine', 'precision')}: engine.precision int8 cannot be built for sm_75 "
-                       f"(target {spec!r}): TensorRT-RTX compiles no fp32 matrix multiply (Gemm, MatMul) for Turing, "
-                       "and an int8 model keeps the layers it does not quantize in fp32; build int8 for sm80 or "
-                       "newer targets, and fp16 for sm75"])
+def _refused_precision(loaded: LoadedRecipe, spec: str, target: Target) -> None:
+    """A precision the target's backend says it cannot build for those compute capabilities (int8 for
+    TensorRT-RTX's sm_75) is refused here with the reason, not after calibrating, with the builder's text."""
+    precision = loaded.recipe.engine.precision
+    why = backend_module(target.backend).refuses(precision, target.compute_capabilities)
+    if why:
+        raise RecipeError([f"{loaded.where('engine', 'precision')}: engine.precision {precision} cannot be built "
+                           f"for {', '.join('sm_' + cc.replace('.', '') for cc in target.compute_capabilities)} "
+                           f"(target {spec!r}): {why}"])
 
 
 def _precision_step(loaded: LoadedRecipe, inputs: dict, model, out: Path, cache: Cache, after: list[Step]) -> Step:

@@ -15,7 +15,10 @@ from pydantic_core import PydanticCustomError
 
 from trtbuild.recipes.limits import MAX_DIM, MAX_NAME, MAX_SEED, MAX_STEP_TIMEOUT, MAX_TARGET, MAX_WORKSPACE
 from trtbuild.recipes.shared import QUANTIZED_PRECISIONS, spec_dims
+from trtbuild.backends import REGISTRY
 from trtbuild.backends.target import TARGET_PATTERN
+
+BackendName = Literal[("auto", *REGISTRY)]  # the registered backends: a new one is a choice here too
 
 DType = Literal["float32", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool"]
 # Whole numbers are written as such: a bool, a string or a float is not read as one.
@@ -176,7 +179,7 @@ class OnnxOptions(_Strict):
 
 
 class EngineOptions(_Strict):
-    backend: Literal["auto", "tensorrt", "tensorrt-rtx"] = Field(
+    backend: BackendName = Field(
         "auto", description="auto: TensorRT if it imports and a GPU is present, else TensorRT-RTX."
     )
     precision: Literal["fp32", "tf32", "fp16", "bf16", "int8", "fp8"] = Field(

@@ -32,8 +32,7 @@ def run(job: Job) -> dict:
     gpu = use_gpu_of(job)
     target = target_from_dict(job.params["target"])
     # Polygraphy picks its TensorRT module from this variable when first imported.
-    module = backend(target.backend).MODULE
-    os.environ["POLYGRAPHY_USE_TENSORRT_RTX"] = "1" if module == "tensorrt_rtx" else "0"
+    os.environ["POLYGRAPHY_USE_TENSORRT_RTX"] = "1" if backend(target.backend).POLYGRAPHY_RTX else "0"
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
     atol, rtol, limit = job.params["atol"], job.params["rtol"], job.params["max_relative_error"]
