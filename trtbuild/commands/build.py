@@ -54,11 +54,17 @@ def compile_recipes(args, cache, machine=None) -> tuple[list, list[str]]:
 
 
 def cmd_build(args) -> int:
+    return build_outcome(args).exit_code
+
+
+def build_outcome(args):
+    """Build what `args` (the build command's options) names: the run's Outcome (commands.outcome), whose
+    exit_code the command returns; the reports are written from it."""
     started = time.perf_counter()
     run = _Run()
     try:
         signals.arm()
-        code = _build(args, run, started)
+        outcome = _build(args, run, started)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM, at any moment: the reports say what each step got to
         from trtbuild.commands.outcome import decide
         from trtbuild.commands.reports import write_reports
@@ -66,12 +72,11 @@ def cmd_build(args) -> int:
         run.results = run.interrupted()
         outcome = decide(run.results, run.problems, time.perf_counter() - started, interrupted=True,
                          dry_run=args.dry_run)
-        code = outcome.exit_code
         write_reports(args, outcome, args.cache_dir.resolve())
         signals.settle()
         print("trtbuild: interrupted; nothing partial was recorded, out/ keeps the last complete build",
               file=sys.stderr)
-    return code
+    return outcome
 
 
 class _Run:
@@ -88,7 +93,7 @@ class _Run:
                 for s in self.steps]
 
 
-def _build(args, run: _Run, started: float) -> int:
+def _build(args, run: _Run, started: float):
     from trtbuild.execution.progress import Progress
     from trtbuild.execution.runner import Runner
     from trtbuild.store.cache import Cache
@@ -126,7 +131,7 @@ def _build(args, run: _Run, started: float) -> int:
     return _conclude(args, cache, run, started, progress)
 
 
-def _conclude(args, cache, run: _Run, started: float, progress) -> int:
+def _conclude(args, cache, run: _Run, started: float, progress):
     """The outcome (exit code and failures), then the reports, the recap and the results, all from it."""
     from trtbuild.commands.outcome import decide
     from trtbuild.commands.reports import write_reports
@@ -140,7 +145,7 @@ def _conclude(args, cache, run: _Run, started: float, progress) -> int:
     signals.settle()
     recap(outcome, progress)
     print_results(outcome)
-    return outcome.exit_code
+    return outcome
 
 
 def executor_for(args, cache, warn):
