@@ -63,8 +63,9 @@ def test_a_subset_target_run_leaves_the_other_targets_current_outputs(project, c
     code, third = project.build("--target", "tensorrt-rtx")
     assert code == 0 and _engines(third)["portable"]["status"] == "built"
     assert not sm86.parent.exists() and not sm120.parent.exists()
-    with pytest.raises(DeployError, match="no tensorrt-rtx:sm86 plan"):
-        find_plan("conv", project.cache, target="tensorrt-rtx:sm86")
+    portable = Path(_engines(third)["portable"]["outputs"]["model.plan"])
+    # The sm86 folder is gone: the portable plan, which covers sm86, is the one that runs there.
+    assert find_plan("conv", project.cache, target="tensorrt-rtx:sm86") == portable
     code, cells = _status(project, capsys)
     states = {t.rsplit("-", 1)[1]: c for t, c in cells.items()}
     assert code == 1 and states["portable"]["state"] == "fresh"
@@ -86,7 +87,10 @@ import numpy as np
 
 
 def batches():
-    if Path(__file__).with_name("switch").joinpath("hang").exists():  # stuck on a dead network mount
+    # stuck on a dead network mount: a switch outside the user's files (the system's /dev/shm), which no
+    # key holds, so the cached result stays current while a forced rerun hangs
+    here = Path(__file__).parent
+    if Path("/dev/shm").joinpath(f"{here.parent.name}-{here.name}-hang").exists():
         time.sleep(3600)
     rng = np.random.default_rng(0)
     for _ in range(4):
@@ -96,7 +100,7 @@ def batches():
 
 def test_a_failed_forced_rerun_leaves_the_current_outputs_published(project, capsys):
     (project.root / "calib.py").write_text(CALIBRATION)
-    (project.root / "switch").mkdir()  # not the loader's own folder: a new file there would void its result
+    switch = Path("/dev/shm") / f"{project.root.parent.name}-{project.root.name}-hang"
     data = recipe_dict("conv.onnx", precision="int8")
     data["source"]["python_path"] = ["."]
     data["precision"] = {"calibration": {"loader": "calib:batches", "batches": 4}, "max_relative_error": 0.5}
@@ -107,8 +111,11 @@ def test_a_failed_forced_rerun_leaves_the_current_outputs_published(project, cap
     quantized = project.cache / "out" / "conv" / "int8" / "model.onnx"
     digests = digest_file(plan), digest_file(quantized)
 
-    (project.root / "switch" / "hang").touch()
-    code, forced = project.build("--force", "precision", "--step-timeout", "3")
+    switch.touch()
+    try:
+        code, forced = project.build("--force", "precision", "--step-timeout", "3")
+    finally:
+        switch.unlink()
     steps = {s["step"]: s for s in forced["steps"]}
     assert code == 1 and not forced["ok"]
     assert steps["precision"]["status"] == "failed" and steps["precision"]["key"] == \
