@@ -97,7 +97,7 @@ class BuildLog:
             return None
         try:
             sections = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply (not what trtbuild writes)
             return None
         if not isinstance(sections, dict):
             self.warn(f"the build log {self.path} is not what trtbuild writes; ignoring it")

@@ -5,8 +5,10 @@ Layout under the cache root:
     objects/ab/<sha256>        immutable artifacts, named by their content digest
     actions/ab/<key>.json      step key -> output digests (written last: the commit point)
     state/<recipe>.json        the last key and key components of each step ("why did it rebuild?")
-    buildlog/<scope>           what a no-op build reads instead of the files above (trtbuild.store.buildlog)
-    recipes/<key>.json         recipe files validated before (trtbuild.recipes.records)
+    users/<uid>/               what only its user writes (mode 0700, trtbuild.store.private):
+        buildlog/<scope>       what a no-op build reads instead of the files above (trtbuild.store.buildlog)
+        recipes/<key>.json     recipe files validated before (trtbuild.recipes.records)
+        versions.json, gpus.json   installed tools' versions, NVML's last answer
     out/<recipe>/...           stable, human-facing links to the current outputs
     locks/, tmp/, logs/, timing/
 
@@ -28,8 +30,9 @@ from collections.abc import Iterator
 
 from trtbuild.store import code, versions
 from trtbuild.store.buildlog import BuildLog, stat_or_none
-from trtbuild.store.fsutil import (atomic_write, fsync_file, publish_copy, publish_link, read_record,
-                                   read_record_stat, share_with_group)
+from trtbuild.store.fsutil import (atomic_write, fsync_file, publish_copy, publish_link, read_json,
+                                   read_json_stat, share_with_group)
+from trtbuild.store.private import user_folder
 from trtbuild.store.hashing import StatCache, canonical_json, digest_written
 from trtbuild.store.validate import record_problem, state_entries
 
@@ -49,23 +52,24 @@ class Cache:
         self.tmp = self.root / "tmp"
         self.logs = self.root / "logs"
         self.timing = self.root / "timing"
-        self.recipes = self.root / "recipes"
+        self.mine = user_folder(self.root, self.warn)  # None: a read-only cache, or not this user's alone
+        self.recipes = self.mine / "recipes" if self.mine else None
         self._stat_cache: StatCache | None = None
         self.log: BuildLog | None = None  # see keep_log
         self._record_mtimes: dict[str, float] = {}  # action records read through the log: their mtime
         code.keep_index_in(self.root / "code")  # trtbuild's own code facts, per version of its sources
-        versions.keep_in(self.root / "versions.json")  # installed tools' versions, per sys.path state
+        versions.keep_in(self.mine and self.mine / "versions.json")  # installed tools' versions, per sys.path state
         self._have_locks = False
         share_with_group(self.root)  # a setgid cache directory: files group-writable whatever the umask
 
-    def keep_log(self, scope: list[str]) -> BuildLog:
+    def keep_log(self, scope: list[str]) -> BuildLog | None:
         """Read records, states and out/ manifests through a build log (a build: one file instead of
         several per step); saved by save_log. `scope`: what the build was asked for (its recipe paths,
         its targets): each scope has its own log, as each ninja build directory has, so that building
-        one recipe never reads the log of a thousand."""
-        if self.log is None:
+        one recipe never reads the log of a thousand. Kept in this user's folder: none without one."""
+        if self.log is None and self.mine is not None:
             name = hashlib.sha256(json.dumps(scope).encode()).hexdigest()[:32]
-            self.log = BuildLog(self.root / "buildlog" / name, self.locks / f"buildlog-{name}.lock",
+            self.log = BuildLog(self.mine / "buildlog" / name, self.mine / "buildlog" / f"{name}.lock",
                                 lambda text: self.warn(text))
         return self.log
 
@@ -147,8 +151,7 @@ class Cache:
                 return logged
         st = None
         try:
-            data, st = read_record_stat(path)
-            record = json.loads(data)
+            record, st = read_json_stat(path)
         except FileNotFoundError:
             return None
         except ValueError:
@@ -182,7 +185,7 @@ class Cache:
         """(file, record) of every usable action record; malformed ones are skipped (gc deletes them)."""
         for path in self.actions.glob("*/*.json"):
             with contextlib.suppress(ValueError, OSError):
-                record = json.loads(read_record(path))
+                record = read_json(path)
                 if not record_problem(record, path.name.removesuffix(".json")):
                     yield path, record
 
@@ -195,8 +198,7 @@ class Cache:
         """(usable entries, the stat of the file read when every entry was usable, else None)."""
         path = os.path.join(self.state_dir, f"{recipe}.json")
         try:
-            data, st = read_record_stat(path)
-            state = json.loads(data)
+            state, st = read_json_stat(path)
         except FileNotFoundError:
             return {}, None
         except (OSError, ValueError):  # another user's unreadable one, cut short: no history

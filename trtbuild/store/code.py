@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable
 from importlib.machinery import PathFinder
 from pathlib import Path
 
+from trtbuild.store.fsutil import read_json
+
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the trtbuild package
 _INDEX_VERSION = 2  # 2: {facts, walks}
 _index_folder: list[Path] = []  # where the index is kept: set by the cache (keep_index_in)
@@ -193,7 +195,7 @@ def _package_index() -> dict[str, dict]:
 def _stored_index(path: Path, data: dict[str, bytes]) -> dict[str, dict] | None:
     """The facts kept in `path` for these sources (their walks join _walks), or None: none, or not valid."""
     try:
-        stored = json.loads(path.read_bytes())
+        stored = read_json(path)
     except (OSError, ValueError):
         return None
     index = stored.get("facts") if isinstance(stored, dict) else None
@@ -234,7 +236,7 @@ def _kept_walks(path: Path, stored=None) -> dict[str, dict[str, str]]:
     """The walks kept in an index file, or none when they are not what package_code writes."""
     if stored is None:
         try:
-            stored = json.loads(path.read_bytes())
+            stored = read_json(path)
         except (OSError, ValueError):
             return {}
     walks = stored.get("walks") if isinstance(stored, dict) else None

@@ -76,16 +76,18 @@ class NotRegularFile(OSError):
         self.mode = mode
 
 
-def read_record(path: str | os.PathLike, limit: int = 64 << 20) -> bytes:
+def read_record(path: str | os.PathLike, limit: int = 64 << 20, follow: bool = False) -> bytes:
     """The bytes of a small file the cache wrote (a record, a state file): a regular file of at most `limit`
     bytes, opened without blocking. Anything else, such as a FIFO or a link to /dev/zero in its place,
     raises OSError, as an unreadable file does: the caller's miss, not a hang."""
-    return read_record_stat(path, limit)[0]
+    return read_record_stat(path, limit, follow)[0]
 
 
-def read_record_stat(path: str | os.PathLike, limit: int = 64 << 20) -> tuple[bytes, os.stat_result]:
-    """read_record, with the stat of the very file it read (what trtbuild.store.buildlog keys on)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+def read_record_stat(path: str | os.PathLike, limit: int = 64 << 20,
+                     follow: bool = False) -> tuple[bytes, os.stat_result]:
+    """read_record, with the stat of the very file it read (what trtbuild.store.buildlog keys on). A
+    symbolic link in the file's place is not followed (ELOOP: an OSError) unless `follow` (a user's recipe)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW))
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -102,6 +104,47 @@ def read_record_stat(path: str | os.PathLike, limit: int = 64 << 20) -> tuple[by
         return b"".join(chunks), st
     finally:
         os.close(fd)
+
+
+MAX_DEPTH = 64  # nesting of JSON read back: trtbuild writes at most a dozen levels
+
+
+def read_json(path: str | os.PathLike, limit: int = 64 << 20) -> object:
+    """The parsed JSON of a file the cache (or this user) wrote: read_record's checks (a regular file, not
+    a link, of at most `limit` bytes, opened without blocking; else OSError), parsed by loads_bounded
+    (ValueError for what is not JSON or nests deeper than MAX_DEPTH)."""
+    return loads_bounded(read_record(path, limit))
+
+
+def read_json_stat(path: str | os.PathLike, limit: int = 64 << 20) -> tuple[object, os.stat_result]:
+    data, st = read_record_stat(path, limit)
+    return loads_bounded(data), st
+
+
+def loads_bounded(data: bytes | str, depth: int = MAX_DEPTH) -> object:
+    """json.loads, with a depth bound: a value nested deeper than `depth` (which would exhaust Python's
+    stack here or in whatever walks it later) is a ValueError, as text that is not JSON is."""
+    import json
+
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise ValueError(f"JSON nested deeper than {depth} levels") from None
+    if isinstance(value, (dict, list)) and too_deep(value, depth):
+        raise ValueError(f"JSON nested deeper than {depth} levels")
+    return value
+
+
+def too_deep(value, depth: int = MAX_DEPTH) -> bool:
+    """Whether a parsed JSON value nests deeper than `depth` (an iterative walk: no recursion to exhaust)."""
+    pending = [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        if level > depth:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        pending.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def fsync_file(path: Path) -> None:

@@ -19,7 +19,7 @@ import uuid
 
 from trtbuild.errors import UsageError
 from trtbuild.store.cache import Cache
-from trtbuild.store.fsutil import read_record
+from trtbuild.store.fsutil import loads_bounded, read_record
 from trtbuild.store.hashing import canonical_json, digest_file
 from trtbuild.store.validate import record_problem
 
@@ -88,7 +88,7 @@ class Remote:
             return None
         # Anyone who can write to the bucket writes these: untrusted input, checked before any use.
         try:
-            record = json.loads(data)
+            record = loads_bounded(data)
         except ValueError:
             record = None
         problem = record_problem(record, key) if record is not None else "not JSON"
@@ -244,7 +244,7 @@ class Remote:
         """Whether the remote holds a usable record for `key` and every object it names."""
         try:
             data = self._call(self._read, self._action(key))
-            record = json.loads(data) if data is not None else None
+            record = loads_bounded(data) if data is not None else None
         except FileNotFoundError:
             return False
         except ValueError:
@@ -266,7 +266,7 @@ class Remote:
         if time.monotonic() - stamp < _CONDEMNED_TTL:
             return digests
         try:
-            data = json.loads(self._call(self.fs.cat_file, f"{self.root}/{_CONDEMNED}"))
+            data = loads_bounded(self._call(self.fs.cat_file, f"{self.root}/{_CONDEMNED}"))
             digests = {d for d in data.get("objects", []) if isinstance(d, str)} if isinstance(data, dict) else set()
         except FileNotFoundError:
             digests = set()
