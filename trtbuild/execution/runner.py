@@ -14,6 +14,7 @@ from trtbuild.store.cache import Cache
 from trtbuild.store import discovered as found_while_running
 from trtbuild.planning.graph import Step
 from trtbuild.planning.keys import explain, key_components, portable, stable_root, step_key
+from trtbuild.steps import outputs_of
 from trtbuild.steps.action import tool_version
 from trtbuild.execution.executor import Executor, Task
 from trtbuild.execution.jobs import make_job, sources_moved, upstream_objects
@@ -225,7 +226,7 @@ class Runner:
         return cached or (key, components)
 
     def _cached(self, step: Step, key: str, reason: str) -> StepResult | None:
-        record = self.cache.get_action(key)
+        record = self.cache.get_action(key, outputs_of(step.kind))
         if record is None:
             return None
         found = record.get("discovered")

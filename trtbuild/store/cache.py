@@ -30,11 +30,11 @@ from collections.abc import Iterator
 
 from trtbuild.store import code, versions
 from trtbuild.store.buildlog import BuildLog, stat_or_none
-from trtbuild.store.fsutil import (atomic_write, fsync_file, publish_copy, publish_link, read_json,
+from trtbuild.store.fsutil import (atomic_write, fsync_file, publish_copy, publish_link, read_json, remove_any, replace,
                                    read_json_stat, share_with_group)
 from trtbuild.store.private import user_folder
 from trtbuild.store.hashing import StatCache, canonical_json, digest_written
-from trtbuild.store.validate import record_problem, state_entries
+from trtbuild.store.validate import record_inconsistent, record_problem, state_entries
 
 _USE_RESOLUTION = 86400  # seconds: how finely a record's last use is kept
 
@@ -96,12 +96,12 @@ class Cache:
                 fsync_file(file)
             file.chmod(0o444)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(file, dest)
+            replace(file, dest)
             self.stat_cache.remember(dest, "sha256", digest)  # what later hits check against
         return digest, size
 
-    def verified(self, digest: str) -> bool:
-        """Whether objects/<digest> exists and holds those bytes. Its stat is compared with the one
+    def verified(self, digest: str, size: int | None = None, key: str = "") -> bool:
+        """Whether objects/<digest> exists (with `size` bytes, the size a record says) and holds those bytes. Its stat is compared with the one
         recorded at ingest; a file whose stat moved (an edit, even as root) is re-hashed, and one whose
         bytes no longer match is reported and removed, so it is rebuilt or pulled, never served."""
         path = f"{self._objects}/{digest[:2]}/{digest}"  # a string: every hit checks its objects
@@ -109,8 +109,11 @@ class Cache:
             st = os.lstat(path)
             if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read, a link lead elsewhere
                 self.warn(f"cache object {path} is not a regular file; removed, rebuilding")
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+                remove_any(path)
+                return False
+            if size is not None and st.st_size != size:  # the record is wrong, not the object
+                self.warn(f"cache record of step {key[:12]} says {size} bytes for object {digest[:12]}, which has "
+                          f"{st.st_size}; rebuilding the step")
                 return False
             actual = self.stat_cache.digest(path, st)
         except FileNotFoundError:
@@ -131,17 +134,20 @@ class Cache:
     def _action_path(self, key: str) -> Path:
         return self.actions.joinpath(key[:2], f"{key}.json")
 
-    def get_action(self, key: str) -> dict | None:
-        """The record for `key` if it is well formed, names `key`, and every object it names exists and holds
-        its bytes. A malformed record (edited, copied over another key's, cut short) is a miss with a warning:
-        the step runs again and its new record replaces it."""
-        record = self.read_action(key)
-        if record is not None and all(self.verified(o["digest"]) for o in record["outputs"].values()):
+    def get_action(self, key: str, outputs: tuple | None = None) -> dict | None:
+        """The record for `key` if it is well formed, consistent with its step (its key components hash to
+        `key`; with `outputs`, see validate.record_inconsistent, it names exactly its kind's outputs), and every
+        object it names exists with the size it says and holds its bytes. Any other record (edited, copied
+        over another key's, cut short) is a miss with a warning: the step runs again and its new record
+        replaces it."""
+        record = self.read_action(key, outputs)
+        if record is not None and all(self.verified(o["digest"], o["size"], key) for o in record["outputs"].values()):
             return record
         return None
 
-    def read_action(self, key: str) -> dict | None:
-        """The record stored under `key` when it is usable (its objects unchecked), else None (warned)."""
+    def read_action(self, key: str, outputs: tuple | None = None) -> dict | None:
+        """The record stored under `key` when it is usable (its objects unchecked), else None (warned). A
+        record read through the build log (this user's own) was checked when it was logged."""
         path = os.path.join(self.actions, key[:2], f"{key}.json")  # a string: every hit reads one
         if self.log is not None:
             st = stat_or_none(path)
@@ -159,11 +165,11 @@ class Cache:
         except OSError as exc:
             self.warn(f"cannot read cache record {path}: {exc.strerror}; rebuilding the step")
             return None
-        problem = record_problem(record, key)
+        problem = record_problem(record, key) or record_inconsistent(record, key, outputs)
         if problem:
             self.warn(f"cache record {path} rejected ({problem}); rebuilding the step")
             return None
-        if self.log is not None:
+        if self.log is not None and outputs is not None:  # checked as a hit is: the log may serve it
             self.log.learn_record(key, st, record)
         self._record_mtimes[key] = st.st_mtime
         return record

@@ -62,10 +62,36 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def replace(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """os.replace, over a folder too: a folder left where a file belongs (by a fault, or another user of a
+    shared cache) is removed, not a failure of every later run."""
+    try:
+        os.replace(src, dest)
+    except OSError:
+        if not os.path.isdir(dest) or os.path.islink(dest):
+            raise
+        remove_any(dest)
+        os.replace(src, dest)
+
+
+def remove_any(path: str | os.PathLike) -> None:
+    """Remove whatever is at `path` (a file, a link, a FIFO, a folder and all it holds), following no link;
+    what cannot be removed stays (the caller's next step says so)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 class NotRegularFile(OSError):
