@@ -91,10 +91,9 @@ def _build(args, run: _Run, started: float) -> int:
     from trtbuild.execution.runner import Runner
     from trtbuild.store.cache import Cache
 
-    cache = Cache(args.cache_dir)
-    cache.keep_log([str(Path(p).absolute()) for p in args.recipes] + [args.backend, *(args.target or [])])
     progress = Progress(quiet=args.quiet)
-    cache.warn = progress.warn
+    cache = Cache(args.cache_dir, progress.warn)
+    cache.keep_log([str(Path(p).absolute()) for p in args.recipes] + [args.backend, *(args.target or [])])
     remote = None
     if args.remote:  # imported only then: a build without a remote cache needs none of it
         from trtbuild.store.remote import open_remote

@@ -39,10 +39,16 @@ from trtbuild.store.validate import record_inconsistent, record_problem, state_e
 _USE_RESOLUTION = 86400  # seconds: how finely a record's last use is kept
 
 
+def _warn(text: str) -> None:
+    import sys
+
+    print(f"trtbuild: warning: {text}", file=sys.stderr)
+
+
 class Cache:
     def __init__(self, root: str | os.PathLike, warn=None):
         self.root = Path(root).resolve()
-        self.warn = warn or (lambda text: None)  # corrupt objects found, unreadable records
+        self.warn = warn or _warn  # corrupt objects found, unreadable records
         self.objects = self.root / "objects"
         self._objects = str(self.objects)
         self.actions = self.root / "actions"
