@@ -30,12 +30,14 @@ from collections.abc import Iterator
 
 from trtbuild.store import code, versions
 from trtbuild.store.buildlog import BuildLog, stat_or_none
-from trtbuild.store.fsutil import (atomic_write, fsync_file, publish_copy, publish_link, read_json, remove_any, replace,
+from trtbuild.store.fsutil import (atomic_write, fsync_file, publish_copy, no_links, open_lock, publish_link, read_json, remove_any,
+                                   replace,
                                    read_json_stat, share_with_group)
 from trtbuild.store.private import user_folder
 from trtbuild.store.hashing import StatCache, canonical_json, digest_written
 from trtbuild.store.validate import record_inconsistent, record_problem, state_entries
 
+_FOLDERS = ("objects", "actions", "state", "out", "locks", "tmp", "logs", "timing", "users", "code", "remotes")
 _USE_RESOLUTION = 86400  # seconds: how finely a record's last use is kept
 
 
@@ -58,6 +60,8 @@ class Cache:
         self.tmp = self.root / "tmp"
         self.logs = self.root / "logs"
         self.timing = self.root / "timing"
+        share_with_group(self.root)  # a setgid cache directory: files group-writable whatever the umask
+        no_links(self.root, _FOLDERS, self.warn)
         self.mine = user_folder(self.root, self.warn)  # None: a read-only cache, or not this user's alone
         self.recipes = self.mine / "recipes" if self.mine else None
         self._stat_cache: StatCache | None = None
@@ -66,7 +70,7 @@ class Cache:
         code.keep_index_in(self.root / "code")  # trtbuild's own code facts, per version of its sources
         versions.keep_in(self.mine and self.mine / "versions.json")  # installed tools' versions, per sys.path state
         self._have_locks = False
-        share_with_group(self.root)  # a setgid cache directory: files group-writable whatever the umask
+        self._real_folders: set[str] = set()  # objects/ab/ folders checked this run (not links)
 
     def keep_log(self, scope: list[str]) -> BuildLog | None:
         """Read records, states and out/ manifests through a build log (a build: one file instead of
@@ -111,6 +115,9 @@ class Cache:
         recorded at ingest; a file whose stat moved (an edit, even as root) is re-hashed, and one whose
         bytes no longer match is reported and removed, so it is rebuilt or pulled, never served."""
         path = f"{self._objects}/{digest[:2]}/{digest}"  # a string: every hit checks its objects
+        if digest[:2] not in self._real_folders:  # objects/ab/ a link: removed, never followed
+            no_links(self.objects, [digest[:2]], self.warn)
+            self._real_folders.add(digest[:2])
         try:
             st = os.lstat(path)
             if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read, a link lead elsewhere
@@ -237,7 +244,7 @@ class Cache:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         from filelock import FileLock  # here: a no-op build writes no state
 
-        with FileLock(str(self.locks_dir() / f"state-{recipe}.lock")):
+        with FileLock(self._lock_file(f"state-{recipe}.lock")):
             state = self.read_state(recipe)
             state[step_id] = entry
             atomic_write(path, canonical_json(state))
@@ -279,10 +286,18 @@ class Cache:
             self._have_locks = True
         return self.locks
 
+    def _lock_file(self, name: str) -> str:
+        """locks/<name>, a regular file this run may open: filelock opens with O_TRUNC, following links, so
+        a link another user left there (to a file of this user's) is removed first, never followed."""
+        path = str(self.locks_dir() / name)
+        with contextlib.suppress(OSError):
+            os.close(open_lock(path, os.O_RDWR | os.O_CREAT))
+        return path
+
     def step_lock(self, key: str):
         from filelock import FileLock  # here: a no-op build takes no step lock
 
-        return FileLock(str(self.locks_dir() / f"{key}.lock"))
+        return FileLock(self._lock_file(f"{key}.lock"))
 
     @contextlib.contextmanager
     def using(self, exclusive: bool = False) -> Iterator[None]:
@@ -291,12 +306,12 @@ class Cache:
         is written there, and status, dag, path and a no-op build still work."""
         path = self.locks / "cache.lock"
         try:
-            fd = os.open(self.locks_dir() / "cache.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+            fd = open_lock(self.locks_dir() / "cache.lock", os.O_RDWR | os.O_CREAT)
         except OSError as exc:
             if exclusive or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                fd = open_lock(path, os.O_RDONLY)
             except OSError:
                 yield  # no lock file, and none can be made: lock-free reads
                 return

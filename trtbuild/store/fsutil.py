@@ -94,6 +94,42 @@ def remove_any(path: str | os.PathLike) -> None:
             os.unlink(path)
 
 
+def no_links(root: Path, names, warn) -> None:
+    """A symbolic link (or a file) where the cache keeps a folder (objects/, locks/ ...) would lead its
+    reads and writes elsewhere: it is removed with a warning (the folder is made again when needed);
+    never followed."""
+    for name in names:
+        path = os.path.join(root, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
+            remove_any(path)
+            gone = not os.path.lexists(path)
+            warn(f"{path} is {what}, {'removed' if gone else 'and cannot be removed: remove it'}; the cache never "
+                 "follows a link")
+
+
+def open_lock(path: str | os.PathLike, flags: int) -> int:
+    """A lock file's descriptor, never through a link: a link, folder or FIFO in its place (another
+    user's, a fault) is removed and the file made again."""
+    flags |= os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            raise
+        fd = -1
+    if fd >= 0 and stat.S_ISREG(os.fstat(fd).st_mode):
+        return fd
+    if fd >= 0:
+        os.close(fd)
+    remove_any(path)
+    return os.open(path, flags, 0o666)
+
+
 class NotRegularFile(OSError):
     """What read_record found is not a regular file; `mode` says what it is."""
 
