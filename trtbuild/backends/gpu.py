@@ -19,7 +19,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from trtbuild.store.fsutil import read_json
+from trtbuild.store.fsutil import read_json_or_warn
 from trtbuild.store.hashing import digest_json
 
 _record: Path | None = None  # where NVML's answer is kept between runs; None: NVML every run
@@ -115,7 +115,7 @@ def _fingerprint() -> str | None:
 
 def _recorded(fingerprint: str) -> tuple[Gpu, ...] | None:
     try:
-        record = read_json(_record)
+        record = read_json_or_warn(_record, "the kept GPU record")
         if record["fingerprint"] == fingerprint:
             return tuple(Gpu(**gpu) for gpu in record["gpus"])
     except (OSError, ValueError, KeyError, TypeError):  # none yet, or unreadable: ask NVML

@@ -154,6 +154,8 @@ def read_record_stat(path: str | os.PathLike, limit: int = 64 << 20,
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise NotRegularFile(path, st.st_mode)
+        if st.st_size > limit:  # said before reading a byte of it
+            raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
         chunks, size = [], 0
         while size <= limit:
             chunk = os.read(fd, limit + 1 - size)
@@ -181,6 +183,20 @@ def read_json(path: str | os.PathLike, limit: int = 64 << 20) -> object:
 def read_json_stat(path: str | os.PathLike, limit: int = 64 << 20) -> tuple[object, os.stat_result]:
     data, st = read_record_stat(path, limit)
     return loads_bounded(data), st
+
+
+def read_json_or_warn(path: str | os.PathLike, what: str, limit: int = 64 << 20) -> object | None:
+    """read_json, or None: silently for no file, with a one-line warning (on stderr) for anything else."""
+    try:
+        return read_json(path, limit)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        import sys
+
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"trtbuild: warning: ignoring {what} {path} ({why}); it is asked again", file=sys.stderr)
+        return None
 
 
 def loads_bounded(data: bytes | str, depth: int = MAX_DEPTH) -> object:

@@ -18,6 +18,8 @@ import os
 import stat
 from pathlib import Path
 
+from trtbuild.store.fsutil import remove_any
+
 
 def user_folder(root: Path, warn) -> Path | None:
     """This user's folder in the cache at `root`, made if needed; None when it cannot be made (a
@@ -30,15 +32,22 @@ def user_folder(root: Path, warn) -> Path | None:
         st = _make(users, mine)
     except OSError:
         return None
+    if st is not None and st.st_uid == os.geteuid() and not (stat.S_ISDIR(st.st_mode) and not st.st_mode & 0o077):
+        remove_any(mine)  # ours but a link, a file, or opened to others (who may have written in it): made anew
+        warn(f"{mine} was {_what(st)}; replaced by a folder of this user's alone")
+        st = _make(users, mine)
     if st is None:
         return None
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-        what = ("a link" if stat.S_ISLNK(st.st_mode) else "not a folder" if not stat.S_ISDIR(st.st_mode)
-                else f"owned by uid {st.st_uid}" if st.st_uid != os.geteuid() else f"mode {st.st_mode & 0o777:o}")
-        warn(f"{mine} is {what}, not a folder of this user's alone: its build log and validated recipes are not "
+        warn(f"{mine} is {_what(st)}, not a folder of this user's alone: its build log and validated recipes are not "
              f"used (remove it: it is made again with mode 0700)")
         return None
     return mine
+
+
+def _what(st: os.stat_result) -> str:
+    return ("a link" if stat.S_ISLNK(st.st_mode) else "not a folder" if not stat.S_ISDIR(st.st_mode)
+            else f"owned by uid {st.st_uid}" if st.st_uid != os.geteuid() else f"mode {st.st_mode & 0o777:o}")
 
 
 def _make(users: Path, mine: Path) -> os.stat_result | None:

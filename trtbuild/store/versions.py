@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from trtbuild.store.fsutil import read_json
+from trtbuild.store.fsutil import read_json_or_warn
 
 _FILE: list[Path] = []  # where answers are kept (set by the cache)
 _memo: dict | None = None  # {"where": fingerprint, "versions": {dist: [version, METADATA path, stat]}}
@@ -76,7 +76,7 @@ def _loaded() -> dict:
         _memo = {"where": where, "versions": {}}
         if _FILE:
             try:
-                kept = read_json(_FILE[0])
+                kept = read_json_or_warn(_FILE[0], "the kept tool versions")
                 if isinstance(kept, dict) and kept.get("where") == _memo["where"] and isinstance(kept.get("versions"), dict):
                     _memo["versions"] = kept["versions"]
             except (OSError, ValueError):
