@@ -127,7 +127,8 @@ def _keep(fingerprint: str, gpus: tuple[Gpu, ...]) -> None:
     from trtbuild.store.fsutil import atomic_write
 
     try:
-        atomic_write(_record, json.dumps({"fingerprint": fingerprint, "gpus": [asdict(g) for g in gpus]}).encode())
+        atomic_write(_record, json.dumps({"fingerprint": fingerprint, "gpus": [asdict(g) for g in gpus]}).encode(),
+                     over_folder=True)
     except OSError:  # a cache this user cannot write to: NVML again next run
         pass
 

@@ -139,7 +139,8 @@ def _conclude(args, cache, run: _Run, started: float, progress) -> int:
     seconds = time.perf_counter() - started
     from trtbuild.commands.reports import write_reports
 
-    write_reports(args, results, problems, seconds, code, cache.root)
+    if not write_reports(args, results, problems, seconds, code, cache.root) and code == EXIT_OK:
+        code = EXIT_BUILD_FAILED
     signals.settle()
     recap(results, problems, seconds, progress)
     for r in undelivered:

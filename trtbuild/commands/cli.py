@@ -324,5 +324,9 @@ def cmd_repro(args) -> int:
 def cmd_schema(args) -> int:
     from trtbuild.recipes.loader import json_schema
 
-    print(json.dumps(json_schema(), indent=2))
+    try:
+        print(json.dumps(json_schema(), indent=2))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `trtbuild schema | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
     return EXIT_OK

@@ -6,18 +6,27 @@ import json
 from collections import Counter
 
 
-def write_reports(args, results, problems: list[str], seconds: float, exit_code: int, cache_dir) -> None:
-    """The reports the command line asked for (--report, --junit, --markdown), each written atomically."""
+def write_reports(args, results, problems: list[str], seconds: float, exit_code: int, cache_dir) -> bool:
+    """The reports the command line asked for (--report, --junit, --markdown), each written atomically;
+    whether all were (one that cannot be is one line on stderr: something asked for and not delivered)."""
+    import sys
+
     from trtbuild.store.fsutil import atomic_write
 
-    if args.report:
-        text = json_report(results, problems, ok=exit_code == 0, exit_code=exit_code, dry_run=args.dry_run,
-                           seconds=round(seconds, 3), cache_dir=str(cache_dir))
-        atomic_write(args.report, text.encode())
-    if args.junit:
-        atomic_write(args.junit, junit_xml(results, problems, seconds).encode())
-    if args.markdown:
-        atomic_write(args.markdown, markdown(results, problems, seconds).encode())
+    written = True
+    for option, path, make in (
+            ("--report", args.report, lambda: json_report(results, problems, ok=exit_code == 0, exit_code=exit_code,
+                                                          dry_run=args.dry_run, seconds=round(seconds, 3),
+                                                          cache_dir=str(cache_dir))),
+            ("--junit", args.junit, lambda: junit_xml(results, problems, seconds)),
+            ("--markdown", args.markdown, lambda: markdown(results, problems, seconds))):
+        if path:
+            try:
+                atomic_write(path, make().encode())
+            except OSError as exc:
+                print(f"trtbuild: error: {option} {path}: cannot write it ({exc.strerror or exc})", file=sys.stderr)
+                written = False
+    return written
 
 
 def json_report(results, problems: list[str], **extra) -> str:

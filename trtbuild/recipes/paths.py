@@ -57,6 +57,8 @@ def path_problem(base: Path, value: str, expect: str = FILE) -> str | None:
     except (OSError, ValueError) as exc:  # a link loop, a name too long, no permission
         return f"cannot use {value!r}: {getattr(exc, 'strerror', None) or exc}"
     if stat.S_ISREG(mode) and expect != DIRECTORY:
+        if os.path.realpath(path).startswith(("/proc/", "/sys/")):  # "regular" files the kernel makes up
+            return f"{_shown(path)} is a kernel file ({os.path.realpath(path)}); expected {expect}"
         return None
     if stat.S_ISDIR(mode) and expect != FILE:
         return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ByteSize, ConfigDict, Field, StrictInt, ValidationInfo,
+from pydantic import (BaseModel, ByteSize, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationInfo,
                       field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
@@ -159,7 +159,7 @@ class ProfileShapes(_Strict):
 class Profile(_Strict):
     """One optimization profile of the engine: a shape range for every dynamic input."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description='What reports call it: "short", "prefill".')
+    name: StrictStr = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description='What reports call it: "short", "prefill".')
     inputs: dict[str, ProfileShapes] = Field(
         min_length=1, description="min / opt / max per dynamic input, e.g. {input_ids: {min: [1, 1], opt: [1, 128], "
         "max: [8, 512]}}.")
@@ -271,7 +271,7 @@ class Parity(_Strict):
 class Recipe(_Strict):
     """A trtbuild recipe: one model, how to turn it into ONNX, and how to build its engine."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_NAME, description="Recipe name; names the output directory.")
+    name: StrictStr = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_NAME, description="Recipe name; names the output directory.")
     source: Source
     inputs: dict[str, InputSpec] = Field(
         default_factory=dict, description="Network inputs by tensor name: only what the recipe sets (dynamic dims "
@@ -287,7 +287,7 @@ class Recipe(_Strict):
     parity: Parity = Parity()
     precision: PrecisionOptions = PrecisionOptions()
     engine: EngineOptions = EngineOptions()
-    step_timeout: float = Field(
+    step_timeout: StrictFloat = Field(
         default=6 * 3600, gt=0, le=MAX_STEP_TIMEOUT, allow_inf_nan=False, description="Seconds any one step of this "
         "recipe may run before its worker is killed and the step fails (a hung converter, calibration loader or "
         "build); default 6 hours; --step-timeout overrides it. Not part of any key.")

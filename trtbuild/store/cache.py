@@ -50,6 +50,10 @@ def _warn(text: str) -> None:
 class Cache:
     def __init__(self, root: str | os.PathLike, warn=None):
         self.root = Path(root).resolve()
+        if os.path.exists(self.root) and not os.path.isdir(self.root):  # a file, /dev/null, a FIFO
+            from trtbuild.errors import UsageError
+
+            raise UsageError(f"--cache-dir {root}: not a folder; name a folder (it is made if missing)")
         self.warn = warn or _warn  # corrupt objects found, unreadable records
         self.objects = self.root / "objects"
         self._objects = str(self.objects)
@@ -198,7 +202,7 @@ class Cache:
                 os.utime(self._action_path(key))
 
     def put_action(self, key: str, record: dict) -> None:
-        atomic_write(self._action_path(key), canonical_json(record))
+        atomic_write(self._action_path(key), canonical_json(record), over_folder=True)
 
     def iter_actions(self) -> Iterator[tuple[Path, dict]]:
         """(file, record) of every usable action record; malformed ones are skipped (gc deletes them)."""
@@ -247,7 +251,7 @@ class Cache:
         with FileLock(self._lock_file(f"state-{recipe}.lock")):
             state = self.read_state(recipe)
             state[step_id] = entry
-            atomic_write(path, canonical_json(state))
+            atomic_write(path, canonical_json(state), over_folder=True)
 
     # -- a step's inputs ---------------------------------------------------------------------
 

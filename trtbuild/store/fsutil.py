@@ -50,8 +50,9 @@ def write_new(path: str | os.PathLike, text: str) -> None:
         f.write(text)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temp file beside `path`, fsync, then rename over it."""
+def atomic_write(path: Path, data: bytes, over_folder: bool = False) -> None:
+    """Write to a temp file beside `path`, fsync, then rename over it. `over_folder`: a folder in its place
+    is removed (a file of the cache's own, never a path the user named)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     import tempfile  # here: a no-op build writes nothing
 
@@ -62,7 +63,7 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        replace(tmp, path)
+        replace(tmp, path) if over_folder else os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

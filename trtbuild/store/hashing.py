@@ -167,7 +167,7 @@ class StatCache:
     def save(self) -> None:
         if self._dirty:
             try:
-                atomic_write(self.path, canonical_json(self._entries))
+                atomic_write(self.path, canonical_json(self._entries), over_folder=True)
             except OSError:  # another user's cache file, a read-only cache: the next run hashes again
                 pass
             self._dirty = False

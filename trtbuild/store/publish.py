@@ -55,7 +55,7 @@ def publish_recipe(cache, recipe: str, files: dict[str, dict], steps: dict[str, 
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 copy_file(cache.object_path(obj["digest"]), dest)  # a reflink where the file system has them
                 manifest["files"][rel] = {"digest": obj["digest"], "stat": stat_signature(dest)}
-            atomic_write(version / MANIFEST, canonical_json(manifest))
+            atomic_write(version / MANIFEST, canonical_json(manifest), over_folder=True)
         except BaseException:  # a full disk, a signal: out/<recipe> still shows the previous build
             shutil.rmtree(version, ignore_errors=True)
             raise

@@ -41,6 +41,11 @@ def open_remote(url: str | None, warn, timeout: float | None = None) -> "Remote 
         return Remote(url, warn, timeout)
     except ImportError as exc:
         raise UsageError(f"--remote {url}: {exc}; pip install 'trtbuild[remote]'") from None
+    except ValueError as exc:  # fsspec knows no such protocol: a mistake in the command line
+        raise UsageError(f"--remote {url}: {exc}; use s3://, gs://, file:// or another fsspec protocol") from None
+    except Exception as exc:  # the remote refused or cannot be reached: built without it, as a failing call is
+        warn(f"remote cache {url} unusable ({type(exc).__name__}: {exc}); building without it")
+        return None
 
 
 def remote_timeout(text: str | None) -> float:
