@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from collections import Counter
@@ -20,7 +21,8 @@ pytestmark = pytest.mark.slow
 TARGETS = ["tensorrt-rtx:sm0", "tensorrt-rtx:sm9999", "", ":", "tensorrt-rtx:", "nosuch:sm86", "tensorrt-rtx:sm86+",
            "x" * 5000, "tensorrt-rtx:sm86\0"]
 NUMBERS = ["0", "-1", "abc", "nan", "inf", "1e999", "9" * 5000, ""]
-PATHS = ["afile", "/dev/null", "fifo", "folder", "/proc/x.md", "/nonexistent/x/y", "", "x\0y", "/dev/full"]
+# Device nodes of the test's own (null, full): a bug that renamed over one must not replace the machine's /dev/null.
+PATHS = ["afile", "null", "fifo", "folder", "/proc/x.md", "/nonexistent/x/y", "", "x\0y", "full"]
 
 
 def command_lines(root: Path) -> list[list[str]]:
@@ -54,6 +56,8 @@ def run_lines(root: Path) -> list[dict]:
     (root / "conv.yaml").write_text(yaml.safe_dump(recipe_dict("conv.onnx")))
     (root / "afile").write_text("a file\n")
     os.mkfifo(root / "fifo")
+    os.mknod(root / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    os.mknod(root / "full", stat.S_IFCHR | 0o666, os.makedev(1, 7))
     (root / "folder").mkdir()
     (root / "home").mkdir()
     env = os.environ | {"HOME": str(root / "home"), "PYTHONPATH": str(REPO), "RAY_ADDRESS": ""}
@@ -79,3 +83,6 @@ def test_hostile_command_lines_end_in_one_line_and_an_exit_code(tmp_path):
            if r["outcome"] not in ("exit 0", "exit 1", "exit 2")]
     assert bad == []
     assert len(results) >= 100
+    for device in ("null", "full"):  # written into, never replaced
+        assert stat.S_ISCHR(os.lstat(tmp_path / device).st_mode)
+    assert (tmp_path / "folder").is_dir() and (tmp_path / "afile").read_text() == "a file\n"

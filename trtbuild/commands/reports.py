@@ -22,11 +22,37 @@ def write_reports(args, results, problems: list[str], seconds: float, exit_code:
             ("--markdown", args.markdown, lambda: markdown(results, problems, seconds))):
         if path:
             try:
-                atomic_write(path, make().encode())
+                _write(path, make().encode(), atomic_write)
             except OSError as exc:
                 print(f"trtbuild: error: {option} {path}: cannot write it ({exc.strerror or exc})", file=sys.stderr)
                 written = False
     return written
+
+
+def _write(path, data: bytes, atomic_write) -> None:
+    """A regular file (or none yet) is replaced atomically; anything else the user named (/dev/null, a
+    FIFO with a reader, /dev/stdout) is written into, never replaced: renaming over /dev/null as root
+    would replace the device for every process on the machine."""
+    import errno
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if st is None or stat.S_ISREG(st.st_mode):
+        atomic_write(path, data)
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO nobody reads: ENXIO, not a hang
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def json_report(results, problems: list[str], **extra) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ByteSize, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationInfo,
+from pydantic import (BaseModel, ByteSize, ConfigDict, Field, StrictInt, StrictStr, ValidationInfo,
                       field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
@@ -287,7 +287,7 @@ class Recipe(_Strict):
     parity: Parity = Parity()
     precision: PrecisionOptions = PrecisionOptions()
     engine: EngineOptions = EngineOptions()
-    step_timeout: StrictFloat = Field(
+    step_timeout: float = Field(
         default=6 * 3600, gt=0, le=MAX_STEP_TIMEOUT, allow_inf_nan=False, description="Seconds any one step of this "
         "recipe may run before its worker is killed and the step fails (a hung converter, calibration loader or "
         "build); default 6 hours; --step-timeout overrides it. Not part of any key.")
@@ -296,6 +296,13 @@ class Recipe(_Strict):
         description='Engines to build, each "BACKEND[:ARCH]": "tensorrt-rtx" (portable), "tensorrt-rtx:sm86+sm120", '
         '"tensorrt:sm86" (needs that GPU). Default: one target from engine.backend.',
     )
+
+    @field_validator("step_timeout", mode="before")
+    @classmethod
+    def _seconds_not_yes(cls, value):
+        if isinstance(value, bool):  # YAML's true / yes would be 1 second
+            raise ValueError(f"expected a number of seconds, not {str(value).lower()}")
+        return value
 
     @field_validator("profiles")
     @classmethod
