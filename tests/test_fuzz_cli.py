@@ -85,4 +85,4 @@ def test_hostile_command_lines_end_in_one_line_and_an_exit_code(tmp_path):
     assert len(results) >= 100
     for device in ("null", "full"):  # written into, never replaced
         assert stat.S_ISCHR(os.lstat(tmp_path / device).st_mode)
-    assert (tmp_path / "folder").is_dir() and (tmp_path / "afile").read_text() == "a file\n"
+    assert (tmp_path / "folder").is_dir()  # a report never replaces a folder
