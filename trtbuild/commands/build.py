@@ -92,7 +92,7 @@ def _build(args, run: _Run, started: float) -> int:
     from trtbuild.store.cache import Cache
 
     progress = Progress(quiet=args.quiet)
-    cache = Cache(args.cache_dir, progress.warn)
+    cache = Cache(args.cache_dir, progress.warn, make=not args.dry_run)
     cache.keep_log([str(Path(p).absolute()) for p in args.recipes] + [args.backend, *(args.target or [])])
     remote = None
     if args.remote:  # imported only then: a build without a remote cache needs none of it

@@ -30,11 +30,10 @@ from collections.abc import Iterator
 
 from trtbuild.store import code, versions
 from trtbuild.store.buildlog import BuildLog, stat_or_none
-from trtbuild.store.fsutil import (atomic_write, fsync_file, publish_copy, no_links, open_lock, publish_link, read_json, remove_any,
-                                   replace,
-                                   read_json_stat, share_with_group)
-from trtbuild.store.private import user_folder
+from trtbuild.store.fsutil import (atomic_write, fsync_file, no_links, open_lock, publish_copy, publish_link, read_json,
+                                   read_json_stat, remove_any, replace, share_with_group)
 from trtbuild.store.hashing import StatCache, canonical_json, digest_written
+from trtbuild.store.private import user_folder
 from trtbuild.store.validate import record_inconsistent, record_problem, state_entries
 
 _FOLDERS = ("objects", "actions", "state", "out", "locks", "tmp", "logs", "timing", "users", "code", "remotes")
@@ -48,7 +47,8 @@ def _warn(text: str) -> None:
 
 
 class Cache:
-    def __init__(self, root: str | os.PathLike, warn=None):
+    def __init__(self, root: str | os.PathLike, warn=None, make: bool = False):
+        """`make`: create the cache if missing (a build); a command that only reads it creates nothing."""
         self.root = Path(root).resolve()
         if os.path.exists(self.root) and not os.path.isdir(self.root):  # a file, /dev/null, a FIFO
             from trtbuild.errors import UsageError
@@ -66,13 +66,13 @@ class Cache:
         self.timing = self.root / "timing"
         share_with_group(self.root)  # a setgid cache directory: files group-writable whatever the umask
         no_links(self.root, _FOLDERS, self.warn)
-        self.mine = user_folder(self.root, self.warn)  # None: a read-only cache, or not this user's alone
+        self.mine = user_folder(self.root, self.warn, make or os.path.isdir(self.root))  # None: a read-only cache, or not this user's alone
         self.recipes = self.mine / "recipes" if self.mine else None
         self._stat_cache: StatCache | None = None
         self.log: BuildLog | None = None  # see keep_log
         self._record_mtimes: dict[str, float] = {}  # action records read through the log: their mtime
         code.keep_index_in(self.root / "code")  # trtbuild's own code facts, per version of its sources
-        versions.keep_in(self.mine and self.mine / "versions.json")  # installed tools' versions, per sys.path state
+        versions.keep_in(self.mine and self.mine / "versions.json")  # tools' versions, per sys.path state
         self._have_locks = False
         self._real_folders: set[str] = set()  # objects/ab/ folders checked this run (not links)
 
@@ -115,8 +115,8 @@ class Cache:
         return digest, size
 
     def verified(self, digest: str, size: int | None = None, key: str = "") -> bool:
-        """Whether objects/<digest> exists (with `size` bytes, the size a record says) and holds those bytes. Its stat is compared with the one
-        recorded at ingest; a file whose stat moved (an edit, even as root) is re-hashed, and one whose
+        """Whether objects/<digest> exists (with `size` bytes, the size a record says) and holds those bytes.
+        Its stat is compared with the one recorded at ingest; a file whose stat moved (an edit, even as root) is re-hashed, and one whose
         bytes no longer match is reported and removed, so it is rebuilt or pulled, never served."""
         path = f"{self._objects}/{digest[:2]}/{digest}"  # a string: every hit checks its objects
         if digest[:2] not in self._real_folders:  # objects/ab/ a link: removed, never followed

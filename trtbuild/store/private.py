@@ -21,15 +21,15 @@ from pathlib import Path
 from trtbuild.store.fsutil import remove_any
 
 
-def user_folder(root: Path, warn) -> Path | None:
-    """This user's folder in the cache at `root`, made if needed; None when it cannot be made (a
-    read-only cache) or is not this user's alone (warned)."""
+def user_folder(root: Path, warn, make: bool = True) -> Path | None:
+    """This user's folder in the cache at `root`, made if needed (`make`: with the cache itself); None when
+    it cannot be made (a read-only cache) or is not this user's alone (warned)."""
     users = root / "users"
     mine = users / str(os.geteuid())
     try:
         st = os.lstat(mine)
     except FileNotFoundError:
-        st = _make(users, mine)
+        st = _make(users, mine) if make else None
     except OSError:
         return None
     if st is not None and st.st_uid == os.geteuid() and not (stat.S_ISDIR(st.st_mode) and not st.st_mode & 0o077):
