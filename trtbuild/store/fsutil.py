@@ -209,21 +209,36 @@ def loads_bounded(data: bytes | str, depth: int = MAX_DEPTH) -> object:
         value = json.loads(data)
     except RecursionError:
         raise ValueError(f"JSON nested deeper than {depth} levels") from None
-    if isinstance(value, (dict, list)) and too_deep(value, depth):
+    if isinstance(value, (dict, list)) and too_deep(data, depth):
         raise ValueError(f"JSON nested deeper than {depth} levels")
     return value
 
 
-def too_deep(value, depth: int = MAX_DEPTH) -> bool:
-    """Whether a parsed JSON value nests deeper than `depth` (an iterative walk: no recursion to exhaust)."""
-    pending = [(value, 1)]
-    while pending:
-        item, level = pending.pop()
-        if level > depth:
-            return True
-        children = item.values() if isinstance(item, dict) else item
-        pending.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
-    return False
+_STRING = None  # a JSON string literal (compiled on first use)
+_EMPTY = None  # an innermost [] or {}
+
+
+def too_deep(text: bytes | str, depth: int = MAX_DEPTH) -> bool:
+    """Whether valid JSON `text` nests deeper than `depth`, at C speed (a walk of the parsed value in
+    Python costs milliseconds for a code index): its strings removed, then its brackets alone, each
+    pass removes the innermost pairs; what remains after `depth` passes nests deeper."""
+    global _STRING, _EMPTY
+    data = text.encode() if isinstance(text, str) else text
+    if data.count(b"[") + data.count(b"{") <= depth:
+        return False
+    if _STRING is None:
+        import re
+
+        _STRING, _EMPTY = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"'), re.compile(rb"\[\]|\{\}")
+    brackets = _STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    for _ in range(depth):
+        brackets = _EMPTY.sub(b"", brackets)
+        if not brackets:
+            return False
+    return True
+
+
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 def fsync_file(path: Path) -> None:
