@@ -1,5 +1,7 @@
 """The fuzz of tests/test_fuzz.py, with its figures: cases, exit codes, slowest case and peak memory per kind,
-defects (tracebacks, hangs, crashes, wrong exit codes) and files written outside the cache.
+defects (tracebacks, hangs, crashes, wrong exit codes) and files written outside the cache; then the
+hostile cache files of tests/test_fuzz_cache.py and the command lines of tests/test_fuzz_cli.py (hangs,
+tracebacks, exit codes).
 
     python bench/fuzz.py [--source DIR]
 
@@ -13,6 +15,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from common import REPO
@@ -42,6 +45,16 @@ def main() -> int:
         print("  " + line.splitlines()[0][:200])
     for path in outside[:10]:
         print("  outside: " + path)
+    if args.source.resolve() == REPO:  # these two run the package of this checkout
+        from test_fuzz_cache import run_cases
+        from test_fuzz_cli import run_lines
+
+        for what, run in (("hostile cache files", run_cases), ("hostile command lines", run_lines)):
+            with tempfile.TemporaryDirectory() as tmp:
+                started = time.perf_counter()
+                outcomes = Counter(r["outcome"] for r in run(Path(tmp)))
+            print(f"{what}: {sum(outcomes.values())} cases in {time.perf_counter() - started:.0f} s: "
+                  + ", ".join(f"{o}: {n}" for o, n in sorted(outcomes.items())))
     return 0
 
 

@@ -80,6 +80,11 @@ class Project:
         code = main(["build", str(self.recipe), "--cache-dir", str(self.cache), "--report", str(report), *args])
         return code, json.loads(report.read_text())
 
+    @property
+    def mine(self) -> Path:
+        """This user's own folder of the cache (build logs, validated recipes: trtbuild.store.private)."""
+        return self.cache / "users" / str(os.geteuid())
+
     def actions(self) -> list[dict]:
         return [json.loads(p.read_text()) for p in (self.cache / "actions").glob("*/*.json")]
 

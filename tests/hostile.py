@@ -28,7 +28,7 @@ VALUES = [
     math.nan, "", " ", ".", "..", "/", "a\0b", "\t", "x" * 300, "é" * 200, "/etc/passwd", "/etc/*", "**",
     "../" * 40 + "etc/passwd", "fifo", "zero", "loop1", "sock", "folder", "/dev/zero", "/dev/urandom", "16EiB",
     "-1GiB", "1e400", "NaN", "sm86", "tensorrt-rtx:sm" + "9" * 40, "tensorrt-rtx:sm86" + "+sm86" * 40, "auto",
-    "m.onnx", "calib/*.npy", "torchvision.models:resnet18", "a:b", "fp8", "int8", [], {}, [None], [[1]], [1] * 100,
+    "/proc/self/mem", "/proc/self/status", "m.onnx", "calib/*.npy", "torchvision.models:resnet18", "a:b", "fp8", "int8", [], {}, [None], [[1]], [1] * 100,
     list(range(70)), {"a": 1}, {"x" * 50: 1}, ["fifo"], ["/etc/*"], ["**"], [""], [-1, 3, 16, 16], [2**63, 3, 16, 16],
     [True, "1", 1.0, 16], [0, 0, 0, 0], [1, 3, 16],
 ]
@@ -130,6 +130,8 @@ def _structural(rng: random.Random) -> list[tuple[str, bytes]]:
               ("long-line", "name: " + "x" * 500_000 + "\n"), ("many-keys", "".join(f"k{i}: {i}\n" for i in range(20_000))),
               ("many-items", "name: x\nsource: {framework: pytorch, entrypoint: 'a:b', args: [" + "1, " * 60_000 + "1]}\n"),
               ("bom", "\ufeffname: x\n"), ("directive", "%YAML 1.1\n%TAG ! tag:evil:\n--- !x\nname: x\n"),
+              ("int-4301", "name: x\nsource: {framework: onnx, path: m.onnx}\nengine: {workspace: " + "9" * 4301 + "}\n"),
+              ("step-timeout-bool", "name: x\nsource: {framework: onnx, path: m.onnx}\nstep_timeout: true\n"),
               ("int-keys", "1: a\n2: b\n"), ("null-key", "~: a\nname: x\n"), ("bool-key", "true: a\n")]
     raw = [(name, text.encode()) for name, text in texts]
     raw += [("invalid-utf8", b"name: \xff\xfe\n"), ("nul", b"name: x\x00y\n"), ("latin1", "name: café\n".encode("latin-1")),
@@ -233,7 +235,7 @@ def _model_variants(rng: random.Random, outside: Path) -> list[tuple[str, object
         ("ext-missing", external("gone.data")), ("ext-empty", external("")), ("ext-dot", external(".")),
         ("ext-long", external("d" * 300)), ("ext-nul", external("w.data\0x")),
         ("ext-offset", _external_field("offset", str(2**62))), ("ext-length", _external_field("length", str(2**40))),
-        ("ext-bad-number", _external_field("offset", "-7")),
+        ("ext-bad-number", _external_field("offset", "-7")), ("ext-abc", _external_field("offset", "abc")),
     ]
     return variants
 

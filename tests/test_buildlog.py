@@ -34,7 +34,7 @@ def logged_build(project) -> dict:
     age(project)
     code, report = project.build()
     assert code == 0 and set(statuses(report).values()) == {"cached"}
-    assert list((project.cache / "buildlog").iterdir())
+    assert list((project.mine / "buildlog").iterdir())
     return report
 
 
@@ -49,8 +49,8 @@ def reads(monkeypatch) -> list[str]:
             return original(path, *args, **kwargs)
         return read
 
-    monkeypatch.setattr(cache_module, "read_record_stat", counting(cache_module.read_record_stat))
-    monkeypatch.setattr(publish, "read_record_stat", counting(publish.read_record_stat))
+    monkeypatch.setattr(cache_module, "read_json_stat", counting(cache_module.read_json_stat))
+    monkeypatch.setattr(publish, "read_json_stat", counting(publish.read_json_stat))
     monkeypatch.setattr(loader, "read_bytes", counting(loader.read_bytes))
     return opened
 
@@ -115,7 +115,7 @@ def test_an_environment_variable_a_step_reads_changes_its_key_with_the_log(proje
 @pytest.mark.parametrize("damage", ["flip", "cut", "garbage"])
 def test_a_damaged_build_log_is_ignored_and_rewritten(project, capsys, damage):
     logged_build(project)
-    (log,) = (project.cache / "buildlog").iterdir()
+    (log,) = [p for p in (project.mine / "buildlog").iterdir() if p.suffix != ".lock"]
     data = log.read_bytes()
     log.write_bytes({"flip": data[:-10] + bytes([data[-10] ^ 1]) + data[-9:], "cut": data[: len(data) // 2],
                      "garbage": b"\0" * 100}[damage])

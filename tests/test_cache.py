@@ -7,6 +7,7 @@ import os
 import pytest
 
 from trtbuild.store.cache import Cache
+from trtbuild.store.hashing import digest_json
 from trtbuild.store import hashing
 from trtbuild.store.hashing import digest_file, write_hashed
 
@@ -62,8 +63,9 @@ def test_step_inputs_are_links_but_onnx_external_data_is_copied(tmp_path):
 def test_action_with_a_missing_object_is_not_a_hit(tmp_path):
     cache = Cache(tmp_path / "cache")
     obj = stored(cache, tmp_path, "p", b"plan")
-    key = "a" * 64
-    cache.put_action(key, {"key": key, "outputs": {"model.plan": obj}})
+    components = {"kind": "engine", "params": {}}
+    key = digest_json(components)  # a record is served only under the key its components hash to
+    cache.put_action(key, {"key": key, "components": components, "outputs": {"model.plan": obj}})
     assert cache.get_action(key)["outputs"]["model.plan"] == obj
     cache.object_path(obj["digest"]).unlink()
     assert cache.get_action(key) is None

@@ -130,7 +130,7 @@ def test_cache_records_replaced_by_fifos_are_misses(project):
     """Action records, recipe records and state files: a FIFO or a link to /dev/zero in their place is read
     as a miss, without blocking."""
     assert cli(project).returncode == 0
-    records = [*(project.cache / "actions").glob("*/*.json"), *(project.cache / "recipes").glob("*.json"),
+    records = [*(project.cache / "actions").glob("*/*.json"), *(project.mine / "recipes").glob("*.json"),
                *(project.cache / "state").glob("*.json")]
     assert len(records) >= 5
     for i, path in enumerate(records):

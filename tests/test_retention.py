@@ -129,7 +129,7 @@ def test_gc_applies_the_same_policy_to_the_remote_cache(project, tmp_path, capsy
 
 def test_gc_drops_recipe_records_older_than_a_week(project, capsys):
     assert project.build()[0] == 0
-    records = list((project.cache / "recipes").glob("*.json"))
+    records = list((project.mine / "recipes").glob("*.json"))
     assert len(records) == 1
     os.utime(records[0], (time.time() - 8 * 86400,) * 2)
     assert gc(project) == 0

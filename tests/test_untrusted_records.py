@@ -97,7 +97,7 @@ def test_state_entries_of_the_wrong_shape_are_dropped(project, capsys):
 
 def test_an_edited_recipe_record_never_changes_the_build(project, capsys):
     assert project.build()[0] == 0
-    [path] = (project.cache / "recipes").glob("*.json")
+    [path] = (project.mine / "recipes").glob("*.json")
     stored = json.loads(path.read_text())
     record = json.loads(stored["record"])
     record["recipe"]["values"]["engine"]["workspace"] = 1 << 20  # what the recipe file does not say

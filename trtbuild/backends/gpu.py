@@ -19,6 +19,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from trtbuild.store.fsutil import read_json_or_warn
 from trtbuild.store.hashing import digest_json
 
 _record: Path | None = None  # where NVML's answer is kept between runs; None: NVML every run
@@ -38,8 +39,9 @@ class Gpu:
         return "sm" + self.compute_capability.replace(".", "")
 
 
-def remember_in(path: Path) -> None:
-    """Keep NVML's answer in `path` (the build cache's) for the next runs on this GPU set."""
+def remember_in(path: Path | None) -> None:
+    """Keep NVML's answer in `path` (the user's own folder of the build cache) for the next runs on this GPU
+    set; None: ask NVML every run."""
     global _record
     _record = path
 
@@ -113,7 +115,7 @@ def _fingerprint() -> str | None:
 
 def _recorded(fingerprint: str) -> tuple[Gpu, ...] | None:
     try:
-        record = json.loads(_record.read_text())
+        record = read_json_or_warn(_record, "the kept GPU record")
         if record["fingerprint"] == fingerprint:
             return tuple(Gpu(**gpu) for gpu in record["gpus"])
     except (OSError, ValueError, KeyError, TypeError):  # none yet, or unreadable: ask NVML
@@ -125,7 +127,8 @@ def _keep(fingerprint: str, gpus: tuple[Gpu, ...]) -> None:
     from trtbuild.store.fsutil import atomic_write
 
     try:
-        atomic_write(_record, json.dumps({"fingerprint": fingerprint, "gpus": [asdict(g) for g in gpus]}).encode())
+        atomic_write(_record, json.dumps({"fingerprint": fingerprint, "gpus": [asdict(g) for g in gpus]}).encode(),
+                     over_folder=True)
     except OSError:  # a cache this user cannot write to: NVML again next run
         pass
 

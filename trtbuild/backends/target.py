@@ -104,7 +104,7 @@ def _version_in_source(origin: str | None, depth: int = 2) -> str | None:
 
 
 # BACKEND[:ARCH]; which backends exist is the backends' business (trtbuild.backends.backend).
-TARGET_PATTERN = r"^(auto|[a-z][a-z0-9]*(-[a-z0-9]+)*)(:(portable|sm\d+(\+sm\d+)*))?$"
+TARGET_PATTERN = r"^(auto|[a-z][a-z0-9]*(-[a-z0-9]+)*)(:(portable|sm[1-9]\d{1,2}(\+sm[1-9]\d{1,2})*))?$"  # sm75 .. sm121
 RTX_COMPUTE_CAPABILITIES = backend("tensorrt-rtx").COMPUTE_CAPABILITIES
 
 

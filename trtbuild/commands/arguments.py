@@ -16,6 +16,17 @@ def positive(text: str) -> int:
     return value
 
 
+def index(text: str) -> int:
+    """A GPU index: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a GPU index, 0 or more")
+    return value
+
+
 def step_kinds() -> list[str]:
     from trtbuild.steps import KINDS
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from trtbuild.commands import signals
 from trtbuild.commands.summary import print_results, recap
-from trtbuild.errors import RecipeError, UsageError
+from trtbuild.errors import EXIT_BUILD_FAILED, EXIT_OK, RecipeError, UsageError
 
 
 def recipe_files(paths: list[str]) -> list[Path]:
@@ -98,10 +98,9 @@ def _build(args, run: _Run, started: float):
     from trtbuild.execution.runner import Runner
     from trtbuild.store.cache import Cache
 
-    cache = Cache(args.cache_dir)
-    cache.keep_log([str(Path(p).absolute()) for p in args.recipes] + [args.backend, *(args.target or [])])
     progress = Progress(quiet=args.quiet)
-    cache.warn = progress.warn
+    cache = Cache(args.cache_dir, progress.warn, make=not args.dry_run)
+    cache.keep_log([str(Path(p).absolute()) for p in args.recipes] + [args.backend, *(args.target or [])])
     remote = None
     if args.remote:  # imported only then: a build without a remote cache needs none of it
         from trtbuild.store.remote import open_remote
@@ -141,7 +140,8 @@ def _conclude(args, cache, run: _Run, started: float, progress):
     requested = "--target" if args.target else "--backend" if args.backend else None
     outcome = decide(run.results, run.problems, time.perf_counter() - started, requested=requested,
                      unpublished=run.runner.undelivered if run.runner is not None else [], dry_run=args.dry_run)
-    write_reports(args, outcome, cache.root)
+    if not write_reports(args, outcome, cache.root) and outcome.exit_code == EXIT_OK:
+        outcome.exit_code = EXIT_BUILD_FAILED  # a report asked for and not written: not delivered
     signals.settle()
     recap(outcome, progress)
     print_results(outcome)

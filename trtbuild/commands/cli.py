@@ -13,7 +13,7 @@ from trtbuild import __version__
 from trtbuild.backends import REGISTRY
 from trtbuild.commands import maintenance as commands
 from trtbuild.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, TrtbuildError, UsageError
-from trtbuild.commands.arguments import positive, positive_seconds, remote_seconds, step_kinds, target_spec
+from trtbuild.commands.arguments import index, positive, positive_seconds, remote_seconds, step_kinds, target_spec
 from trtbuild.commands import signals
 from trtbuild.commands.build import cmd_build, compile_recipes, executor_for
 
@@ -70,6 +70,10 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("trtbuild: interrupted; nothing partial was recorded", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:  # a folder it was told to use cannot be (a file, /proc, no permission): unusable here
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"trtbuild: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BUILD_FAILED
     finally:
         gc.unfreeze()  # what compiling recipes froze (trtbuild.planning.graph.no_collection) is collectable again
 
@@ -197,7 +201,7 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
                           description="Print the plan built for recipe NAME that runs on this machine's GPU with the "
                           "installed TensorRT; exit 1 with what exists when none does.")
     path.add_argument("name", metavar="NAME", help="recipe name")
-    path.add_argument("--gpu", type=int, default=0, metavar="INDEX", help="GPU index (default 0)")
+    path.add_argument("--gpu", type=index, default=0, metavar="INDEX", help="GPU index (default 0)")
     path.add_argument("--target", type=target_spec, metavar="SPEC",
                       help="the plan of this target instead (\"tensorrt-rtx\", \"tensorrt:sm86\"), on any machine")
     path.set_defaults(func=commands.cmd_path)
@@ -330,5 +334,9 @@ def cmd_repro(args) -> int:
 def cmd_schema(args) -> int:
     from trtbuild.recipes.loader import json_schema
 
-    print(json.dumps(json_schema(), indent=2))
+    try:
+        print(json.dumps(json_schema(), indent=2))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `trtbuild schema | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
     return EXIT_OK

@@ -12,16 +12,51 @@ from collections import Counter
 from trtbuild.commands.outcome import Outcome
 
 
-def write_reports(args, outcome: Outcome, cache_dir) -> None:
-    """The reports the command line asked for (--report, --junit, --markdown), each written atomically."""
+def write_reports(args, outcome: Outcome, cache_dir) -> bool:
+    """The reports the command line asked for (--report, --junit, --markdown), each written atomically;
+    whether all were (one that cannot be is one line on stderr: something asked for and not delivered)."""
+    import sys
+
     from trtbuild.store.fsutil import atomic_write
 
-    if args.report:
-        atomic_write(args.report, json_report(outcome, cache_dir=str(cache_dir)).encode())
-    if args.junit:
-        atomic_write(args.junit, junit_xml(outcome).encode())
-    if args.markdown:
-        atomic_write(args.markdown, markdown(outcome).encode())
+    written = True
+    for option, path, make in (
+            ("--report", args.report, lambda: json_report(outcome, cache_dir=str(cache_dir))),
+            ("--junit", args.junit, lambda: junit_xml(outcome)),
+            ("--markdown", args.markdown, lambda: markdown(outcome))):
+        if path:
+            try:
+                _write(path, make().encode(), atomic_write)
+            except OSError as exc:
+                print(f"trtbuild: error: {option} {path}: cannot write it ({exc.strerror or exc})", file=sys.stderr)
+                written = False
+    return written
+
+
+def _write(path, data: bytes, atomic_write) -> None:
+    """A regular file (or none yet) is replaced atomically; anything else the user named (/dev/null, a
+    FIFO with a reader, /dev/stdout) is written into, never replaced: renaming over /dev/null as root
+    would replace the device for every process on the machine."""
+    import errno
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    if st is None or stat.S_ISREG(st.st_mode):
+        atomic_write(path, data)
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO nobody reads: ENXIO, not a hang
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def json_report(outcome: Outcome, **extra) -> str:

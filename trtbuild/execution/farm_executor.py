@@ -59,6 +59,8 @@ class RayExecutor:
         if not self.address:  # Ray's notices about an instance that lives as long as this run (its
             # token auth, a SIGTERM handler it cannot set from a step's thread) are not the user's concern
             logging.getLogger("ray").setLevel(logging.ERROR)
+        if self.address and self.address not in ("auto", "local"):
+            _reachable(self.address)  # Ray retries a refused address for minutes, printing only its warnings
         try:  # "local": a new instance, even when `ray start` left one running on this machine
             self._ray.init(address=self.address or "local", logging_level="ERROR", log_to_driver=False, configure_logging=False,
                            **started_here)
@@ -170,3 +172,15 @@ class RayExecutor:
             self._ray.shutdown()
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+def _reachable(address: str, seconds: float = 10.0) -> None:
+    """Refuse at once an address nothing answers at (HOST:PORT, or ray://HOST:PORT)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=seconds).close()
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--executor ray: cannot reach the Ray cluster at {address}: "
+                         f"{getattr(exc, 'strerror', None) or exc}") from None

@@ -15,6 +15,7 @@ from trtbuild.store import discovered as found_while_running
 from trtbuild.planning.graph import Step
 from trtbuild.execution.reasons import why_run
 from trtbuild.planning.keys import key_components, portable, project_root, step_key
+from trtbuild.steps import outputs_of
 from trtbuild.steps.action import tool_version
 from trtbuild.execution.executor import Executor, Task
 from trtbuild.execution.jobs import make_job, sources_moved, upstream_objects
@@ -226,7 +227,7 @@ class Runner:
         return cached or (key, components)
 
     def _cached(self, step: Step, key: str, reason: str) -> StepResult | None:
-        record = self.cache.get_action(key)
+        record = self.cache.get_action(key, outputs_of(step.kind))
         if record is None:
             return None
         found = record.get("discovered")

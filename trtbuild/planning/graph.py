@@ -116,7 +116,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
     """The steps of one recipe in dependency order:
     [export -> check -> parity ->] simplify -> [precision -> accuracy ->] engine -> verify
     (export and parity for framework sources; precision and accuracy for fp16 / bf16 / int8 / fp8)."""
-    remember_in(cache.root / "gpus.json")  # NVML once per GPU set, not once per run
+    remember_in(cache.mine and cache.mine / "gpus.json")  # NVML once per GPU set, not once per run
     recipe = loaded.recipe
     out = Path(recipe.name)
     # PyTorch models carry no input types; the other sources' types come from the model when not set.

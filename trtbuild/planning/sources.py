@@ -24,12 +24,18 @@ def onnx_files(model: Path, stat_cache: StatCache, where: str = "", outside: boo
     folder = real_path(model.parent)
     files = [model]
     for name in relative:
+        if name.startswith(_BAD_NUMBER):
+            raise RecipeError([f"{where}: source.path: {model}: {name[len(_BAD_NUMBER):]} is not a whole number of bytes: "
+                               "re-save the model with onnx.save(..., save_as_external_data=True)"])
         path = model.parent / name
         problem = _external_data_problem(path, None if outside else folder)
         if problem:
             raise RecipeError([f"{where}: source.path: {model}: external data {name!r} {problem}"])
         files.append(path)
     return files
+
+
+_BAD_NUMBER = "\0bad number\0"  # a location that names no file: an offset or length that is not a number
 
 
 def _external_data_problem(path: Path, folder: Path | None) -> str | None:
@@ -64,6 +70,9 @@ def _external_data_locations(model: Path) -> list[str]:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             entries = {e.key: e.value for e in tensor.external_data}
             locations.add(entries.get("location", ""))  # none: the folder itself, refused as not a file
+            for key in ("offset", "length"):
+                if entries.get(key) and not (entries[key].isascii() and entries[key].isdigit()):
+                    locations.add(f"{_BAD_NUMBER}tensor {tensor.name[:80]!r}: external data {key} {entries[key][:40]!r}")
     return sorted(locations)
 
 

@@ -114,7 +114,7 @@ def _validate(data: bytes, file: Path) -> dict:
         raise RecipeError([f"{file}: cannot read recipe: {exc}"]) from None
     try:
         root, parsed = _parse_yaml(text, file)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: an integer of more than 4300 digits
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         raise RecipeError([f"{file}{line}: invalid YAML: {getattr(exc, 'problem', None) or exc}"]) from None

@@ -9,6 +9,7 @@ and must match at least one regular file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import stat
 from pathlib import Path
@@ -51,16 +52,31 @@ def path_problem(base: Path, value: str, expect: str = FILE) -> str | None:
         return "the path contains a NUL byte"
     path = base / value
     try:
-        mode = os.stat(path).st_mode  # follows links, as opening it would
+        st = os.stat(path)  # follows links, as opening it would
+        mode = st.st_mode
     except FileNotFoundError:
         return f"no such file: {_shown(path)}"
     except (OSError, ValueError) as exc:  # a link loop, a name too long, no permission
         return f"cannot use {value!r}: {getattr(exc, 'strerror', None) or exc}"
     if stat.S_ISREG(mode) and expect != DIRECTORY:
+        if st.st_dev in _kernel_devices():  # "regular" files the kernel makes up (/proc/self/mem)
+            return f"{_shown(path)} is a kernel file ({os.path.realpath(path)}); expected {expect}"
         return None
     if stat.S_ISDIR(mode) and expect != FILE:
         return None
     return f"{_shown(path)} is {kind_of(mode)}; expected {expect}"
+
+
+@functools.cache
+def _kernel_devices() -> frozenset[int]:
+    """The devices of /proc and /sys, whose files are not data."""
+    found = set()
+    for folder in ("/proc", "/sys"):
+        with contextlib.suppress(OSError):
+            found.add(os.stat(folder).st_dev)
+    with contextlib.suppress(OSError):
+        found.discard(os.stat("/").st_dev)  # a folder not mounted (a bare container) is not the kernel's
+    return frozenset(found)
 
 
 def glob_problem(base: Path, pattern: str) -> str | None:

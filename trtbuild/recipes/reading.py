@@ -32,7 +32,7 @@ def kind_of(mode: int) -> str:
 def read_bytes(file: Path) -> bytes:
     """The recipe file's bytes: a regular file of at most MAX_BYTES, opened without blocking on a FIFO."""
     try:
-        return read_record(file, limit=MAX_BYTES)
+        return read_record(file, limit=MAX_BYTES, follow=True)  # a recipe may be a link
     except FileNotFoundError:
         raise RecipeError([f"{file}: no such recipe file"]) from None
     except NotRegularFile as exc:

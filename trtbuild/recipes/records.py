@@ -1,4 +1,5 @@
-"""Records of recipe files validated before: CACHE/recipes/<key>.json.
+"""Records of recipe files validated before: CACHE/users/<uid>/recipes/<key>.json (this user's alone: a
+record is trusted as the recipe, so nobody else may write one; trtbuild.store.private).
 
 A record holds what validating a recipe file gave (the normalized recipe and the line of every key),
 so a later run reads it instead of parsing and validating again. Its key is the digest of the
@@ -10,13 +11,14 @@ files a recipe names are not part of the result: they are checked on every load 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 from pathlib import Path
 
-from trtbuild.store.fsutil import read_record
+from trtbuild.store.fsutil import loads_bounded, read_json
 
 
 def key(data: bytes) -> str:
@@ -29,7 +31,7 @@ def read(folder: Path, key: str) -> dict | None:
     record rewritten."""
     path = os.path.join(folder, f"{key}.json")
     try:
-        stored = json.loads(read_record(path))
+        stored = read_json(path)
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
@@ -37,7 +39,7 @@ def read(folder: Path, key: str) -> dict | None:
     try:
         ok = isinstance(stored, dict) and isinstance(stored.get("record"), str) and stored.get("check") == _check(
             key, stored["record"])
-        record = json.loads(stored["record"]) if ok else None
+        record = loads_bounded(stored["record"]) if ok else None
     except ValueError:
         record = None
     if isinstance(record, dict) and record.keys() == {"recipe", "lines"}:
@@ -72,13 +74,14 @@ def write(folder: Path, key: str, text: str) -> None:
             f.write(stored.encode())
         os.replace(tmp, path)
     except OSError:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def _check(key: str, text: str) -> str:
     """Ties a record's text to the key it is stored under: an edit, or a record copied from another key,
-    no longer matches (a checksum against mistakes and faults; write access to the cache is the boundary
-    against someone who means harm)."""
+    no longer matches (a checksum against mistakes and faults; against someone who means harm, the
+    boundary is the user's own folder, which nobody else can write)."""
     return hashlib.sha256(f"{key}\n{text}".encode()).hexdigest()
 
 

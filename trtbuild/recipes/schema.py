@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ByteSize, ConfigDict, Field, StrictInt, ValidationInfo,
+from pydantic import (BaseModel, ByteSize, ConfigDict, Field, StrictInt, StrictStr, ValidationInfo,
                       field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
@@ -162,7 +162,7 @@ class ProfileShapes(_Strict):
 class Profile(_Strict):
     """One optimization profile of the engine: a shape range for every dynamic input."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description='What reports call it: "short", "prefill".')
+    name: StrictStr = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description='What reports call it: "short", "prefill".')
     inputs: dict[str, ProfileShapes] = Field(
         min_length=1, description="min / opt / max per dynamic input, e.g. {input_ids: {min: [1, 1], opt: [1, 128], "
         "max: [8, 512]}}.")
@@ -274,7 +274,7 @@ class Parity(_Strict):
 class Recipe(_Strict):
     """A trtbuild recipe: one model, how to turn it into ONNX, and how to build its engine."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_NAME, description="Recipe name; names the output directory.")
+    name: StrictStr = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_NAME, description="Recipe name; names the output directory.")
     source: Source
     inputs: dict[str, InputSpec] = Field(
         default_factory=dict, description="Network inputs by tensor name: only what the recipe sets (dynamic dims "
@@ -299,6 +299,13 @@ class Recipe(_Strict):
         description='Engines to build, each "BACKEND[:ARCH]": "tensorrt-rtx" (portable), "tensorrt-rtx:sm86+sm120", '
         '"tensorrt:sm86" (needs that GPU). Default: one target from engine.backend.',
     )
+
+    @field_validator("step_timeout", mode="before")
+    @classmethod
+    def _seconds_not_yes(cls, value):
+        if isinstance(value, bool):  # YAML's true / yes would be 1 second
+            raise ValueError(f"expected a number of seconds, not {str(value).lower()}")
+        return value
 
     @field_validator("profiles")
     @classmethod

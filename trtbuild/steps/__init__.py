@@ -2,6 +2,9 @@
 
     NAME               the step kind
     MAIN_OUTPUT        the file a downstream step opens
+    OUTPUTS            optional: every file run() always writes (default: MAIN_OUTPUT alone)
+    OPTIONAL_OUTPUTS   optional: files it may write besides
+    EXTERNAL_DATA      optional, True: any other file is its ONNX model's external data
     READS              what the step reads (Reads): its parameters, input files and environment
                        variables make its key
     tools(params)      distributions whose versions go into the step key (must not import them)
@@ -103,6 +106,13 @@ def at_each_profile(inputs: dict[str, dict], profiles: list[dict] | None) -> lis
 def env_read(kind: ModuleType, params: dict) -> tuple[str, ...]:
     """The environment variables (names, or prefixes ending in '_') a step of this kind reads."""
     return kind.env(params) if hasattr(kind, "env") else kind.READS.env
+
+
+def outputs_of(kind: ModuleType) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
+    """(names always written, names that may be, whether others may: external data): what a cached
+    record of this kind must name (trtbuild.store.validate.record_inconsistent)."""
+    return (getattr(kind, "OUTPUTS", (kind.MAIN_OUTPUT,)), getattr(kind, "OPTIONAL_OUTPUTS", ()),
+            getattr(kind, "EXTERNAL_DATA", False))
 
 
 def load_kind(name: str) -> ModuleType:

@@ -11,6 +11,7 @@ from trtbuild.backends.target import target_from_dict
 
 NAME = "engine"
 MAIN_OUTPUT = "model.plan"
+OUTPUTS = (MAIN_OUTPUT, "model.json")  # exactly these: a record naming others is not this step's
 READS = Reads(params=("inputs", "precision", "workspace", "optimization_level", "target", "profiles"),
               files=("model",), context=("timing_cache", "cuda_device"))
 IMPORTS = ()  # a spare worker loads these before this step comes

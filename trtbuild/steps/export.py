@@ -11,6 +11,7 @@ from trtbuild.steps import Job, Reads
 
 NAME = "export"
 MAIN_OUTPUT = "model.onnx"
+EXTERNAL_DATA = True  # other files: the model's external data
 READS = Reads(params=("framework", "opset", "inputs", "entrypoint", "args", "kwargs", "exporter", "package", "outputs",
                "inputs_as_nchw", "input_order", "reference"),
               files=("model", "checkpoint", "code", "data"), context=("python_path", "where"),
@@ -18,6 +19,7 @@ READS = Reads(params=("framework", "opset", "inputs", "entrypoint", "args", "kwa
 IMPORTS = ("numpy", "onnx")  # a spare worker loads these before this step comes
 REFERENCE = "reference.npz"
 REFERENCE_ERROR = "reference-error.txt"  # instead of REFERENCE, when the framework's run failed
+OPTIONAL_OUTPUTS = (REFERENCE, REFERENCE_ERROR)
 ONNX_FILES = (MAIN_OUTPUT, f"{MAIN_OUTPUT}.data")  # what steps after export read (see onnx_io)
 FRESH_PROCESS = True  # it imports the user's model code and a framework
 

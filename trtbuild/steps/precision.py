@@ -16,6 +16,7 @@ from trtbuild.steps import Job, Reads
 
 NAME = "precision"
 MAIN_OUTPUT = "model.onnx"
+EXTERNAL_DATA = True  # files besides MAIN_OUTPUT: the model's external data
 READS = Reads(params=("precision", "converter", "keep_io_types", "keep_fp32", "calibration", "inputs"),
               files=("model", "calibration"),
               context=("calibration_files", "calibration_unread", "python_path", "where"))

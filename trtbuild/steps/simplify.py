@@ -18,6 +18,7 @@ from trtbuild.steps import Job, Reads
 
 NAME = "simplify"
 MAIN_OUTPUT = "model.onnx"
+EXTERNAL_DATA = True  # files besides MAIN_OUTPUT: the model's external data
 READS = Reads(params=("inputs", "check"),  # env: e.g. ONNXSIM_FIXED_POINT_ITERS, and the bound below
               files=("model",), context=(), env=("ONNXSIM_", "TRTBUILD_SIMPLIFY_MAX_WEIGHTS"))
 # onnx-simplifier holds a model's weights in memory several times over (about 5x, bench/README.md): a

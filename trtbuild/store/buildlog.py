@@ -97,7 +97,7 @@ class BuildLog:
             return None
         try:
             sections = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply (not what trtbuild writes)
             return None
         if not isinstance(sections, dict):
             self.warn(f"the build log {self.path} is not what trtbuild writes; ignoring it")
@@ -207,7 +207,8 @@ class BuildLog:
                     for name in list(entries)[:max(0, len(entries) - _LIMIT)]:
                         del entries[name]
                 body = json.dumps(sections, separators=(",", ":"), ensure_ascii=False).encode()
-                atomic_write(self.path, f"{FORMAT} {hashlib.sha256(body).hexdigest()}\n".encode() + body)
+                atomic_write(self.path, f"{FORMAT} {hashlib.sha256(body).hexdigest()}\n".encode() + body,
+                             over_folder=True)
         except OSError:
             return
         self._sections = sections

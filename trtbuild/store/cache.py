@@ -5,8 +5,10 @@ Layout under the cache root:
     objects/ab/<sha256>        immutable artifacts, named by their content digest
     actions/ab/<key>.json      step key -> output digests (written last: the commit point)
     state/<recipe>.json        the last key and key components of each step ("why did it rebuild?")
-    buildlog/<scope>           what a no-op build reads instead of the files above (trtbuild.store.buildlog)
-    recipes/<key>.json         recipe files validated before (trtbuild.recipes.records)
+    users/<uid>/               what only its user writes (mode 0700, trtbuild.store.private):
+        buildlog/<scope>       what a no-op build reads instead of the files above (trtbuild.store.buildlog)
+        recipes/<key>.json     recipe files validated before (trtbuild.recipes.records)
+        versions.json, gpus.json   installed tools' versions, NVML's last answer
     out/<recipe>/...           stable, human-facing links to the current outputs
     locks/, tmp/, logs/, timing/
 
@@ -28,18 +30,31 @@ from collections.abc import Iterator
 
 from trtbuild.store import code, versions
 from trtbuild.store.buildlog import BuildLog, stat_or_none
-from trtbuild.store.fsutil import (atomic_write, fsync_file, publish_copy, publish_link, read_record,
-                                   read_record_stat, share_with_group)
+from trtbuild.store.fsutil import (atomic_write, fsync_file, no_links, open_lock, publish_copy, publish_link, read_json,
+                                   read_json_stat, remove_any, replace, share_with_group)
 from trtbuild.store.hashing import StatCache, canonical_json, digest_written
-from trtbuild.store.validate import record_problem, state_entries
+from trtbuild.store.private import user_folder
+from trtbuild.store.validate import record_inconsistent, record_problem, state_entries
 
+_FOLDERS = ("objects", "actions", "state", "out", "locks", "tmp", "logs", "timing", "users", "code", "remotes")
 _USE_RESOLUTION = 86400  # seconds: how finely a record's last use is kept
 
 
+def _warn(text: str) -> None:
+    import sys
+
+    print(f"trtbuild: warning: {text}", file=sys.stderr)
+
+
 class Cache:
-    def __init__(self, root: str | os.PathLike, warn=None):
+    def __init__(self, root: str | os.PathLike, warn=None, make: bool = False):
+        """`make`: create the cache if missing (a build); a command that only reads it creates nothing."""
         self.root = Path(root).resolve()
-        self.warn = warn or (lambda text: None)  # corrupt objects found, unreadable records
+        if os.path.exists(self.root) and not os.path.isdir(self.root):  # a file, /dev/null, a FIFO
+            from trtbuild.errors import UsageError
+
+            raise UsageError(f"--cache-dir {root}: not a folder; name a folder (it is made if missing)")
+        self.warn = warn or _warn  # corrupt objects found, unreadable records
         self.objects = self.root / "objects"
         self._objects = str(self.objects)
         self.actions = self.root / "actions"
@@ -49,23 +64,26 @@ class Cache:
         self.tmp = self.root / "tmp"
         self.logs = self.root / "logs"
         self.timing = self.root / "timing"
-        self.recipes = self.root / "recipes"
+        share_with_group(self.root)  # a setgid cache directory: files group-writable whatever the umask
+        no_links(self.root, _FOLDERS, self.warn)
+        self.mine = user_folder(self.root, self.warn, make or os.path.isdir(self.root))  # None: a read-only cache, or not this user's alone
+        self.recipes = self.mine / "recipes" if self.mine else None
         self._stat_cache: StatCache | None = None
         self.log: BuildLog | None = None  # see keep_log
         self._record_mtimes: dict[str, float] = {}  # action records read through the log: their mtime
         code.keep_index_in(self.root / "code")  # trtbuild's own code facts, per version of its sources
-        versions.keep_in(self.root / "versions.json")  # installed tools' versions, per sys.path state
+        versions.keep_in(self.mine and self.mine / "versions.json")  # tools' versions, per sys.path state
         self._have_locks = False
-        share_with_group(self.root)  # a setgid cache directory: files group-writable whatever the umask
+        self._real_folders: set[str] = set()  # objects/ab/ folders checked this run (not links)
 
-    def keep_log(self, scope: list[str]) -> BuildLog:
+    def keep_log(self, scope: list[str]) -> BuildLog | None:
         """Read records, states and out/ manifests through a build log (a build: one file instead of
         several per step); saved by save_log. `scope`: what the build was asked for (its recipe paths,
         its targets): each scope has its own log, as each ninja build directory has, so that building
-        one recipe never reads the log of a thousand."""
-        if self.log is None:
+        one recipe never reads the log of a thousand. Kept in this user's folder: none without one."""
+        if self.log is None and self.mine is not None:
             name = hashlib.sha256(json.dumps(scope).encode()).hexdigest()[:32]
-            self.log = BuildLog(self.root / "buildlog" / name, self.locks / f"buildlog-{name}.lock",
+            self.log = BuildLog(self.mine / "buildlog" / name, self.mine / "buildlog" / f"{name}.lock",
                                 lambda text: self.warn(text))
         return self.log
 
@@ -92,21 +110,27 @@ class Cache:
                 fsync_file(file)
             file.chmod(0o444)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(file, dest)
+            replace(file, dest)
             self.stat_cache.remember(dest, "sha256", digest)  # what later hits check against
         return digest, size
 
-    def verified(self, digest: str) -> bool:
-        """Whether objects/<digest> exists and holds those bytes. Its stat is compared with the one
-        recorded at ingest; a file whose stat moved (an edit, even as root) is re-hashed, and one whose
+    def verified(self, digest: str, size: int | None = None, key: str = "") -> bool:
+        """Whether objects/<digest> exists (with `size` bytes, the size a record says) and holds those bytes.
+        Its stat is compared with the one recorded at ingest; a file whose stat moved (an edit, even as root) is re-hashed, and one whose
         bytes no longer match is reported and removed, so it is rebuilt or pulled, never served."""
         path = f"{self._objects}/{digest[:2]}/{digest}"  # a string: every hit checks its objects
+        if digest[:2] not in self._real_folders:  # objects/ab/ a link: removed, never followed
+            no_links(self.objects, [digest[:2]], self.warn)
+            self._real_folders.add(digest[:2])
         try:
             st = os.lstat(path)
             if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read, a link lead elsewhere
                 self.warn(f"cache object {path} is not a regular file; removed, rebuilding")
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+                remove_any(path)
+                return False
+            if size is not None and st.st_size != size:  # the record is wrong, not the object
+                self.warn(f"cache record of step {key[:12]} says {size} bytes for object {digest[:12]}, which has "
+                          f"{st.st_size}; rebuilding the step")
                 return False
             actual = self.stat_cache.digest(path, st)
         except FileNotFoundError:
@@ -127,17 +151,20 @@ class Cache:
     def _action_path(self, key: str) -> Path:
         return self.actions.joinpath(key[:2], f"{key}.json")
 
-    def get_action(self, key: str) -> dict | None:
-        """The record for `key` if it is well formed, names `key`, and every object it names exists and holds
-        its bytes. A malformed record (edited, copied over another key's, cut short) is a miss with a warning:
-        the step runs again and its new record replaces it."""
-        record = self.read_action(key)
-        if record is not None and all(self.verified(o["digest"]) for o in record["outputs"].values()):
+    def get_action(self, key: str, outputs: tuple | None = None) -> dict | None:
+        """The record for `key` if it is well formed, consistent with its step (its key components hash to
+        `key`; with `outputs`, see validate.record_inconsistent, it names exactly its kind's outputs), and every
+        object it names exists with the size it says and holds its bytes. Any other record (edited, copied
+        over another key's, cut short) is a miss with a warning: the step runs again and its new record
+        replaces it."""
+        record = self.read_action(key, outputs)
+        if record is not None and all(self.verified(o["digest"], o["size"], key) for o in record["outputs"].values()):
             return record
         return None
 
-    def read_action(self, key: str) -> dict | None:
-        """The record stored under `key` when it is usable (its objects unchecked), else None (warned)."""
+    def read_action(self, key: str, outputs: tuple | None = None) -> dict | None:
+        """The record stored under `key` when it is usable (its objects unchecked), else None (warned). A
+        record read through the build log (this user's own) was checked when it was logged."""
         path = os.path.join(self.actions, key[:2], f"{key}.json")  # a string: every hit reads one
         if self.log is not None:
             st = stat_or_none(path)
@@ -147,8 +174,7 @@ class Cache:
                 return logged
         st = None
         try:
-            data, st = read_record_stat(path)
-            record = json.loads(data)
+            record, st = read_json_stat(path)
         except FileNotFoundError:
             return None
         except ValueError:
@@ -156,11 +182,11 @@ class Cache:
         except OSError as exc:
             self.warn(f"cannot read cache record {path}: {exc.strerror}; rebuilding the step")
             return None
-        problem = record_problem(record, key)
+        problem = record_problem(record, key) or record_inconsistent(record, key, outputs)
         if problem:
             self.warn(f"cache record {path} rejected ({problem}); rebuilding the step")
             return None
-        if self.log is not None:
+        if self.log is not None and outputs is not None:  # checked as a hit is: the log may serve it
             self.log.learn_record(key, st, record)
         self._record_mtimes[key] = st.st_mtime
         return record
@@ -176,13 +202,13 @@ class Cache:
                 os.utime(self._action_path(key))
 
     def put_action(self, key: str, record: dict) -> None:
-        atomic_write(self._action_path(key), canonical_json(record))
+        atomic_write(self._action_path(key), canonical_json(record), over_folder=True)
 
     def iter_actions(self) -> Iterator[tuple[Path, dict]]:
         """(file, record) of every usable action record; malformed ones are skipped (gc deletes them)."""
         for path in self.actions.glob("*/*.json"):
             with contextlib.suppress(ValueError, OSError):
-                record = json.loads(read_record(path))
+                record = read_json(path)
                 if not record_problem(record, path.name.removesuffix(".json")):
                     yield path, record
 
@@ -195,8 +221,7 @@ class Cache:
         """(usable entries, the stat of the file read when every entry was usable, else None)."""
         path = os.path.join(self.state_dir, f"{recipe}.json")
         try:
-            data, st = read_record_stat(path)
-            state = json.loads(data)
+            state, st = read_json_stat(path)
         except FileNotFoundError:
             return {}, None
         except (OSError, ValueError):  # another user's unreadable one, cut short: no history
@@ -223,10 +248,10 @@ class Cache:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         from filelock import FileLock  # here: a no-op build writes no state
 
-        with FileLock(str(self.locks_dir() / f"state-{recipe}.lock")):
+        with FileLock(self._lock_file(f"state-{recipe}.lock")):
             state = self.read_state(recipe)
             state[step_id] = entry
-            atomic_write(path, canonical_json(state))
+            atomic_write(path, canonical_json(state), over_folder=True)
 
     # -- a step's inputs ---------------------------------------------------------------------
 
@@ -265,10 +290,18 @@ class Cache:
             self._have_locks = True
         return self.locks
 
+    def _lock_file(self, name: str) -> str:
+        """locks/<name>, a regular file this run may open: filelock opens with O_TRUNC, following links, so
+        a link another user left there (to a file of this user's) is removed first, never followed."""
+        path = str(self.locks_dir() / name)
+        with contextlib.suppress(OSError):
+            os.close(open_lock(path, os.O_RDWR | os.O_CREAT))
+        return path
+
     def step_lock(self, key: str):
         from filelock import FileLock  # here: a no-op build takes no step lock
 
-        return FileLock(str(self.locks_dir() / f"{key}.lock"))
+        return FileLock(self._lock_file(f"{key}.lock"))
 
     @contextlib.contextmanager
     def using(self, exclusive: bool = False) -> Iterator[None]:
@@ -277,12 +310,12 @@ class Cache:
         is written there, and status, dag, path and a no-op build still work."""
         path = self.locks / "cache.lock"
         try:
-            fd = os.open(self.locks_dir() / "cache.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+            fd = open_lock(self.locks_dir() / "cache.lock", os.O_RDWR | os.O_CREAT)
         except OSError as exc:
             if exclusive or exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                fd = open_lock(path, os.O_RDONLY)
             except OSError:
                 yield  # no lock file, and none can be made: lock-free reads
                 return

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable
 from importlib.machinery import PathFinder
 from pathlib import Path
 
+from trtbuild.store.fsutil import loads_bounded
+
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the trtbuild package
 _INDEX_VERSION = 2  # 2: {facts, walks}
 _index_folder: list[Path] = []  # where the index is kept: set by the cache (keep_index_in)
@@ -261,7 +263,7 @@ def _read_trusted(path: Path):
         if not (_mine(st) and (not st.st_mode & 0o022 or _closed(path.parent))) or st.st_size > _MOST:
             return None
         with os.fdopen(os.dup(fd), "rb") as f:
-            return json.loads(f.read(_MOST + 1))
+            return loads_bounded(f.read(_MOST + 1))
     except (OSError, ValueError, RecursionError):
         return None
     finally:

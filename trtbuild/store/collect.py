@@ -10,7 +10,7 @@ import shutil
 import time
 from pathlib import Path
 
-from trtbuild.store.fsutil import read_record
+from trtbuild.store.fsutil import read_json
 from trtbuild.store.validate import record_problem
 
 
@@ -28,7 +28,7 @@ def collect(cache, policy=None, dry_run: bool = False, live: set[str] | None = N
         actions, malformed = [], []
         for path in cache.actions.glob("*/*.json"):
             try:
-                record = json.loads(read_record(path))
+                record = read_json(path)
                 mtime = path.stat().st_mtime
             except FileNotFoundError:
                 continue
@@ -116,7 +116,7 @@ def _unpublish(cache, link: Path) -> None:
 def _shown_bytes(cache, live_recipes: set[str] | None = None) -> int:
     """Bytes besides objects/ that retiring records does not free: the builds out/ shows (copies),
     logs, timing, recipe records, state and the stat cache."""
-    folders = [cache.logs, cache.timing, cache.recipes, cache.state_dir]
+    folders = [cache.logs, cache.timing, cache.state_dir] + ([cache.mine] if cache.mine else [])
     if cache.out.is_dir():
         shown = [link.resolve() for link in cache.out.iterdir() if link.is_symlink()
                  and (live_recipes is None or link.name in live_recipes)]
@@ -140,10 +140,10 @@ def _clean_scratch(cache) -> None:
     for folder in cache.out.glob(".*"):
         if folder.is_dir() and not folder.is_symlink() and folder.resolve() not in shown:
             shutil.rmtree(folder, ignore_errors=True)
-    for record in cache.recipes.glob("*.json"):  # over a week old: remade by one validation (0.15 s) if needed
+    for record in cache.recipes.glob("*.json") if cache.recipes else ():  # over a week old: remade by one validation (0.15 s) if needed
         if time.time() - record.stat().st_mtime > 7 * 86400:
             record.unlink(missing_ok=True)
-    for log in cache.root.glob("buildlog/*"):  # a build log not written for a week: remade by one build
+    for log in cache.mine.glob("buildlog/*") if cache.mine else ():  # a build log not written for a week: remade by one build
         if time.time() - log.stat().st_mtime > 7 * 86400:
             log.unlink(missing_ok=True)
     for lock in cache.locks.glob("*.lock"):

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from collections.abc import Callable
 
-from trtbuild.store.fsutil import atomic_write, fsync_file, read_record
+from trtbuild.store.fsutil import atomic_write, fsync_file, read_json_or_warn
 from trtbuild.store.validate import fact_ok, stat_entry_ok
 
 _CHUNK = 1 << 20
@@ -124,10 +124,7 @@ class StatCache:
         self._dirty = False
         self._real: dict[str, str] = {}  # path -> resolved path; an entry is checked by its stat anyway
         self._checked: set[int] = set()  # ids of entries whose shape was checked (they live as long as this)
-        try:
-            self._entries: dict[str, dict] = json.loads(read_record(path))
-        except (OSError, ValueError):  # none yet, or unreadable: only a slower run
-            self._entries = {}
+        self._entries: dict[str, dict] = read_json_or_warn(path, "the stat cache")  # a miss: a slower run
         if not isinstance(self._entries, dict):  # not what save() writes: start afresh (entries are checked too)
             self._entries = {}
 
@@ -170,7 +167,7 @@ class StatCache:
     def save(self) -> None:
         if self._dirty:
             try:
-                atomic_write(self.path, canonical_json(self._entries))
+                atomic_write(self.path, canonical_json(self._entries), over_folder=True)
             except OSError:  # another user's cache file, a read-only cache: the next run hashes again
                 pass
             self._dirty = False

@@ -21,7 +21,7 @@ import re
 import shutil
 from pathlib import Path
 
-from trtbuild.store.fsutil import atomic_write, copy_file, read_record_stat
+from trtbuild.store.fsutil import atomic_write, copy_file, read_json, read_json_stat
 from trtbuild.store.hashing import canonical_json, stat_signature
 
 MANIFEST = ".trtbuild-build.json"
@@ -55,7 +55,7 @@ def publish_recipe(cache, recipe: str, files: dict[str, dict], steps: dict[str, 
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 copy_file(cache.object_path(obj["digest"]), dest)  # a reflink where the file system has them
                 manifest["files"][rel] = {"digest": obj["digest"], "stat": stat_signature(dest)}
-            atomic_write(version / MANIFEST, canonical_json(manifest))
+            atomic_write(version / MANIFEST, canonical_json(manifest), over_folder=True)
         except BaseException:  # a full disk, a signal: out/<recipe> still shows the previous build
             shutil.rmtree(version, ignore_errors=True)
             raise
@@ -73,7 +73,7 @@ def _unique() -> str:
 def read_manifest(folder: Path) -> dict | None:
     """The manifest of the build out/<recipe>/ shows; None for no build (or an older trtbuild's out/)."""
     try:
-        return json.loads((folder / MANIFEST).read_text())
+        return read_json(folder / MANIFEST)
     except (OSError, ValueError):
         return None
 
@@ -86,8 +86,7 @@ def _shown_manifest(link: Path, log) -> dict | None:
         if logged is not None:
             return logged
     try:
-        data, st = read_record_stat(path)
-        manifest = json.loads(data)
+        manifest, st = read_json_stat(path)
     except (OSError, ValueError):
         return None
     if log is not None and isinstance(manifest, dict):

@@ -19,7 +19,7 @@ import uuid
 
 from trtbuild.errors import UsageError
 from trtbuild.store.cache import Cache
-from trtbuild.store.fsutil import read_record
+from trtbuild.store.fsutil import loads_bounded, read_record
 from trtbuild.store.hashing import canonical_json, digest_file
 from trtbuild.store.validate import record_problem
 
@@ -41,6 +41,11 @@ def open_remote(url: str | None, warn, timeout: float | None = None) -> "Remote 
         return Remote(url, warn, timeout)
     except ImportError as exc:
         raise UsageError(f"--remote {url}: {exc}; pip install 'trtbuild[remote]'") from None
+    except ValueError as exc:  # fsspec knows no such protocol: a mistake in the command line
+        raise UsageError(f"--remote {url}: {exc}; use s3://, gs://, file:// or another fsspec protocol") from None
+    except Exception as exc:  # the remote refused or cannot be reached: built without it, as a failing call is
+        warn(f"remote cache {url} unusable ({type(exc).__name__}: {exc}); building without it")
+        return None
 
 
 def remote_timeout(text: str | None) -> float:
@@ -88,7 +93,7 @@ class Remote:
             return None
         # Anyone who can write to the bucket writes these: untrusted input, checked before any use.
         try:
-            record = json.loads(data)
+            record = loads_bounded(data)
         except ValueError:
             record = None
         problem = record_problem(record, key) if record is not None else "not JSON"
@@ -244,7 +249,7 @@ class Remote:
         """Whether the remote holds a usable record for `key` and every object it names."""
         try:
             data = self._call(self._read, self._action(key))
-            record = json.loads(data) if data is not None else None
+            record = loads_bounded(data) if data is not None else None
         except FileNotFoundError:
             return False
         except ValueError:
@@ -266,7 +271,7 @@ class Remote:
         if time.monotonic() - stamp < _CONDEMNED_TTL:
             return digests
         try:
-            data = json.loads(self._call(self.fs.cat_file, f"{self.root}/{_CONDEMNED}"))
+            data = loads_bounded(self._call(self.fs.cat_file, f"{self.root}/{_CONDEMNED}"))
             digests = {d for d in data.get("objects", []) if isinstance(d, str)} if isinstance(data, dict) else set()
         except FileNotFoundError:
             digests = set()

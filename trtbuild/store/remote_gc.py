@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 
+from trtbuild.store.fsutil import loads_bounded
 from trtbuild.store.validate import DIGEST, record_problem
 
 CONDEMNED = "gc/condemned.json"
@@ -33,7 +34,7 @@ def collect(remote, policy, protected: set[str], dry_run: bool, grace: float) ->
         key = name.removesuffix(".json")
         try:
             data = call(remote._read, path)
-            record = json.loads(data) if data is not None else None
+            record = loads_bounded(data) if data is not None else None
         except (ValueError, FileNotFoundError):
             record = None
         if not name.endswith(".json") or record_problem(record, key):
@@ -93,7 +94,7 @@ def _mark(remote) -> tuple[float | None, set[str]]:
     if not info:
         return None, set()
     try:
-        data = json.loads(remote._call(remote.fs.cat_file, path))
+        data = loads_bounded(remote._call(remote.fs.cat_file, path))
         marked = {d for d in data["objects"] if isinstance(d, str)}
     except (ValueError, KeyError, TypeError, FileNotFoundError):
         return None, set()

@@ -51,6 +51,28 @@ def record_problem(record, key: str) -> str | None:
     return None
 
 
+def record_inconsistent(record: dict, key: str, outputs: tuple | None = None) -> str | None:
+    """Why a well-formed record (record_problem) is not what its step makes; None when it is. Its key
+    components must hash to its key (a record copied under another key, or a key pointed at another
+    recipe's record, does not), and with `outputs` (required names, optional names, whether other plain
+    names are allowed: an ONNX model's external data) its outputs must be exactly what its kind writes."""
+    from trtbuild.store.hashing import digest_json
+
+    components = record.get("components")
+    if not isinstance(components, dict) or digest_json(components) != key:
+        return "its key components do not hash to its key"
+    if outputs is not None:
+        required, optional, external = outputs
+        names = record["outputs"].keys()
+        missing = [n for n in required if n not in names]
+        if missing:
+            return f"its outputs lack {missing[0]}"
+        extra = sorted(n for n in names if n not in required and n not in optional)
+        if extra and not external:
+            return f"its outputs include {extra[0]!r}, which its step does not make"
+    return None
+
+
 def state_entries(state, warn, where: str) -> dict:
     """The usable entries of a recipe's state file ({step id: entry}); others are dropped with a warning."""
     if not isinstance(state, dict):

@@ -16,15 +16,18 @@ import os
 import sys
 from pathlib import Path
 
+from trtbuild.store.fsutil import read_json_or_warn
+
 _FILE: list[Path] = []  # where answers are kept (set by the cache)
 _memo: dict | None = None  # {"where": fingerprint, "versions": {dist: [version, METADATA path, stat]}}
 _NONE = [None, None, None]  # not installed (while the fingerprint holds)
 
 
-def keep_in(path: Path) -> None:
+def keep_in(path: Path | None) -> None:
+    """Keep answers in `path` (in the user's own folder of the cache); None: nowhere."""
     global _memo
-    if _FILE[:1] != [path]:
-        _FILE[:] = [path]
+    if _FILE[:1] != ([path] if path else []):
+        _FILE[:] = [path] if path else []
         _memo = None
 
 
@@ -73,7 +76,7 @@ def _loaded() -> dict:
         _memo = {"where": where, "versions": {}}
         if _FILE:
             try:
-                kept = json.loads(_FILE[0].read_bytes())
+                kept = read_json_or_warn(_FILE[0], "the kept tool versions")
                 if isinstance(kept, dict) and kept.get("where") == _memo["where"] and isinstance(kept.get("versions"), dict):
                     _memo["versions"] = kept["versions"]
             except (OSError, ValueError):
