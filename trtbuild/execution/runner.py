@@ -18,6 +18,7 @@ from trtbuild.planning.keys import key_components, portable, project_root, step_
 from trtbuild.steps import outputs_of
 from trtbuild.steps.action import tool_version
 from trtbuild.execution.executor import Executor, Task
+from trtbuild.execution import weights_only
 from trtbuild.execution.jobs import make_job, sources_moved, upstream_objects
 from trtbuild.execution.pool import WorkerPool
 from trtbuild.execution.threads import BuildThreads
@@ -258,6 +259,11 @@ class Runner:
         state = self.cache.read_state(step.recipe.recipe.name)
         forced = self._forced(step)
         reason = "--force" if forced else self._moved.pop(step, None) or why_run(step, state, components)
+        # only weights moved: the export reuses its last graph (not on a farm, whose nodes lack its files)
+        reuse = None if forced or getattr(self._executor, "checks_sources", False) else \
+            weights_only.plan(step, components, self.cache, state)
+        if reuse:
+            reason = weights_only.reason(reuse)
         if self.dry_run:
             return StepResult(step, WOULD_RUN, reason, key=key)
         from filelock import Timeout  # here: a no-op build takes no step lock
@@ -290,7 +296,7 @@ class Runner:
                     self._record_state(step, key, components, "built")
                     return pulled
                 reason = self._moved.pop(step, reason)
-            result = self._execute(step, key, components, reason, deps)
+            result = self._execute(step, key, components, reason, deps, reuse)
             if self.remote and result.status == BUILT:  # pushed where the remote lacks it; --force replaces it
                 self.remote.share(key, result.record, self.cache, replace=forced)
             return result
@@ -308,7 +314,8 @@ class Runner:
     def _forced(self, step: Step) -> bool:
         return self.force in ("all", step.name)
 
-    def _execute(self, step: Step, key: str, components: dict, reason: str, deps: dict[Step, StepResult]) -> StepResult:
+    def _execute(self, step: Step, key: str, components: dict, reason: str, deps: dict[Step, StepResult],
+                 reuse: dict | None = None) -> StepResult:
         if self._stopping.is_set():  # interrupted while it waited (on the remote, say): start nothing
             return StepResult(step, INTERRUPTED, "the run was interrupted before it started", key=key)
         self.progress.started(step, reason)
@@ -322,6 +329,8 @@ class Runner:
             outdir.mkdir()
             job = make_job(step, {d: r.record for d, r in deps.items()}, workdir, components, self.cache,
                            checks_sources=getattr(self._executor, "checks_sources", False))
+            if reuse:
+                job["context"] = job["context"] | weights_only.context(reuse, self.cache, workdir)
             # A process of its own for kinds that ask for one, steps importing the user's code, and steps
             # pinned to a GPU (CUDA reads CUDA_VISIBLE_DEVICES once per process).
             fresh = (getattr(step.kind, "FRESH_PROCESS", False) or "python_path" in step.context
@@ -345,6 +354,7 @@ class Runner:
                 return StepResult(step, FAILED, reason, seconds, key=key, meta=result.get("meta") or {},
                                   error=result["error"], user_error=result.get("user_error", False), log=str(log),
                                   repro=self._repro(job, step, self.cache.logs / f"{key}.repro", workdir), node=node)
+            reason = weights_only.outcome(reason, result["meta"])
             written = result.get("written") or {}  # digests taken as the worker wrote (stat-checked)
             outputs = {p.name: dict(zip(("digest", "size"), self.cache.ingest(p, written.get(p.name))))
                        for p in sorted(outdir.iterdir())}

@@ -64,6 +64,7 @@ class ModelSpec:
     where: dict[str, str] = field(default_factory=dict)  # dotted recipe key -> "file:line"
     data: Path | None = None  # parity.data: integer inputs' example values are drawn from it
     reference: bool = False  # the framework's outputs on the parity inputs are wanted after the export
+    graph_template: Path | None = None  # where the exporter's unoptimized graph is kept (steps.reweight)
 
     def at(self, key: str) -> str:
         """`file:line` of a recipe key (e.g. "source.outputs", "inputs.x"), for errors the recipe causes."""

@@ -7,20 +7,21 @@ from __future__ import annotations
 from trtbuild.errors import first_line
 from trtbuild.frontends import PRELOAD, TOOLS, ModelSpec, load_framework
 from trtbuild.models.onnx_io import complete_inputs, normalize_file
-from trtbuild.steps import Job, Reads
+from trtbuild.steps import Job, Reads, reweight
 
 NAME = "export"
 MAIN_OUTPUT = "model.onnx"
 EXTERNAL_DATA = True  # other files: the model's external data
 READS = Reads(params=("framework", "opset", "inputs", "entrypoint", "args", "kwargs", "exporter", "package", "outputs",
                "inputs_as_nchw", "input_order", "reference"),
-              files=("model", "checkpoint", "code", "data"), context=("python_path", "where"),
+              files=("model", "checkpoint", "code", "data"), context=("python_path", "where", "weights_only"),
               env=("KERAS_BACKEND", "TF_", "TORCH_", "PYTORCH_"))
 IMPORTS = ("numpy", "onnx")  # a spare worker loads these before this step comes
 REFERENCE = "reference.npz"
 REFERENCE_ERROR = "reference-error.txt"  # instead of REFERENCE, when the framework's run failed
 OPTIONAL_OUTPUTS = (REFERENCE, REFERENCE_ERROR)
 ONNX_FILES = (MAIN_OUTPUT, f"{MAIN_OUTPUT}.data")  # what steps after export read (see onnx_io)
+TEMPLATE = reweight.TEMPLATE  # kept for the next weights-only rebuild (steps.reweight)
 FRESH_PROCESS = True  # it imports the user's model code and a framework
 
 
@@ -65,22 +66,59 @@ def run(job: Job) -> dict:
     framework = load_framework(spec.framework)
     model = framework.load(spec)
     out = job.outdir / MAIN_OUTPUT
-    meta = framework.export(model, spec, out)
-    if any(p != out for p in job.outdir.iterdir()):
-        normalize_file(out)  # the exporter wrote external data; keep one file when it fits
     reference = job.params["reference"]
+    meta, outputs, fallback = _weights_only(job, framework, model, spec, out, reference)
+    if meta is None:
+        meta = _export(job, framework, model, spec, out)
+        if fallback:
+            meta["weights_only"] = {"fallback": fallback}
     if reference is None:
         return meta
-    spec.inputs = complete_inputs(out, spec.inputs)  # dtypes and inputs the recipe left to the model
-    feeds = example_inputs(spec.inputs, reference["seed"], job.inputs.get("data"))
-    try:
-        outputs = framework.predict(model, spec, feeds)
-    except Exception as exc:  # parity, when on, fails with this; the ONNX model stands without it
-        (job.outdir / REFERENCE_ERROR).write_text(f"the {spec.framework} model failed on the parity inputs: "
-                                                  f"{type(exc).__name__}: {first_line(exc)[:500]}")
-    else:
-        save_reference(job.outdir / REFERENCE, feeds, outputs)
+    if outputs is None:
+        spec.inputs = complete_inputs(out, spec.inputs)  # dtypes and inputs the recipe left to the model
+        feeds = example_inputs(spec.inputs, reference["seed"], job.inputs.get("data"))
+        try:
+            outputs = feeds, framework.predict(model, spec, feeds)
+        except Exception as exc:  # parity, when on, fails with this; the ONNX model stands without it
+            (job.outdir / REFERENCE_ERROR).write_text(f"the {spec.framework} model failed on the parity inputs: "
+                                                      f"{type(exc).__name__}: {first_line(exc)[:500]}")
+            return meta
+    save_reference(job.outdir / REFERENCE, *outputs)
     return meta  # the model's opset and I/O: the check step's report, which loads it anyway
+
+
+def _export(job: Job, framework, model, spec: ModelSpec, out) -> dict:
+    """A full export; the dynamo exporter's graph is kept for the next weights-only rebuild."""
+    spec.graph_template = job.outdir.parent / TEMPLATE if reweight.supported(spec.framework) else None
+    with reweight.template_capture(spec):
+        meta = framework.export(model, spec, out)
+    if any(p != out for p in job.outdir.iterdir()):
+        normalize_file(out)  # the exporter wrote external data; keep one file when it fits
+    if spec.graph_template is not None and spec.graph_template.exists():
+        if meta.get("exporter") == "dynamo" and "fallback" not in meta:
+            spec.graph_template.rename(job.outdir / TEMPLATE)
+        else:
+            spec.graph_template.unlink()
+    return meta
+
+
+def _weights_only(job: Job, framework, model, spec: ModelSpec, out, reference) -> tuple[dict | None, tuple | None, str]:
+    """When the runner found only weights moved (job.context["weights_only"]: the last export's key, meta
+    and files): the last export's graph with the new weights, as (meta, the framework's run on the parity
+    inputs, ""); else (None, None, why a full export is needed, or "" when none was planned)."""
+    planned = job.context.get("weights_only")
+    if not planned:
+        return None, None, ""
+    from pathlib import Path
+
+    seed = reference["seed"] if reference is not None else 0
+    done, why = reweight.attempt(model, spec, Path(planned["from"]), out, seed, framework)
+    if done is None:
+        reweight.clear(job.outdir)
+        return None, None, why
+    (job.outdir / TEMPLATE).write_bytes((Path(planned["from"]) / TEMPLATE).read_bytes())
+    feeds_outputs = done.pop("reference")
+    return planned["meta"] | {"weights_only": done | {"from": planned["key"]}}, feeds_outputs, ""
 
 
 def save_reference(path, feeds: dict, outputs) -> None:

@@ -1,0 +1,252 @@
+"""Weights-only rebuilds: new weights for an unchanged model (a retrained Hugging Face checkpoint read by
+from_pretrained, a recipe's `checkpoint:` state_dict) go into the last exported graph instead of a new
+export; parity with the framework holds and the engine is rebuilt. Weights that no longer fit the graph
+(a changed shape) get a full export, and the report says why."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import needs
+from trtbuild.planning import weights
+from trtbuild.store import syscall_filter
+
+ENGINE = {"backend": "tensorrt-rtx", "optimization_level": 0}
+
+
+def cli(recipe: Path, *args: str) -> tuple[int, dict, str]:
+    """The real CLI in a process of its own: (exit code, {step: report entry}, stderr)."""
+    report = recipe.parent / "report.json"
+    report.unlink(missing_ok=True)
+    done = subprocess.run([sys.executable, "-m", "trtbuild", str(recipe), "--cache-dir", str(recipe.parent / "cache"),
+                           "--report", str(report), *args], capture_output=True, text=True, env=os.environ, timeout=900)
+    steps = {s["step"]: s for s in json.loads(report.read_text())["steps"]} if report.exists() else {}
+    return done.returncode, steps, done.stderr
+
+
+def plan_digest(steps: dict) -> str:
+    cache = Path(steps["engine"]["outputs"]["model.plan"]).parents[3]
+    record = json.loads(next((cache / "actions").glob(f"*/{steps['engine']['key']}.json")).read_text())
+    return record["outputs"]["model.plan"]["digest"]
+
+
+def assert_weights_only(first: dict, second: dict) -> None:
+    export = second["export"]
+    assert export["status"] == "built"
+    assert export["reason"].startswith("weights changed: "), export["reason"]
+    assert "no new export" in export["reason"], export["reason"]
+    done = export["meta"]["weights_only"]
+    assert done["from"] == first["export"]["key"] and done["weights"] > 0
+    assert done["max_relative_error"] <= 1e-5
+    assert second["parity"]["status"] == "built"  # ONNX Runtime on the swapped graph agrees with the framework
+    assert second["engine"]["status"] == "built" and second["engine"]["key"] != first["engine"]["key"]
+    assert plan_digest(second) != plan_digest(first)
+
+
+BERT_CHECKPOINT = """
+import sys, torch
+from transformers import BertConfig, BertModel
+torch.manual_seed(int(sys.argv[1]))
+config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=64, max_position_embeddings=64)
+model = BertModel(config)
+with torch.no_grad():  # trained: no two weights alike (fresh biases are all zero)
+    for p in model.parameters():
+        p.add_(torch.randn_like(p) * 0.05)
+model.save_pretrained(sys.argv[2])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(syscall_filter.unavailable()),
+                    reason=f"system calls not watched here: {syscall_filter.unavailable()}")
+def test_a_retrained_bert_checkpoint_takes_the_last_graph_without_a_new_export(tmp_path):
+    needs("transformers")
+
+    def save(seed: int) -> None:
+        subprocess.run([sys.executable, "-c", BERT_CHECKPOINT, str(seed), str(tmp_path / "ckpt")], check=True,
+                       capture_output=True)
+
+    save(0)
+    (tmp_path / "net.py").write_text("from pathlib import Path\nfrom transformers import BertModel\n\n\n"
+                                     "def build():\n    return BertModel.from_pretrained(Path(__file__).with_name('ckpt'))\n")
+    (tmp_path / "net.yaml").write_text(json.dumps({
+        "name": "bert", "source": {"framework": "pytorch", "entrypoint": "net:build",
+                                   "outputs": ["last_hidden_state", "pooler_output"]},
+        "inputs": {"input_ids": {"dtype": "int64", "shape": [-1, 16], "min": [1, 16], "opt": [2, 16], "max": [4, 16]},
+                   "attention_mask": {"dtype": "int64", "shape": [-1, 16], "min": [1, 16], "opt": [2, 16],
+                                      "max": [4, 16]}},
+        "engine": ENGINE}))
+    code, first, err = cli(tmp_path / "net.yaml")
+    assert code == 0, err
+    assert first["export"]["meta"]["exporter"] == "dynamo" and "graph-template.onnx" in first["export"]["outputs"]
+
+    save(1)  # retrained
+    code, dry, _ = cli(tmp_path / "net.yaml", "--dry-run")
+    assert dry["export"]["status"] == "would-run"
+    assert dry["export"]["reason"] == "weights changed: ckpt/model.safetensors"
+    code, second, err = cli(tmp_path / "net.yaml")
+    assert code == 0, err
+    assert_weights_only(first, second)
+
+    # the config moved too (a graph input): a full export, as before
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config | {"layer_norm_eps": 1e-6}))
+    code, third, err = cli(tmp_path / "net.yaml")
+    assert code == 0, err
+    assert "weights_only" not in third["export"]["meta"]
+    assert "ckpt/config.json changed" in third["export"]["reason"]
+
+
+CONV_NET = """
+from pathlib import Path
+
+import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self, classes: int):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)  # the exporter's optimizer fuses it into the conv
+        self.fc = torch.nn.Linear(8, classes)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+
+def build():  # the head's size comes from the checkpoint, as many loaders do it
+    return Net(torch.load(Path(__file__).with_name("net.pt"), weights_only=True)["fc.weight"].shape[0])
+"""
+
+
+def save_state(folder: Path, seed: int, classes: int = 10) -> None:
+    import torch
+
+    sys.path.insert(0, str(folder))
+    try:
+        import importlib
+
+        net = importlib.import_module("net")
+        torch.manual_seed(seed)
+        model = net.Net(classes)
+        with torch.no_grad():  # trained: BatchNorm statistics and weights away from their defaults
+            for t in model.state_dict().values():
+                if t.is_floating_point():
+                    t.add_(torch.rand_like(t) * 0.5)
+        torch.save(model.state_dict(), folder / "net.pt")
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop("net", None)
+
+
+@pytest.mark.slow
+def test_a_new_checkpoint_state_dict_takes_the_last_graph_and_a_new_shape_exports_again(tmp_path):
+    needs("torch")
+    (tmp_path / "net.py").write_text(CONV_NET)
+    save_state(tmp_path, 0)
+    (tmp_path / "net.yaml").write_text(json.dumps({
+        "name": "convnet", "source": {"framework": "pytorch", "entrypoint": "net:build", "checkpoint": "net.pt"},
+        "inputs": {"x": {"shape": [-1, 3, 16, 16], "min": [1, 3, 16, 16], "opt": [2, 3, 16, 16], "max": [4, 3, 16, 16]}},
+        "engine": ENGINE}))
+    code, first, err = cli(tmp_path / "net.yaml")
+    assert code == 0, err
+
+    save_state(tmp_path, 1)
+    code, second, err = cli(tmp_path / "net.yaml")
+    assert code == 0, err
+    assert second["export"]["reason"].startswith("weights changed: net.pt (source.checkpoint)")
+    assert_weights_only(first, second)
+
+    save_state(tmp_path, 2, classes=12)  # a new head: the graph does not take it
+    code, third, err = cli(tmp_path / "net.yaml")
+    assert code == 0, err
+    export = third["export"]
+    assert export["status"] == "built"
+    why = export["meta"]["weights_only"]["fallback"]
+    assert "'model.fc.weight' is [12, 8] float now, [10, 8] float in the last export" in why, why
+    assert export["reason"] == f"weights changed: net.pt (source.checkpoint); exported again: {why}"
+    assert third["parity"]["status"] == "built"
+    assert "weights_only" not in third["parity"].get("meta", {})
+
+
+def test_weight_files_are_told_by_name_and_content(tmp_path):
+    import zipfile
+
+    (tmp_path / "a.safetensors").write_bytes((8).to_bytes(8, "little") + b"{}      ")
+    with zipfile.ZipFile(tmp_path / "b.bin", "w") as z:
+        z.writestr("archive/data.pkl", b"x")
+    (tmp_path / "c.bin").write_bytes(b"\x00\x01raw vocabulary")  # not tensors: a tokenizer's file, say
+    (tmp_path / "d.json").write_text("{}")
+    assert weights.is_weights(tmp_path / "a.safetensors") and weights.is_weights(tmp_path / "b.bin")
+    assert not weights.is_weights(tmp_path / "c.bin") and not weights.is_weights(tmp_path / "d.json")
+    found = {"files": {"a.safetensors": "1" * 64, "d.json": "2" * 64}, "absent": {"e.pt": ""}}
+    moved, rest = weights.split(found, tmp_path)
+    assert moved == {"files": {"a.safetensors": "1" * 64}}
+    assert rest == {"files": {"d.json": "2" * 64}, "absent": {"e.pt": ""}}
+
+
+def test_the_graph_part_of_a_key_leaves_out_the_checkpoint_only():
+    components = {"kind": "export", "params": {"opset": 18}, "tools": {"torch": "2"},
+                  "inputs": {"checkpoint": {"(main)": "a"}, "code": {"(main)": "b"}}}
+    other = components | {"inputs": {"checkpoint": {"(main)": "z"}, "code": {"(main)": "b"}}}
+    assert weights.graph_part(components) == weights.graph_part(other)
+    assert weights.weights_part(other) == {"checkpoint": {"(main)": "z"}}
+    code = components | {"inputs": {"checkpoint": {"(main)": "a"}, "code": {"(main)": "c"}}}
+    assert weights.graph_part(components) != weights.graph_part(code)
+
+
+def test_the_template_refilled_computes_what_a_full_export_does_and_merged_weights_fall_back(tmp_path):
+    needs("torch")
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    from trtbuild.frontends.torch_template import NotWeightsOnly, capture, reweight
+
+    class Two(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 1)
+            self.bn = torch.nn.BatchNorm2d(4)
+            self.a, self.b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            h = self.bn(self.conv(x)).mean((2, 3))
+            return self.b(self.a(h))
+
+    def export(model, path, template=None):
+        with capture(template) if template else torch.no_grad():
+            torch.onnx.export(model.eval(), (torch.randn(2, 3, 4, 4),), str(path), dynamo=True, opset_version=18,
+                              input_names=["x"], output_names=["y"], external_data=False)
+
+    def trained(seed):
+        torch.manual_seed(seed)
+        model = Two()
+        with torch.no_grad():
+            for t in model.state_dict().values():
+                if t.is_floating_point():
+                    t.add_(torch.rand_like(t))
+        return model.eval()
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    run = lambda path: onnxruntime.InferenceSession(str(path)).run(None, {"x": x})[0]
+    export(trained(0), tmp_path / "last.onnx", tmp_path / "template.onnx")
+    new = trained(1)
+    export(new, tmp_path / "full.onnx")
+    assert reweight(tmp_path / "template.onnx", tmp_path / "last.onnx", new.state_dict(), tmp_path / "new.onnx") == {
+        "weights": len(new.state_dict()) - 1}  # all but BatchNorm's num_batches_tracked, which the graph lacks
+    np.testing.assert_array_equal(run(tmp_path / "new.onnx"), run(tmp_path / "full.onnx"))
+
+    fresh = Two().eval()  # two equal biases (as fresh zeros are): the optimizer keeps one initializer for both
+    with torch.no_grad():
+        fresh.b.bias.copy_(fresh.a.bias)
+    export(fresh, tmp_path / "merged.onnx", tmp_path / "merged-template.onnx")
+    with pytest.raises(NotWeightsOnly, match="weights it merged or folded differ"):
+        reweight(tmp_path / "merged-template.onnx", tmp_path / "merged.onnx", new.state_dict(), tmp_path / "x.onnx")
