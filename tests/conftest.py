@@ -145,3 +145,33 @@ def full_tensorrt(site: Path, bindings: bytes, monkeypatch, request, gpu_name: s
     monkeypatch.setattr(target, "detect_gpus", lambda: (Gpu(0, gpu_name, cc, 24 * 2**30, "580.0"),))
     target.installed_version.cache_clear()
     request.addfinalizer(target.installed_version.cache_clear)  # the real answer again for later tests
+
+
+@pytest.fixture
+def shared():
+    """A project under /tmp that other users can reach, with a setgid cache directory of group GROUP."""
+    import shutil
+    import tempfile
+
+    from helpers import GROUP
+
+    if os.geteuid() != 0:
+        pytest.skip("running as several users needs root (to run processes as other uids)")
+    folder = Path(tempfile.mkdtemp(prefix="trtbuild-users-", dir="/tmp"))  # pytest's tmp_path is root-only
+    closed = [d for d in Path(os.path.realpath(sys.executable)).parents if not d.stat().st_mode & 0o001]
+    modes = {d: d.stat().st_mode for d in closed}
+    try:
+        for path, mode in modes.items():  # let other users traverse (not list) the interpreter's folders
+            path.chmod(mode | 0o001)
+        folder.chmod(0o755)
+        project = Project(folder)
+        project.write_model(conv_model())
+        project.write_recipe(recipe_dict("conv.onnx"))
+        project.cache.mkdir()
+        os.chown(project.cache, 0, GROUP)
+        project.cache.chmod(0o2775)
+        yield project
+    finally:
+        for path, mode in modes.items():
+            path.chmod(mode)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from test_profiles import LONG, SHORT, seq_model, seq_recipe
+from helpers import LONG, SHORT, seq_model, seq_recipe
 
 TOY = '''"""toy-rtx: TensorRT-RTX plans for sm_86 only, always at optimization level 0."""
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import mermaid_blocks
+
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 MERMAID = REPO / "tests" / "mermaid"
@@ -92,11 +94,6 @@ def test_every_page_is_in_the_nav_and_every_snippet_exists():
     for page in DOCS.rglob("*.md"):
         for snippet in re.findall(r'--8<-- "([^"]+)"', page.read_text()):
             assert (DOCS / snippet).is_file(), f"{page}: {snippet}"
-
-
-def mermaid_blocks() -> list[tuple[str, str]]:
-    return [(str(page.relative_to(REPO)), body) for page in sorted(DOCS.rglob("*.md"))
-            for lang, body in FENCE.findall(page.read_text()) if lang == "mermaid"]
 
 
 def test_the_docs_have_the_diagrams():

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from browser import Browser, chromium, classes, walk
-from test_docs import REPO, mermaid_blocks
+from conftest import REPO
+from helpers import mermaid_blocks
 
 PAGES = sorted({page for page, _ in mermaid_blocks()})
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, needs, recipe_dict, statuses
+from conftest import needs, recipe_dict, statuses
 
 pytestmark = pytest.mark.slow
 

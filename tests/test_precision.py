@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from conftest import recipe_dict, statuses
-
-CAL_SHAPE = (2, 3, 16, 16)
-
-
-def write_calibration(root: Path, seed: int = 0, files: int = 3) -> None:
-    rng = np.random.default_rng(seed)
-    (root / "calib").mkdir(exist_ok=True)
-    for i in range(files):
-        np.save(root / "calib" / f"batch{i}.npy", rng.standard_normal(CAL_SHAPE).astype(np.float32))
-
-
-def quantized_recipe(precision: str = "int8", targets: list[str] | None = None, **options) -> dict:
-    data = recipe_dict("conv.onnx", precision=precision)
-    if targets:
-        data["targets"] = targets
-    data["precision"] = {"calibration": {"data": "calib/*.npy", "batches": 3}, **options}
-    return data
+from helpers import quantized_recipe, write_calibration
 
 
 def test_fp16_model_has_float16_weights_and_builds(project):

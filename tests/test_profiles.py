@@ -8,33 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 import yaml
-from onnx import TensorProto, helper, numpy_helper
 
 from conftest import build_recipe, needs, statuses
+from helpers import LONG, SHORT, seq_model, seq_recipe
 from trtbuild.commands.cli import main
-
-SHORT = {"min": [1, 1, 8], "opt": [1, 16, 8], "max": [4, 64, 8]}
-LONG = {"min": [1, 32, 8], "opt": [2, 128, 8], "max": [8, 256, 8]}
-
-
-def seq_model() -> onnx.ModelProto:
-    """x[N, S, 8] -> MatMul -> Relu -> y[N, S, 8]: dynamic batch and sequence."""
-    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32), "w")
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"), helper.make_node("Relu", ["h"], ["y"], name="relu")]
-    graph = helper.make_graph(nodes, "seq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "S", 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "S", 8])], [w])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-
-
-def seq_recipe(**profiles) -> dict:
-    return {"name": "seq", "source": {"framework": "onnx", "path": "seq.onnx"},
-            "inputs": {"x": {"shape": [-1, -1, 8]}},
-            "profiles": [{"name": name, "inputs": {"x": shapes}} for name, shapes in profiles.items()],
-            "engine": {"backend": "tensorrt-rtx", "optimization_level": 0}}
 
 
 @pytest.fixture

@@ -7,17 +7,9 @@ import socket
 
 import pytest
 
-from conftest import Project, conv_model, recipe_dict, statuses
+from conftest import statuses
+from helpers import second_machine
 from trtbuild.store.hashing import digest_file
-
-
-def second_machine(project: Project) -> Project:
-    """Same recipe and model, its own local cache."""
-    other = Project(project.root / "machine-b")
-    other.root.mkdir()
-    other.write_model(conv_model())
-    other.write_recipe(recipe_dict("conv.onnx"))
-    return other
 
 
 def assert_same_outputs(a: dict, b: dict) -> None:

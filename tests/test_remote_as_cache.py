@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import REPO, Project, conv_model, recipe_dict, statuses
-from test_remote import second_machine
+from helpers import second_machine
 from trtbuild.store.hashing import digest_file
 
 pytestmark = pytest.mark.slow

@@ -44,7 +44,7 @@ def test_an_op_tensorrt_cannot_import_is_reproduced(project, tmp_path, capsys):
 
 
 def test_a_failed_accuracy_gate_is_reproduced_with_its_table(project, tmp_path):
-    from test_precision import quantized_recipe, write_calibration
+    from helpers import quantized_recipe, write_calibration
 
     write_calibration(project.root)
     project.write_recipe(quantized_recipe(max_relative_error=1e-9))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, recipe_dict
-from test_shared_users import GROUP, run_as, shared  # noqa: F401  (shared: the fixture)
+from helpers import GROUP, run_as
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, Project, conv_model, recipe_dict, statuses
-from test_remote import second_machine
+from helpers import second_machine
 from trtbuild.commands.cli import main
 from trtbuild.store.hashing import digest_file
 from trtbuild.store.publish import read_manifest

@@ -5,56 +5,13 @@ user who may only read the cache (a CI mount) gets status, dag, path and a no-op
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Project, conv_model, recipe_dict, statuses
+from conftest import recipe_dict, statuses
+from helpers import run_as
 
 pytestmark = pytest.mark.slow
-
-GROUP = 4343
-
-
-@pytest.fixture
-def shared():
-    """A project under /tmp that other users can reach, with a setgid cache directory of group GROUP."""
-    if os.geteuid() != 0:
-        pytest.skip("running as several users needs root (to run processes as other uids)")
-    folder = Path(tempfile.mkdtemp(prefix="trtbuild-users-", dir="/tmp"))  # pytest's tmp_path is root-only
-    closed = [d for d in Path(os.path.realpath(sys.executable)).parents if not d.stat().st_mode & 0o001]
-    modes = {d: d.stat().st_mode for d in closed}
-    try:
-        for path, mode in modes.items():  # let other users traverse (not list) the interpreter's folders
-            path.chmod(mode | 0o001)
-        folder.chmod(0o755)
-        project = Project(folder)
-        project.write_model(conv_model())
-        project.write_recipe(recipe_dict("conv.onnx"))
-        project.cache.mkdir()
-        os.chown(project.cache, 0, GROUP)
-        project.cache.chmod(0o2775)
-        yield project
-    finally:
-        for path, mode in modes.items():
-            path.chmod(mode)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def run_as(project: Project, uid: int, *args: str, umask: int = 0o022, groups=(GROUP,)) -> subprocess.CompletedProcess:
-    home = Path(tempfile.mkdtemp(prefix=f"home-{uid}-"))
-    os.chown(home, uid, -1)
-    try:
-        return subprocess.run([sys.executable, "-m", "trtbuild", *args], user=uid, group=groups[0] if groups else uid,
-                              extra_groups=list(groups), umask=umask, cwd=home, capture_output=True, text=True,
-                              env=os.environ | {"HOME": str(home), "PYTHONPATH": str(REPO)}, timeout=300)
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_a_setgid_cache_stays_group_writable_whatever_the_umask(shared):

@@ -4,7 +4,6 @@ its config.pbtxt parsed with Triton's own model_config.proto where tritonclient 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,42 +12,15 @@ import pytest
 import yaml
 
 from conftest import build_recipe
-from test_profiles import LONG, SHORT, seq_model, seq_recipe
+from helpers import LONG, SHORT, chooser, load, parse_config, seq_model, seq_recipe
 from trtbuild.commands.cli import main
-from trtbuild.commands.triton_config import max_batch_size, triton_model_config
+from trtbuild.commands.triton_config import max_batch_size
 
 TARGETS = ["tensorrt-rtx", "tensorrt-rtx:sm86", "tensorrt-rtx:sm120+sm89"]
 
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def parse_config(text: str) -> dict:
-    """config.pbtxt as a dict: with Triton's proto when installed, else a strict reading of the subset written."""
-    config_class = triton_model_config()
-    if config_class is not None:
-        from google.protobuf import json_format, text_format
-
-        return json_format.MessageToDict(text_format.Parse(text, config_class()), preserving_proto_field_name=True)
-    pytest.skip("tritonclient is not installed: pip install --no-deps tritonclient")
-
-
-def load(path: Path):
-    """A module from a file of the written repository (the Python-backend model.py)."""
-    spec = importlib.util.spec_from_file_location(f"written_{abs(hash(path))}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def chooser(model: Path):
-    """The written model's own plan choice: compute capability -> plan file (ValueError: none runs there)."""
-    plans = json.loads((model / "1" / "plans.json").read_text())
-    module = load(model / "1" / "model.py")
-    for file in plans["plans"].values():
-        assert (model / "1" / file).is_file()
-    return lambda cc: module.choose_plan(plans, cc)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import build_recipe, conv_model, recipe_dict
-from test_triton import chooser, parse_config
+from helpers import chooser, parse_config
 from trtbuild.commands.cli import main
 from trtbuild.commands.triton_config import model_files
 from trtbuild.errors import UsageError
