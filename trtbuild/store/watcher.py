@@ -88,6 +88,8 @@ class Watcher:
             if self.recording:
                 self.count += 1
                 self._note(notif)
+        except Exception:  # never the watched process's failure: counted, and the report says so
+            self.unreadable += 1
         finally:
             resp = self._resp
             resp.id, resp.val, resp.error, resp.flags = notif.id, 0, 0, _CONTINUE
@@ -117,11 +119,13 @@ class Watcher:
             except OSError:
                 return
         path = os.path.normpath(path)
-        if path in self.files or path in self.written or not self.scope.users(path):
+        if not self.scope.users(path):
             return
         if name in syscall_filter.MAKES or (name.startswith("open") and flags_arg is not None
                                             and args[flags_arg] & _WRITES):
-            self.written.add(path)
+            self.written.add(path)  # the step's own file, even if it read it first (a cache it updates)
+            return
+        if path in self.files or path in self.written:
             return
         try:
             st = os.stat(path)
