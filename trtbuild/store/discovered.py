@@ -95,7 +95,7 @@ class Reads:
     def observed(self) -> str:
         """How reads were seen, for the step's record and report."""
         if self.watching and self.unreadable:
-            return f"system calls, except {self.unreadable} of processes the watcher could not read"
+            return f"system calls, except {self.unreadable} calls the watcher could not read"
         if self.watching:
             return "system calls"
         return f"Python's open() only, reads by native code not seen ({self.why_not or 'not the last step'})"
