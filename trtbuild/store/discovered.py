@@ -103,7 +103,8 @@ class Reads:
     def add(self, kind: str, path: str) -> None:
         """A file opened for reading ("f") or writing ("w"), or a folder listed ("d")."""
         if kind == "w":
-            self._keep(kind, path, "-")
+            if path not in self.files:  # read first, it stays an input: the end of the step checks it
+                self._keep(kind, path, "-")
             return
         if path in self.written or path in (self.files if kind == "f" else self.folders):
             return
@@ -131,7 +132,8 @@ class Reads:
         for record in self.shared.read().decode(errors="surrogateescape").split("\0")[:-1]:
             digest, _, path = record[1:].partition(" ")
             if record[0] == "w":
-                self.written.add(path)
+                if path not in self.files:
+                    self.written.add(path)
             elif record[0] == "a":
                 self.absent.add(path)
             else:

@@ -119,13 +119,11 @@ class Watcher:
             except OSError:
                 return
         path = os.path.normpath(path)
-        if not self.scope.users(path):
-            return
+        if path in self.files or path in self.written or not self.scope.users(path):
+            return  # a file read, then written by the step, stays an input: the end of the step checks it
         if name in syscall_filter.MAKES or (name.startswith("open") and flags_arg is not None
                                             and args[flags_arg] & _WRITES):
-            self.written.add(path)  # the step's own file, even if it read it first (a cache it updates)
-            return
-        if path in self.files or path in self.written:
+            self.written.add(path)  # made by the step before it read it: its own scratch file
             return
         try:
             st = os.stat(path)
