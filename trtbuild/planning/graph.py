@@ -133,7 +133,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         model: SourceFiles | Step | Pick = _files(onnx_files(loaded.source_path(), cache.stat_cache, loaded.where(
             "source", "path"), recipe.source.allow_outside_files))
     else:
-        export = _export_step(loaded, inputs, out, parity_data, cache)
+        export = _export_step(loaded, inputs, out, parity_data, cache, _ranges(inputs, profiles))
         steps.append(export)
         model = Pick(export, ONNX_FILES)  # not reference.npz: float noise there must not rebuild anything
 
@@ -311,7 +311,16 @@ def fp16_converter(precision: str) -> str:
     return "ort-float16"
 
 
-def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dict, cache: Cache) -> Step:
+def _ranges(inputs: dict, profiles: list[dict] | None) -> list[dict] | None:
+    """The shapes the export runs its model at (every profile's min / opt / max); None: no dynamic input."""
+    if profiles:
+        return profiles
+    dynamic = {n: {k: s[k] for k in ("min", "opt", "max")} for n, s in inputs.items() if -1 in (s["shape"] or ())}
+    return [{"name": "default", "inputs": dynamic}] if dynamic else None
+
+
+def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dict, cache: Cache,
+                 ranges: list[dict] | None) -> Step:
     recipe, source = loaded.recipe, loaded.recipe.source
     require(source.framework)
     search = [loaded.resolve(p) for p in source.python_path]
@@ -344,6 +353,7 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dic
         "outputs": source.outputs, "inputs_as_nchw": source.inputs_as_nchw,
         "input_order": list(inputs),  # PyTorch binds a lone input, or a TorchScript model's, by position
         "reference": {"seed": parity.seed} if parity.enabled else None,
+        "ranges": ranges,  # a new min or max reruns the export: it runs the model there
     }
     return Step(loaded, "export", load_kind("export"), params, files, out,
                 context={"python_path": [str(p) for p in search], "where": _where(loaded)})
