@@ -193,7 +193,8 @@ def _torchscript(model, spec: ModelSpec, out: Path, shapes: dict[str, list[int]]
 
 
 def _order_outputs(out: Path, names: list[str]) -> None:
-    """Put the ONNX graph's outputs in `names` order (an ExportedProgram keeps the order it returns)."""
+    """Put the ONNX graph's outputs in `names` order, leaving out the others (an ExportedProgram keeps the
+    order it returns, and all it returns)."""
     import onnx
 
     model = onnx.load(str(out), load_external_data=False)
