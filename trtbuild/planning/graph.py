@@ -177,7 +177,9 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         accuracy = Step(loaded, "accuracy", load_kind("accuracy"),
                         {"inputs": _read(inputs, *AT_OPT), "precision": recipe.engine.precision,
                          "max_relative_error": limit,
-                         "seed": recipe.parity.seed, "profiles": _profile_opts(profiles)},
+                         "seed": recipe.parity.seed, "profiles": _profile_opts(profiles),
+                         "ranges": _ranges(inputs, profiles) if recipe.engine.precision in QUANTIZED_PRECISIONS
+                         else None},
                         {"fp32": model, "model": precision} | parity_data, out / recipe.engine.precision, after=[check])
         steps += [precision, accuracy]
         gates.append(accuracy)
