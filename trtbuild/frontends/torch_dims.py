@@ -113,7 +113,7 @@ def torch_export(model, spec: ModelSpec):
 
 def dynamic_shapes(spec: ModelSpec) -> tuple:
     """Flat takes *inputs: one tuple of per-input dims. Dynamic without a range: the range is the
-    engine's optimization profile, so a new max rebuilds the engine alone."""
+    engine's optimization profile, so a new max exports the same ONNX model."""
     return (tuple({i: torch.export.Dim.DYNAMIC for i, d in enumerate(s["shape"]) if d == -1}
                   for s in spec.inputs.values()),)
 

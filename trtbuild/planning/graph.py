@@ -398,8 +398,8 @@ def _with_profile_ranges(inputs: dict, profiles: list[dict], default_dtype: str 
 
 
 def _read(inputs: dict, *fields: str) -> dict:
-    """The part of each input spec a step reads: only that goes into its key (a new max rebuilds the engine
-    alone; a step that runs the model at its opt shape reruns when opt changes)."""
+    """The part of each input spec a step reads: only that goes into its key (a new max rebuilds the engine,
+    not what runs the model at opt; a step that runs the model at its opt shape reruns when opt changes)."""
     return {name: {f: spec[f] for f in fields} for name, spec in inputs.items()}
 
 
