@@ -63,5 +63,5 @@ def test_a_failed_gate_names_the_output_the_profile_and_the_uncalibrated_ranges_
     assert first.startswith("int8 model is less accurate than allowed: output 'y' at profile 'short', relative error ")
     assert first.endswith(f"> 1e-09 (1 more below); {OUTSIDE[0]}; {OUTSIDE[1]}; raise precision.max_relative_error or "
                           "keep sensitive ops in fp32 with precision.keep_fp32")
-    recap = capsys.readouterr().err.rsplit("step(s) failed", 1)[1]
+    recap = capsys.readouterr().err.rsplit(" failure(s), exit code ", 1)[1]
     assert "output 'y' at profile 'short'" in recap

@@ -24,8 +24,8 @@ def check_step(report: dict) -> dict:
 
 
 def recap_line(stderr: str, step: str) -> str:
-    """The recap's line for `step`, after 'step(s) failed:' at the end of the run."""
-    recap = stderr.rsplit("step(s) failed", 1)[1]
+    """The recap's line for `step`, after the failures heading at the end of the run."""
+    recap = stderr.rsplit(" failure(s), exit code ", 1)[1]
     return next(line.strip() for line in recap.splitlines() if line.strip().startswith(step))
 
 
