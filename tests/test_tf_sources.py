@@ -166,11 +166,15 @@ def test_keras_unknown_input_lists_the_models_inputs(tmp_path):
 def test_keras_session_tensor_name_says_which_name_the_saved_model_has(tmp_path):
     import keras
 
-    x = keras.Input((8,))  # no name: model.inputs shows keras_tensor here, the saved model input_layer
-    model = keras.Model(x, keras.layers.Dense(2)(x))
-    session_name = model.inputs[0].name
-    assert session_name.startswith("keras_tensor")
-    model.save(str(tmp_path / "model.keras"))
+    keras.backend.clear_session()  # Keras numbers the names it gives ("input_layer_1") per session
+    try:
+        x = keras.Input((8,))  # no name: model.inputs shows keras_tensor here, the saved model input_layer
+        model = keras.Model(x, keras.layers.Dense(2)(x))
+        session_name = model.inputs[0].name
+        assert session_name.startswith("keras_tensor")
+        model.save(str(tmp_path / "model.keras"))
+    finally:
+        keras.backend.clear_session()
     recipe = tmp_path / "model.yaml"
     recipe.write_text(f"name: model\nsource: {{framework: keras, path: model.keras}}\ninputs:\n"
                       f"  {session_name}: {{shape: [1, 8]}}\n" + ENGINE)
