@@ -19,6 +19,8 @@ from trtbuild.backends import backend as backend_module
 from trtbuild.backends.gpu import remember_in
 from trtbuild.planning.sources import (distribution_of, glob_files, module_file, onnx_files, package_folder,
                                        tree_files, user_imports)
+from trtbuild.planning.profiles import engine_profiles, profile_opts, with_profile_ranges
+from trtbuild.planning.profiles import ranges as shape_ranges
 from trtbuild.steps import load_kind
 from trtbuild.steps.export import ONNX_FILES
 from trtbuild.steps.simplify import files_too_large
@@ -124,7 +126,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
     inputs = {name: _input_params(spec, default_dtype) for name, spec in recipe.inputs.items()}
     profiles = engine_profiles(recipe)
     if profiles:  # the steps that run the model once do so at the first profile's opt shapes
-        inputs = _with_profile_ranges(inputs, profiles, default_dtype)
+        inputs = with_profile_ranges(inputs, profiles, default_dtype)
     steps: list[Step] = []
 
     parity_data = {"data": _files([loaded.resolve(recipe.parity.data)])} if recipe.parity.data else {}
@@ -133,7 +135,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         model: SourceFiles | Step | Pick = _files(onnx_files(loaded.source_path(), cache.stat_cache, loaded.where(
             "source", "path"), recipe.source.allow_outside_files))
     else:
-        export = _export_step(loaded, inputs, out, parity_data, cache, _ranges(inputs, profiles))
+        export = _export_step(loaded, inputs, out, parity_data, cache, shape_ranges(inputs, profiles))
         steps.append(export)
         model = Pick(export, ONNX_FILES)  # not reference.npz: float noise there must not rebuild anything
 
@@ -177,8 +179,8 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         accuracy = Step(loaded, "accuracy", load_kind("accuracy"),
                         {"inputs": _read(inputs, *AT_OPT), "precision": recipe.engine.precision,
                          "max_relative_error": limit,
-                         "seed": recipe.parity.seed, "profiles": _profile_opts(profiles),
-                         "ranges": _ranges(inputs, profiles) if recipe.engine.precision in QUANTIZED_PRECISIONS
+                         "seed": recipe.parity.seed, "profiles": profile_opts(profiles),
+                         "ranges": shape_ranges(inputs, profiles) if recipe.engine.precision in QUANTIZED_PRECISIONS
                          else None},
                         {"fp32": model, "model": precision} | parity_data, out / recipe.engine.precision, after=[check])
         steps += [precision, accuracy]
@@ -208,7 +210,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
                          "float_noise": recipe.parity.max_relative_error if limit is None else None,
                          "outputs": {} if limit is not None else
                          {n: t.model_dump(exclude_none=True) for n, t in sorted(recipe.parity.outputs.items())},
-                         "profiles": _profile_opts(profiles)}
+                         "profiles": profile_opts(profiles)}
         verify = Step(loaded, "verify", load_kind("verify"), verify_params,
                       {"plan": Pick(engine, ("model.plan",)), "onnx": fp32_model} | parity_data, folder, target,
                       context=runs_on, skip_reason=cannot_build or cannot_run)
@@ -313,14 +315,6 @@ def fp16_converter(precision: str) -> str:
     return "ort-float16"
 
 
-def _ranges(inputs: dict, profiles: list[dict] | None) -> list[dict] | None:
-    """The shapes the export runs its model at (every profile's min / opt / max); None: no dynamic input."""
-    if profiles:
-        return profiles
-    dynamic = {n: {k: s[k] for k in ("min", "opt", "max")} for n, s in inputs.items() if -1 in (s["shape"] or ())}
-    return [{"name": "default", "inputs": dynamic}] if dynamic else None
-
-
 def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dict, cache: Cache,
                  ranges: list[dict] | None) -> Step:
     recipe, source = loaded.recipe, loaded.recipe.source
@@ -368,33 +362,6 @@ def _files(paths: list[Path], main: Path | None = None) -> SourceFiles:
 def _input_params(spec, default_dtype: str | None) -> dict:
     lo, mid, hi = spec.profile()
     return {"dtype": spec.dtype or default_dtype, "shape": spec.dims, "min": lo, "opt": mid, "max": hi}
-
-
-def engine_profiles(recipe) -> list[dict] | None:
-    """The recipe's `profiles` as engine parameters: [{name, inputs: {INPUT: {min, opt, max}}}] in index order."""
-    if not recipe.profiles:
-        return None
-    return [{"name": p.name, "inputs": {n: {"min": s.min, "opt": s.opt, "max": s.max} for n, s in p.inputs.items()}}
-            for p in recipe.profiles]
-
-
-def _profile_opts(profiles: list[dict] | None) -> list[dict] | None:
-    """What steps that run the model at each profile's opt shapes read of the profiles (a new min or max
-    rebuilds the engine alone)."""
-    return [{"name": p["name"], "opt": {n: s["opt"] for n, s in p["inputs"].items()}} for p in profiles] if profiles else None
-
-
-def _with_profile_ranges(inputs: dict, profiles: list[dict], default_dtype: str | None) -> dict:
-    """Input params whose min / opt / max are the first profile's; an input only the profiles name gets
-    -1 where its range varies in any profile (the model has its other dims)."""
-    out = dict(inputs)
-    for name, shapes in profiles[0]["inputs"].items():
-        spec = out.get(name) or {"dtype": default_dtype,
-                                 "shape": [lo if all(p["inputs"][name]["min"][i] == p["inputs"][name]["max"][i] == lo
-                                                     for p in profiles) else -1
-                                           for i, lo in enumerate(shapes["min"])]}
-        out[name] = spec | {k: list(shapes[k]) for k in ("min", "opt", "max")}
-    return out
 
 
 def _read(inputs: dict, *fields: str) -> dict:
