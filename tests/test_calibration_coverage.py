@@ -63,5 +63,11 @@ def test_a_failed_gate_names_the_output_the_profile_and_the_uncalibrated_ranges_
     assert first.startswith("int8 model is less accurate than allowed: output 'y' at profile 'short', relative error ")
     assert first.endswith(f"> 1e-09 (1 more below); {OUTSIDE[0]}; {OUTSIDE[1]}; raise precision.max_relative_error or "
                           "keep sensitive ops in fp32 with precision.keep_fp32")
-    recap = capsys.readouterr().err.rsplit(" failure(s), exit code ", 1)[1]
-    assert "output 'y' at profile 'short'" in recap
+    err = capsys.readouterr().err
+    assert "output 'y' at profile 'short'" in err.rsplit(" failure(s), exit code ", 1)[1]  # the recap
+    # said before the precision step ran, from the calibration files' headers, at the recipe's line
+    said = err.index(f"trtbuild: warning: {tmp_path / 'seq.yaml'}:")
+    assert err[said:].startswith(f"trtbuild: warning: {tmp_path / 'seq.yaml'}:")
+    line = err[said:].splitlines()[0]
+    assert line.endswith(f": precision.calibration.data: {OUTSIDE[0]}")
+    assert said < err.index("seq/precision")  # before its step line

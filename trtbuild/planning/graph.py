@@ -19,7 +19,7 @@ from trtbuild.backends import backend as backend_module
 from trtbuild.backends.gpu import remember_in
 from trtbuild.planning.sources import (distribution_of, glob_files, module_file, onnx_files, package_folder,
                                        tree_files, user_imports)
-from trtbuild.planning.profiles import engine_profiles, profile_opts, with_profile_ranges
+from trtbuild.planning.profiles import engine_profiles, profile_opts, warn_uncalibrated, with_profile_ranges
 from trtbuild.planning.profiles import ranges as shape_ranges
 from trtbuild.steps import load_kind
 from trtbuild.steps.export import ONNX_FILES
@@ -175,7 +175,8 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
     # Lossy precisions are judged by relative L2 error against fp32, in the gate and in verify.
     limit = recipe.precision.max_relative_error or DEFAULT_MAX_RELATIVE_ERROR.get(recipe.engine.precision)
     if recipe.engine.precision in TRANSFORMED_PRECISIONS:
-        precision = _precision_step(loaded, _read(inputs, *AT_OPT), model, out, cache, after=[check])
+        precision = _precision_step(loaded, _read(inputs, *AT_OPT), model, out, cache, after=[check],
+                                    ranges=shape_ranges(inputs, profiles))
         accuracy = Step(loaded, "accuracy", load_kind("accuracy"),
                         {"inputs": _read(inputs, *AT_OPT), "precision": recipe.engine.precision,
                          "max_relative_error": limit,
@@ -254,7 +255,8 @@ def _refused_precision(loaded: LoadedRecipe, spec: str, target: Target) -> None:
                            f"(target {spec!r}): {why}"])
 
 
-def _precision_step(loaded: LoadedRecipe, inputs: dict, model, out: Path, cache: Cache, after: list[Step]) -> Step:
+def _precision_step(loaded: LoadedRecipe, inputs: dict, model, out: Path, cache: Cache, after: list[Step],
+                    ranges: list[dict] | None) -> Step:
     recipe, options = loaded.recipe, loaded.recipe.precision
     precision = recipe.engine.precision
     files: dict[str, SourceFiles | Step | Pick] = {"model": model}
@@ -268,6 +270,7 @@ def _precision_step(loaded: LoadedRecipe, inputs: dict, model, out: Path, cache:
         if cal.data:
             found = sorted({p.resolve() for p in loaded.file.parent.glob(cal.data) if p.is_file()})
             read = _calibration_read(loaded, found, cal.batches, inputs)
+            warn_uncalibrated(cache.warn, loaded.where("precision", "calibration", "data"), read, inputs, ranges)
             files["calibration"] = SourceFiles(read[0], tuple(read), beside_main=False)  # named by path
             context["calibration_files"] = [str(p) for p in read]
             context["calibration_unread"] = len(found) - len(read)

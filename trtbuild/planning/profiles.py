@@ -38,3 +38,18 @@ def ranges(inputs: dict, profiles: list[dict] | None) -> list[dict] | None:
         return profiles
     dynamic = {n: {k: s[k] for k in ("min", "opt", "max")} for n, s in inputs.items() if -1 in (s["shape"] or ())}
     return [{"name": "default", "inputs": dynamic}] if dynamic else None
+
+
+_warned: set[str] = set()  # once a run, though the recipes compile again for out/ (--target, --backend)
+
+
+def warn_uncalibrated(warn, at: str, files: list, inputs: dict, ranges: list[dict] | None) -> None:
+    """Before any step runs: each profile whose range leaves the sizes of the calibration files (their
+    headers, read without numpy), as a warning at precision.calibration.data's line."""
+    from trtbuild.models.calibration_files import outside, sizes_in
+
+    for line in outside(ranges, sizes_in(files, next(iter(inputs)) if len(inputs) == 1 else None)):
+        text = f"{at}: precision.calibration.data: {line}"
+        if text not in _warned:
+            _warned.add(text)
+            warn(text)

@@ -68,24 +68,13 @@ def run(job: Job) -> dict:
 def uncalibrated(folder: Path, ranges: list[dict] | None) -> list[str]:
     """For an int8 / fp8 model: each profile whose range of a dynamic dim leaves the sizes calibrated (its
     scales were measured on other shapes: a long sequence's activations may not fit them)."""
+    from trtbuild.models.calibration_files import outside
     from trtbuild.steps.precision import CALIBRATION_SHAPES
 
     path = folder / CALIBRATION_SHAPES
     if not ranges or not path.is_file():
         return []
-    covered = json.loads(path.read_text())
-    found = []
-    for profile in ranges:
-        for name, r in profile["inputs"].items():
-            for dim, (lo, hi) in enumerate(zip(r["min"], r["max"])):
-                seen = covered.get(name)
-                batch = dim == 0 and len(r["min"]) >= 2  # activation ranges do not depend on the batch
-                if seen is None or dim >= len(seen) or batch or lo == hi or seen[dim][0] <= lo and hi <= seen[dim][1]:
-                    continue
-                data = f"{seen[dim][0]}" if seen[dim][0] == seen[dim][1] else f"{seen[dim][0]}..{seen[dim][1]}"
-                found.append(f"profile {profile['name']!r} takes {name} dim {dim} from {lo} to {hi}, the calibration "
-                             f"data only {data}: give calibration data at those sizes too")
-    return found
+    return outside(ranges, json.loads(path.read_text()))
 
 
 def _bf16_rounded_in_fp32(source: Path, scratch: Path) -> Path:
