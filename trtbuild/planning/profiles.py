@@ -40,6 +40,7 @@ def ranges(inputs: dict, profiles: list[dict] | None) -> list[dict] | None:
     return [{"name": "default", "inputs": dynamic}] if dynamic else None
 
 
+MOST_HEADERS = 256  # calibration files whose headers planning reads to say what they cover
 _warned: set[str] = set()  # once a run, though the recipes compile again for out/ (--target, --backend)
 
 
@@ -48,6 +49,10 @@ def warn_uncalibrated(warn, at: str, files: list, inputs: dict, ranges: list[dic
     headers, read without numpy), as a warning at precision.calibration.data's line."""
     from trtbuild.models.calibration_files import outside, sizes_in
 
+    varies = any(lo != hi for p in ranges or () for r in p["inputs"].values()
+                 for d, (lo, hi) in enumerate(zip(r["min"], r["max"])) if d > 0 or len(r["min"]) == 1)
+    if not varies or len(files) > MOST_HEADERS:  # nothing to say, or a no-op run would read too many (the gate says it)
+        return
     for line in outside(ranges, sizes_in(files, next(iter(inputs)) if len(inputs) == 1 else None)):
         text = f"{at}: precision.calibration.data: {line}"
         if text not in _warned:
