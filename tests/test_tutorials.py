@@ -166,7 +166,8 @@ def test_tutorial_int8(tmp_path):
     report = tutorial.report()
     assert report["ok"] and sorted(statuses(report).values()) == ["built"] * 5 + ["skipped"]
     steps = {s["step"]: s for s in report["steps"]}
-    assert steps["precision"]["meta"]["calibration"] == {"batches": 3, "samples": 12, "batches_asked": None}
+    assert steps["precision"]["meta"]["calibration"] == {"batches": 3, "samples": 12, "batches_asked": None,
+                                                         "shapes": {"image": [[4, 4], [3, 3], [64, 64], [64, 64]]}}
     rel_l2 = steps["accuracy"]["meta"]["accuracy"]["outputs"][0]["rel_l2"]
     assert 0 < rel_l2 < 0.1
     assert numbers.splitlines() == [str(steps["precision"]["meta"]["calibration"]), str(rel_l2)]
