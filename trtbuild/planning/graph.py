@@ -186,7 +186,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
                         {"fp32": model, "model": precision} | parity_data, out / recipe.engine.precision, after=[check])
         steps += [precision, accuracy]
         gates.append(accuracy)
-        model = precision
+        model = Pick(precision, ONNX_FILES)  # not its calibration-shapes.json: the same model, the same engine
     for spec, target, cannot_build in resolved:
         if recipe.engine.precision == "fp8":
             cannot_build = cannot_build or _fp8_unsupported(loaded, spec, target)
