@@ -95,6 +95,7 @@ def test_fewer_batches_than_asked_warns_and_the_report_says_what_was_used(projec
     code, report = project.build()
     assert code == 0
     meta = precision_step(report)["meta"]
-    assert meta["calibration"] == {"batches": 2, "samples": 4, "batches_asked": 8}
+    assert meta["calibration"] == {"batches": 2, "samples": 4, "batches_asked": 8,
+                                   "shapes": {"x": [[2, 2], [3, 3], [16, 16], [16, 16]]}}
     assert "calibration used 2 batches (4 samples), fewer than the 8" in meta["warnings"][0]
     assert "calibration used 2 batches" in capsys.readouterr().err

@@ -88,7 +88,8 @@ def test_an_image_folder_calibrates_and_its_images_are_inputs(project):
     _recipe(project, "pil_loader:batches")
     code, report = project.build()
     assert code == 0, _precision(report).get("error")
-    assert _precision(report)["meta"]["calibration"] == {"batches": 2, "samples": 4, "batches_asked": 2}
+    assert _precision(report)["meta"]["calibration"] == {"batches": 2, "samples": 4, "batches_asked": 2,
+                                                         "shapes": {"x": [[2, 2], [3, 3], [16, 16], [16, 16]]}}
     assert _precision(report)["status"] == "built"
     assert _precision(project.build()[1])["status"] == "cached"
 

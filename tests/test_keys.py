@@ -166,7 +166,9 @@ def test_an_edited_imported_module_reruns_export_and_is_named(tmp_path):
     assert export["reason"].startswith("inputs.code.nets/blocks.py changed")
 
 
-def test_a_new_max_leaves_a_pytorch_export_cached(tmp_path):
+def test_a_new_max_reruns_a_pytorch_export_which_runs_the_model_there_and_the_engine(tmp_path):
+    """The export runs the exported model at every profile's min / opt / max (trtbuild.models.shape_runs):
+    a new max is a new promise to check; the same ONNX model then leaves the steps after it cached."""
     needs("torch")
     (tmp_path / "net.py").write_text(NET)
     recipe = {"name": "net", "source": {"framework": "pytorch", "entrypoint": "net:build"},
@@ -179,7 +181,8 @@ def test_a_new_max_leaves_a_pytorch_export_cached(tmp_path):
     code, report = build_recipe(tmp_path / "net.yaml")
     assert code == 0
     assert {s["step"]: s["status"] for s in report["steps"] if s["status"] != "skipped"} == {
-        "export": "cached", "check": "cached", "parity": "cached", "simplify": "cached", "engine": "built"}
+        "export": "built", "check": "cached", "parity": "cached", "simplify": "cached", "engine": "built"}
+    assert report["steps"][0]["meta"]["shapes_run"] == ["opt", "min", "max"]
 
 
 def test_a_new_cache_takes_trtbuilds_code_facts_from_the_users_own_index(tmp_path, monkeypatch):

@@ -163,6 +163,27 @@ def test_keras_unknown_input_lists_the_models_inputs(tmp_path):
     assert f"{recipe}:4: inputs.images: the Keras model has no input 'images' (its inputs: 'image')" in refused(recipe)
 
 
+def test_keras_session_tensor_name_says_which_name_the_saved_model_has(tmp_path):
+    import keras
+
+    keras.backend.clear_session()  # Keras numbers the names it gives ("input_layer_1") per session
+    try:
+        x = keras.Input((8,))  # no name: model.inputs shows keras_tensor here, the saved model input_layer
+        model = keras.Model(x, keras.layers.Dense(2)(x))
+        session_name = model.inputs[0].name
+        assert session_name.startswith("keras_tensor")
+        model.save(str(tmp_path / "model.keras"))
+    finally:
+        keras.backend.clear_session()
+    recipe = tmp_path / "model.yaml"
+    recipe.write_text(f"name: model\nsource: {{framework: keras, path: model.keras}}\ninputs:\n"
+                      f"  {session_name}: {{shape: [1, 8]}}\n" + ENGINE)
+    error = refused(recipe)
+    assert (f"{recipe}:4: inputs.{session_name}: the Keras model has no input {session_name!r} (its "
+                            "inputs: 'input_layer'): 'keras_tensor...' is what model.inputs shows in the session that "
+                            "built the model, and it is not saved") in error
+
+
 @pytest.mark.parametrize("kind", MODELS)
 def test_a_batch_the_model_fixes_is_kept_and_a_range_refused(tmp_path, kind):
     """tf2onnx's shape_override would replace the fixed batch of 1 and build an engine that fails at batch 4."""

@@ -86,7 +86,8 @@ def test_fp16_and_int8_bert_build_and_pass_the_gate_int8_on_all_20_calibration_f
     assert step(report, "export")["status"] == "cached"  # the fp16 build's export
     assert step(report, "engine")["status"] == "built"
     precision = step(report, "precision")["meta"]
-    assert precision["calibration"] == {"batches": 20, "samples": 40, "batches_asked": None}
+    assert precision["calibration"] == {"batches": 20, "samples": 40, "batches_asked": None,
+                                        "shapes": {"attention_mask": [[2, 2], [16, 16]], "input_ids": [[2, 2], [16, 16]]}}
     assert precision["quantize_nodes"] > 0
     assert gate_error(report) < 0.1
     # BERT's Range stops ONNX Runtime's symbolic shape inference, which saves its partial model into the
@@ -140,7 +141,8 @@ def test_calibration_reads_all_files_unless_batches_limits_it_and_keys_only_what
     code, report = project.build()
     assert code == 0
     meta = step(report, "precision")["meta"]
-    assert meta["calibration"] == {"batches": 3, "samples": 6, "batches_asked": 3}
+    assert meta["calibration"] == {"batches": 3, "samples": 6, "batches_asked": 3,
+                                   "shapes": {"x": [[2, 2], [3, 3], [16, 16], [16, 16]]}}
     assert "2 file(s) the glob matches were not used (remove `batches`" in meta["warnings"][0]
     assert "were not used" in capsys.readouterr().err
     np.save(project.root / "calib" / "b4.npy", np.zeros((2, 3, 16, 16), np.float32))  # never read: not keyed

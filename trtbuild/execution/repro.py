@@ -131,7 +131,13 @@ constant |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.o
 # onnx-simplifier, which may fold them
 passed = {n.name for n in model.graph.node
           if n.domain not in ("", "ai.onnx", "ai.onnx.ml") or all(i in constant for i in n.input if i)}
-refused = 0
+# nodes in the ONNX domain whose op ONNX does not define (tf2onnx's unconverted TensorFlow ops): no backend
+# imports them (an op named like a TensorRT plugin, *_TRT, is left to the engine step)
+foreign = [n for n in model.graph.node if n.domain in ("", "ai.onnx", "ai.onnx.ml") and not n.op_type.endswith("_TRT")
+           and not onnx.defs.has(n.op_type, n.domain if n.domain == "ai.onnx.ml" else "")]
+for n in foreign:
+    print(f"node {n.name!r} ({n.op_type}): not an ONNX op")
+refused = len(foreign)
 for backend in PARAMS["backends"]:
     trt = importlib.import_module(BACKEND_MODULES[backend])
     logger = trt.Logger(trt.Logger.INTERNAL_ERROR)

@@ -111,13 +111,21 @@ def _name_problem(name: str, known: dict, where: str, kind: str) -> str:
     return f"{where}: the serving signature has no {kind} {name!r} (its {kind}s: {_listing(known)})"
 
 
+# Keras 3 names a tensor "keras_tensor..." in the session that builds the model; the saved model's inputs
+# carry their InputLayer's name ("input_layer" unless keras.Input(name=...) gave one)
+_SESSION_NAME = (": 'keras_tensor...' is what model.inputs shows in the session that built the model, and it is not "
+                 "saved; a loaded model's inputs are named after their InputLayer (model.layers[0].name, "
+                 "'input_layer' unless keras.Input(name=...) named it)")
+
+
 def keras_io(model, spec: ModelSpec) -> dict[str, ModelInput]:
     model_inputs = {}
     for t in model.inputs:
         name = t.name.split(":")[0]
         model_inputs[name] = ModelInput(name, getattr(t.dtype, "name", t.dtype), list(t.shape))
     problems = [f"{spec.at(f'inputs.{n}')}: inputs.{n}: the Keras model has no input {n!r} "
-                f"(its inputs: {_listing(model_inputs)})" for n in spec.inputs if n not in model_inputs]
+                f"(its inputs: {_listing(model_inputs)}){_SESSION_NAME if n.startswith('keras_tensor') else ''}"
+                for n in spec.inputs if n not in model_inputs]
     if problems:
         fail(problems)
     return model_inputs

@@ -113,7 +113,7 @@ def torch_export(model, spec: ModelSpec):
 
 def dynamic_shapes(spec: ModelSpec) -> tuple:
     """Flat takes *inputs: one tuple of per-input dims. Dynamic without a range: the range is the
-    engine's optimization profile, so a new max rebuilds the engine alone."""
+    engine's optimization profile, so a new max exports the same ONNX model."""
     return (tuple({i: torch.export.Dim.DYNAMIC for i, d in enumerate(s["shape"]) if d == -1}
                   for s in spec.inputs.values()),)
 
@@ -179,9 +179,14 @@ def refusal(exc: BaseException, spec: ModelSpec) -> str:
         if int(index) >= len(names):
             continue
         name = names[int(index)]
-        problems.append(f"{spec.at(f'inputs.{name}')}: inputs.{name}: the model fixes dim {dim} at {size} "
-                        "(torch.export traced it as a constant), but the recipe makes it dynamic: make it "
-                        f"{size} in min, opt and max, or change the model so that it takes any size there")
+        head = (f"{spec.at(f'inputs.{name}')}: inputs.{name}: the model fixes dim {dim} at {size} "
+                "(torch.export traced it as a constant), but the recipe makes it dynamic: ")
+        if size == "1" and spec.inputs[name]["opt"][int(dim)] == 1:  # torch's size-1 specialisation of the example
+            problems.append(head + f"1 is its size at opt, and torch fixes a dynamic dim whose example size is 1: "
+                            f"make opt of dim {dim} 2 or more (the export traces at opt)")
+            continue
+        problems.append(head + f"make it {size} in min, opt and max, or change the model so that it takes any "
+                        "size there")
     return "\n".join(problems)
 
 

@@ -6,6 +6,8 @@ Imported by trtbuild.frontends.pytorch inside its functions, so torch loads only
 
 from __future__ import annotations
 
+import linecache
+import re
 import sys
 import traceback
 import warnings
@@ -13,13 +15,44 @@ from pathlib import Path
 
 import torch
 
-from trtbuild.errors import StepError
+from trtbuild.errors import StepError, first_line
 from trtbuild.frontends import ModelSpec, torch_dims
 from trtbuild.store import hashing
 
 
 def export(model, spec: ModelSpec, out: Path) -> dict:
-    """The exporter the recipe and model call for, and what it reports; under torch.no_grad()."""
+    """The exporter the recipe and model call for, and what it reports; under torch.no_grad(). The
+    TorchScript tracer's warnings about sizes become the step's warnings (the log gets every warning)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            meta = _export(model, spec, out)
+        finally:
+            for w in caught:
+                print(warnings.formatwarning(w.message, w.category, w.filename, w.lineno), end="", file=sys.stderr)
+    sizes = size_warnings(caught)
+    return meta | ({"warnings": sizes} if sizes else {})
+
+
+_SIZE_WORDS = re.compile(r"shape|size|len\(|numel|dim")
+
+
+def size_warnings(caught, most: int = 5) -> list[str]:
+    """The tracer's warnings whose message or line of code names a size: the trace may have fixed it."""
+    found = {}
+    for w in caught:
+        if not issubclass(w.category, torch.jit.TracerWarning):
+            continue
+        code = linecache.getline(w.filename, w.lineno).strip()
+        if (w.filename, w.lineno) not in found and _SIZE_WORDS.search(f"{code} {w.message}"):
+            found[w.filename, w.lineno] = (f"the TorchScript trace took a size as a Python value at "
+                                           f"{Path(w.filename).name}:{w.lineno} (`{code[:120]}`): the ONNX model "
+                                           f"keeps what it was at opt ({first_line(w.message).split('. ')[0][:160]})")
+    lines = list(found.values())
+    return lines[:most] + ([f"{len(lines) - most} more such tracer warnings in the log"] if len(lines) > most else [])
+
+
+def _export(model, spec: ModelSpec, out: Path) -> dict:
     meta = {"torch": torch.__version__}
     if model.program is not None:
         _dynamo(model.program, spec, out, model.program_names)
@@ -110,8 +143,8 @@ def _traced_warnings(model, spec: ModelSpec, out: Path, shapes: dict[str, list[i
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _torchscript(model, spec, out, shapes)
-    for w in caught:
-        print(warnings.formatwarning(w.message, w.category, w.filename, w.lineno), end="", file=sys.stderr)
+    for w in caught:  # on to export()'s record
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return [str(w.message) for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
 
 
@@ -160,7 +193,8 @@ def _torchscript(model, spec: ModelSpec, out: Path, shapes: dict[str, list[int]]
 
 
 def _order_outputs(out: Path, names: list[str]) -> None:
-    """Put the ONNX graph's outputs in `names` order (an ExportedProgram keeps the order it returns)."""
+    """Put the ONNX graph's outputs in `names` order, leaving out the others (an ExportedProgram keeps the
+    order it returns, and all it returns)."""
     import onnx
 
     model = onnx.load(str(out), load_external_data=False)

@@ -60,7 +60,8 @@ def flatten(model, spec: ModelSpec, example: tuple, program=None, keywords: list
     _check_tensors(result, paths, spec)
     names = [_name(result, p) for p in paths]
     order, final = _apply_recipe_names(result, names, spec)
-    program_names = [final[order.index(i)] for i in range(len(paths))]
+    # an ExportedProgram is exported with all its outputs, then those not picked are dropped
+    program_names = [final[order.index(i)] if i in order else names[i] for i in range(len(paths))]
     return Flat(model, [paths[i] for i in order], final, program, program_names, keywords)
 
 
@@ -96,21 +97,28 @@ def _check_tensors(result, paths: list[KeyPath], spec: ModelSpec) -> None:
 
 
 def _apply_recipe_names(result, names: list[str], spec: ModelSpec) -> tuple[list[int], list[str]]:
-    """The export order (indices into `names`) and the final names, from source.outputs if given:
-    a dict's outputs are chosen and ordered by key; other outputs are renamed by position."""
+    """The export order (indices into `names`) and the final names, from source.outputs if given: outputs
+    are picked and ordered by name (a dict's keys, or the default names of a tuple's, "output_1_0"); as
+    many names as a tuple has tensors, not all of them its own, rename its outputs by position."""
     wanted = list(spec.outputs)
     if not wanted:
         return list(range(len(names))), names
     at = f"{spec.at('source.outputs')}: source.outputs"
-    if isinstance(result, dict):
-        if sorted(wanted) != sorted(names):
-            raise StepError(f"{at}: {wanted} must name each output the model returns exactly once; "
-                            f"it returns a dict with {names}", user_error=True)
+    twice = [n for n in dict.fromkeys(wanted) if wanted.count(n) > 1]
+    if twice:
+        raise StepError(f"{at}: {twice[0]!r} is named twice; name each output once", user_error=True)
+    if all(n in names for n in wanted):
         return [names.index(n) for n in wanted], wanted
+    if isinstance(result, dict):
+        unknown = [n for n in wanted if n not in names]
+        verb = "is not an output" if len(unknown) == 1 else "are not outputs"
+        raise StepError(f"{at}: {', '.join(map(repr, unknown))} {verb} of the model; it returns a dict with "
+                        f"{names}: name some of those, in the order wanted", user_error=True)
     if len(wanted) != len(names):
         kind = "one tensor" if names == ["output"] else f"a {type(result).__name__} of {len(names)} tensors"
         raise StepError(f"{at}: {len(wanted)} names for {len(names)} outputs: the model returns {kind} "
-                        f"({', '.join(names)})", user_error=True)
+                        f"({', '.join(names)}): name them all (new names, by position), or pick some by those names",
+                        user_error=True)
     return list(range(len(names))), wanted
 
 

@@ -19,6 +19,8 @@ from trtbuild.backends import backend as backend_module
 from trtbuild.backends.gpu import remember_in
 from trtbuild.planning.sources import (distribution_of, glob_files, module_file, onnx_files, package_folder,
                                        tree_files, user_imports)
+from trtbuild.planning.profiles import engine_profiles, profile_opts, warn_uncalibrated, with_profile_ranges
+from trtbuild.planning.profiles import ranges as shape_ranges
 from trtbuild.steps import load_kind
 from trtbuild.steps.export import ONNX_FILES
 from trtbuild.steps.simplify import files_too_large
@@ -124,7 +126,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
     inputs = {name: _input_params(spec, default_dtype) for name, spec in recipe.inputs.items()}
     profiles = engine_profiles(recipe)
     if profiles:  # the steps that run the model once do so at the first profile's opt shapes
-        inputs = _with_profile_ranges(inputs, profiles, default_dtype)
+        inputs = with_profile_ranges(inputs, profiles, default_dtype)
     steps: list[Step] = []
 
     parity_data = {"data": _files([loaded.resolve(recipe.parity.data)])} if recipe.parity.data else {}
@@ -133,7 +135,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         model: SourceFiles | Step | Pick = _files(onnx_files(loaded.source_path(), cache.stat_cache, loaded.where(
             "source", "path"), recipe.source.allow_outside_files))
     else:
-        export = _export_step(loaded, inputs, out, parity_data, cache)
+        export = _export_step(loaded, inputs, out, parity_data, cache, shape_ranges(inputs, profiles))
         steps.append(export)
         model = Pick(export, ONNX_FILES)  # not reference.npz: float noise there must not rebuild anything
 
@@ -173,15 +175,18 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
     # Lossy precisions are judged by relative L2 error against fp32, in the gate and in verify.
     limit = recipe.precision.max_relative_error or DEFAULT_MAX_RELATIVE_ERROR.get(recipe.engine.precision)
     if recipe.engine.precision in TRANSFORMED_PRECISIONS:
-        precision = _precision_step(loaded, _read(inputs, *AT_OPT), model, out, cache, after=[check])
+        precision = _precision_step(loaded, _read(inputs, *AT_OPT), model, out, cache, after=[check],
+                                    ranges=shape_ranges(inputs, profiles))
         accuracy = Step(loaded, "accuracy", load_kind("accuracy"),
                         {"inputs": _read(inputs, *AT_OPT), "precision": recipe.engine.precision,
                          "max_relative_error": limit,
-                         "seed": recipe.parity.seed, "profiles": _profile_opts(profiles)},
+                         "seed": recipe.parity.seed, "profiles": profile_opts(profiles),
+                         "ranges": shape_ranges(inputs, profiles) if recipe.engine.precision in QUANTIZED_PRECISIONS
+                         else None},
                         {"fp32": model, "model": precision} | parity_data, out / recipe.engine.precision, after=[check])
         steps += [precision, accuracy]
         gates.append(accuracy)
-        model = precision
+        model = Pick(precision, ONNX_FILES)  # not its calibration-shapes.json: the same model, the same engine
     for spec, target, cannot_build in resolved:
         if recipe.engine.precision == "fp8":
             cannot_build = cannot_build or _fp8_unsupported(loaded, spec, target)
@@ -206,7 +211,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
                          "float_noise": recipe.parity.max_relative_error if limit is None else None,
                          "outputs": {} if limit is not None else
                          {n: t.model_dump(exclude_none=True) for n, t in sorted(recipe.parity.outputs.items())},
-                         "profiles": _profile_opts(profiles)}
+                         "profiles": profile_opts(profiles)}
         verify = Step(loaded, "verify", load_kind("verify"), verify_params,
                       {"plan": Pick(engine, ("model.plan",)), "onnx": fp32_model} | parity_data, folder, target,
                       context=runs_on, skip_reason=cannot_build or cannot_run)
@@ -250,7 +255,8 @@ def _refused_precision(loaded: LoadedRecipe, spec: str, target: Target) -> None:
                            f"(target {spec!r}): {why}"])
 
 
-def _precision_step(loaded: LoadedRecipe, inputs: dict, model, out: Path, cache: Cache, after: list[Step]) -> Step:
+def _precision_step(loaded: LoadedRecipe, inputs: dict, model, out: Path, cache: Cache, after: list[Step],
+                    ranges: list[dict] | None) -> Step:
     recipe, options = loaded.recipe, loaded.recipe.precision
     precision = recipe.engine.precision
     files: dict[str, SourceFiles | Step | Pick] = {"model": model}
@@ -264,6 +270,7 @@ def _precision_step(loaded: LoadedRecipe, inputs: dict, model, out: Path, cache:
         if cal.data:
             found = sorted({p.resolve() for p in loaded.file.parent.glob(cal.data) if p.is_file()})
             read = _calibration_read(loaded, found, cal.batches, inputs)
+            warn_uncalibrated(cache.warn, loaded.where("precision", "calibration", "data"), read, inputs, ranges)
             files["calibration"] = SourceFiles(read[0], tuple(read), beside_main=False)  # named by path
             context["calibration_files"] = [str(p) for p in read]
             context["calibration_unread"] = len(found) - len(read)
@@ -311,7 +318,8 @@ def fp16_converter(precision: str) -> str:
     return "ort-float16"
 
 
-def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dict, cache: Cache) -> Step:
+def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dict, cache: Cache,
+                 ranges: list[dict] | None) -> Step:
     recipe, source = loaded.recipe, loaded.recipe.source
     require(source.framework)
     search = [loaded.resolve(p) for p in source.python_path]
@@ -344,6 +352,7 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dic
         "outputs": source.outputs, "inputs_as_nchw": source.inputs_as_nchw,
         "input_order": list(inputs),  # PyTorch binds a lone input, or a TorchScript model's, by position
         "reference": {"seed": parity.seed} if parity.enabled else None,
+        "ranges": ranges,  # a new min or max reruns the export: it runs the model there
     }
     return Step(loaded, "export", load_kind("export"), params, files, out,
                 context={"python_path": [str(p) for p in search], "where": _where(loaded)})
@@ -358,36 +367,9 @@ def _input_params(spec, default_dtype: str | None) -> dict:
     return {"dtype": spec.dtype or default_dtype, "shape": spec.dims, "min": lo, "opt": mid, "max": hi}
 
 
-def engine_profiles(recipe) -> list[dict] | None:
-    """The recipe's `profiles` as engine parameters: [{name, inputs: {INPUT: {min, opt, max}}}] in index order."""
-    if not recipe.profiles:
-        return None
-    return [{"name": p.name, "inputs": {n: {"min": s.min, "opt": s.opt, "max": s.max} for n, s in p.inputs.items()}}
-            for p in recipe.profiles]
-
-
-def _profile_opts(profiles: list[dict] | None) -> list[dict] | None:
-    """What steps that run the model at each profile's opt shapes read of the profiles (a new min or max
-    rebuilds the engine alone)."""
-    return [{"name": p["name"], "opt": {n: s["opt"] for n, s in p["inputs"].items()}} for p in profiles] if profiles else None
-
-
-def _with_profile_ranges(inputs: dict, profiles: list[dict], default_dtype: str | None) -> dict:
-    """Input params whose min / opt / max are the first profile's; an input only the profiles name gets
-    -1 where its range varies in any profile (the model has its other dims)."""
-    out = dict(inputs)
-    for name, shapes in profiles[0]["inputs"].items():
-        spec = out.get(name) or {"dtype": default_dtype,
-                                 "shape": [lo if all(p["inputs"][name]["min"][i] == p["inputs"][name]["max"][i] == lo
-                                                     for p in profiles) else -1
-                                           for i, lo in enumerate(shapes["min"])]}
-        out[name] = spec | {k: list(shapes[k]) for k in ("min", "opt", "max")}
-    return out
-
-
 def _read(inputs: dict, *fields: str) -> dict:
-    """The part of each input spec a step reads: only that goes into its key (a new max rebuilds the engine
-    alone; a step that runs the model at its opt shape reruns when opt changes)."""
+    """The part of each input spec a step reads: only that goes into its key (a new max rebuilds the engine,
+    not what runs the model at opt; a step that runs the model at its opt shape reruns when opt changes)."""
     return {name: {f: spec[f] for f in fields} for name, spec in inputs.items()}
 
 

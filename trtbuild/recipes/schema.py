@@ -56,7 +56,8 @@ class Source(_Strict):
         default_factory=list, description="Globs (relative to the recipe) of further files the model's code depends on."
     )
     outputs: list[str] = Field(
-        default_factory=list, description="Output tensor names: ONNX output names for pytorch; "
+        default_factory=list, description="Output tensor names: for pytorch, the outputs to keep and their order, "
+        "by name (a dict's keys, a tuple's default names), or new names for all of a tuple's by position; "
         "required for a TF1 frozen graph ('logits:0')."
     )
     allow_outside_files: bool = Field(

@@ -15,7 +15,7 @@ from trtbuild.steps import Job, Reads, at_each_profile
 
 NAME = "accuracy"
 MAIN_OUTPUT = "accuracy.json"
-READS = Reads(params=("inputs", "precision", "max_relative_error", "seed", "profiles"),
+READS = Reads(params=("inputs", "precision", "max_relative_error", "seed", "profiles", "ranges"),
               files=("fp32", "model", "data"), context=())
 IMPORTS = ("numpy", "onnx", "onnxruntime")  # a spare worker loads these before this step comes
 
@@ -43,17 +43,38 @@ def run(job: Job) -> dict:
         found = compare(names, expected, actual, atol=0.0, rtol=0.0, max_rel_l2=limit)
         rows += [r | {"profile": name} for r in found] if name is not None else found
     result = {"precision": job.params["precision"], "max_relative_error": limit, "outputs": rows}
-    if not all(r["ok"] for r in rows):
+    outside = uncalibrated(job.inputs["model"].parent, job.params.get("ranges"))
+    failed = [r for r in rows if not r["ok"]]
+    if failed:
+        worst = failed[0]
+        at = f" at profile {worst['profile']!r}" if "profile" in worst else ""
+        error = f"relative error {worst['rel_l2']:.3g}" if worst.get("rel_l2") is not None else worst.get("error")
+        # the first line stands alone (the run's recap shows it): which output, where, and what to do
         raise StepError(
-            f"{job.params['precision']} model is less accurate than allowed (relative error > {limit}; "
-            f"raise precision.max_relative_error or keep sensitive ops in fp32 with precision.keep_fp32):\n"
+            f"{job.params['precision']} model is less accurate than allowed: output {worst['output']!r}{at}, "
+            f"{error} > {limit}" + (f" ({len(failed) - 1} more below)" if len(failed) > 1 else "")
+            + ("; " + "; ".join(outside) if outside else "")
+            + "; raise precision.max_relative_error or keep sensitive ops in fp32 with precision.keep_fp32\n"
             + format_table(rows, max_rel_l2=limit),
             details={"accuracy": result},
         )
     (job.outdir / MAIN_OUTPUT).write_text(json.dumps(result, indent=2))
     warnings = [f"the accuracy gate proves nothing for it: {what} on the fp32 model; give inputs on which the "
                 "model finds something with parity.data (a .npz keyed by input name)" for what in degenerate(names, expected)]
+    warnings += outside
     return {"accuracy": result, "warnings": warnings}
+
+
+def uncalibrated(folder: Path, ranges: list[dict] | None) -> list[str]:
+    """For an int8 / fp8 model: each profile whose range of a dynamic dim leaves the sizes calibrated (its
+    scales were measured on other shapes: a long sequence's activations may not fit them)."""
+    from trtbuild.models.calibration_files import outside
+    from trtbuild.steps.precision import CALIBRATION_SHAPES
+
+    path = folder / CALIBRATION_SHAPES
+    if not ranges or not path.is_file():
+        return []
+    return outside(ranges, json.loads(path.read_text()))
 
 
 def _bf16_rounded_in_fp32(source: Path, scratch: Path) -> Path:

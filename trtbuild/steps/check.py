@@ -11,6 +11,7 @@ an ONNX model, a model without outputs, and a recipe that does not describe the 
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 from trtbuild.errors import StepError, first_line
 from trtbuild.models.onnx_io import dims, dtype_name, runtime_inputs
@@ -54,6 +55,7 @@ def run(job: Job) -> dict:
             )
     if problems:
         raise StepError("the recipe does not match the model:\n  " + "\n  ".join(problems), user_error=True)
+    _refuse_foreign_ops(model)
     warnings += _backend_support(path, model, job.params["backends"])
 
     io = {
@@ -82,12 +84,19 @@ def _backend_support(path, model, backends: list[str]) -> list[str]:
     inputs_of = {n.name: [i for i in n.input if i] for n in model.graph.node}
     custom = {n.name for n in model.graph.node if n.domain not in _STANDARD_DOMAINS}
     refused, warnings = [], []
+    by_op = {}
+    for node in model.graph.node:
+        by_op.setdefault((node.domain, node.op_type), []).append(node.name)
+    domain_of = {n.name: n.domain for n in model.graph.node}
     for backend in backends:
         nodes = unsupported_nodes(path, backend)
         if nodes is None:
             warnings.append(f"{backend} could not be asked which ops it imports here; its engine step will tell")
             continue
         warnings += unbuildable_nodes(model, backend)
+        # the parser stops at the first node of an op it cannot import: every node of that op is named
+        nodes = [{**n, "node": name} for n in nodes
+                 for name in by_op.get((domain_of.get(n["node"], ""), n["op"]), [n["node"]])]
         seen = set()
         for n in nodes:
             if (n["node"], n["op"]) in seen:
@@ -100,13 +109,45 @@ def _backend_support(path, model, backends: list[str]) -> list[str]:
             if folded:
                 warnings.append(line + "; its inputs are constants, which onnx-simplifier may fold")
             else:
-                refused.append((backend, line))
+                refused.append((backend, line, (n["node"], n["op"])))
     if refused:
-        lines = [line for _, line in refused]
-        fixes = [f"{b}: {fix_for(b)}" for b in dict.fromkeys(b for b, _ in refused)]
-        raise StepError("the engine backend cannot import the model:\n  " + "\n  ".join(lines) + "\n  fix: "
-                        + "\n  fix: ".join(fixes))
+        lines = [line for _, line, _ in refused]
+        fixes = [f"{b}: {fix_for(b)}" for b in dict.fromkeys(b for b, _, _ in refused)]
+        named = dict.fromkeys(node for _, _, node in refused)  # (name, op): once whatever the backends
+        ops = Counter(op for _, op in named)
+        # the first line stands alone (the run's recap shows it): what, how many, and the fix
+        raise StepError(f"the engine backend cannot import {_count(len(named), 'node')} ({_ops(ops)}); fix: "
+                        + "; ".join(fixes) + "\n  " + "\n  ".join(lines))
     return warnings
+
+
+# tf2onnx keeps a TensorFlow op it has no conversion for, as is, in the ONNX domain
+FOREIGN_FIX = ("these are ops the exporter could not convert (tf2onnx keeps a TensorFlow op it has no conversion for "
+               "and lists it as 'Unsupported ops' in the export's log): replace them in the model with ops the "
+               "exporter converts (tf.math.erfc(x) as 1 - tf.math.erf(x), say), or try a newer opset")
+
+
+def _refuse_foreign_ops(model) -> None:
+    """Nodes in the ONNX domain whose op ONNX does not define: no backend's parser imports them (TensorRT
+    would look for a plugin of that name; an op named like one, `*_TRT`, is left to the engine step)."""
+    import onnx
+
+    foreign = [n for n in model.graph.node if n.domain in ("", "ai.onnx", "ai.onnx.ml")
+               and not onnx.defs.has(n.op_type, n.domain if n.domain == "ai.onnx.ml" else "")
+               and not n.op_type.endswith("_TRT")]
+    if foreign:
+        ops = Counter(n.op_type for n in foreign)
+        lines = [f"node {n.name!r} ({n.op_type}): not an ONNX op" for n in foreign]
+        raise StepError(f"the model holds {_count(len(foreign), 'node')} that no engine backend can import, not "
+                        f"being ONNX ops ({_ops(ops)}); fix: {FOREIGN_FIX}\n  " + "\n  ".join(lines))
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'s' if n != 1 else ''}"
+
+
+def _ops(ops: Counter) -> str:
+    return ", ".join(op if n == 1 else f"{op} x{n}" for op, n in ops.items())
 
 
 def _load(path):

@@ -13,10 +13,10 @@ NAME = "export"
 MAIN_OUTPUT = "model.onnx"
 EXTERNAL_DATA = True  # other files: the model's external data
 READS = Reads(params=("framework", "opset", "inputs", "entrypoint", "args", "kwargs", "exporter", "package", "outputs",
-               "inputs_as_nchw", "input_order", "reference"),
+               "inputs_as_nchw", "input_order", "reference", "ranges"),
               files=("model", "checkpoint", "code", "data"), context=("python_path", "where", "weights_only"),
               env=("KERAS_BACKEND", "TF_", "TORCH_", "PYTORCH_"))
-IMPORTS = ("numpy", "onnx")  # a spare worker loads these before this step comes
+IMPORTS = ("numpy", "onnx", "onnxruntime")  # a spare worker loads these before this step comes
 REFERENCE = "reference.npz"
 REFERENCE_ERROR = "reference-error.txt"  # instead of REFERENCE, when the framework's run failed
 OPTIONAL_OUTPUTS = (REFERENCE, REFERENCE_ERROR)
@@ -27,6 +27,8 @@ FRESH_PROCESS = True  # it imports the user's model code and a framework
 
 def tools(params: dict) -> tuple[str, ...]:
     found = TOOLS[params["framework"]]
+    if params.get("ranges"):
+        found += ("onnxruntime",)  # it runs the model at every profile's min / opt / max
     if params.get("exporter") in ("dynamo", "auto"):
         found += ("onnxscript", "onnx-ir")  # the dynamo exporter writes the model through onnx-ir
     if params.get("package"):  # e.g. torchvision for "torchvision.models:resnet50"
@@ -36,7 +38,8 @@ def tools(params: dict) -> tuple[str, ...]:
 
 def preload(params: dict) -> tuple[str, ...]:
     """What the worker imports before it starts watching what the user's code reads."""
-    return PRELOAD[params["framework"]] + ((params["package"],) if params.get("package") else ())
+    return (PRELOAD[params["framework"]] + ((params["package"],) if params.get("package") else ())
+            + (("onnxruntime",) if params.get("ranges") else ()))
 
 
 FRAMEWORK_ENV = {"pytorch": ("TORCH_", "PYTORCH_"), "tensorflow": ("TF_",),
@@ -72,6 +75,9 @@ def run(job: Job) -> dict:
         meta = _export(job, framework, model, spec, out)
         if fallback:
             meta["weights_only"] = {"fallback": fallback}
+    if job.params.get("ranges"):
+        spec.inputs = complete_inputs(out, spec.inputs)  # dtypes and inputs the recipe left to the model
+        meta["shapes_run"] = _run_at_every_shape(job, spec, framework, model, out)
     if reference is None:
         return meta
     if outputs is None:
@@ -85,6 +91,18 @@ def run(job: Job) -> dict:
             return meta
     save_reference(job.outdir / REFERENCE, *outputs)
     return meta  # the model's opset and I/O: the check step's report, which loads it anyway
+
+
+def _run_at_every_shape(job: Job, spec: ModelSpec, framework, model, out) -> list[str]:
+    """The exported model in ONNX Runtime at every profile's min / opt / max, and against the framework
+    there where its outputs are wanted: a shape the model cannot serve is a recipe error, not an engine."""
+    from trtbuild.models import shape_runs
+
+    reference = job.params["reference"]
+    predict = (lambda feeds: framework.predict(model, spec, feeds)) if reference is not None else None
+    seed = reference["seed"] if reference is not None else 0
+    return shape_runs.check(out, spec.inputs, job.params["ranges"], seed, spec.data, spec.at, predict,
+                            traced_at_opt=spec.framework == "pytorch")
 
 
 def _export(job: Job, framework, model, spec: ModelSpec, out) -> dict:

@@ -4,6 +4,7 @@ calibrated on data (ONNX Runtime quantization, QDQ format)."""
 
 from __future__ import annotations
 
+import json
 import traceback
 from collections import Counter
 from pathlib import Path
@@ -17,6 +18,8 @@ from trtbuild.steps import Job, Reads
 NAME = "precision"
 MAIN_OUTPUT = "model.onnx"
 EXTERNAL_DATA = True  # files besides MAIN_OUTPUT: the model's external data
+CALIBRATION_SHAPES = "calibration-shapes.json"  # int8 / fp8: each input's [smallest, largest] size per dim calibrated
+OPTIONAL_OUTPUTS = (CALIBRATION_SHAPES,)
 READS = Reads(params=("precision", "converter", "keep_io_types", "keep_fp32", "calibration", "inputs"),
               files=("model", "calibration"),
               context=("calibration_files", "calibration_unread", "python_path", "where"))
@@ -140,6 +143,7 @@ def _quantize(source: Path, out: Path, job: Job, ops_to_keep, nodes_to_keep, mod
         _store_weights_in_fp8(quantized)
         save_onnx(quantized, out)
     used = _calibration_used(batches, job.params["calibration"]["batches"], leftover)
+    (job.outdir / CALIBRATION_SHAPES).write_text(json.dumps(used["calibration"]["shapes"]))
     if notes:
         used["warnings"] = notes + used.get("warnings", [])
     return used
@@ -171,7 +175,9 @@ def _calibration_used(batches: list[dict], asked: int | None, leftover: str | No
     """What calibration used, for the report; a warning when the data gave fewer batches than asked,
     or more than `batches` lets it use."""
     samples = sum(len(next(iter(batch.values()))) for batch in batches)
-    used = {"calibration": {"batches": len(batches), "samples": samples, "batches_asked": asked}}
+    shapes = {name: [[min(b[name].shape[d] for b in batches), max(b[name].shape[d] for b in batches)]
+                     for d in range(batches[0][name].ndim)] for name in (batches[0] if batches else {})}
+    used = {"calibration": {"batches": len(batches), "samples": samples, "batches_asked": asked, "shapes": shapes}}
     if asked is not None and len(batches) < asked:
         used["warnings"] = [f"calibration used {len(batches)} batches ({samples} samples), fewer than the "
                             f"{asked} precision.calibration.batches asks for: the data has no more"]
