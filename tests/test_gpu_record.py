@@ -80,6 +80,7 @@ def test_a_new_fingerprint_asks_nvml_again(nvml, monkeypatch):
 
 
 def test_what_the_fingerprint_covers_moves_it(nvml, monkeypatch, tmp_path):
+    monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)  # a GPU host's image sets it (CUDA's libraries)
     before = gpu._fingerprint()
     assert before is not None
     monkeypatch.setenv("LD_LIBRARY_PATH", str(tmp_path))  # where NVML's library is found
