@@ -56,9 +56,10 @@ def build(python: str, recipe: Path, cache: Path, env: dict) -> tuple[float, dic
     return wall, {s["step"]: s for s in json.loads(report.read_text())["steps"]}
 
 
-def export_files(cache: Path, steps: dict) -> int:
+def export_files(cache: Path, steps: dict) -> tuple[int, str]:
+    """How many files the export record lists, and how its reads were observed (`reads_observed`)."""
     record = json.loads(next((cache / "actions").glob(f"*/{steps['export']['key']}.json")).read_text())
-    return len(record.get("discovered", {}).get("files", {}))
+    return len(record.get("discovered", {}).get("files", {})), record.get("meta", {}).get("reads_observed", "?")
 
 
 def export_overhead(work: Path, repeat: int) -> None:
@@ -91,7 +92,8 @@ def noop(work: Path, repeat: int, source: Path) -> None:
     for name, python in setups.items():
         cache = recipes[name].parent / "cache"
         _, steps = build(python, recipes[name], cache, env)
-        counts[name] = export_files(cache, steps)
+        counts[name], observed = export_files(cache, steps)
+        print(f"{name}: {python}; the export's reads observed by: {observed}")
     times: dict[str, list[float]] = {name: [] for name in setups}
     for _ in range(repeat):
         for name, python in setups.items():
