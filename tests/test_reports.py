@@ -95,7 +95,7 @@ def test_every_kind_of_failure_is_in_every_report(tmp_path, recipes):
     kinds = {f["kind"]: f for f in report["failures"]}
     assert set(kinds) == {"recipe", "step"}
     assert "typo.yaml:" in kinds["recipe"]["label"] and "did you mean 'workspace'" in kinds["recipe"]["message"]
-    assert kinds["step"]["label"] == "broken/check" and "node 'det_node' (Det)" in kinds["step"]["message"]
+    assert kinds["step"]["label"] == "broken/check" and "cannot import 1 node (Det)" in kinds["step"]["message"]
     cases = failed_cases(junit)
     assert any(name.startswith("recipes/") and "typo.yaml:" in name for name in cases)
     assert "node 'det_node' (Det)" in cases["broken/check"].text
