@@ -122,3 +122,35 @@ def run_as(project: Project, uid: int, *args: str, umask: int = 0o022, groups=(G
                               env=os.environ | {"HOME": str(home), "PYTHONPATH": str(REPO)}, timeout=300)
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+# A tiny BERT made from its config, saved as a Hugging Face checkpoint, loaded with from_pretrained
+TINY_BERT = """
+import sys, torch
+from transformers import BertConfig, BertModel
+torch.manual_seed(int(sys.argv[1]))
+config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=64, max_position_embeddings=64)
+model = BertModel(config)
+with torch.no_grad():  # trained: no two weights alike (fresh biases are all zero)
+    for p in model.parameters():
+        p.add_(torch.randn_like(p) * 0.05)
+model.save_pretrained(sys.argv[2])
+"""
+FROM_PRETRAINED = ("from pathlib import Path\nfrom transformers import BertModel\n\n\n"
+                   "def build():\n    return BertModel.from_pretrained(Path(__file__).with_name('ckpt'))\n")
+
+
+def save_tiny_bert(folder: Path, seed: int) -> None:
+    """A checkpoint in `folder`/ckpt: the same seed writes the same bytes, another seed retrains it."""
+    subprocess.run([sys.executable, "-c", TINY_BERT, str(seed), str(folder / "ckpt")], check=True, capture_output=True)
+
+
+def tiny_bert_recipe(folder: Path, inputs: dict, **more) -> Path:
+    """net.py loading `folder`/ckpt with from_pretrained, and its recipe (BertModel's two outputs)."""
+    (folder / "net.py").write_text(FROM_PRETRAINED)
+    (folder / "net.yaml").write_text(json.dumps({
+        "name": "bert", "source": {"framework": "pytorch", "entrypoint": "net:build",
+                                   "outputs": ["last_hidden_state", "pooler_output"]},
+        "inputs": inputs, "engine": {"backend": "tensorrt-rtx", "optimization_level": 0}, **more}))
+    return folder / "net.yaml"

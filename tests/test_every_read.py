@@ -5,6 +5,7 @@ record, digested when read, under a label that is unique and portable; what does
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import needs
+from helpers import save_tiny_bert, tiny_bert_recipe
 from trtbuild.store import syscall_filter
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(syscall_filter.unavailable()),
@@ -47,32 +49,14 @@ def export_record(cache: Path, steps: dict) -> dict:
     return json.loads(next((cache / "actions").glob(f"*/{steps['export']['key']}.json")).read_text())
 
 
-BERT_CHECKPOINT = """
-import sys, torch
-from transformers import BertConfig, BertModel
-torch.manual_seed(int(sys.argv[1]))
-config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                    intermediate_size=64, max_position_embeddings=64)
-BertModel(config).save_pretrained(sys.argv[2])
-"""
 
 
 def test_a_retrained_hugging_face_checkpoint_rebuilds_and_an_identical_one_does_not(tmp_path):
     needs("transformers")
-
-    def save(seed: int) -> None:
-        subprocess.run([sys.executable, "-c", BERT_CHECKPOINT, str(seed), str(tmp_path / "ckpt")], check=True,
-                       capture_output=True)
-
+    save = functools.partial(save_tiny_bert, tmp_path)
     save(0)
-    (tmp_path / "net.py").write_text("from pathlib import Path\nfrom transformers import BertModel\n\n\n"
-                                     "def build():\n    return BertModel.from_pretrained(Path(__file__).with_name('ckpt'))\n")
-    (tmp_path / "net.yaml").write_text(json.dumps({
-        "name": "bert", "source": {"framework": "pytorch", "entrypoint": "net:build",
-                                   "outputs": ["last_hidden_state", "pooler_output"]},
-        "inputs": {"input_ids": {"dtype": "int64", "shape": [2, 16]},
-                   "attention_mask": {"dtype": "int64", "shape": [2, 16]}},
-        "onnx": {"opset": 17}, "engine": ENGINE}))
+    tiny_bert_recipe(tmp_path, {"input_ids": {"dtype": "int64", "shape": [2, 16]},
+                                "attention_mask": {"dtype": "int64", "shape": [2, 16]}}, onnx={"opset": 17})
     code, first, err = cli(tmp_path / "net.yaml")
     assert code == 0, err
     record = export_record(tmp_path / "cache", first)

@@ -5,6 +5,7 @@ export; parity with the framework holds and the engine is rebuilt. Weights that 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import needs
+from helpers import save_tiny_bert, tiny_bert_recipe
 from trtbuild.planning import weights
 from trtbuild.store import syscall_filter
 
@@ -49,18 +51,6 @@ def assert_weights_only(first: dict, second: dict) -> None:
     assert plan_digest(second) != plan_digest(first)
 
 
-BERT_CHECKPOINT = """
-import sys, torch
-from transformers import BertConfig, BertModel
-torch.manual_seed(int(sys.argv[1]))
-config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                    intermediate_size=64, max_position_embeddings=64)
-model = BertModel(config)
-with torch.no_grad():  # trained: no two weights alike (fresh biases are all zero)
-    for p in model.parameters():
-        p.add_(torch.randn_like(p) * 0.05)
-model.save_pretrained(sys.argv[2])
-"""
 
 
 @pytest.mark.slow
@@ -68,21 +58,11 @@ model.save_pretrained(sys.argv[2])
                     reason=f"system calls not watched here: {syscall_filter.unavailable()}")
 def test_a_retrained_bert_checkpoint_takes_the_last_graph_without_a_new_export(tmp_path):
     needs("transformers")
-
-    def save(seed: int) -> None:
-        subprocess.run([sys.executable, "-c", BERT_CHECKPOINT, str(seed), str(tmp_path / "ckpt")], check=True,
-                       capture_output=True)
-
+    save = functools.partial(save_tiny_bert, tmp_path)
     save(0)
-    (tmp_path / "net.py").write_text("from pathlib import Path\nfrom transformers import BertModel\n\n\n"
-                                     "def build():\n    return BertModel.from_pretrained(Path(__file__).with_name('ckpt'))\n")
-    (tmp_path / "net.yaml").write_text(json.dumps({
-        "name": "bert", "source": {"framework": "pytorch", "entrypoint": "net:build",
-                                   "outputs": ["last_hidden_state", "pooler_output"]},
-        "inputs": {"input_ids": {"dtype": "int64", "shape": [-1, 16], "min": [1, 16], "opt": [2, 16], "max": [4, 16]},
-                   "attention_mask": {"dtype": "int64", "shape": [-1, 16], "min": [1, 16], "opt": [2, 16],
-                                      "max": [4, 16]}},
-        "engine": ENGINE}))
+    tiny_bert_recipe(tmp_path, {
+        "input_ids": {"dtype": "int64", "shape": [-1, 16], "min": [1, 16], "opt": [2, 16], "max": [4, 16]},
+        "attention_mask": {"dtype": "int64", "shape": [-1, 16], "min": [1, 16], "opt": [2, 16], "max": [4, 16]}})
     code, first, err = cli(tmp_path / "net.yaml")
     assert code == 0, err
     assert first["export"]["meta"]["exporter"] == "dynamo" and "graph-template.onnx" in first["export"]["outputs"]
