@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from importlib.machinery import PathFinder
 from pathlib import Path
 
-from trtbuild.store.fsutil import loads_bounded
+from trtbuild.store.fsutil import loads_bounded, read_record_stat
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the trtbuild package
 _INDEX_VERSION = 2  # 2: {facts, walks}
@@ -251,38 +251,18 @@ _MOST = 16 << 20  # an index is ~100 KB: anything far larger is not one
 
 
 def _read_trusted(path: Path):
-    """An index file's JSON, if only this user can have written it, else None: a regular file (not a link,
-    FIFO or device; opened without blocking) of this user's that no one else can write, either by its
-    mode or because its folder is closed to them (the per-user folder, 0700)."""
+    """An index file's JSON, if only this user can have written it, else None: fsutil's bounded read of a
+    regular file (not a link, FIFO or device), owned by this user and writable by no one else, either by
+    its mode or because its folder is closed to them (the per-user folder, 0700)."""
+    from trtbuild.store.private import alone
+
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not (_mine(st) and (not st.st_mode & 0o022 or _closed(path.parent))) or st.st_size > _MOST:
+        data, st = read_record_stat(path, _MOST)
+        if st.st_uid != os.geteuid() or (st.st_mode & 0o022 and not alone(os.lstat(path.parent))):
             return None
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return loads_bounded(f.read(_MOST + 1))
-    except (OSError, ValueError, RecursionError):
+        return loads_bounded(data)
+    except (OSError, ValueError):
         return None
-    finally:
-        os.close(fd)
-
-
-def _mine(st: os.stat_result) -> bool:
-    import stat
-
-    return stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid()
-
-
-def _closed(folder: Path) -> bool:
-    """Whether no other user can reach files in `folder` (this user's, no access for group or others)."""
-    try:
-        st = os.lstat(folder)
-    except OSError:
-        return False
-    return st.st_uid == os.getuid() and not st.st_mode & 0o077
 
 
 def verified_code(start: str, registries: tuple[str, ...] = ()) -> dict[str, str]:

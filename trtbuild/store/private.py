@@ -32,17 +32,22 @@ def user_folder(root: Path, warn, make: bool = True) -> Path | None:
         st = _make(users, mine) if make else None
     except OSError:
         return None
-    if st is not None and st.st_uid == os.geteuid() and not (stat.S_ISDIR(st.st_mode) and not st.st_mode & 0o077):
+    if st is not None and st.st_uid == os.geteuid() and not alone(st):
         remove_any(mine)  # ours but a link, a file, or opened to others (who may have written in it): made anew
         warn(f"{mine} was {_what(st)}; replaced by a folder of this user's alone")
         st = _make(users, mine)
     if st is None:
         return None
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+    if not alone(st):
         warn(f"{mine} is {_what(st)}, not a folder of this user's alone: its build log and validated recipes are not "
              f"used (remove it: it is made again with mode 0700)")
         return None
     return mine
+
+
+def alone(st: os.stat_result) -> bool:
+    """Whether `st` (an lstat) is a real folder of this user's that no one else can enter or write."""
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
 
 
 def _what(st: os.stat_result) -> str:
