@@ -32,7 +32,8 @@ def run(job: Job) -> dict:
     gpu = use_gpu_of(job)
     target = target_from_dict(job.params["target"])
     # Polygraphy picks its TensorRT module from this variable when first imported.
-    os.environ["POLYGRAPHY_USE_TENSORRT_RTX"] = "1" if backend(target.backend).POLYGRAPHY_RTX else "0"
+    chosen = backend(target.backend)
+    os.environ["POLYGRAPHY_USE_TENSORRT_RTX"] = "1" if chosen.POLYGRAPHY_RTX else "0"
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
     atol, rtol, limit = job.params["atol"], job.params["rtol"], job.params["max_relative_error"]
@@ -53,7 +54,7 @@ def run(job: Job) -> dict:
             if not all(r["ok"] for r in found):
                 label = f"profile {index} ({name})" if name is not None else "the engine"
                 failures.append(f"{label}:\n{format_table(found, atol, rtol, limit)}")
-    result = {"atol": atol, "rtol": rtol, "max_relative_error": limit, "backend": module,
+    result = {"atol": atol, "rtol": rtol, "max_relative_error": limit, "backend": chosen.MODULE,
               "gpu": gpu, "outputs": rows}
     if failures:
         raise StepError("the engine disagrees with ONNX Runtime at " + "\n".join(failures), details={"verify": result})

@@ -4,7 +4,6 @@ delete the objects no record names, out/ of recipes no longer built, and scratch
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import time

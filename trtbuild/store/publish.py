@@ -15,7 +15,6 @@ the copies' stats all match, a publish does nothing (a no-op build writes nothin
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil

@@ -9,7 +9,6 @@ has a deadline, and a run being interrupted ends its calls at once: a stalled re
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import stat
