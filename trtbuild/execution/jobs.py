@@ -33,6 +33,14 @@ def make_job(step: Step, records: dict[Step, dict], workdir: Path, components: d
     return job
 
 
+def needs_own_process(step: Step) -> bool:
+    """A worker of its own, which exits after the step: for kinds that ask for one, steps running the
+    user's code (their system calls are watched: trtbuild.store.syscall_filter), and steps pinned to a GPU
+    (CUDA reads CUDA_VISIBLE_DEVICES once per process)."""
+    return (getattr(step.kind, "FRESH_PROCESS", False) or "python_path" in step.context
+            or "cuda_device" in step.context)
+
+
 def upstream_objects(step: Step, components: dict) -> dict[str, dict[str, str]]:
     """The step's upstream inputs by content, {input name: {file name: digest}}: its key has them."""
     return {name: components["inputs"][name] for name, source in step.inputs.items()

@@ -19,7 +19,7 @@ from trtbuild.steps import outputs_of
 from trtbuild.steps.action import tool_version
 from trtbuild.execution.executor import Executor, Task
 from trtbuild.execution import weights_only
-from trtbuild.execution.jobs import make_job, sources_moved, upstream_objects
+from trtbuild.execution.jobs import make_job, needs_own_process, sources_moved, upstream_objects
 from trtbuild.execution.pool import WorkerPool
 from trtbuild.execution.threads import BuildThreads
 from trtbuild.execution.progress import Progress
@@ -331,11 +331,7 @@ class Runner:
                            checks_sources=getattr(self._executor, "checks_sources", False))
             if reuse:
                 job["context"] = job["context"] | weights_only.context(reuse, self.cache, workdir)
-            # A process of its own for kinds that ask for one, steps importing the user's code, and steps
-            # pinned to a GPU (CUDA reads CUDA_VISIBLE_DEVICES once per process).
-            fresh = (getattr(step.kind, "FRESH_PROCESS", False) or "python_path" in step.context
-                     or "cuda_device" in step.context)
-            task = Task(job, log, isolated=fresh, spare=self._spare_imports(step),
+            task = Task(job, log, isolated=needs_own_process(step), spare=self._spare_imports(step),
                         timeout=self.step_timeout or step.recipe.recipe.step_timeout, label=step.label,
                         objects=upstream_objects(step, components), target=step.target,
                         precision=step.params.get("precision", "fp32"))
