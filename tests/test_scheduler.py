@@ -124,10 +124,11 @@ class MemoryDisk:
 
 class MemoryExecutor:
     """Runs a job by writing its output into the disk's memory; `fail` names steps whose job fails,
-    `hold` steps whose job waits for `release` (or kill_all)."""
+    `hold` steps whose job waits for `release` (or kill_all), `meet` steps that wait for each other."""
 
-    def __init__(self, disk: MemoryDisk, fail=(), hold=(), pause: float = 0.0):
+    def __init__(self, disk: MemoryDisk, fail=(), hold=(), meet=(), pause: float = 0.0):
         self.disk, self.fail, self.hold, self.pause = disk, set(fail), set(hold), pause
+        self.meet, self.barrier = set(meet), threading.Barrier(len(meet) or 1, timeout=2)
         self.ran, self.events, self.running, self.most = [], [], 0, 0
         self.release, self.held, self.killed, self.closed = threading.Event(), threading.Event(), False, False
         self._lock = threading.Lock()
@@ -142,6 +143,8 @@ class MemoryExecutor:
         if step in self.hold:
             self.held.set()
             self.release.wait(2)
+        elif step in self.meet:  # these wait for each other: they run at the same time or not at all
+            self.barrier.wait()
         else:
             time.sleep(self.pause)
         with self._lock:
@@ -274,9 +277,10 @@ def test_jobs_run_independent_steps_together_and_never_a_step_before_its_depende
     disk = MemoryDisk()
     roots = [FakeStep(f"export{i}") for i in range(4)]
     engines = [FakeStep(f"engine{i}", [root]) for i, root in enumerate(roots)]
-    report, executor, _ = run(disk, [*roots, *engines], jobs=2, executor=MemoryExecutor(disk, pause=0.01))
+    executor = MemoryExecutor(disk, meet={"export0", "export1"}, pause=0.005)
+    report, executor, _ = run(disk, [*roots, *engines], jobs=2, executor=executor)
     assert set(statuses(report).values()) == {"built"}
-    assert executor.most == 2  # -j 2: two at a time, never more
+    assert executor.most == 2  # -j 2: two at a time (the first two roots met), never more
     for i in range(4):
         assert executor.events.index(("end", f"export{i}")) < executor.events.index(("start", f"engine{i}"))
     other = MemoryDisk()

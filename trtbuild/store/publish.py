@@ -1,6 +1,6 @@
 """out/<recipe>/: the current outputs of the recipe's steps, all of them, swapped in at once.
 
-What it holds is chosen by the runner (trtbuild.execution.runner): for every step of the recipe and
+What it holds is chosen by the run (trtbuild.execution.shown): for every step of the recipe and
 every target it lists (plus those a run was asked for), the outputs of the step's current key when
 the cache has them, whatever subset the last run built. Each publish writes a fresh directory
 `out/.<recipe>.<id>/` of copies (reflinks on XFS / Btrfs, which cost no second copy on disk; never
