@@ -341,3 +341,16 @@ def test_an_exception_that_is_not_a_stop_kills_the_workers_and_propagates():
     with pytest.raises(SystemExit):
         run(disk, graph(), executor=executor)
     assert executor.killed and disk.stopped and disk.published == []
+
+
+def test_the_memory_disk_is_the_seam_the_real_one_is():
+    """The fake answers what the real Disk answers, with the same arguments: it cannot drift from it."""
+    import inspect
+
+    from trtbuild.execution.disk import CacheDisk, Disk
+
+    def methods(cls) -> dict[str, list[str]]:
+        return {name: list(inspect.signature(fn).parameters) for name, fn in vars(cls).items()
+                if callable(fn) and not name.startswith("_")}
+
+    assert methods(MemoryDisk) == methods(CacheDisk) == methods(Disk)
