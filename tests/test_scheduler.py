@@ -18,7 +18,6 @@ import pytest
 from trtbuild.execution.progress import Progress
 from trtbuild.execution.runner import Runner
 
-
 RECIPE = SimpleNamespace(recipe=SimpleNamespace(name="net", step_timeout=None), file=Path("net.yaml"))
 
 

@@ -4,7 +4,7 @@ step's state entry (what --dry-run and status explain the next change against), 
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from trtbuild.execution.disk import Disk
 from trtbuild.execution.results import StepResult

@@ -11,8 +11,7 @@ from trtbuild.execution.executor import Executor
 from trtbuild.execution.pool import WorkerPool
 from trtbuild.execution.progress import Progress
 from trtbuild.execution.publishing import Publisher
-from trtbuild.execution.results import (  # noqa: F401 (the statuses and results of a run, imported from here)
-    BUILT, CACHED, FAILED, INTERRUPTED, SKIPPED, WOULD_PULL, WOULD_RUN, StepResult)
+from trtbuild.execution.results import INTERRUPTED, StepResult  # noqa: F401 (commands import them from here)
 from trtbuild.execution.schedule import Scheduler
 from trtbuild.execution.staleness import Staleness
 from trtbuild.execution.step_build import StepBuild

@@ -8,7 +8,7 @@ from __future__ import annotations
 import collections
 import queue
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from trtbuild.execution.results import FAILED, INTERRUPTED, SKIPPED, WOULD_RUN, StepResult
 from trtbuild.execution.threads import BuildThreads

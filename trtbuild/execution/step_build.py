@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
+from trtbuild.execution import weights_only
 from trtbuild.execution.disk import Disk
 from trtbuild.execution.executor import Executor, Task
-from trtbuild.execution import weights_only
 from trtbuild.execution.jobs import needs_own_process, upstream_objects
 from trtbuild.execution.publishing import Publisher
 from trtbuild.execution.results import BUILT, FAILED, INTERRUPTED, WOULD_RUN, StepResult
