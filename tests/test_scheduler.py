@@ -353,3 +353,28 @@ def test_the_memory_disk_is_the_seam_the_real_one_is():
                 if callable(fn) and not name.startswith("_")}
 
     assert methods(MemoryDisk) == methods(CacheDisk) == methods(Disk)
+
+
+def test_a_step_another_run_built_while_this_one_waited_for_its_lock_is_taken_from_the_cache():
+    from filelock import Timeout
+
+    disk = MemoryDisk()
+    run(disk, graph())
+    theirs = dict(disk.actions)  # what the other run commits while this one waits
+    disk.actions.clear()
+    waits = []
+
+    class BusyLock:  # held by another run: it commits the step, then lets go
+        def acquire(self, blocking=True, timeout=-1):
+            if not blocking:
+                raise Timeout("step.lock")
+            waits.append(timeout)
+            disk.actions.update(theirs)
+
+        def release(self): pass
+
+    disk.step_lock = lambda key: BusyLock()
+    report, executor, _ = run(disk, graph())
+    assert report["export"] == ("cached", "built by a concurrent run")
+    assert executor.ran == [] and waits == [0.5]  # waited in slices, so a stop can end the wait
+    assert set(statuses(report).values()) == {"cached"}
