@@ -49,11 +49,6 @@ class Scheduler:
         """Run every step once its dependencies are done, filling `results` as steps finish (what an
         interrupted run reports). Ctrl-C or SIGTERM (KeyboardInterrupt): the run stops, every step not
         finished is interrupted, and `interrupted` is set; any other exception stops it and propagates."""
-        blockers = {s: len(s.deps) for s in steps}
-        dependents: dict[Step, list[Step]] = {s: [] for s in steps}
-        for step in steps:
-            for dep in step.deps:
-                dependents[dep].append(step)
         self._finished: queue.Queue = queue.Queue()  # (step, its build's concurrent.futures.Future), from build threads
         self._here: collections.deque = collections.deque()  # (step, result) settled on this thread
         self.unfinished = {s for s in steps if not s.skip_reason}
@@ -62,22 +57,37 @@ class Scheduler:
         # look like a failed step. The main thread handles the signal and kills the workers itself.
         with BuildThreads(self.jobs) as threads:
             try:
-                for step in steps:
-                    if not blockers[step]:
-                        self._start(step, results, threads)
-                while len(results) < len(steps):
-                    step, outcome = self._here.popleft() if self._here else self._finished.get()
-                    results[step] = outcome if isinstance(outcome, StepResult) else outcome.result()
-                    self.unfinished.discard(step)
-                    for after in dependents[step]:
-                        blockers[after] -= 1
-                        if not blockers[after]:
-                            self._start(after, results, threads)
+                self._loop(steps, results, threads)
             except BaseException as exc:
                 self._halt(threads)
                 if not isinstance(exc, KeyboardInterrupt):
                     raise
                 self._interrupted(steps, results)
+
+    def _loop(self, steps: list[Step], results: dict[Step, StepResult], threads: BuildThreads) -> None:
+        blockers = {s: len(s.deps) for s in steps}
+        dependents: dict[Step, list[Step]] = {s: [] for s in steps}
+        for step in steps:
+            for dep in step.deps:
+                dependents[dep].append(step)
+        for step in steps:
+            if not blockers[step]:
+                self._start(step, results, threads)
+        while len(results) < len(steps):
+            step, result = self._next()
+            results[step] = result
+            self.unfinished.discard(step)
+            for after in dependents[step]:
+                blockers[after] -= 1
+                if not blockers[after]:
+                    self._start(after, results, threads)
+
+    def _next(self) -> tuple[Step, StepResult]:
+        """The next step to finish: one settled on this thread first, else the next build to end."""
+        if self._here:
+            return self._here.popleft()
+        step, future = self._finished.get()
+        return step, future.result()
 
     def _start(self, step: Step, results: dict[Step, StepResult], threads: BuildThreads) -> None:
         deps = {d: results[d] for d in step.deps}
