@@ -139,7 +139,7 @@ def test_the_toy_backend_is_a_choice_of_recipes_the_command_line_dag_status_and_
     # Unknown names: the command line's and the recipe's errors list the toy beside the built-in backends.
     run = cli(tmp_path, "rtx.yaml", "--cache-dir", "cache", "--backend", "toy-rtz")
     assert run.returncode == 2
-    assert "'toy-rtz': the backends are tensorrt, tensorrt-rtx, toy-rtx" in run.stderr
+    assert "argument --backend: unknown backend 'toy-rtz': the backends are tensorrt, tensorrt-rtx, toy-rtx" in run.stderr
     recipe["engine"]["backend"] = "toy-rtz"
     (tmp_path / "rtx.yaml").write_text(yaml.safe_dump(recipe | {"name": "rtx"}, sort_keys=False))
     run = cli(tmp_path, "rtx.yaml", "--cache-dir", "cache")

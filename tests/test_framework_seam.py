@@ -163,3 +163,25 @@ def test_the_toy_frameworks_repro_script_reproduces_its_export(toy):
 
     built = steps_of(toy / "report.json")["export"]["outputs"]["model.onnx"]
     assert onnx.load(script.parent / "model.onnx").graph == onnx.load(built).graph
+
+
+def test_one_register_line_makes_a_framework_a_choice_whose_descriptor_plans_the_export(tmp_path, monkeypatch):
+    from trtbuild import api
+    from trtbuild.frontends import registry
+
+    np.savez(tmp_path / "mlp.npz", w1=np.zeros((8, 3), np.float32))
+    (tmp_path / "mlp.yaml").write_text(yaml.safe_dump(RECIPE | {"source": RECIPE["source"] | {"framework": "mlp2"}}))
+    with pytest.raises(api.RecipeError, match=r"mlp.yaml:\d+: source.framework: unknown framework 'mlp2': the "
+                       "frameworks are onnx, pytorch, tensorflow, keras"):
+        api.load(tmp_path / "mlp.yaml")
+
+    monkeypatch.setattr(registry, "REGISTRY", dict(registry.REGISTRY))  # this test's registration only
+    registry.register(registry.Framework("mlp2", "mlp2_module", tools=("numpy", "onnx", "scipy"), default_opset=13,
+                                         input_dtype="float16", env=("MLP2_",)))
+    steps = {s.kind.NAME: s for s in api.plan([tmp_path / "mlp.yaml"], tmp_path / "cache")}
+    export = steps["export"]
+    assert (export.params["framework"], export.params["opset"]) == ("mlp2", 13)
+    assert export.params["inputs"]["x"]["dtype"] == "float16"
+    assert export.kind.tools(export.params) == ("numpy", "onnx", "scipy", "onnxruntime")  # + the runs at each shape
+    assert export.kind.env(export.params) == ("MLP2_",) and export.kind.preload(export.params) == ("onnxruntime",)
+    assert "parity" in steps and "engine" in steps

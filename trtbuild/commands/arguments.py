@@ -50,7 +50,7 @@ def backend_name(text: str) -> str:
     from trtbuild.backends import choices_text, module_name
 
     if text != "auto" and module_name(text) is None:
-        raise argparse.ArgumentTypeError(f"{text!r}: {choices_text()}, or auto")
+        raise argparse.ArgumentTypeError(f"unknown backend {text!r}: {choices_text()}; auto picks one")
     return text
 
 
