@@ -185,3 +185,14 @@ def test_one_register_line_makes_a_framework_a_choice_whose_descriptor_plans_the
     assert export.kind.tools(export.params) == ("numpy", "onnx", "scipy", "onnxruntime")  # + the runs at each shape
     assert export.kind.env(export.params) == ("MLP2_",) and export.kind.preload(export.params) == ("onnxruntime",)
     assert "parity" in steps and "engine" in steps
+
+
+def test_the_architecture_page_shows_the_tested_toy():
+    """The page's example is this test's module, but for the body of export."""
+    page = (REPO / "docs" / "reference" / "architecture.md").read_text().split("## Frameworks")[1]
+    shown = page.split("```python\n")[1].split("```")[0]
+    head, tail = shown.split("def export(model, spec, out_path):\n")
+    assert TOY.startswith(head) and TOY.endswith(tail.split('    return {"exporter": "numpy-mlp"}\n')[1])
+    assert '    return {"exporter": "numpy-mlp"}\n' in TOY
+    recipe = yaml.safe_load(page.split("```yaml\n")[1].split("```")[0])
+    assert recipe == {k: RECIPE[k] for k in ("name", "source", "inputs")}
