@@ -196,3 +196,19 @@ def test_the_architecture_page_shows_the_tested_toy():
     assert '    return {"exporter": "numpy-mlp"}\n' in TOY
     recipe = yaml.safe_load(page.split("```yaml\n")[1].split("```")[0])
     assert recipe == {k: RECIPE[k] for k in ("name", "source", "inputs")}
+
+
+def test_the_built_in_descriptors_keep_the_export_keys_components():
+    """What export keys held before frameworks were descriptors: the same tools, preloads and variables."""
+    from trtbuild.steps import export
+
+    params = {"exporter": None, "package": None, "ranges": None}
+    found = {fw: (export.tools(params | {"framework": fw}), export.preload(params | {"framework": fw}),
+                  export.env(params | {"framework": fw})) for fw in ("pytorch", "tensorflow", "keras")}
+    assert found == {
+        "pytorch": (("torch", "onnx", "numpy"), ("torch", "torch.onnx"), ("TORCH_", "PYTORCH_")),
+        "tensorflow": (("tensorflow", "tensorflow-cpu", "tf2onnx", "onnx", "numpy", "protobuf"), ("tensorflow", "tf2onnx"),
+                       ("TF_",)),
+        "keras": (("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "numpy", "protobuf"), ("keras", "tf2onnx"),
+                  ("KERAS_BACKEND", "TF_", "TORCH_", "PYTORCH_"))}
+    assert set(export.READS.env) == {"KERAS_BACKEND", "TF_", "TORCH_", "PYTORCH_"}

@@ -39,6 +39,7 @@ class Framework:
     distributions: tuple[str, ...] = ()  # what `trtbuild env` lists (default: the tools' first)
     model_folder: bool = False  # source.path may be a directory (a SavedModel)
     input_dtype: str | None = None  # inputs' dtype when the recipe sets none (None: the model's own)
+    exporters: tuple[str, ...] = ()  # the choices of source.exporter, when it has more than one exporter
     weights_only: bool = False  # new weights can go into the last exported graph (steps.reweight)
     traced_at_opt: bool = False  # an export may fix dims at the opt shapes (a trace), said when a shape fails
 
@@ -63,16 +64,22 @@ class Framework:
 
 
 BUILT_IN = {f.name: f for f in (
-    Framework("pytorch", "trtbuild.frontends.pytorch", ("torch",), "torch", ("torch", "onnx", "numpy"),
-              ("torch", "torch.onnx"), 18, ("TORCH_", "PYTORCH_"), ("torch", "torchvision"),
-              input_dtype="float32", weights_only=True, traced_at_opt=True),
-    Framework("tensorflow", "trtbuild.frontends.tensorflow", ("tensorflow", "tf2onnx"), "tensorflow",
-              ("tensorflow", "tensorflow-cpu", "tf2onnx", "onnx", "numpy", "protobuf"), ("tensorflow", "tf2onnx"), 17,
-              ("TF_",), ("tensorflow", "tensorflow-cpu", "tf2onnx"), model_folder=True),
-    # Keras 3 runs on TensorFlow or torch: both's variables
-    Framework("keras", "trtbuild.frontends.tensorflow", ("tensorflow", "keras", "tf2onnx"), "tensorflow",
-              ("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "numpy", "protobuf"), ("keras", "tf2onnx"),
-              17, ("KERAS_BACKEND", "TF_", "TORCH_", "PYTORCH_"), ("keras",), model_folder=True),
+    Framework(
+        "pytorch", "trtbuild.frontends.pytorch", requirements=("torch",), extra="torch",
+        tools=("torch", "onnx", "numpy"), preload=("torch", "torch.onnx"), default_opset=18,
+        env=("TORCH_", "PYTORCH_"), distributions=("torch", "torchvision"), input_dtype="float32",
+        exporters=("auto", "dynamo", "torchscript"), weights_only=True, traced_at_opt=True),
+    Framework(
+        "tensorflow", "trtbuild.frontends.tensorflow", requirements=("tensorflow", "tf2onnx"), extra="tensorflow",
+        tools=("tensorflow", "tensorflow-cpu", "tf2onnx", "onnx", "numpy", "protobuf"),
+        preload=("tensorflow", "tf2onnx"), default_opset=17, env=("TF_",),
+        distributions=("tensorflow", "tensorflow-cpu", "tf2onnx"), model_folder=True),
+    Framework(
+        "keras", "trtbuild.frontends.tensorflow", requirements=("tensorflow", "keras", "tf2onnx"), extra="tensorflow",
+        tools=("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "numpy", "protobuf"),
+        preload=("keras", "tf2onnx"), default_opset=17,
+        env=("KERAS_BACKEND", "TF_", "TORCH_", "PYTORCH_"),  # Keras 3 runs on TensorFlow or torch
+        distributions=("keras",), model_folder=True),
 )}
 REGISTRY: dict[str, Framework] = dict(BUILT_IN)
 

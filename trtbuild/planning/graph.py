@@ -347,7 +347,7 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dic
         "framework": source.framework, "opset": recipe.onnx.opset or framework_of(source.framework).default_opset,
         "inputs": _read(inputs, *AT_OPT),  # which dims are dynamic, not their range
         "entrypoint": source.entrypoint, "args": source.args, "kwargs": source.kwargs,
-        "exporter": source.exporter if source.framework == "pytorch" else None,
+        "exporter": source.exporter if framework_of(source.framework).exporters else None,
         "package": package,  # its version goes into the key with the other tools
         "outputs": source.outputs, "inputs_as_nchw": source.inputs_as_nchw,
         "input_order": list(inputs),  # PyTorch binds a lone input, or a TorchScript model's, by position
