@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import pkgutil
 import sys
 from types import ModuleType
 
@@ -60,6 +59,8 @@ def module_name(name: str) -> str | None:
 def names() -> list[str]:
     """Every backend: the registered ones, then the modules found on Python's path by the convention
     (imported, for their NAME): what `trtbuild env`, the schema's and the command line's errors list."""
+    import pkgutil  # only when the names are listed: a build asks for one backend by name
+
     found = {getattr(backend_module, "NAME", None) for backend_module in
              (importlib.import_module(m.name) for m in pkgutil.iter_modules() if m.name.startswith(CONVENTION))}
     return [*REGISTRY, *sorted(n for n in found if isinstance(n, str) and n not in REGISTRY)]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import pkgutil
 import sys
 from dataclasses import dataclass
 from types import ModuleType
@@ -100,11 +99,20 @@ def find(name: str) -> Framework | None:
     module = convention_module(name)
     if not name or not name.replace("-", "_").isidentifier() or importlib.util.find_spec(module) is None:
         return None
-    found = getattr(sys.modules.get(module) or importlib.import_module(module), "FRAMEWORK", None)
+    found = getattr(_imported(module), "FRAMEWORK", None)
     if not isinstance(found, Framework) or found.name != name:
         raise UsageError(f"framework module {module} must define FRAMEWORK = Framework({name!r}, ...) "
                          "(from trtbuild.frontends.registry import Framework)")
     return REGISTRY.setdefault(name, found)
+
+
+def _imported(module: str) -> ModuleType:
+    if module in sys.modules:
+        return sys.modules[module]
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:  # the plugin's own error, said in one line
+        raise UsageError(f"framework module {module} does not import: {type(exc).__name__}: {exc}") from None
 
 
 def framework(name: str) -> Framework:
@@ -118,8 +126,13 @@ def framework(name: str) -> Framework:
 def names() -> list[str]:
     """Every framework: the registered ones, then those found on the path by the convention (imported, for
     their names)."""
+    import pkgutil  # only when the names are listed: a build asks for one framework by name
+
     for module in sorted(m.name for m in pkgutil.iter_modules() if m.name.startswith(CONVENTION)):
-        found = getattr(sys.modules.get(module) or importlib.import_module(module), "FRAMEWORK", None)
+        try:
+            found = getattr(_imported(module), "FRAMEWORK", None)
+        except UsageError:  # listed without it; naming it says why it does not import
+            continue
         if isinstance(found, Framework):
             REGISTRY.setdefault(found.name, found)
     return list(REGISTRY)
