@@ -120,6 +120,17 @@ def test_a_toy_framework_in_one_module_exports_checks_and_builds_a_real_plan(toy
     export_line = next(line for line in run.stderr.splitlines() if "mlp/export" in line)
     assert "would-run" in export_line and "NUMPY_MLP_SCALE" in export_line
 
+    # The framework's own module is read while the export runs: a new version of it reruns the export.
+    if steps["export"]["meta"]["reads_observed"].startswith("system calls"):
+        module = toy / "plugins" / "trtbuild_framework_numpy_mlp.py"
+        module.write_text(TOY.replace('{"exporter": "numpy-mlp"}', '{"exporter": "numpy-mlp", "version": 2}'))
+        try:
+            run = cli(toy, "mlp.yaml", "--cache-dir", "cache", "--dry-run")
+        finally:
+            module.write_text(TOY)
+        export_line = next(line for line in run.stderr.splitlines() if "mlp/export" in line)
+        assert "would-run" in export_line and "plugins/trtbuild_framework_numpy_mlp.py changed" in export_line
+
 
 @pytest.mark.slow
 def test_dag_status_and_env_know_the_toy_framework(toy):
