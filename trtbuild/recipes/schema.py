@@ -87,7 +87,7 @@ class Source(_Strict):
         torch_only = ("entrypoint", "checkpoint", "args", "kwargs")
         if fw != "pytorch" and any(k in self.model_fields_set for k in torch_only + ("exporter",)):
             raise ValueError(f"entrypoint, args, kwargs, checkpoint and exporter apply to pytorch only, not {fw}")
-        if fw in ("onnx", "pytorch") and self.inputs_as_nchw:
+        if fw not in ("tensorflow", "keras") and self.inputs_as_nchw:  # tf2onnx's option
             raise ValueError("inputs_as_nchw applies to tensorflow and keras only")
         if fw == "tensorflow" and self.path.endswith(".pb") and not self.outputs:
             raise ValueError("a TF1 frozen graph (.pb) needs outputs: the output tensor names, e.g. ['logits:0']")
