@@ -153,3 +153,17 @@ def test_the_toy_backend_is_a_choice_of_recipes_the_command_line_dag_status_and_
     backends = run.stdout.split("Backends:")[1].split("Frameworks:")[0]
     version = engine["target"].removeprefix("toy-rtx-").removesuffix("-sm86")
     assert f"toy-rtx        {version}" in backends
+
+
+def test_no_module_outside_the_backends_names_a_built_in_backend():
+    """Callers ask a backend what it can do (BUILDS_ON_GPU, TRITON_PLATFORM, ...) instead of comparing names:
+    no string constant outside trtbuild/backends/ is a built-in backend's name or module."""
+    import ast
+
+    from trtbuild.backends import REGISTRY, backend
+
+    names = set(REGISTRY) | {backend(n).MODULE for n in REGISTRY}
+    found = [f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}"
+             for path in sorted((REPO / "trtbuild").rglob("*.py")) if "backends" not in path.parts
+             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Constant) and node.value in names]
+    assert names >= {"tensorrt", "tensorrt-rtx", "tensorrt_rtx"} and found == []
