@@ -85,6 +85,8 @@ REGISTRY: dict[str, Framework] = dict(BUILT_IN)
 
 def register(framework: Framework) -> None:
     """Add a framework (in this process; one whose module follows the convention is found everywhere)."""
+    if framework.name == ONNX:
+        raise ValueError("onnx is a source without a framework: choose another name")
     REGISTRY[framework.name] = framework
 
 
@@ -100,9 +102,11 @@ def find(name: str) -> Framework | None:
     if not name or not name.replace("-", "_").isidentifier() or importlib.util.find_spec(module) is None:
         return None
     found = getattr(_imported(module), "FRAMEWORK", None)
-    if not isinstance(found, Framework) or found.name != name:
+    if not isinstance(found, Framework):
         raise UsageError(f"framework module {module} must define FRAMEWORK = Framework({name!r}, ...) "
                          "(from trtbuild.frontends.registry import Framework)")
+    if found.name != name:  # "numpy_mlp" for "numpy-mlp": the choices name it as it is spelled
+        return None
     return REGISTRY.setdefault(name, found)
 
 
