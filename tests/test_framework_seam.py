@@ -119,6 +119,8 @@ def test_a_toy_framework_in_one_module_exports_checks_and_builds_a_real_plan(toy
     assert run.returncode == 0, run.stderr
     export_line = next(line for line in run.stderr.splitlines() if "mlp/export" in line)
     assert "would-run" in export_line and "NUMPY_MLP_SCALE" in export_line
+    run = cli(toy, "mlp.yaml", "--cache-dir", "cache", NUMPY_MLP_SCALE="2")  # it reaches the exporter, not predict
+    assert run.returncode == 1 and "mlp/parity: ONNX Runtime disagrees with numpy-mlp" in run.stderr
 
     # The framework's own module is read while the export runs: a new version of it reruns the export.
     if steps["export"]["meta"]["reads_observed"].startswith("system calls"):
