@@ -3,13 +3,21 @@ registered name and every module found by its convention, and an unknown name's 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from pydantic import AfterValidator, StrictStr
 
 from trtbuild.errors import UsageError
-from trtbuild.backends import choices_text as backend_choices, module_name as backend_module_name
-from trtbuild.frontends.registry import ONNX, choices_text as framework_choices, find as find_framework
+from trtbuild.backends import REGISTRY as BACKENDS, choices_text as backend_choices, module_name as backend_module_name
+from trtbuild.frontends.registry import BUILT_IN, ONNX, choices_text as framework_choices, find as find_framework
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A registry's names: the built-in ones, which the recipe keys page lists, and any plugin's NAME."""
+
+    built_in: tuple[str, ...]
 
 
 def _known_framework(name: str) -> str:
@@ -29,5 +37,5 @@ def _known_backend(name: str) -> str:
 
 
 # The registries' names: a framework or backend added there (or found by its module's name) is a choice too.
-FrameworkName = Annotated[StrictStr, AfterValidator(_known_framework)]
-BackendName = Annotated[StrictStr, AfterValidator(_known_backend)]
+FrameworkName = Annotated[StrictStr, AfterValidator(_known_framework), Registered((ONNX, *BUILT_IN))]
+BackendName = Annotated[StrictStr, AfterValidator(_known_backend), Registered(("auto", *BACKENDS))]

@@ -180,8 +180,8 @@ class OnnxOptions(_Strict):
 
 class EngineOptions(_Strict):
     backend: BackendName = Field(
-        "auto", description="auto: TensorRT if it imports and a GPU is present, else TensorRT-RTX. tensorrt, "
-        "tensorrt-rtx, or another NAME: a backend module trtbuild_backend_NAME on Python's path."
+        "auto", description="auto: TensorRT if it imports and a GPU is present, else TensorRT-RTX. Another "
+        "NAME: a backend module trtbuild_backend_NAME on Python's path (see Architecture)."
     )
     precision: Literal["fp32", "tf32", "fp16", "bf16", "int8", "fp8"] = Field(
         "fp32", description="fp32 and tf32 are builder settings; fp16 / bf16 convert the ONNX model, int8 and fp8 "
