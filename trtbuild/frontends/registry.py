@@ -31,7 +31,7 @@ class Framework:
     module: str  # the module with load / export / predict
     requirements: tuple[str, ...] = ()  # modules that must import for an export
     extra: str | None = None  # trtbuild's extra that installs them (pip install 'trtbuild[EXTRA]')
-    tools: tuple[str, ...] = ("onnx", "numpy")  # distributions whose versions go into the export and parity keys
+    tools: tuple[str, ...] = ("onnx", "numpy")  # distributions whose versions go into the export's key
     preload: tuple[str, ...] = ()  # installed modules an export imports before the user's code is watched
     default_opset: int = 17  # the opset its exporter writes when the recipe sets none
     env: tuple[str, ...] = ()  # prefixes of the environment variables its exporter reads (keyed)
