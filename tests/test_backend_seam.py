@@ -102,3 +102,68 @@ def test_a_toy_backend_in_one_module_builds_reproduces_and_deploys(tmp_path):
     assert run.returncode == 2
     line = next(i for i, text in enumerate((tmp_path / "seq.yaml").read_text().splitlines(), 1) if "toy-rtx" in text)
     assert f"seq.yaml:{line}: targets[0]: target 'toy-rtx:sm120': toy-rtx builds for sm86 only" in run.stderr
+
+
+@pytest.mark.slow
+def test_the_toy_backend_is_a_choice_of_recipes_the_command_line_dag_status_and_env(tmp_path):
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "trtbuild_backend_toy_rtx.py").write_text(TOY)
+    onnx.save(seq_model(), tmp_path / "seq.onnx")
+    recipe = seq_recipe(short=SHORT, long=LONG)
+    recipe["engine"]["backend"] = "toy-rtx"  # no targets: the one engine.backend names
+    (tmp_path / "seq.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+
+    run = cli(tmp_path, "seq.yaml", "--cache-dir", "cache", "--report", "report.json")
+    assert run.returncode == 0, run.stderr
+    engine = next(s for s in json.loads((tmp_path / "report.json").read_text())["steps"] if s["step"] == "engine")
+    assert engine["status"] == "built" and engine["meta"]["backend"] == "toy-rtx"
+    assert engine["target"].startswith("toy-rtx-") and engine["target"].endswith("-sm86")
+
+    run = cli(tmp_path, "status", "seq.yaml", "--cache-dir", "cache")
+    assert run.returncode == 0, run.stdout + run.stderr
+    header, row = run.stdout.splitlines()[:2]
+    assert header.split()[1] == engine["target"] and row.split() == ["seq", "fresh"]
+
+    run = cli(tmp_path, "dag", "seq.yaml", "--cache-dir", "cache")
+    assert run.returncode == 0, run.stderr
+    assert 'seq/engine [toy-rtx:sm86]<br/>fresh' in run.stdout
+
+    # --backend names it too, over a recipe that asks for TensorRT-RTX
+    recipe["engine"]["backend"] = "tensorrt-rtx"
+    (tmp_path / "rtx.yaml").write_text(yaml.safe_dump(recipe | {"name": "rtx"}, sort_keys=False))
+    run = cli(tmp_path, "rtx.yaml", "--cache-dir", "cache", "--backend", "toy-rtx", "--dry-run")
+    assert run.returncode == 0, run.stderr
+    engine_line = next(line for line in run.stderr.splitlines() if "rtx/engine" in line)
+    assert f"rtx/engine [{engine['target']}]" in engine_line and "up to date" in engine_line  # the same model: seq's plan
+
+    # Unknown names: the command line's and the recipe's errors list the toy beside the built-in backends.
+    run = cli(tmp_path, "rtx.yaml", "--cache-dir", "cache", "--backend", "toy-rtz")
+    assert run.returncode == 2
+    assert "argument --backend: unknown backend 'toy-rtz': the backends are tensorrt, tensorrt-rtx, toy-rtx" in run.stderr
+    recipe["engine"]["backend"] = "toy-rtz"
+    (tmp_path / "rtx.yaml").write_text(yaml.safe_dump(recipe | {"name": "rtx"}, sort_keys=False))
+    run = cli(tmp_path, "rtx.yaml", "--cache-dir", "cache")
+    line = next(i for i, text in enumerate((tmp_path / "rtx.yaml").read_text().splitlines(), 1) if "toy-rtz" in text)
+    assert run.returncode == 2
+    assert (f"rtx.yaml:{line}: engine.backend: unknown backend 'toy-rtz': the backends are tensorrt, tensorrt-rtx, "
+            "toy-rtx") in run.stderr
+
+    run = cli(tmp_path, "env")
+    assert run.returncode == 0, run.stderr
+    backends = run.stdout.split("Backends:")[1].split("Frameworks:")[0]
+    version = engine["target"].removeprefix("toy-rtx-").removesuffix("-sm86")
+    assert f"toy-rtx        {version}" in backends
+
+
+def test_no_module_outside_the_backends_names_a_built_in_backend():
+    """Callers ask a backend what it can do (BUILDS_ON_GPU, TRITON_PLATFORM, ...) instead of comparing names:
+    no string constant outside trtbuild/backends/ is a built-in backend's name or module."""
+    import ast
+
+    from trtbuild.backends import REGISTRY, backend
+
+    names = set(REGISTRY) | {backend(n).MODULE for n in REGISTRY}
+    found = [f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}"
+             for path in sorted((REPO / "trtbuild").rglob("*.py")) if "backends" not in path.parts
+             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Constant) and node.value in names]
+    assert names >= {"tensorrt", "tensorrt-rtx", "tensorrt_rtx"} and found == []

@@ -84,6 +84,14 @@ def _nested(annotation) -> list[tuple[type[BaseModel], str]]:
     return [found for a in args for found in _nested(a)]
 
 
+def _field_type(field) -> str:
+    """A field's type; a registry's names (recipes.choices.Registered, in the field's metadata) as choices."""
+    registered = [m for m in field.metadata if hasattr(m, "built_in")]
+    if registered:
+        return " \\| ".join(f"`{name}`" for name in registered[0].built_in) + " \\| a plugin's NAME"
+    return _type(field.annotation)
+
+
 def _type(annotation) -> str:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if annotation is type(None):
@@ -143,7 +151,7 @@ def schema_markdown() -> str:
             parts.append(_cell(doc) + "\n")
         parts.append("| key | type | default | description |\n| --- | --- | --- | --- |")
         for name, field in model.model_fields.items():
-            parts.append(f"| `{name}` | {_type(field.annotation)} | {_default(field)} | "
+            parts.append(f"| `{name}` | {_field_type(field)} | {_default(field)} | "
                          f"{_cell(field.description or '')} |")
         parts.append("")
     return "\n".join(parts)

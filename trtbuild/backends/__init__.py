@@ -38,6 +38,7 @@ import sys
 from types import ModuleType
 
 REGISTRY = {"tensorrt": "trtbuild.backends.tensorrt", "tensorrt-rtx": "trtbuild.backends.tensorrt_rtx"}
+CONVENTION = "trtbuild_backend_"
 
 
 def register(name: str, module: str) -> None:
@@ -49,8 +50,25 @@ def module_name(name: str) -> str | None:
     """The module of backend `name`, or None when there is none."""
     if name in REGISTRY:
         return REGISTRY[name]
-    convention = "trtbuild_backend_" + name.replace("-", "_")
+    convention = CONVENTION + name.replace("-", "_")
+    if not name.replace("-", "_").isidentifier():
+        return None
     return convention if importlib.util.find_spec(convention) is not None else None
+
+
+def names() -> list[str]:
+    """Every backend: the registered ones, then the modules found on Python's path by the convention
+    (imported, for their NAME): what `trtbuild env`, the schema's and the command line's errors list."""
+    import pkgutil  # only when the names are listed: a build asks for one backend by name
+
+    found = {getattr(backend_module, "NAME", None) for backend_module in
+             (importlib.import_module(m.name) for m in pkgutil.iter_modules() if m.name.startswith(CONVENTION))}
+    return [*REGISTRY, *sorted(n for n in found if isinstance(n, str) and n not in REGISTRY)]
+
+
+def choices_text() -> str:
+    return (f"the backends are {', '.join(names())} (a backend NAME is a module {CONVENTION}NAME on Python's "
+            "path, with - as _)")
 
 
 def backend(name: str) -> ModuleType:
@@ -58,8 +76,7 @@ def backend(name: str) -> ModuleType:
 
     module = module_name(name)
     if module is None:
-        raise UsageError(f"unknown backend {name!r}: the backends are {', '.join(REGISTRY)} (a backend NAME is a "
-                         f"module trtbuild_backend_NAME, with - as _)")
+        raise UsageError(f"unknown backend {name!r}: {choices_text()}")
     found = sys.modules.get(module)  # a no-op build asks once per step
     if found is None:
         found = importlib.import_module(module)

@@ -45,6 +45,15 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def backend_name(text: str) -> str:
+    """--backend: auto or a backend's NAME (registered, or a module found by the convention)."""
+    from trtbuild.backends import choices_text, module_name
+
+    if text != "auto" and module_name(text) is None:
+        raise argparse.ArgumentTypeError(f"unknown backend {text!r}: {choices_text()}; auto picks one")
+    return text
+
+
 def target_spec(text: str) -> str:
     import re
 

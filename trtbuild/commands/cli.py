@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 from trtbuild import __version__
-from trtbuild.backends import REGISTRY
 from trtbuild.commands import maintenance as commands
 from trtbuild.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, TrtbuildError, UsageError
-from trtbuild.commands.arguments import index, positive, positive_seconds, remote_seconds, step_kinds, target_spec
+from trtbuild.commands.arguments import backend_name, index, positive, positive_seconds, remote_seconds, step_kinds, target_spec
 from trtbuild.commands import signals
 from trtbuild.commands.build import cmd_build, compile_recipes, executor_for
 
@@ -95,7 +94,9 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     graph_opt = argparse.ArgumentParser(add_help=False)
     graph_opt.add_argument("recipes", nargs="+", metavar="RECIPE_OR_DIR",
                            help="recipe files, or directories of *.yaml / *.yml recipes")
-    graph_opt.add_argument("--backend", choices=["auto", *REGISTRY], help="override engine.backend")
+    graph_opt.add_argument("--backend", type=backend_name, metavar="BACKEND",
+                           help="override engine.backend: auto, a registered backend (tensorrt, tensorrt-rtx) or a "
+                           "module trtbuild_backend_NAME's NAME")
     graph_opt.add_argument(
         "--target", action="append", type=target_spec, metavar="SPEC",
         help='build these targets instead of the recipes\' (repeatable): "tensorrt-rtx", "tensorrt-rtx:sm86+sm120", '

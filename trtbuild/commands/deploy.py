@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from trtbuild.errors import TrtbuildError
-from trtbuild.backends import REGISTRY
+from trtbuild.backends import names as backend_names
 from trtbuild.backends import backend as backend_module
 from trtbuild.backends.gpu import detect_gpus
 from trtbuild.backends.target import gpu_model_id, installed_version, supports_fp8
@@ -78,7 +78,7 @@ def _choose(name: str, out: Path, gpu_index: int, target: str | None) -> Path:
     if ranked:
         return min(ranked)[1]
     versions = ", ".join(f"{getattr(backend_module(b), 'TITLE', b)} {installed_version(b) or 'not installed'}"
-                         for b in REGISTRY)
+                         for b in backend_names())
     raise DeployError(
         f"none of the plans for {name!r} runs here: built {', '.join(p.parent.name for p in plans)}; this machine has "
         f"{gpu.name} (sm_{gpu.compute_capability.replace('.', '')}), {versions}. Rebuild here with `trtbuild` (a plan only deserializes "

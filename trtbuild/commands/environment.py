@@ -7,21 +7,20 @@ import importlib.util
 from dataclasses import asdict
 
 from trtbuild.errors import UsageError
-from trtbuild.frontends import REQUIREMENTS
+from trtbuild.backends import backend, names as backend_names
+from trtbuild.frontends.registry import framework, names as framework_names
 from trtbuild.backends.gpu import detect_gpus
 from trtbuild.steps.action import tool_version
-from trtbuild.backends.target import INSTALL_HINT, installed_version, resolve_target, supports_fp8
+from trtbuild.backends.target import installed_version, resolve_target, supports_fp8
 
-FRAMEWORK_DISTS = {"pytorch": ("torch", "torchvision"), "tensorflow": ("tensorflow", "tensorflow-cpu", "tf2onnx"),
-                   "keras": ("keras",)}
 TOOLS = ("onnx", "onnxsim", "onnxruntime", "sympy", "nvidia-modelopt", "polygraphy")
 
 
 def describe() -> dict:
     info = {
         "gpus": [asdict(g) for g in detect_gpus()],
-        "backends": {b: installed_version(b) for b in INSTALL_HINT},
-        "frameworks": {fw: _installed(FRAMEWORK_DISTS[fw]) for fw in REQUIREMENTS},
+        "backends": {b: installed_version(b) for b in backend_names()},
+        "frameworks": {fw: _installed(framework(fw).listed) for fw in framework_names()},
         "tools": {d: tool_version(d) for d in TOOLS},
         "precisions": _precisions(),
     }
@@ -67,8 +66,8 @@ def render(info: dict) -> str:
     if not info["gpus"]:
         lines.append("  none (no NVIDIA driver or GPU): TensorRT-RTX can still build plans; none can run here")
     lines.append("Backends:")
-    for backend, version in info["backends"].items():
-        lines.append(f"  {backend:<14} {version or 'not installed: ' + INSTALL_HINT[backend]}")
+    for name, version in info["backends"].items():
+        lines.append(f"  {name:<14} {version or 'not installed: ' + backend(name).INSTALL_HINT}")
     lines.append("Frameworks:")
     for fw, dists in info["frameworks"].items():
         found = ", ".join(f"{d} {v}" for d, v in dists.items() if v != "not installed") or "not installed"

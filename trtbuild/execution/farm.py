@@ -18,7 +18,7 @@ import re
 
 from trtbuild.errors import UsageError
 from trtbuild.backends.gpu import detect_gpus
-from trtbuild.backends import REGISTRY, backend
+from trtbuild.backends import REGISTRY, backend, names as backend_names
 from trtbuild.backends.target import (TARGET_PATTERN, Target, compute_capabilities, installed_version, resolve_target,
                                       sm_to_cc, supports_fp8)
 
@@ -46,7 +46,7 @@ def this_node() -> dict[str, float]:
     gpus = detect_gpus()
     for gpu in gpus:
         offers[gpu_resource(gpu.compute_capability)] = offers.get(gpu_resource(gpu.compute_capability), 0) + 1
-    for name in REGISTRY:
+    for name in backend_names():  # a plugin backend too
         for target, count in backend(name).farm_offers(installed_version(name), gpus, os.cpu_count() or 1):
             offers[build_resource(target)] = offers.get(build_resource(target), 0) + float(count)
     return offers

@@ -35,10 +35,12 @@ def _worker_path() -> str:
 def _environment() -> dict[str, str]:
     """A worker's environment: no variable that could change a step's output unless some kind keys it
     (each step then keeps only its own kind's: trtbuild.steps.action)."""
+    from trtbuild.frontends.registry import REGISTRY  # a plugin framework's too, once planning found it
     from trtbuild.steps import KINDS, load_kind
     from trtbuild.steps.action import worker_environment
 
-    return worker_environment(tuple(sorted({v for kind in KINDS for v in load_kind(kind).READS.env})))
+    declared = {v for kind in KINDS for v in load_kind(kind).READS.env} | {v for f in REGISTRY.values() for v in f.env}
+    return worker_environment(tuple(sorted(declared)))
 
 
 class Worker:

@@ -14,7 +14,7 @@ from trtbuild.store.cache import Cache
 from trtbuild.errors import RecipeError, UsageError
 from trtbuild.recipes.loader import LoadedRecipe
 from trtbuild.recipes.shared import QUANTIZED_PRECISIONS
-from trtbuild.frontends import DEFAULT_OPSET, require
+from trtbuild.frontends.registry import framework as framework_of
 from trtbuild.backends import backend as backend_module
 from trtbuild.backends.gpu import remember_in
 from trtbuild.planning.sources import (distribution_of, glob_files, module_file, onnx_files, package_folder,
@@ -122,7 +122,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
     recipe = loaded.recipe
     out = Path(recipe.name)
     # PyTorch models carry no input types; the other sources' types come from the model when not set.
-    default_dtype = "float32" if recipe.source.framework == "pytorch" else None
+    default_dtype = None if recipe.source.framework == "onnx" else framework_of(recipe.source.framework).input_dtype
     inputs = {name: _input_params(spec, default_dtype) for name, spec in recipe.inputs.items()}
     profiles = engine_profiles(recipe)
     if profiles:  # the steps that run the model once do so at the first profile's opt shapes
@@ -321,7 +321,7 @@ def fp16_converter(precision: str) -> str:
 def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dict, cache: Cache,
                  ranges: list[dict] | None) -> Step:
     recipe, source = loaded.recipe, loaded.recipe.source
-    require(source.framework)
+    framework_of(source.framework).require()
     search = [loaded.resolve(p) for p in source.python_path]
     files: dict[str, SourceFiles] = {}
     if source.path:
@@ -344,10 +344,10 @@ def _export_step(loaded: LoadedRecipe, inputs: dict, out: Path, parity_data: dic
     parity = recipe.parity
     files |= parity_data
     params = {
-        "framework": source.framework, "opset": recipe.onnx.opset or DEFAULT_OPSET[source.framework],
+        "framework": source.framework, "opset": recipe.onnx.opset or framework_of(source.framework).default_opset,
         "inputs": _read(inputs, *AT_OPT),  # which dims are dynamic, not their range
         "entrypoint": source.entrypoint, "args": source.args, "kwargs": source.kwargs,
-        "exporter": source.exporter if source.framework == "pytorch" else None,
+        "exporter": source.exporter if framework_of(source.framework).exporters else None,
         "package": package,  # its version goes into the key with the other tools
         "outputs": source.outputs, "inputs_as_nchw": source.inputs_as_nchw,
         "input_order": list(inputs),  # PyTorch binds a lone input, or a TorchScript model's, by position

@@ -16,6 +16,7 @@ from pathlib import Path
 from trtbuild.recipes import paths, records as validated
 from trtbuild.recipes.reading import check_structure, read_bytes  # named: its code is part of a record's key
 from trtbuild.errors import RecipeError
+from trtbuild.frontends.registry import framework
 from trtbuild.recipes.shared import dotted, line_for, spec_dims
 from trtbuild.store.buildlog import stat_or_none
 
@@ -144,7 +145,8 @@ def _check_files(loaded: LoadedRecipe) -> None:
     recipe, base = loaded.recipe, loaded.file.parent
     source = recipe.source
     # A SavedModel is a directory; a keras one is refused by the export step, which says what it is instead
-    model_kind = paths.FILE_OR_DIRECTORY if source.framework in ("tensorflow", "keras") else paths.FILE
+    folder = source.framework != "onnx" and framework(source.framework).model_folder
+    model_kind = paths.FILE_OR_DIRECTORY if folder else paths.FILE
     named = [(("source", "path"), source.path, model_kind), (("source", "checkpoint"), source.checkpoint, paths.FILE),
              (("parity", "data"), recipe.parity.data, paths.FILE)]
     # "." (the default) is the folder the recipe was just read from: a directory, no stat needed.

@@ -15,10 +15,8 @@ from pydantic_core import PydanticCustomError
 
 from trtbuild.recipes.limits import MAX_DIM, MAX_NAME, MAX_SEED, MAX_STEP_TIMEOUT, MAX_TARGET, MAX_WORKSPACE
 from trtbuild.recipes.shared import QUANTIZED_PRECISIONS, spec_dims
-from trtbuild.backends import REGISTRY
 from trtbuild.backends.target import TARGET_PATTERN
-
-BackendName = Literal[("auto", *REGISTRY)]  # the registered backends: a new one is a choice here too
+from trtbuild.recipes.choices import BackendName, FrameworkName
 
 DType = Literal["float32", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool"]
 # Whole numbers are written as such: a bool, a string or a float is not read as one.
@@ -33,9 +31,10 @@ class _Strict(BaseModel):
 class Source(_Strict):
     """Where the model comes from. Paths are relative to the recipe file."""
 
-    framework: Literal["onnx", "pytorch", "tensorflow", "keras"] = Field(
+    framework: FrameworkName = Field(
         description="onnx: an ONNX file. pytorch: an entrypoint or a TorchScript / ExportedProgram file. "
-        "tensorflow: a SavedModel directory or a TF1 frozen graph (.pb). keras: a .keras / .h5 file."
+        "tensorflow: a SavedModel directory or a TF1 frozen graph (.pb). keras: a .keras / .h5 file. "
+        "Another NAME: a framework module trtbuild_framework_NAME on Python's path (see Architecture)."
     )
     path: str | None = Field(None, description="Model file or directory, relative to the recipe.")
     entrypoint: str | None = Field(
@@ -88,7 +87,7 @@ class Source(_Strict):
         torch_only = ("entrypoint", "checkpoint", "args", "kwargs")
         if fw != "pytorch" and any(k in self.model_fields_set for k in torch_only + ("exporter",)):
             raise ValueError(f"entrypoint, args, kwargs, checkpoint and exporter apply to pytorch only, not {fw}")
-        if fw in ("onnx", "pytorch") and self.inputs_as_nchw:
+        if fw not in ("tensorflow", "keras") and self.inputs_as_nchw:  # tf2onnx's option
             raise ValueError("inputs_as_nchw applies to tensorflow and keras only")
         if fw == "tensorflow" and self.path.endswith(".pb") and not self.outputs:
             raise ValueError("a TF1 frozen graph (.pb) needs outputs: the output tensor names, e.g. ['logits:0']")
@@ -181,7 +180,8 @@ class OnnxOptions(_Strict):
 
 class EngineOptions(_Strict):
     backend: BackendName = Field(
-        "auto", description="auto: TensorRT if it imports and a GPU is present, else TensorRT-RTX."
+        "auto", description="auto: TensorRT if it imports and a GPU is present, else TensorRT-RTX. Another "
+        "NAME: a backend module trtbuild_backend_NAME on Python's path (see Architecture)."
     )
     precision: Literal["fp32", "tf32", "fp16", "bf16", "int8", "fp8"] = Field(
         "fp32", description="fp32 and tf32 are builder settings; fp16 / bf16 convert the ONNX model, int8 and fp8 "

@@ -5,7 +5,8 @@ framework. With parity off no forward pass is spent on them (the `reference` par
 from __future__ import annotations
 
 from trtbuild.errors import first_line
-from trtbuild.frontends import PRELOAD, TOOLS, ModelSpec, load_framework
+from trtbuild.frontends import ModelSpec
+from trtbuild.frontends.registry import BUILT_IN, framework as framework_of
 from trtbuild.models.onnx_io import complete_inputs, normalize_file
 from trtbuild.steps import Job, Reads, reweight
 
@@ -15,7 +16,7 @@ EXTERNAL_DATA = True  # other files: the model's external data
 READS = Reads(params=("framework", "opset", "inputs", "entrypoint", "args", "kwargs", "exporter", "package", "outputs",
                "inputs_as_nchw", "input_order", "reference", "ranges"),
               files=("model", "checkpoint", "code", "data"), context=("python_path", "where", "weights_only"),
-              env=("KERAS_BACKEND", "TF_", "TORCH_", "PYTORCH_"))
+              env=tuple(dict.fromkeys(p for f in BUILT_IN.values() for p in f.env)))  # env(params): the framework's
 IMPORTS = ("numpy", "onnx", "onnxruntime")  # a spare worker loads these before this step comes
 REFERENCE = "reference.npz"
 REFERENCE_ERROR = "reference-error.txt"  # instead of REFERENCE, when the framework's run failed
@@ -26,7 +27,7 @@ FRESH_PROCESS = True  # it imports the user's model code and a framework
 
 
 def tools(params: dict) -> tuple[str, ...]:
-    found = TOOLS[params["framework"]]
+    found = framework_of(params["framework"]).tools
     if params.get("ranges"):
         found += ("onnxruntime",)  # it runs the model at every profile's min / opt / max
     if params.get("exporter") in ("dynamo", "auto"):
@@ -38,17 +39,13 @@ def tools(params: dict) -> tuple[str, ...]:
 
 def preload(params: dict) -> tuple[str, ...]:
     """What the worker imports before it starts watching what the user's code reads."""
-    return (PRELOAD[params["framework"]] + ((params["package"],) if params.get("package") else ())
+    return (framework_of(params["framework"]).preload + ((params["package"],) if params.get("package") else ())
             + (("onnxruntime",) if params.get("ranges") else ()))
-
-
-FRAMEWORK_ENV = {"pytorch": ("TORCH_", "PYTORCH_"), "tensorflow": ("TF_",),
-                 "keras": ("KERAS_BACKEND", "TF_", "TORCH_", "PYTORCH_")}  # Keras 3 runs on TF or torch
 
 
 def env(params: dict) -> tuple[str, ...]:
     """Only the recipe's framework's variables: a PyTorch export is not rekeyed by TF_ settings."""
-    return FRAMEWORK_ENV[params["framework"]]
+    return framework_of(params["framework"]).env
 
 
 def model_spec(job: Job) -> ModelSpec:
@@ -66,7 +63,7 @@ def run(job: Job) -> dict:
     from trtbuild.models.tensors import example_inputs  # numpy: only in the worker
 
     spec = model_spec(job)
-    framework = load_framework(spec.framework)
+    framework = framework_of(spec.framework).load()
     model = framework.load(spec)
     out = job.outdir / MAIN_OUTPUT
     reference = job.params["reference"]
@@ -102,7 +99,7 @@ def _run_at_every_shape(job: Job, spec: ModelSpec, framework, model, out) -> lis
     predict = (lambda feeds: framework.predict(model, spec, feeds)) if reference is not None else None
     seed = reference["seed"] if reference is not None else 0
     return shape_runs.check(out, spec.inputs, job.params["ranges"], seed, spec.data, spec.at, predict,
-                            traced_at_opt=spec.framework == "pytorch")
+                            traced_at_opt=framework_of(spec.framework).traced_at_opt)
 
 
 def _export(job: Job, framework, model, spec: ModelSpec, out) -> dict:

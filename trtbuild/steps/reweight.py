@@ -18,7 +18,10 @@ ATOL, RTOL, MAX_RELATIVE_ERROR = 1e-4, 1e-3, 1e-5
 
 
 def supported(framework: str) -> bool:
-    return framework == "pytorch"
+    from trtbuild.frontends.registry import find
+
+    found = find(framework) if framework else None
+    return found is not None and found.weights_only
 
 
 def template_capture(spec: ModelSpec):
