@@ -9,7 +9,7 @@ from types import ModuleType
 
 from trtbuild.errors import RecipeError
 from trtbuild.recipes.shared import dotted
-from trtbuild.steps import KINDS, module_name
+from trtbuild.steps import KINDS, module_name, plugin_kinds
 
 
 def check_names(loaded) -> None:
@@ -21,8 +21,8 @@ def check_names(loaded) -> None:
             problems.append(f"{at}: steps.{name}: a built-in step kind; it is planned from the recipe's own sections "
                             f"(steps lists plug-in kinds only)")
         elif module_name(name) is None:
-            close = difflib.get_close_matches(name, [*KINDS], n=1)
-            hint = f"; did you mean the built-in {close[0]!r}?" if close else ""
+            close = difflib.get_close_matches(name, [*plugin_kinds(), *KINDS], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
             problems.append(f"{at}: steps.{name}: no step kind {name!r}: a plug-in step kind NAME is a module "
                             f"trtbuild_step_NAME on the Python path (PYTHONPATH), or one register_kind() names{hint}")
     if problems:

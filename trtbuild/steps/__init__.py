@@ -135,6 +135,16 @@ def register_kind(name: str, module: str) -> None:
     PLUGINS[name] = module
 
 
+def plugin_kinds() -> dict[str, str]:
+    """{kind: module} of the plug-in kinds this process finds: each trtbuild_step_NAME on sys.path, and
+    those register_kind named."""
+    import pkgutil
+
+    prefix = "trtbuild_step_"
+    found = {m.name[len(prefix):]: m.name for m in pkgutil.iter_modules() if m.name.startswith(prefix)}
+    return found | PLUGINS
+
+
 def module_name(name: str) -> str | None:
     """The module of step kind `name`, or None when there is none."""
     found = KINDS.get(name) or PLUGINS.get(name)
