@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import trtbuild
@@ -91,12 +92,17 @@ def _summary(kind) -> str:
 
 
 def _paths(kind) -> list[str]:
-    """The folder holding this trtbuild, and the one a plug-in kind's module was found in."""
+    """The folder holding this trtbuild, and those the plug-ins in use were found in (the step kind's
+    module, a backend's: trtbuild_step_NAME, trtbuild_backend_NAME)."""
     paths = [str(Path(trtbuild.__file__).resolve().parent.parent)]
-    if not kind.__name__.startswith("trtbuild."):
-        origin = Path(importlib.util.find_spec(kind.__name__).origin).resolve()
-        root = origin.parents[kind.__name__.count(".") + (origin.name == "__init__.py")]
-        if str(root) not in paths:
-            paths.append(str(root))
+    plugins = [kind.__name__] + [name for name in sys.modules if name.startswith(("trtbuild_step_", "trtbuild_backend_"))]
+    for module in dict.fromkeys(m for m in plugins if not m.startswith("trtbuild.")):
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.origin:
+            continue
+        origin = Path(spec.origin).resolve()
+        root = str(origin.parents[module.count(".") + (origin.name == "__init__.py")])
+        if root not in paths:
+            paths.append(root)
     return paths
 
