@@ -121,3 +121,52 @@ def test_a_plugin_steps_mistakes_are_reported_at_their_line(project):
     assert done.returncode == 2 and f"conv.yaml:{line}: steps.simplify: a built-in step kind" in done.stderr
     done = cli(project, "repro", str(project.recipe), "op_sumary")
     assert done.returncode == 2 and "'op_sumary': no such step kind" in done.stderr
+
+
+GATE = '''"""Passes: a gate, which every engine waits for."""
+import json
+
+from trtbuild.steps import Reads
+
+NAME = "always_passes"
+MAIN_OUTPUT = "passed.json"
+READS = Reads(params=(), files=("model",))
+AFTER = ("check",)
+BEFORE = ("engine",)
+GATE = True
+
+
+def tools(params):
+    return ()
+
+
+def plan(p, params):
+    return p.step(NAME, {}, {"model": p.model}, after=[p.first("check")])
+
+
+def run(job):
+    (job.outdir / MAIN_OUTPUT).write_text(json.dumps(True))
+    return {}
+'''
+
+
+def test_a_kind_registered_by_one_line_is_planned_where_it_declares(project, tmp_path, monkeypatch):
+    from trtbuild.planning.graph import compile_recipe, kind_order
+    from trtbuild.recipes.loader import load_recipe
+    from trtbuild.steps import PLUGINS, register_kind
+    from trtbuild.store.cache import Cache
+
+    (tmp_path / "gate_kind.py").write_text(GATE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr("trtbuild.steps.PLUGINS", dict(PLUGINS))
+    register_kind("always_passes", "gate_kind")
+    data = yaml.safe_load(project.recipe.read_text())
+    plain = compile_recipe(load_recipe(project.recipe), Cache(project.cache))
+    project.write_recipe(data | {"steps": {"always_passes": None}})
+    steps = compile_recipe(load_recipe(project.recipe), Cache(project.cache))
+    kind_order.cache_clear()
+    names = [s.name for s in steps]
+    assert names == ["check", "simplify", "always_passes", "engine", "verify"]
+    gate, engine = steps[2], steps[3]
+    assert gate in engine.after and [d.name for d in gate.deps] == ["simplify", "check"]  # the model as it stands
+    assert [(s.id, s.params) for s in plain] == [(s.id, s.params) for s in steps if s is not gate]

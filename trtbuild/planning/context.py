@@ -24,8 +24,7 @@ class Planning:
 
     sources = sources  # where a recipe's files are found: onnx_files, tree_files, module_file, user_imports...
     warn_uncalibrated = staticmethod(warn_uncalibrated)
-    Pick = Pick
-    SourceFiles = SourceFiles
+    SourceFiles = SourceFiles  # what the user's files are (isinstance(p.model, p.SourceFiles))
 
     def __init__(self, loaded, cache, backend: str | None, targets: list[str] | None, machine):
         self.loaded, self.recipe, self.cache, self.machine = loaded, loaded.recipe, cache, machine
@@ -113,7 +112,7 @@ class Planning:
     def files(paths: list[Path], main: Path | None = None) -> SourceFiles:
         return SourceFiles(main or paths[0], tuple(paths))
 
-    pick = Pick
+    pick = Pick  # p.pick(step, names): only those outputs of `step` are another step's input
 
     def _resolve(self, spec: str, from_command_line) -> tuple:
         """The target for `spec`; a recipe's own target that no backend takes is an error at its line."""

@@ -65,10 +65,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         check_names(loaded)
     p = Planning(loaded, cache, backend, targets, machine)
     for kind in kind_order(tuple(plugins)):
-        if kind.NAME in plugins:
-            made = kind.plan(p, _plugin_params(loaded, kind, plugins[kind.NAME]))
-        else:
-            made = kind.plan(p)
+        made = kind.plan(p, _plugin_params(loaded, kind, plugins[kind.NAME])) if kind.NAME in plugins else kind.plan(p)
         p._planned(kind.NAME, made)
     steps = [s for made in p.planned.values() for s in made]
     # Untargeted steps first, then each target's steps together, in the order the targets were given.
@@ -81,10 +78,15 @@ def kind_order(plugins: tuple[str, ...]) -> tuple[ModuleType, ...]:
     """The built-in kinds and the `plugins`, each after the kinds it names in AFTER (and before those in
     its BEFORE); among kinds free to go, the one registered first (built-in order, then the recipe's)."""
     names = list(dict.fromkeys([*KINDS, *plugins]))
-    try:
-        kinds = {name: load_kind(name) for name in names}
-    except (ImportError, KeyError) as exc:
-        raise UsageError(f"step kind: {exc}") from None
+    kinds = {}
+    for name in names:
+        try:
+            kinds[name] = load_kind(name)
+        except Exception as exc:  # a plug-in module that does not import: say which, without a traceback
+            raise UsageError(f"step kind {name}: cannot import its module: {type(exc).__name__}: {exc}") from None
+        if kinds[name].NAME != name:
+            raise UsageError(f"step kind {name}: its module {kinds[name].__name__} says NAME = {kinds[name].NAME!r}; "
+                             f"a kind's NAME is the name it is found by")
     waits = {name: {a for a in getattr(kind, "AFTER", ()) if a in kinds} for name, kind in kinds.items()}
     for name, kind in kinds.items():
         for later in getattr(kind, "BEFORE", ()):

@@ -160,7 +160,7 @@ def module_name(name: str) -> str | None:
 
 
 def load_kind(name: str) -> ModuleType:
-    module = KINDS.get(name) or PLUGINS.get(name) or module_name(name)
+    module = module_name(name)
     if module is None:
         raise KeyError(f"no step kind {name!r}")
     return sys.modules.get(module) or importlib.import_module(module)  # compiling asks once per step
