@@ -68,8 +68,10 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
         made = kind.plan(p, _plugin_params(loaded, kind, plugins[kind.NAME])) if kind.NAME in plugins else kind.plan(p)
         p._planned(kind.NAME, made)
     steps = [s for made in p.planned.values() for s in made]
+    if len(p.targets) < 2:
+        return steps
     # Untargeted steps first, then each target's steps together, in the order the targets were given.
-    order = {t.id: i for i, (_, t, _) in enumerate(p.targets)} if any(s.target for s in steps) else {}
+    order = {t.id: i for i, (_, t, _) in enumerate(p.targets)}
     return sorted(steps, key=lambda s: -1 if s.target is None else order.get(s.target.id, len(order)))
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+from trtbuild.backends import backend
 from trtbuild.backends.engine import build_engine
 from trtbuild.steps import Job, Reads, use_gpu_of
 from trtbuild.backends.target import target_from_dict
@@ -56,10 +58,6 @@ AFTER = ("check", "parity", "simplify", "precision", "accuracy")
 
 def plan(p):
     """One engine per target, built from the model as the steps before left it, after every gate passed."""
-    import os
-
-    from trtbuild.backends import backend
-
     recipe = p.recipe
     precision = recipe.engine.precision
     engines = []
@@ -97,11 +95,11 @@ def _fp8_unsupported(p, spec: str, target) -> str | None:
     return f"fp8 engines need a GPU with sm_89 or newer (this machine's is {sms})"
 
 
-def _refused_precision(p, spec: str, target, backend) -> None:
+def _refused_precision(p, spec: str, target, chosen) -> None:
     """A precision the target's backend says it cannot build for those compute capabilities (int8 for
     TensorRT-RTX's sm_75) is refused here with the reason, not after calibrating, with the builder's text."""
     precision = p.recipe.engine.precision
-    why = backend.refuses(precision, target.compute_capabilities)
+    why = chosen.refuses(precision, target.compute_capabilities)
     if why:
         raise p.recipe_error(("engine", "precision"), f"engine.precision {precision} cannot be built for "
                              f"{', '.join('sm_' + cc.replace('.', '') for cc in target.compute_capabilities)} "
