@@ -1,5 +1,5 @@
 """A backend is one module: a toy backend, written here as one file, builds a real plan (with TensorRT-RTX
-underneath), its repro script runs the toy's own configure(), `trtbuild triton` serves its plan."""
+underneath), its repro script runs the engine step again with the toy's configure(), `trtbuild triton` serves its plan."""
 
 from __future__ import annotations
 
@@ -78,14 +78,18 @@ def test_a_toy_backend_in_one_module_builds_reproduces_and_deploys(tmp_path):
         "toy-rtx", "sm_86 GPUs (toy)", ["8.6"])
     assert Path(engine["outputs"]["model.plan"]).stat().st_size > 0
 
-    # The repro script holds the toy's configure(), the code the step ran, and builds the same plan.
+    # The repro script runs the engine step again, through the toy's configure(), from the folder it was found in.
     run = cli(tmp_path, "repro", "seq.yaml", "engine", "--cache-dir", "cache")
     assert run.returncode == 0, run.stderr
     script = Path(run.stdout.strip())
-    assert "# toy-rtx: one compute capability, the fastest build" in script.read_text()
-    built = subprocess.run([sys.executable, str(script)], cwd=script.parent, capture_output=True, text=True, timeout=300)
+    assert str(tmp_path / "plugins") in script.read_text()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    built = subprocess.run([sys.executable, str(script)], cwd=script.parent, capture_output=True, text=True, timeout=300,
+                           env=env)
     assert built.returncode == 0, built.stderr
     assert (script.parent / "model.plan").stat().st_size > 0
+    rebuilt = json.loads((script.parent / "model.json").read_text())
+    assert (rebuilt["backend"], rebuilt["compute_capabilities"]) == ("toy-rtx", ["8.6"])
 
     # Deploying asks the backend's metadata too: Triton maps sm_86 to the toy's plan.
     run = cli(tmp_path, "triton", "seq.yaml", "--cache-dir", "cache", "--repository", "repo")

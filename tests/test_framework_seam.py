@@ -164,7 +164,6 @@ def test_the_recipe_choices_list_the_toy_framework(toy):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="repro scripts still come from templates that know pytorch and tf2onnx only")
 def test_the_toy_frameworks_repro_script_reproduces_its_export(toy):
     run = cli(toy, "repro", "mlp.yaml", "export", "--cache-dir", "cache")
     assert run.returncode == 0, run.stderr

@@ -104,6 +104,8 @@ class MemoryDisk:
 
     def outputs(self, workdir, written): return self.made.pop(str(workdir / "out"))
 
+    def object_path(self, digest): return Path(f"/mem/objects/{digest}")
+
     def put_action(self, key, record): self.actions[key] = record
 
     def discard(self, workdir): pass
@@ -194,7 +196,10 @@ def test_a_first_run_builds_every_step_in_dependency_order_and_commits_each_reco
     assert {sid: e["status"] for sid, e in disk.states["net"].items()} == dict.fromkeys(executor.ran, "built")
     assert disk.published == [dict.fromkeys(["export", "check", "simplify", "engine", "verify"], "built")]
     engine = next(r for r in runner.results.values() if r.step.name == "engine")
-    assert engine.outputs == {"out": "/mem/out/net/out"} and engine.record["meta"] == {"ran": "engine"}
+    verify = next(r for r in runner.results.values() if r.step.name == "verify")
+    assert verify.outputs == {"out": "/mem/out/net/out"} and engine.record["meta"] == {"ran": "engine"}
+    # verify's file of the same name replaces engine's in out/: the report names engine's cached one
+    assert engine.outputs == {"out": f"/mem/objects/{engine.record['outputs']['out']['digest']}"}
     assert executor.closed
 
 

@@ -62,7 +62,7 @@ def test_a_tf2onnx_export_with_leftover_tensorflow_ops_is_refused_at_check_namin
     assert node.strip().endswith("(Erfc): not an ONNX op")
     assert "tf.math.erfc(x) as 1 - tf.math.erf(x)" in recap_line(capsys.readouterr().err, "model/check")
     assert [s["status"] for s in report["steps"] if s["step"] == "parity"] == ["skipped"]  # not an ORT error there
-    # the step's repro script says the same, by itself (no trtbuild)
+    # the step's repro script says the same, run by itself
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run([sys.executable, check["repro"]], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)

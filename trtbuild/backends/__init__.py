@@ -1,5 +1,5 @@
 """TensorRT backends, one module each behind one small interface; targets, the engine builder,
-repro scripts and `trtbuild env` ask the backend of a target instead of naming backends.
+`trtbuild env` and the engine step ask the backend of a target instead of naming backends.
 
 A backend module defines:
 
@@ -17,8 +17,7 @@ A backend module defines:
     usable_gpus(target, gpus)    the GPUs (backends.gpu.Gpu) that run plans of `target`: a plan's compatibility
     needs(target)                the compute capabilities a runner needs, for messages
     runs_on(target)              where its plans run, for model.json
-    configure(trt, config, target)  the builder configuration the target asks for: self-contained (only its
-                                 arguments), as the repro script runs the function's own source
+    configure(trt, config, target)  the builder configuration the target asks for (only from its arguments)
     plan_fit(caps, cc)           whether a plan built for `caps` runs on compute capability `cc` (a rank, or None)
     refuses(precision, caps)     why it cannot build that precision for those compute capabilities, or None
     run_capabilities(target)     the compute capabilities its plans run on

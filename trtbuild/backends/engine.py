@@ -166,8 +166,7 @@ class _NoPlan(Exception):
 
 def configure_builder(trt, config, workspace: int, optimization_level: int, tf32: bool) -> None:
     """What every backend's builder gets: the workspace limit, the optimization level, and TF32 only when
-    asked for (fp32 means fp32; other precisions come from the strongly typed graph). Self-contained: the
-    repro script runs this function's own source."""
+    asked for (fp32 means fp32; other precisions come from the strongly typed graph)."""
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
     config.builder_optimization_level = optimization_level
     (config.set_flag if tf32 else config.clear_flag)(trt.BuilderFlag.TF32)

@@ -33,6 +33,21 @@ def step_kinds() -> list[str]:
     return list(KINDS)
 
 
+def step_kind(text: str) -> str:
+    """A step kind: a built-in one, or a plug-in kind Python finds (the module trtbuild_step_NAME)."""
+    from trtbuild.steps import module_name
+
+    if module_name(text) is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: no such step kind; the built-in kinds are {', '.join(step_kinds())} "
+                                         f"(a plug-in kind NAME is a module trtbuild_step_NAME on the Python path)")
+    return text
+
+
+def forced_kind(text: str) -> str:
+    """What --force runs again: "all", or one step kind."""
+    return text if text == "all" else step_kind(text)
+
+
 def positive_seconds(text: str) -> float:
     from trtbuild.recipes.limits import MAX_STEP_TIMEOUT
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from trtbuild import __version__
 from trtbuild.commands import maintenance as commands
 from trtbuild.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, TrtbuildError, UsageError
-from trtbuild.commands.arguments import backend_name, index, positive, positive_seconds, remote_seconds, step_kinds, target_spec
+from trtbuild.commands.arguments import (backend_name, forced_kind, index, positive, positive_seconds, remote_seconds,
+                                         step_kind, step_kinds, target_spec)
 from trtbuild.commands import signals
 from trtbuild.commands.build import cmd_build, compile_recipes, executor_for
 
@@ -24,7 +25,7 @@ Build TensorRT engines from YAML recipes, rebuilding only what is stale.
   trtbuild RECIPE_OR_DIR...          build (a directory means every *.yaml / *.yml in it)
   trtbuild status RECIPE_OR_DIR...   recipe x target matrix: fresh / remote / stale (why) / missing / failed
   trtbuild dag RECIPE_OR_DIR...      the step graph with each step's state (Mermaid; --dot for Graphviz)
-  trtbuild repro RECIPE STEP         write a standalone script making STEP's library calls (for bug reports)
+  trtbuild repro RECIPE STEP         write a script that runs STEP again on the same job (for bug reports)
   trtbuild gc                        bound the cache (--keep-last N, --older-than 30d, --max-size 50GiB)
   trtbuild schema                    print the recipe JSON Schema
   trtbuild env                       GPUs, TensorRT backends, frameworks and precisions found here
@@ -128,7 +129,7 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
                            description="Build recipes; only steps whose key changed run.")
     build.add_argument("-j", "--jobs", type=positive, metavar="N",
                        help="run up to N independent steps at once (default 1; with --executor ray, the cluster's CPUs)")
-    build.add_argument("--force", nargs="?", const="all", choices=["all", *step_kinds()], metavar="STEP",
+    build.add_argument("--force", nargs="?", const="all", type=forced_kind, metavar="STEP",
                        help="run steps even when cached (all of them, or one kind: --force engine); "
                        "the new result replaces the cached one")
     build.add_argument("-n", "--dry-run", action="store_true", help="say which steps would run and why; build nothing")
@@ -159,13 +160,14 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     dag.add_argument("--dot", action="store_true", help="Graphviz dot instead of Mermaid (`| dot -Tsvg > dag.svg`)")
     dag.set_defaults(func=cmd_dag)
 
-    repro = sub.add_parser("repro", parents=[cache_opt], help="write a standalone script that reproduces a step",
-                           description="Write a Python script that makes STEP's library calls (the torch / tf2onnx "
-                           "export, onnx-simplifier, the quantization, or TensorRT's parse + config + profile + build) "
-                           "on the same inputs without trtbuild, and print its path. Steps before it must be built. A "
+    repro = sub.add_parser("repro", parents=[cache_opt], help="write a script that reproduces a step",
+                           description="Write a Python script that runs STEP's own code on the same job (its "
+                           "parameters, input files and context; upstream artifacts copied beside it), writing its "
+                           "outputs into the folder it runs in, and print its path. Steps before it must be built. A "
                            "failed step gets one beside its log by itself.")
     repro.add_argument("recipe", metavar="RECIPE", help="the recipe file")
-    repro.add_argument("step", choices=step_kinds(), metavar="STEP", help=f"one of: {', '.join(step_kinds())}")
+    repro.add_argument("step", type=step_kind, metavar="STEP",
+                       help=f"one of: {', '.join(step_kinds())}, or a plug-in kind the recipe's steps names")
     repro.add_argument("--target", type=target_spec, metavar="SPEC", help="for engine / verify: which target")
     repro.set_defaults(func=cmd_repro)
 

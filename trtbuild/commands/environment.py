@@ -10,6 +10,7 @@ from trtbuild.errors import UsageError
 from trtbuild.backends import backend, names as backend_names
 from trtbuild.frontends.registry import framework, names as framework_names
 from trtbuild.backends.gpu import detect_gpus
+from trtbuild.steps import KINDS, plugin_kinds
 from trtbuild.steps.action import tool_version
 from trtbuild.backends.target import installed_version, resolve_target, supports_fp8
 
@@ -23,6 +24,7 @@ def describe() -> dict:
         "frameworks": {fw: _installed(framework(fw).listed) for fw in framework_names()},
         "tools": {d: tool_version(d) for d in TOOLS},
         "precisions": _precisions(),
+        "step_kinds": {"built in": list(KINDS), "plug-ins": plugin_kinds()},
     }
     try:
         target, cannot = resolve_target("auto")
@@ -76,5 +78,10 @@ def render(info: dict) -> str:
     lines.append("  " + ", ".join(f"{d} {v}" for d, v in info["tools"].items()))
     lines.append("Precisions:")
     lines += [f"  {p:<6} {how}" for p, how in info["precisions"].items()]
+    lines.append("Step kinds:")
+    lines.append("  built in: " + ", ".join(info["step_kinds"]["built in"]))
+    plugins = info["step_kinds"]["plug-ins"]
+    lines.append("  plug-ins: " + (", ".join(f"{k} ({m})" for k, m in plugins.items()) or "none (a module "
+                                   "trtbuild_step_NAME on the Python path is the step kind NAME)"))
     lines.append(f"Default target: {info['default_target']}")
     return "\n".join(lines)

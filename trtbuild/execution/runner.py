@@ -13,6 +13,7 @@ from trtbuild.execution.progress import Progress
 from trtbuild.execution.publishing import Publisher
 from trtbuild.execution.results import INTERRUPTED, StepResult  # noqa: F401 (commands import them from here)
 from trtbuild.execution.schedule import Scheduler
+from trtbuild.execution.shown import replaced
 from trtbuild.execution.staleness import Staleness
 from trtbuild.execution.step_build import StepBuild
 from trtbuild.planning.graph import Step
@@ -46,6 +47,7 @@ class Runner:
         `declared`: the recipes' own steps, when `steps` builds other targets (--target, --backend):
         out/ shows the current outputs of both."""
         results = self.results = {}
+        self.publisher.replaced = replaced([*(declared or []), *steps])
         executor = self._given_executor or WorkerPool(self.jobs)
         staleness = Staleness(self.disk, self.publisher, self.progress.warn, self.dry_run, self.force)
 

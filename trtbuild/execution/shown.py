@@ -20,6 +20,22 @@ DELIVERED = ("built", "cached")  # the runner's statuses of a step whose outputs
 Lookup = Callable[[Step, str], "dict | None"]  # (step, key) -> its verified action record, or None
 
 
+def replaced(steps: list[Step]) -> set[tuple[Step, str]]:
+    """(step, output name) of each file a later step of its recipe replaces in the same out/ folder (an
+    export's model.onnx under the simplified one): a report names the cached file for those, not out/."""
+    from trtbuild.steps import outputs_of
+
+    later: dict[tuple[str, object], set[str]] = {}  # (recipe, folder) -> names a later step writes there
+    gone = set()
+    for step in reversed(steps):
+        where = (step.recipe.recipe.name, step.publish_dir)
+        always, maybe, _ = outputs_of(step.kind)
+        names = {*always, *maybe}
+        gone |= {(step, name) for name in names if name in later.get(where, ())}
+        later.setdefault(where, set()).update({*always, f"{step.kind.MAIN_OUTPUT}.data"})
+    return gone
+
+
 def publish_current(cache, steps: list[Step], results: dict, declared: list[Step], lookup: Lookup,
                     report: Callable[[str], None]) -> list:
     """Publish every recipe of the run; return the results it built or found but did not deliver (a

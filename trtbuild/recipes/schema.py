@@ -295,6 +295,10 @@ class Recipe(_Strict):
         default=6 * 3600, gt=0, le=MAX_STEP_TIMEOUT, allow_inf_nan=False, description="Seconds any one step of this "
         "recipe may run before its worker is killed and the step fails (a hung converter, calibration loader or "
         "build); default 6 hours; --step-timeout overrides it. Not part of any key.")
+    steps: dict[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", max_length=MAX_NAME)], Any] = Field(
+        default_factory=dict, description="Plug-in step kinds to run as well, by name, each with its params "
+        "(validated by the kind itself): a kind NAME is the module trtbuild_step_NAME on the Python path. "
+        "See the architecture page, Adding a step kind.")
     targets: list[Annotated[str, Field(pattern=TARGET_PATTERN, max_length=MAX_TARGET)]] = Field(
         default_factory=list,
         description='Engines to build, each "BACKEND[:ARCH]": "tensorrt-rtx" (portable), "tensorrt-rtx:sm86+sm120", '

@@ -10,12 +10,21 @@
     tools(params)      distributions whose versions go into the step key (must not import them)
     env(params)        optional: which of READS.env these parameters read (default: all of them)
     run(job)           does the work, writing every output file into job.outdir; returns metadata
+    AFTER              the kinds it is planned after (its upstream kinds: their steps, the model as
+                       they leave it); BEFORE, optional: kinds planned after it (a gate before "engine")
+    plan(p)            its step(s) for one recipe, or None where it does not apply: p is a
+                       trtbuild.planning.context.Planning (the recipe, the steps planned so far, the
+                       helpers that make steps); a plug-in kind's plan(p, params) also gets its entry
+                       of the recipe's `steps`, validated by its PARAMS (a pydantic model)
+    GATE               optional, True: an engine waits for it to pass
     FRESH_PROCESS      optional, True: run in a worker process of its own (see trtbuild.execution.pool)
     IMPORTS            optional: the heavy modules run() imports, which a spare worker loads ahead
 
 Modules import heavy libraries inside run(), which executes in a worker process. A step's code
 version, in its key, is a digest of its module and the trtbuild modules it imports (steps.action).
-Adding a step kind: one new module plus one line in KINDS.
+The repro script of a step calls its own run() (trtbuild.execution.repro).
+Adding a step kind: one new module plus one line in KINDS; a plug-in kind, which a recipe asks for in
+its `steps`, is the module trtbuild_step_<NAME> wherever Python finds it, or one register_kind() names.
 """
 
 from __future__ import annotations
@@ -26,6 +35,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+
+# What steps that run the model once, at each input's opt shapes, read of the input specs (p.read(*AT_OPT)).
+AT_OPT = ("dtype", "shape", "opt")
 
 KINDS = {
     "check": "trtbuild.steps.check",
@@ -115,6 +127,40 @@ def outputs_of(kind: ModuleType) -> tuple[tuple[str, ...], tuple[str, ...], bool
             getattr(kind, "EXTERNAL_DATA", False))
 
 
+PLUGINS: dict[str, str] = {}  # plug-in kinds named by register_kind (in this process)
+
+
+def register_kind(name: str, module: str) -> None:
+    """Name a plug-in step kind's module (in this process; a module named by the convention is found everywhere)."""
+    PLUGINS[name] = module
+
+
+def plugin_kinds() -> dict[str, str]:
+    """{kind: module} of the plug-in kinds this process finds: each trtbuild_step_NAME on sys.path, and
+    those register_kind named."""
+    import pkgutil
+
+    prefix = "trtbuild_step_"
+    found = {m.name[len(prefix):]: m.name for m in pkgutil.iter_modules() if m.name.startswith(prefix)}
+    return found | PLUGINS
+
+
+def module_name(name: str) -> str | None:
+    """The module of step kind `name`, or None when there is none."""
+    found = KINDS.get(name) or PLUGINS.get(name)
+    if found is not None:
+        return found
+    import importlib.util
+
+    convention = "trtbuild_step_" + name.replace("-", "_")
+    try:
+        return convention if importlib.util.find_spec(convention) is not None else None
+    except (ImportError, ValueError):
+        return None
+
+
 def load_kind(name: str) -> ModuleType:
-    module = KINDS[name]
+    module = module_name(name)
+    if module is None:
+        raise KeyError(f"no step kind {name!r}")
     return sys.modules.get(module) or importlib.import_module(module)  # compiling asks once per step

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from trtbuild.recipes.shared import QUANTIZED_PRECISIONS
 from trtbuild.errors import StepError
 from trtbuild.models.onnx_io import save_onnx
-from trtbuild.steps import Job, Reads, at_each_profile
+from trtbuild.steps import AT_OPT, Job, Reads, at_each_profile
 
 NAME = "accuracy"
 MAIN_OUTPUT = "accuracy.json"
@@ -116,3 +117,22 @@ def _bf16_rounded_in_fp32(source: Path, scratch: Path) -> Path:
     del graph.value_info[:]  # stale; ONNX Runtime infers the types again
     save_onnx(model, scratch)
     return scratch
+
+
+AFTER = ("precision",)
+GATE = True  # an engine waits for it
+
+
+def plan(p):
+    """Where a precision step converted the model: the converted model against the fp32 one, by relative L2
+    error (int8 / fp8 also by the sizes calibrated against the profiles' ranges)."""
+    precision = p.first("precision")
+    if precision is None:
+        return None
+    recipe = p.recipe
+    chosen = recipe.engine.precision
+    params = {"inputs": p.read(*AT_OPT), "precision": chosen, "max_relative_error": p.max_relative_error,
+              "seed": recipe.parity.seed, "profiles": p.profile_opts,
+              "ranges": p.ranges if chosen in QUANTIZED_PRECISIONS else None}
+    return p.step(NAME, params, {"fp32": p.model_after("simplify"), "model": precision} | p.parity_data,
+                  p.out / chosen, after=[p.first("check")])

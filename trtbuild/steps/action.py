@@ -76,9 +76,7 @@ def step_environment(keyed: dict[str, str]) -> None:
 def code_modules(kind: str) -> dict[str, str]:
     """{module: digest} of the code that makes a step kind's artifacts: its module and every trtbuild
     module it imports or loads by name, transitively (not the registry, which names every kind)."""
-    from trtbuild.steps import KINDS
-
-    return package_code(KINDS[kind], registries=("trtbuild.steps",))
+    return _kind_code(kind, package_code)
 
 
 @functools.cache
@@ -95,9 +93,30 @@ def verified_version(kind: str) -> str:
     """code_version from the files themselves, parsed now: what a worker whose code differs from the
     key's bytes checks, whatever any kept index says."""
     from trtbuild import __version__
-    from trtbuild.steps import KINDS
 
-    return code_digest({"__version__": __version__, **verified_code(KINDS[kind], registries=("trtbuild.steps",))})
+    return code_digest({"__version__": __version__, **_kind_code(kind, verified_code)})
+
+
+def _kind_code(kind: str, walk) -> dict[str, str]:
+    """{module: digest} of a kind's code by `walk` (package_code or verified_code); a plug-in kind outside
+    trtbuild: its own module's syntax tree and the trtbuild modules it imports."""
+    from trtbuild.steps import module_name
+
+    module = module_name(kind)
+    if module.startswith("trtbuild."):
+        return walk(module, registries=("trtbuild.steps",))
+    import importlib.util
+    from pathlib import Path
+
+    from trtbuild.store.code import module_path, source_facts
+
+    file = Path(importlib.util.find_spec(module).origin)
+    facts = source_facts(file.read_bytes(), str(file))
+    found = {module: facts["digest"]}
+    for name, level in facts["imports"]:
+        if level == 0 and name.startswith("trtbuild.") and module_path(name).exists():
+            found |= walk(name, registries=("trtbuild.steps",))
+    return found
 
 
 def toolchain() -> str:

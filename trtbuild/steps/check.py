@@ -232,3 +232,14 @@ def _compare(name: str, spec: dict, vi, at: str) -> list[str]:
 def _describe(vi) -> dict:
     return {"name": vi.name, "dtype": dtype_name(vi.type.tensor_type.elem_type), "shape": dims(vi)}
 
+
+AFTER = ("export",)
+GATE = True  # an engine waits for it
+
+
+def plan(p):
+    """Always: the model (the recipe's ONNX file, or the export's) against the recipe, and the parser of
+    each backend that builds here."""
+    return p.step(NAME, {"inputs": p.read("dtype", "shape"),
+                         "backends": sorted({t.backend for _, t, cannot_build in p.targets if cannot_build is None})},
+                  {"model": p.model}, context={"where": p.where()})

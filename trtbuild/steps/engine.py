@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+from trtbuild.backends import backend
 from trtbuild.backends.engine import build_engine
 from trtbuild.steps import Job, Reads, use_gpu_of
 from trtbuild.backends.target import target_from_dict
@@ -49,3 +51,56 @@ def run(job: Job) -> dict:
     meta["built_on_gpu"] = gpu
     (job.outdir / "model.json").write_text(json.dumps(meta, indent=2))
     return meta
+
+
+AFTER = ("check", "parity", "simplify", "precision", "accuracy")
+
+
+def plan(p):
+    """One engine per target, built from the model as the steps before left it, after every gate passed."""
+    recipe = p.recipe
+    precision = recipe.engine.precision
+    engines = []
+    for spec, target, cannot_build in p.targets:
+        if precision == "fp8":
+            cannot_build = cannot_build or _fp8_unsupported(p, spec, target)
+        _refused_precision(p, spec, target, backend(target.backend))
+        params = {
+            "inputs": p.inputs,
+            "precision": precision,
+            "workspace": int(recipe.engine.workspace),
+            "optimization_level": recipe.engine.optimization_level,
+            "target": target.to_dict(),
+            "profiles": p.profiles,  # None: one profile, the inputs' min / opt / max
+        }
+        engines.append(p.step(NAME, params, {"model": p.model}, p.out / target.id, target=target,
+                              context={"timing_cache": os.path.join(p.cache.timing, f"{target.id}.cache")}
+                              | p.machine.builder(target),
+                              after=p.gates(), skip_reason=cannot_build))
+    return engines
+
+
+def _fp8_unsupported(p, spec: str, target) -> str | None:
+    """fp8 needs sm_89 or newer: a recipe or --target naming an older SM is a mistake; an older local
+    GPU (full TensorRT builds for the GPU it finds) only means this machine cannot build it."""
+    from trtbuild.backends.target import supports_fp8
+
+    older = [cc for cc in target.compute_capabilities if not supports_fp8(cc)]
+    if not older:
+        return None
+    sms = ", ".join("sm_" + cc.replace(".", "") for cc in older)
+    if ":" in spec:
+        raise p.recipe_error(("engine", "precision"), f"engine.precision fp8 needs sm_89 or newer, but target {spec!r} "
+                             f"includes {sms}; build fp8 for sm89 / sm120 targets only, or choose int8")
+    return f"fp8 engines need a GPU with sm_89 or newer (this machine's is {sms})"
+
+
+def _refused_precision(p, spec: str, target, chosen) -> None:
+    """A precision the target's backend says it cannot build for those compute capabilities (int8 for
+    TensorRT-RTX's sm_75) is refused here with the reason, not after calibrating, with the builder's text."""
+    precision = p.recipe.engine.precision
+    why = chosen.refuses(precision, target.compute_capabilities)
+    if why:
+        raise p.recipe_error(("engine", "precision"), f"engine.precision {precision} cannot be built for "
+                             f"{', '.join('sm_' + cc.replace('.', '') for cc in target.compute_capabilities)} "
+                             f"(target {spec!r}): {why}")

@@ -8,7 +8,7 @@ from trtbuild.errors import first_line
 from trtbuild.frontends import ModelSpec
 from trtbuild.frontends.registry import BUILT_IN, framework as framework_of
 from trtbuild.models.onnx_io import complete_inputs, normalize_file
-from trtbuild.steps import Job, Reads, reweight
+from trtbuild.steps import AT_OPT, Job, Reads, reweight
 
 NAME = "export"
 MAIN_OUTPUT = "model.onnx"
@@ -157,3 +157,51 @@ def load_reference(path) -> tuple[dict, dict | list]:
         named = {k[4:]: npz[k] for k in npz.files if k.startswith("out:")}
         ordered = [npz[k] for k in sorted((k for k in npz.files if k.startswith("out#")), key=lambda k: int(k[4:]))]
     return feeds, (named or ordered)
+
+
+AFTER = ()
+
+
+def plan(p):
+    """For a framework source: its model exported to ONNX, which the next steps read."""
+    loaded, recipe, source = p.loaded, p.recipe, p.recipe.source
+    if source.framework == "onnx":
+        return None
+    framework = framework_of(source.framework)
+    framework.require()
+    search = [loaded.resolve(f) for f in source.python_path]
+    files: dict = {}
+    if source.path:
+        files["model"] = p.files(p.sources.tree_files(loaded.source_path(), loaded.where("source", "path"),
+                                                      source.allow_outside_files), main=loaded.source_path())
+    if source.checkpoint:
+        files["checkpoint"] = p.files([loaded.resolve(source.checkpoint)])
+    code, package = [], None
+    if source.entrypoint:
+        module = source.entrypoint.split(":")[0]
+        code.append(p.sources.module_file(module, search, "source.entrypoint"))
+        package = p.sources.distribution_of(module, code[0])
+        if package is None:  # the user's code (or an editable install's): the modules it imports are inputs too
+            code += p.sources.user_imports(code[0], [*search, p.sources.package_folder(module, code[0])],
+                                           p.cache.stat_cache)
+    code += p.sources.glob_files(loaded.file.parent, source.deps)
+    if code:
+        files["code"] = p.files(code)
+    # The framework's outputs on the parity inputs are computed during export, where parity is on: with
+    # it off no forward pass is spent on them (switching parity on reruns the export).
+    parity = recipe.parity
+    files |= p.parity_data
+    params = {
+        "framework": source.framework, "opset": recipe.onnx.opset or framework.default_opset,
+        "inputs": p.read(*AT_OPT),  # which dims are dynamic, not their range
+        "entrypoint": source.entrypoint, "args": source.args, "kwargs": source.kwargs,
+        "exporter": source.exporter if framework.exporters else None,
+        "package": package,  # its version goes into the key with the other tools
+        "outputs": source.outputs, "inputs_as_nchw": source.inputs_as_nchw,
+        "input_order": list(p.inputs),  # PyTorch binds a lone input, or a TorchScript model's, by position
+        "reference": {"seed": parity.seed} if parity.enabled else None,
+        "ranges": p.ranges,  # a new min or max reruns the export: it runs the model there
+    }
+    step = p.step(NAME, params, files, context={"python_path": [str(f) for f in search], "where": p.where()})
+    p.model = p.pick(step, ONNX_FILES)  # not reference.npz: float noise there must not rebuild anything
+    return step

@@ -52,3 +52,19 @@ def run(job: Job) -> dict:
                  f"L2 error {r['rel_l2']:.1e}" for r in rows if not (r.get("mismatched") or "0/").startswith("0/")]
     (job.outdir / MAIN_OUTPUT).write_text(json.dumps(result, indent=2))
     return {"parity": result, "warnings": warnings}
+
+
+AFTER = ("check", "export")
+GATE = True  # an engine waits for it
+
+
+def plan(p):
+    """For an exported model, with parity on: ONNX Runtime against the framework's outputs."""
+    export, parity = p.first("export"), p.recipe.parity
+    if export is None or not parity.enabled:
+        return None
+    params = {"atol": parity.atol, "rtol": parity.rtol, "framework": p.recipe.source.framework,
+              "max_relative_error": parity.max_relative_error,
+              "outputs": {n: t.model_dump(exclude_none=True) for n, t in sorted(parity.outputs.items())},
+              "inputs_from": parity.data or f"random, seed {parity.seed}"}
+    return p.step(NAME, params, {"onnx": export}, after=[p.first("check")])

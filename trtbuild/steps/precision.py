@@ -11,9 +11,10 @@ from pathlib import Path
 
 from trtbuild.models import float16
 from trtbuild.models.calibration import calibration_batches
-from trtbuild.errors import StepError, first_line
+from trtbuild.recipes.shared import QUANTIZED_PRECISIONS
+from trtbuild.errors import RecipeError, StepError, UsageError, first_line
 from trtbuild.models.onnx_io import save_onnx
-from trtbuild.steps import Job, Reads
+from trtbuild.steps import AT_OPT, Job, Reads
 
 NAME = "precision"
 MAIN_OUTPUT = "model.onnx"
@@ -268,3 +269,77 @@ def _describe(model, precision: str, converter: str) -> dict:
         types = Counter(onnx.TensorProto.DataType.Name(i.data_type) for i in model.graph.initializer)
         meta["initializer_types"] = dict(types)
     return meta
+
+
+AFTER = ("simplify",)
+# Precisions made by transforming the ONNX model (fp32 / tf32 are builder settings).
+TRANSFORMED_PRECISIONS = ("fp16", "bf16", "int8", "fp8")
+
+
+def plan(p):
+    """For fp16 / bf16 / int8 / fp8: the model converted or quantized, which the engine then builds."""
+    recipe, options = p.recipe, p.recipe.precision
+    precision = recipe.engine.precision
+    if precision not in TRANSFORMED_PRECISIONS:
+        return None
+    inputs = p.read(*AT_OPT)
+    files: dict = {"model": p.model}
+    context: dict = {}
+    calibration = None
+    if precision in QUANTIZED_PRECISIONS:
+        converter = "ort-quantization"
+        cal = options.calibration
+        # The files a data glob resolves to are inputs (by content and path), not the glob's spelling.
+        calibration = {"method": cal.method, "batches": cal.batches, "loader": cal.loader, "data": bool(cal.data)}
+        if cal.data:
+            where = p.loaded.where("precision", "calibration", "data")
+            found = sorted({f.resolve() for f in p.loaded.file.parent.glob(cal.data) if f.is_file()})
+            read = _calibration_read(where, found, cal.batches, inputs)
+            p.warn_uncalibrated(p.cache.warn, where, read, inputs, p.ranges)
+            files["calibration"] = p.SourceFiles(read[0], tuple(read), beside_main=False)  # named by path
+            context["calibration_files"] = [str(f) for f in read]
+            context["calibration_unread"] = len(found) - len(read)
+            context["where"] = where
+        else:
+            search = [p.loaded.resolve(f) for f in recipe.source.python_path]
+            loader = p.sources.module_file(cal.loader.split(":")[0], search, "precision.calibration.loader")
+            files["calibration"] = p.files([loader, *p.sources.user_imports(loader, search, p.cache.stat_cache)])
+            context["python_path"] = [str(f) for f in search]
+            context["where"] = p.loaded.where("precision", "calibration", "loader")
+    else:
+        try:
+            converter = fp16_converter(precision)
+        except UsageError as exc:
+            raise p.recipe_error(("engine", "precision"), str(exc)) from None
+    params = {"precision": precision, "converter": converter, "keep_io_types": options.keep_io_types,
+              "keep_fp32": sorted(set(options.keep_fp32)), "calibration": calibration, "inputs": inputs}
+    step = p.step(NAME, params, files, p.out / precision, context=context, after=[p.first("check")])
+    p.model = p.pick(step, (MAIN_OUTPUT, f"{MAIN_OUTPUT}.data"))  # not its calibration shapes: the same engine
+    return step
+
+
+def _calibration_read(where: str, found: list[Path], limit: int | None, inputs: dict) -> list[Path]:
+    """The calibration files the step reads (all, unless precision.calibration.batches limits them): only
+    they are keyed. A shard is cut into batches of the inputs' opt batch (the largest, as the step may take
+    any input's); with none in the recipe, a shard counts as one batch (more files keyed, never fewer)."""
+    from trtbuild.models.calibration_files import files_to_read
+
+    batch = max((spec["opt"][0] for spec in inputs.values() if spec.get("opt")), default=1 << 62)
+    try:
+        return files_to_read(found, limit, batch)
+    except ValueError as exc:
+        raise RecipeError([f"{where}: precision.calibration.data: {exc}"]) from None
+
+
+def fp16_converter(precision: str) -> str:
+    """ModelOpt AutoCast when installed (fp16 and bf16), else onnxruntime's float16 converter (fp16 only)."""
+    import importlib.util
+
+    if importlib.util.find_spec("modelopt") is not None:
+        return "modelopt"
+    if precision == "bf16":
+        raise UsageError("engine.precision bf16 needs NVIDIA ModelOpt (AutoCast), which is not installed: install it "
+                         "without replacing the pinned onnx and onnxruntime (`pip install --no-deps "
+                         "nvidia-modelopt==0.47.0 onnx_graphsurgeon onnxslim==0.1.98`, then its dependencies: see "
+                         "docs/getting-started.md, Installing), or choose fp16")
+    return "ort-float16"

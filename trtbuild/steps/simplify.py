@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trtbuild.errors import StepError, first_line
+from trtbuild.errors import StepError, UsageError, first_line
 from trtbuild.models.onnx_io import save_onnx
-from trtbuild.steps import Job, Reads
+from trtbuild.steps import AT_OPT, Job, Reads
 
 NAME = "simplify"
 MAIN_OUTPUT = "model.onnx"
@@ -242,3 +242,24 @@ def _ort_error(model_path, recipe_inputs: dict) -> str | None:
         return onnxruntime_problem(exc)
     return None
 
+
+AFTER = ("check",)
+
+
+def plan(p):
+    """With onnx.simplify on: onnx-simplifier on the model, whose result the next steps read (unless the
+    recipe's ONNX model is too large to simplify here: then the step is skipped and they read the model)."""
+    if not p.recipe.onnx.simplify:
+        return None
+    model = p.model
+    # Gated on check only: with -j it runs beside parity; the engine waits for both.
+    step = p.step(NAME, {"inputs": p.read(*AT_OPT), "check": p.recipe.onnx.simplify_check}, {"model": model},
+                  after=[p.first("check")])
+    if isinstance(model, p.SourceFiles):  # an exported model's weights are judged by its simplify step
+        try:
+            step.skip_reason = files_too_large(model.files)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if step.skip_reason is None:
+        p.model = step
+    return step

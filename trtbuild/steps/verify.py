@@ -8,7 +8,7 @@ import json
 import os
 
 from trtbuild.errors import StepError
-from trtbuild.steps import Job, Reads, at_each_profile, use_gpu_of
+from trtbuild.steps import AT_OPT, Job, Reads, at_each_profile, use_gpu_of
 from trtbuild.backends import backend
 from trtbuild.backends.target import target_from_dict
 
@@ -60,3 +60,25 @@ def run(job: Job) -> dict:
         raise StepError("the engine disagrees with ONNX Runtime at " + "\n".join(failures), details={"verify": result})
     (job.outdir / MAIN_OUTPUT).write_text(json.dumps(result, indent=2))
     return {"verify": result}
+
+
+AFTER = ("engine",)
+
+
+def plan(p):
+    """For each engine: the plan against ONNX Runtime on the fp32 model, on a GPU that runs it (else skipped)."""
+    recipe, limit = p.recipe, p.max_relative_error
+    steps = []
+    for engine in p.all("engine"):
+        target = engine.target
+        runs_on, cannot_run = p.machine.runner(target, recipe.engine.precision)
+        params = {"inputs": p.read(*AT_OPT), "target": target.to_dict(), "atol": recipe.parity.atol,
+                  "rtol": recipe.parity.rtol, "max_relative_error": limit, "seed": recipe.parity.seed,
+                  "float_noise": recipe.parity.max_relative_error if limit is None else None,
+                  "outputs": {} if limit is not None else
+                  {n: t.model_dump(exclude_none=True) for n, t in sorted(recipe.parity.outputs.items())},
+                  "profiles": p.profile_opts}
+        steps.append(p.step(NAME, params, {"plan": p.pick(engine, ("model.plan",)), "onnx": p.model_after("simplify")}
+                            | p.parity_data, engine.publish_dir, target=target, context=runs_on,
+                            skip_reason=engine.skip_reason or cannot_run))
+    return steps
