@@ -95,15 +95,27 @@ def check(model: Path, inputs: dict[str, dict], ranges: list[dict], seed: int, v
     return [label for label, _, _ in found_points]
 
 
+def coupled(moved: list[tuple[str, int]], base: dict, shapes: dict) -> list[list[tuple[str, int]]]:
+    """The moved dims in groups that move together: those going from the same size to the same size (a
+    batch that every input shares, the past length of a KV cache's keys and values). Moving one of them
+    alone makes shapes no model takes (a batch of 4 tokens over a cache of 2), whatever the export did."""
+    groups: dict[tuple[int, int], list[tuple[str, int]]] = {}
+    for name, dim in moved:
+        groups.setdefault((base[name][dim], shapes[name][dim]), []).append((name, dim))
+    return list(groups.values())
+
+
 def _blame(label: str, shapes: dict, base_label: str, base: dict, found: str, problem, where, traced_here: bool) -> str:
-    """One line: the input and dim that alone (the others as traced) bring the failure, why, and the fix."""
+    """One line: the input and dim whose move alone (with the dims coupled to it; the others as traced)
+    brings the failure, why, and the fix."""
     moved = [(n, d) for n, shape in shapes.items() for d, v in enumerate(shape) if v != base[n][d]]
     culprit = None
-    for name, dim in moved:
+    for group in coupled(moved, base, shapes):
         alone = {n: list(s) for n, s in base.items()}
-        alone[name][dim] = shapes[name][dim]
+        for name, dim in group:
+            alone[name][dim] = shapes[name][dim]
         if problem(alone) is not None:
-            culprit = (name, dim)
+            culprit = group[0]
             break
     name, dim = culprit or moved[0]
     fixed = base[name][dim]
