@@ -164,7 +164,7 @@ def main() -> None:
     results = {"environment": environment(), "rows": []}
     if args.ultralytics:
         found = sorted(args.ultralytics.glob("ultralytics-*.dist-info"))
-        results["environment"]["versions"]["ultralytics"] = found[-1].name.split("-")[1] if found else None
+        results["environment"]["versions"]["ultralytics"] = found[-1].name.removesuffix(".dist-info").split("-")[1] if found else None
     started = time.perf_counter()
     try:
         for entry in entries:
