@@ -22,14 +22,12 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
-
 from common import REPO, compile_bytecode
 from corpus import environment, run_process
 from hidden_zoo_entries import BY_NAME, ENTRIES, OFFLINE, PREPARED, calibration
@@ -79,7 +77,8 @@ def summarise(report: dict | None, done: dict) -> dict:
     row["warnings"] = [f"{s['step']}: {w}" for s in steps for w in (s.get("meta") or {}).get("warnings") or []]
     failed = next((s for s in steps if s["status"] == "failed"), None)
     if failed is not None:
-        row["result"] = f"{'refused' if done['rc'] == 2 else 'failed'} at {failed['step']}: {first_line(failed.get('error'))}"
+        verdict = "refused" if done["rc"] == 2 else "failed"
+        row["result"] = f"{verdict} at {failed['step']}: {first_line(failed.get('error'))}"
         row["error"] = (failed.get("error") or "")[:4000]
     elif report.get("recipe_errors"):
         row["result"] = "recipe error: " + first_line(report["recipe_errors"][0])
@@ -130,9 +129,10 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| model | family | precision | result | parity max abs | gate rel L2 | steps (s) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        parity = f"{r['parity_max_abs']:.1e}" if r.get("parity_max_abs") is not None else "-"
+        ran = r.get("steps") or {}
+        parity = f"{r['parity_max_abs']:.1e}" if "parity" in ran and r.get("parity_max_abs") is not None else "-"
         gate = f"{r['gate_rel_l2']:.1e}" if r.get("gate_rel_l2") is not None else "-"
-        steps = ", ".join(f"{k} {v:.1f}" for k, v in (r.get("steps") or {}).items()) or "-"
+        steps = ", ".join(f"{k} {v:.1f}" for k, v in ran.items()) or "-"
         result = r["result"].replace("|", "\\|")
         result = result if len(result) <= 220 else result[:217] + "..."
         lines.append(f"| {r['model']} | {r['family']} | {r['precision']} | {result} | {parity} | {gate} | {steps} |")
@@ -163,8 +163,8 @@ def main() -> None:
     env = {**os.environ, **OFFLINE, "PYTHONPATH": os.pathsep.join(path)}
     results = {"environment": environment(), "rows": []}
     if args.ultralytics:
-        found = sorted(args.ultralytics.glob("ultralytics-*.dist-info"))
-        results["environment"]["versions"]["ultralytics"] = found[-1].name.removesuffix(".dist-info").split("-")[1] if found else None
+        found = [p.name.removesuffix(".dist-info") for p in args.ultralytics.glob("ultralytics-*.dist-info")]
+        results["environment"]["versions"]["ultralytics"] = found[0].split("-")[1] if found else None
     started = time.perf_counter()
     try:
         for entry in entries:

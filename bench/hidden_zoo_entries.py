@@ -85,10 +85,10 @@ ENTRIES = [
           torch_source("retinanet")),
     Entry("tv_fcos_head", "torchvision detector", "fcos_resnet50_fpn(weights=None, 8 classes): backbone + head, no "
           "post-processing, 256x256, batch 1..2", {"image": image(256, batch=(1, 1, 2))}, torch_source("fcos")),
-    Entry("keras_MobileNetV2", "Keras application", "keras.applications.MobileNetV2(weights=None), 96x96 NHWC, "
-          "batch 1..4, .keras", {}),
-    Entry("keras_ConvNeXtTiny", "Keras application", "keras.applications.ConvNeXtTiny(weights=None), 64x64 NHWC, "
-          "batch 1..4, .keras", {}),
+    Entry("keras_MobileNetV2", "Keras application", "keras.applications.MobileNetV2(weights=None, "
+          "classifier_activation=None), 96x96 NHWC, batch 1..4, .keras", {}),
+    Entry("keras_ConvNeXtTiny", "Keras application", "keras.applications.ConvNeXtTiny(weights=None, "
+          "classifier_activation=None), 64x64 NHWC, batch 1..4, .keras", {}),
     Entry("yolo11n", "ultralytics ONNX", "YOLO('yolo11n.yaml') (random weights) exported by ultralytics "
           "(format=onnx, dynamic=True, simplify=False), 320x320, batch 1..4; an onnx source", {}),
 ]
@@ -128,7 +128,9 @@ def make_keras(name: str, work: Path) -> dict:
 
     application, size = name.removeprefix("keras_"), {"keras_MobileNetV2": 96, "keras_ConvNeXtTiny": 64}[name]
     keras.utils.set_random_seed(0)
-    model = getattr(keras.applications, application)(input_shape=(size, size, 3), weights=None)
+    # logits: the softmax of an untrained classifier is 1/1000 everywhere, and the gates would compare nothing
+    model = getattr(keras.applications, application)(input_shape=(size, size, 3), weights=None,
+                                                     classifier_activation=None)
     model.save(work / f"{application}.keras")
     return {"source": {"framework": "keras", "path": f"{application}.keras"},
             "inputs": {model.layers[0].name: image(size, channels_last=True)}}

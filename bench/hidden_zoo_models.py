@@ -59,7 +59,7 @@ class DecodeStep(torch.nn.Module):
                 torch.stack([layer.values for layer in layers]))
 
 
-QWEN2 = dict(layers=2, kv_heads=2, head_dim=16)  # the cache's dims, for the recipe
+QWEN2 = {"layers": 2, "kv_heads": 2, "head_dim": 16}  # the cache's dims, for the recipe
 
 
 def qwen2_decode():
@@ -109,10 +109,10 @@ class Clip(torch.nn.Module):
 
 def clip():
     torch.manual_seed(0)
-    text = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                max_position_embeddings=64)
-    vision = dict(image_size=64, patch_size=16, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=2)
+    text = {"vocab_size": VOCAB, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "max_position_embeddings": 64}
+    vision = {"image_size": 64, "patch_size": 16, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+              "num_attention_heads": 2}
     return Clip(T.CLIPModel(T.CLIPConfig(text_config=text, vision_config=vision, projection_dim=32))).eval()
 
 

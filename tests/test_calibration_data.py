@@ -1,4 +1,5 @@
-"""Calibration data that does not fit the model: the file, the expected and actual shape or type, exit 2."""
+"""Calibration data: how files become batches, and data that does not fit the model named (the file, the
+expected and actual shape or type, exit 2)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
 from conftest import recipe_dict
+from onnx import TensorProto, helper, numpy_helper
 
 pytestmark = pytest.mark.slow
 
@@ -130,7 +130,8 @@ def test_npz_shards_whose_arrays_differ_in_their_first_dim_are_one_batch_each(pr
     (project.root / "calib").mkdir()
     rng = np.random.default_rng(1)
     for i, (batch, length, past) in enumerate([(4, 8, 8), (2, 4, 4), (1, 1, 1)]):
-        np.savez(project.root / "calib" / f"shard{i}.npz", x=rng.standard_normal((batch, length, 8)).astype(np.float32),
+        np.savez(project.root / "calib" / f"shard{i}.npz",
+                 x=rng.standard_normal((batch, length, 8)).astype(np.float32),
                  past=rng.standard_normal((2, batch, past, 8)).astype(np.float32))
     code, report = project.build()
     assert code == 0, precision_step(report).get("error")
