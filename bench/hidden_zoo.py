@@ -126,16 +126,28 @@ def build_entry(entry, args, env: dict) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| model | family | precision | result | parity max abs | gate rel L2 | steps (s) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        ran = r.get("steps") or {}
-        parity = f"{r['parity_max_abs']:.1e}" if "parity" in ran and r.get("parity_max_abs") is not None else "-"
-        gate = f"{r['gate_rel_l2']:.1e}" if r.get("gate_rel_l2") is not None else "-"
-        steps = ", ".join(f"{k} {v:.1f}" for k, v in ran.items()) or "-"
-        result = r["result"].replace("|", "\\|")
-        result = result if len(result) <= 220 else result[:217] + "..."
-        lines.append(f"| {r['model']} | {r['family']} | {r['precision']} | {result} | {parity} | {gate} | {steps} |")
+    """One row per model: each precision's result (built, or the first line of what stopped it), parity of
+    the export, the accuracy gate per precision, and the seconds of the steps each build ran."""
+    precisions = list(dict.fromkeys(r["precision"] for r in rows))
+    lines = ["| model | family | " + " | ".join(precisions) + " | parity max abs | gate rel L2 ("
+             + " / ".join(p for p in precisions if p != "fp32") + ") | steps run, s (" + " / ".join(precisions) + ") |",
+             "| --- | --- | " + "--- | " * len(precisions) + "--- | --- | --- |"]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = {r["precision"]: r for r in rows if r["model"] == model}
+        cells, shown = [], None
+        for p in precisions:
+            result = mine[p]["result"] if p in mine else "not run"
+            result = result if len(result) <= 200 else result[:197] + "..."
+            cells.append("same" if result == shown and result not in ("built", "not run") else result.replace("|", "\\|"))
+            shown = result
+        parity = next((f"{r['parity_max_abs']:.1e}" for r in mine.values()
+                       if "parity" in (r.get("steps") or {}) and r.get("parity_max_abs") is not None), "-")
+        gates = " / ".join(f"{mine[p]['gate_rel_l2']:.1e}" if mine.get(p, {}).get("gate_rel_l2") is not None else "-"
+                           for p in precisions if p != "fp32")
+        steps = " / ".join(", ".join(f"{k} {v:.1f}" for k, v in (mine[p].get("steps") or {}).items()) or "-"
+                           if p in mine else "-" for p in precisions)
+        family = next(iter(mine.values()))["family"]
+        lines.append(f"| {model} | {family} | " + " | ".join(cells) + f" | {parity} | {gates} | {steps} |")
     return "\n".join(lines)
 
 
