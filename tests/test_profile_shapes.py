@@ -161,3 +161,16 @@ def test_the_dim_the_export_fixed_is_named_where_inputs_share_a_batch(nets):
     assert error.endswith("the export fixed dim 1 at 1, its size at opt (torch fixes a dynamic dim whose example size "
                           "is 1, and code that branches on the size, such as `x.shape[1] == 1`, keeps the path taken "
                           "there): make opt of dim 1 2 or more (the export traces at opt)")
+
+
+def test_dims_equal_by_chance_at_every_shape_are_told_apart(nets):
+    # batch and length are 1, 1, 4 at min, opt and max: they move together, and where both together fail,
+    # the one that fails alone (the length the trace fixed) is named, not the batch beside it
+    recipe = write_recipe(nets, opt_length=1, opset=17, parity=False,
+                          profiles=[{"name": "square", "inputs": {"x": {"min": [1, 1, 8], "opt": [1, 1, 8],
+                                                                        "max": [4, 4, 8]}}}])
+    code, report = build_recipe(recipe)
+    assert code == 2, report
+    error = export_error(report)
+    assert ": inputs.x: at max [4, 4, 8] (it runs at opt [1, 1, 8]) the exported model fails in ONNX Runtime (" in error
+    assert error.endswith("make opt of dim 1 2 or more (the export traces at opt)")
