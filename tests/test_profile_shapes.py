@@ -31,6 +31,21 @@ class Decoder(torch.nn.Module):
         if x.shape[1] == 1:
             return self.proj(x.reshape(x.shape[0], 8))
         return self.proj(x.mean(1))
+
+
+class CachedDecoder(torch.nn.Module):
+    """The decode step over a cache: new tokens [batch, length, 8] after past ones [batch, past, 8]."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(8, 8)
+
+    def forward(self, x, past):
+        if x.shape[1] == 1:
+            new = self.proj(x.reshape(x.shape[0], 8)).unsqueeze(1)
+        else:
+            new = self.proj(x)
+        return torch.cat([past, new], 1)
 '''
 
 ENGINE = {"backend": "tensorrt-rtx", "workspace": "256MiB", "optimization_level": 0}
@@ -128,3 +143,34 @@ def test_every_profile_is_run_and_the_failing_one_is_named(nets):
     assert ": inputs.x: at profile 'prompt' opt [2, 8, 8] (it runs at profile 'decode' opt [2, 1, 8]) the exported " \
            "model fails in ONNX Runtime (" in error
     assert error.endswith("make the first profile's opt of dim 1 2 or more (the export traces at opt)")
+
+
+def test_the_dim_the_export_fixed_is_named_where_inputs_share_a_batch(nets):
+    # moving x's batch alone (4 new tokens' rows over a cache of 2) fails whatever the export did; the
+    # batch moves with the cache's, and the sequence the trace fixed at 1 is what is named
+    data = {"name": "net", "source": {"framework": "pytorch", "entrypoint": "nets:CachedDecoder"},
+            "inputs": {"x": {"min": [1, 1, 8], "opt": [2, 1, 8], "max": [4, 16, 8]},
+                       "past": {"min": [1, 1, 8], "opt": [2, 4, 8], "max": [4, 8, 8]}},
+            "parity": {"enabled": False}, "engine": ENGINE}
+    recipe = nets / "net.yaml"
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, report = build_recipe(recipe)
+    assert code == 2, report
+    error = export_error(report)
+    assert error.startswith(f"{line_of(recipe, 'x:')}: inputs.x: at max [4, 16, 8] (it runs at opt [2, 1, 8]) ")
+    assert error.endswith("the export fixed dim 1 at 1, its size at opt (torch fixes a dynamic dim whose example size "
+                          "is 1, and code that branches on the size, such as `x.shape[1] == 1`, keeps the path taken "
+                          "there): make opt of dim 1 2 or more (the export traces at opt)")
+
+
+def test_dims_equal_by_chance_at_every_shape_are_told_apart(nets):
+    # batch and length are 1, 1, 4 at min, opt and max: they move together, and where both together fail,
+    # the one that fails alone (the length the trace fixed) is named, not the batch beside it
+    recipe = write_recipe(nets, opt_length=1, opset=17, parity=False,
+                          profiles=[{"name": "square", "inputs": {"x": {"min": [1, 1, 8], "opt": [1, 1, 8],
+                                                                        "max": [4, 4, 8]}}}])
+    code, report = build_recipe(recipe)
+    assert code == 2, report
+    error = export_error(report)
+    assert ": inputs.x: at max [4, 4, 8] (it runs at opt [1, 1, 8]) the exported model fails in ONNX Runtime (" in error
+    assert error.endswith("make opt of dim 1 2 or more (the export traces at opt)")

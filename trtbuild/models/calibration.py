@@ -1,7 +1,9 @@
 """Calibration batches for int8 / fp8: from .npy / .npz files (every file a glob matches, in name
 order, unless `batches` limits them) or from the user's loader (all it yields, unless `batches` limits
-it), each array checked against the model's input and cast to its type. Data that does not fit is a
-recipe error naming the file, the expected and the actual shape or type."""
+it), each array checked against the model's input and cast to its type. A .npz whose arrays share their
+first dim holds samples, cut into batches of opt's batch size; one whose arrays differ there (a KV cache
+laid out [layers, batch, ...] beside [batch, length] tokens) is one batch as it is. Data that does not fit
+is a recipe error naming the file, the expected and the actual shape or type."""
 
 from __future__ import annotations
 
@@ -81,7 +83,11 @@ def _from_files(files: list[Path], inputs: dict, limit: int | None, where: str) 
                 if missing:
                     raise StepError(f"{where}: calibration data {file} has no arrays for inputs {missing} "
                                     f"(it has {npz.files})", user_error=True)
-                arrays = {n: fit(npz[n], n, inputs[n], str(file), where, batched=True) for n in inputs}
+                arrays = {n: npz[n] for n in inputs}
+            if len({len(a) for a in arrays.values()}) > 1:  # no common samples dim: the file is one batch
+                batches.append({n: fit(a, n, inputs[n], str(file), where) for n, a in arrays.items()})
+                continue
+            arrays = {n: fit(a, n, inputs[n], str(file), where, batched=True) for n, a in arrays.items()}
             count = len(next(iter(arrays.values())))
             batches += [{n: a[i:i + batch_size] for n, a in arrays.items()} for i in range(0, count, batch_size)]
         return batches[:limit], max(0, len(batches) - (limit or len(batches)))

@@ -91,19 +91,39 @@ def check(model: Path, inputs: dict[str, dict], ranges: list[dict], seed: int, v
         found = problem(shapes)
         if found is not None:
             raise StepError(_blame(label, shapes, traced_label, traced, found, problem, where,
-                                   traced_at_opt), user_error=True)
+                                   traced_at_opt, [p for _, _, p in found_points]), user_error=True)
     return [label for label, _, _ in found_points]
 
 
-def _blame(label: str, shapes: dict, base_label: str, base: dict, found: str, problem, where, traced_here: bool) -> str:
-    """One line: the input and dim that alone (the others as traced) bring the failure, why, and the fix."""
-    moved = [(n, d) for n, shape in shapes.items() for d, v in enumerate(shape) if v != base[n][d]]
-    culprit = None
+def coupled(moved: list[tuple[str, int]], every: list[dict]) -> list[list[tuple[str, int]]]:
+    """The moved dims in groups that move together: those of the same size at every shape the recipe
+    promises (`every`: each point's shapes), such as a batch that every input shares or the past length of
+    a KV cache's keys and values. Moving one of them alone makes shapes no model takes (a batch of 4 tokens
+    over a cache of 2), whatever the export did."""
+    groups: dict[tuple[int, ...], list[tuple[str, int]]] = {}
     for name, dim in moved:
+        groups.setdefault(tuple(p[name][dim] if name in p else None for p in every), []).append((name, dim))
+    return list(groups.values())
+
+
+def _blame(label: str, shapes: dict, base_label: str, base: dict, found: str, problem, where, traced_here: bool,
+           every: list[dict]) -> str:
+    """One line: the input and dim whose move alone (with the dims coupled to it; the others as traced)
+    brings the failure, why, and the fix."""
+    moved = [(n, d) for n, shape in shapes.items() for d, v in enumerate(shape) if v != base[n][d]]
+
+    def fails(group: list[tuple[str, int]]) -> bool:
         alone = {n: list(s) for n, s in base.items()}
-        alone[name][dim] = shapes[name][dim]
-        if problem(alone) is not None:
-            culprit = (name, dim)
+        for name, dim in group:
+            alone[name][dim] = shapes[name][dim]
+        return problem(alone) is not None
+
+    culprit = None
+    for group in coupled(moved, every):
+        if fails(group):
+            # sizes equal by chance (a batch of 4 beside a width of 4) are told apart where one alone fails
+            lone = [member for member in group if fails([member])] if len(group) > 1 else group
+            culprit = lone[0] if len(lone) == 1 else group[0]
             break
     name, dim = culprit or moved[0]
     fixed = base[name][dim]

@@ -213,7 +213,8 @@ class Calibration(_Strict):
 
     data: str | None = Field(
         None, description='"calib/*.npy" (one batch per file, single-input models) or "calib.npz" '
-        "(arrays keyed by input name, first dim = samples), relative to the recipe.",
+        "(arrays keyed by input name, first dim = samples; a .npz whose arrays differ in their first dim is one "
+        "batch as it is), relative to the recipe.",
     )
     loader: str | None = Field(
         None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
