@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import REPO, compile_bytecode
+from common import compile_bytecode
 
 MODELS_PY = '''
 """Models from library configs, random weights (torch.manual_seed(0))."""
