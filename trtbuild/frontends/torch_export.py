@@ -166,8 +166,22 @@ def _dynamo(model, spec: ModelSpec, out: Path, output_names: list[str]) -> None:
     kwargs = {}
     if not isinstance(model, torch.export.ExportedProgram):  # a program has its dynamic dims already
         kwargs["dynamic_shapes"] = torch_dims.dynamic_shapes(spec)
-    torch.onnx.export(model, torch_dims.example_args(spec), str(out), dynamo=True, opset_version=spec.opset,
-                      input_names=list(spec.inputs), output_names=output_names, **kwargs)
+    program = torch.onnx.export(model, torch_dims.example_args(spec), dynamo=True, opset_version=spec.opset,
+                                input_names=list(spec.inputs), output_names=output_names, **kwargs)
+    _without_stack_traces(program.model)
+    program.save(str(out), external_data=True)  # as torch.onnx.export(f=...) saves
+
+
+def _without_stack_traces(model) -> None:
+    """Drop the Python stack trace the exporter writes into each node: it holds the absolute paths and line
+    numbers of the model's code, so the same model exported from another checkout, or after a comment
+    edit, would be other bytes, and every step after the export would rebuild."""
+    import onnx_ir as ir
+
+    graphs = [model.graph, *model.functions.values()]
+    for graph in graphs:
+        for node in ir.traversal.RecursiveGraphIterator(graph):
+            node.metadata_props.pop("pkg.torch.onnx.stack_trace", None)
 
 
 def _torchscript(model, spec: ModelSpec, out: Path, shapes: dict[str, list[int]] | None = None) -> None:
