@@ -16,9 +16,12 @@ in worker processes.
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 
 import torch
+
+from trtbuild.frontends import torch_direct
 
 WEIGHTS = "(weights by name)"  # the external-data location a template's weights refer to
 
@@ -30,15 +33,26 @@ class NotWeightsOnly(Exception):
 @contextlib.contextmanager
 def capture(template: Path):
     """Write the graph the dynamo exporter translated, before its optimizer runs, to `template`:
-    the weights (the exported program's state_dict) as references by name, other constants as they are."""
+    the weights (the exported program's state_dict) as references by name, other constants as they are,
+    and how the optimized graph's constants come from the weights (torch_direct)."""
     from torch.onnx._internal.exporter import _onnx_program
 
     original = _onnx_program.ONNXProgram.optimize
 
     def optimize(program):
-        if program.exported_program is not None and not template.exists():
-            template.write_bytes(_without_weights(program.model, set(program.exported_program.state_dict)))
-        return original(program)
+        if program.exported_program is None or template.exists():
+            return original(program)
+        proto, weights = _without_weights(program.model, set(program.exported_program.state_dict))
+        before = torch_direct.Before(program.model.graph, set(weights))
+        original(program)
+        try:
+            proof = torch_direct.prove(before, weights, program.model)
+            if "moved" in proof:
+                proof = torch_direct.checked_moves(proto, proof["moved"], weights, program.model) or proof
+        except Exception as exc:  # no proof: a rebuild runs the optimizer again
+            proof = {"why": f"no mapping of the constants to the weights ({type(exc).__name__}: {exc})"}
+        proto.metadata_props.add(key=torch_direct.KEY, value=json.dumps(proof))
+        template.write_bytes(proto.SerializeToString())
 
     _onnx_program.ONNXProgram.optimize = optimize
     try:
@@ -47,7 +61,8 @@ def capture(template: Path):
         _onnx_program.ONNXProgram.optimize = original
 
 
-def _without_weights(model, names: set[str]) -> bytes:
+def _without_weights(model, names: set[str]):
+    """The model as a proto with its weights as references by name, and those weights (name -> tensor)."""
     import onnx_ir as ir
 
     kept = {}
@@ -58,7 +73,7 @@ def _without_weights(model, names: set[str]) -> bytes:
             value.const_value = ir.ExternalTensor(WEIGHTS, 0, tensor.nbytes, tensor.dtype, shape=tensor.shape, name=name,
                                                   base_dir="")
     try:
-        return ir.serde.serialize_model(model).SerializeToString()
+        return ir.serde.serialize_model(model), kept
     finally:
         for name, tensor in kept.items():
             model.graph.initializers[name].const_value = tensor
@@ -66,32 +81,60 @@ def _without_weights(model, names: set[str]) -> bytes:
 
 def reweight(template: Path, exported: Path, state: dict[str, torch.Tensor], out: Path) -> dict:
     """Write to `out` the last export (`exported`, its ONNX model) with the weights in `state` (the model's
-    state_dict, by the names the exporter kept in `template`), optimized as a full export optimizes them.
-    Raises NotWeightsOnly when the weights do not fit the graph or the optimizer makes another graph."""
+    state_dict, by the names the exporter kept in `template`): copied in by name where the export proved
+    that exact (torch_direct), else optimized as a full export optimizes them. Raises NotWeightsOnly when
+    the weights do not fit the graph or the optimizer makes another graph.
+    Returns {"weights": how many, "swap": "direct" or "optimizer: why the direct copy does not do"}."""
     import onnx
+
+    proto = onnx.load(str(template), load_external_data=False)
+    new = _new_weights(proto, state)
+    proof = torch_direct.read(proto)
+    why = proof.get("why", "")
+    if not why:
+        from torch.onnx._internal.exporter._core import TorchTensor
+
+        try:
+            torch_direct.swap(proto, proof, exported, {n: TorchTensor(t).numpy() for n, t in new.items()}, out)
+            return {"weights": len(new), "swap": "direct"}
+        except (torch_direct.NotExact, NotWeightsOnly) as exc:
+            why = str(exc)
+    _optimized(proto, new, exported, out)
+    return {"weights": len(new), "swap": f"optimizer: {why}"}
+
+
+def _new_weights(proto, state: dict) -> dict:
+    """The template's weights (name -> tensor) from `state`, each of the shape and dtype the graph has."""
+    import onnx_ir as ir
+    from torch.onnx._internal.exporter._core import TorchTensor
+
+    new = {}
+    for init in proto.graph.initializer:
+        if not any(e.key == "location" and e.value == WEIGHTS for e in init.external_data):
+            continue
+        tensor = state.get(init.name)
+        if tensor is None:
+            raise NotWeightsOnly(f"the model has no weight {init.name!r} now (the last export had one)")
+        dtype = ir.DataType(init.data_type)
+        if list(tensor.shape) != list(init.dims) or TorchTensor(tensor).dtype != dtype:
+            raise NotWeightsOnly(f"weight {init.name!r} is {_described(tensor.shape, TorchTensor(tensor).dtype)} now, "
+                                 f"{_described(init.dims, dtype)} in the last export")
+        new[init.name] = tensor.detach().contiguous()
+    return new
+
+
+def _optimized(proto, new: dict, exported: Path, out: Path) -> None:
+    """The template with the new weights through the optimizer a full export runs, into the last export."""
     import onnx_ir as ir
     from torch.onnx._internal.exporter._core import TorchTensor
     from torch.onnx._internal.exporter._onnx_program import ONNXProgram
 
-    proto = onnx.load(str(template), load_external_data=False)
     model = ir.serde.deserialize_model(proto)
-    replaced = 0
-    for name, value in model.graph.initializers.items():
-        tensor = value.const_value
-        if not isinstance(tensor, ir.ExternalTensor) or tensor.location != WEIGHTS:
-            continue
-        new = state.get(name)
-        if new is None:
-            raise NotWeightsOnly(f"the model has no weight {name!r} now (the last export had one)")
-        if list(new.shape) != list(tensor.shape) or TorchTensor(new).dtype != tensor.dtype:
-            raise NotWeightsOnly(f"weight {name!r} is {_described(new.shape, TorchTensor(new).dtype)} now, "
-                                 f"{_described(tensor.shape, tensor.dtype)} in the last export")
-        value.const_value = TorchTensor(new.detach().contiguous(), name=name)
-        replaced += 1
+    for name, tensor in new.items():
+        model.graph.initializers[name].const_value = TorchTensor(tensor, name=name)
     program = ONNXProgram(model, None)
     program.optimize()  # the optimizer a full export runs, on the same graph with the new weights
     _into(program.model, exported, out)
-    return {"weights": replaced}
 
 
 def _described(shape, dtype) -> str:
