@@ -261,7 +261,8 @@ import onnx
 import onnxruntime
 import torch
 
-from trtbuild.frontends.torch_template import capture, reweight
+from trtbuild.frontends import torch_direct
+from trtbuild.frontends.torch_template import NotWeightsOnly, capture, reweight
 
 class Tokens(torch.nn.Module):  # what a transformer's weights go through: no BatchNorm to fuse
     def __init__(self, scaled=False):
@@ -305,13 +306,27 @@ for scaled in (False, True):
     assert [i.raw_data for i in swapped.graph.initializer] == [i.raw_data for i in full.graph.initializer]
     np.testing.assert_array_equal(run(TMP / f"{tag}-new.onnx"), run(TMP / f"{tag}-full.onnx"))
     print(tag, done["swap"])
+
+merged = trained(0)  # equal biases at export time: the optimizer keeps one initializer for both
+with torch.no_grad():
+    merged.inner.bias.copy_(merged.norm.bias)
+export(merged, TMP / "merged-last.onnx", TMP / "merged-template.onnx")
+proof = torch_direct.read(onnx.load(TMP / "merged-template.onnx", load_external_data=False))
+assert "took weight" in proof["why"] and "merged" in proof["why"], proof
+try:
+    reweight(TMP / "merged-template.onnx", TMP / "merged-last.onnx", trained(1).state_dict(), TMP / "x.onnx")
+except NotWeightsOnly as exc:
+    assert "weights it merged or folded differ" in str(exc), exc
+else:
+    raise AssertionError("merged weights were swapped")
 print("ok")
 """
 
 
 def test_weights_a_graph_keeps_or_only_moves_are_copied_in_and_arithmetic_on_them_runs_the_optimizer(tmp_path):
     """A Linear's weight transposed and a slice of a position table are recomputed exactly, the rest copied
-    by name; a weight the model's code multiplies is folded by arithmetic: the optimizer runs again."""
+    by name; a weight the model's code multiplies is folded by arithmetic: the optimizer runs again; weights
+    the optimizer merged (equal at export time) are no proof, and the rebuild exports again."""
     needs("torch")
     done = subprocess.run([sys.executable, "-c", DIRECT_SCRIPT, str(tmp_path)], capture_output=True, text=True,
                           timeout=600)

@@ -26,6 +26,9 @@ SHAPE_INPUTS = frozenset({("Reshape", 1), ("Expand", 1), ("Unsqueeze", 1), ("Squ
                           ("ConstantOfShape", 0), ("Split", 1), ("Slice", 1), ("Slice", 2), ("Slice", 3), ("Slice", 4),
                           ("ReduceMean", 1), ("ReduceSum", 1), ("ReduceMax", 1), ("ReduceMin", 1)})
 
+# (op, input index) that read only a value's dtype or shape, which new weights of the same shapes keep
+TYPE_ONLY = frozenset({("CastLike", 1), ("Shape", 0), ("Size", 0)})
+
 
 class Before:
     """What the graph before the optimizer says: the values that depend on a weight, and each value's producer."""
@@ -33,12 +36,31 @@ class Before:
     def __init__(self, graph, weights: set[str]):
         self.names = set(graph.initializers) | {v.name for n in graph for v in n.outputs}
         self.tainted = set(weights)
+        self.inputs_of: dict[str, list[str]] = {}  # a value -> its producer's inputs
+        self.read_by: dict[str, list[str]] = {w: [] for w in weights}  # a weight -> the first output of each reader
         self.subgraphs = False
         for node in graph:
             if any(a.type.name in ("GRAPH", "GRAPHS") for a in node.attributes.values()):
                 self.subgraphs = True  # If / Loop bodies may read weights from the outer scope: not followed
-            if any(v is not None and v.name in self.tainted for v in node.inputs):
+            names = [v.name if v is not None else "" for v in node.inputs]
+            for out in node.outputs:
+                self.inputs_of[out.name] = names
+            read = [n for i, n in enumerate(names) if n in self.tainted and (node.op_type, i) not in TYPE_ONLY]
+            for name in read:
+                if name in self.read_by and node.outputs:
+                    self.read_by[name].append(node.outputs[0].name)
+            if read:
                 self.tainted.update(v.name for v in node.outputs)
+
+    def cone(self, names: list[str]) -> set[str]:
+        """`names` and every value they are computed from."""
+        found, todo = set(), list(names)
+        while todo:
+            name = todo.pop()
+            if name and name not in found:
+                found.add(name)
+                todo.extend(self.inputs_of.get(name, ()))
+        return found
 
 
 def prove(before: Before, weights: dict, optimized) -> dict:
@@ -66,7 +88,20 @@ def prove(before: Before, weights: dict, optimized) -> dict:
             if not value.is_initializer():
                 return {"why": f"the optimizer folded weights into Constant node {name!r}"}
             moved.append(name)
-    return {"direct": direct, "moved": moved}
+    return _vanished(before, weights, set(direct), moved) or {"direct": direct, "moved": moved}
+
+
+def _vanished(before: Before, weights: dict, direct: set[str], moved: list[str]) -> dict:
+    """{"why": ...} when a weight the graph reads is gone from the optimized graph other than into moved
+    values: the optimizer put another value in its place (equal weights merged into one, a zero bias's
+    Add removed), a choice made on the old weights' values that new ones need not allow."""
+    folded = before.cone(moved)
+    for name in weights:
+        readers = before.read_by.get(name, [])
+        if name not in direct and any(r not in folded for r in readers):
+            return {"why": f"the optimizer took weight {name!r} out of the graph (equal weights merged into one, "
+                           "or an operation on it removed for its values)"}
+    return {}
 
 
 def _same(tensor, weight) -> bool:
