@@ -88,19 +88,20 @@ def prove(before: Before, weights: dict, optimized) -> dict:
             if not value.is_initializer():
                 return {"why": f"the optimizer folded weights into Constant node {name!r}"}
             moved.append(name)
-    return _vanished(before, weights, set(direct), moved) or {"direct": direct, "moved": moved}
+    return _vanished(before, weights, direct, moved, graph) or {"direct": direct, "moved": moved}
 
 
-def _vanished(before: Before, weights: dict, direct: set[str], moved: list[str]) -> dict:
-    """{"why": ...} when a weight the graph reads is gone from the optimized graph other than into moved
-    values: the optimizer put another value in its place (equal weights merged into one, a zero bias's
-    Add removed), a choice made on the old weights' values that new ones need not allow."""
+def _vanished(before: Before, weights: dict, direct: list[str], moved: list[str], graph) -> dict:
+    """{"why": ...} when a weight is read in fewer places after the optimizer than before, other than by
+    the moved values: the optimizer put another value in its place (equal weights merged into one) or
+    removed an operation on it (an Add of a zero bias), choices made on the old weights' values."""
     folded = before.cone(moved)
     for name in weights:
-        readers = before.read_by.get(name, [])
-        if name not in direct and any(r not in folded for r in readers):
-            return {"why": f"the optimizer took weight {name!r} out of the graph (equal weights merged into one, "
-                           "or an operation on it removed for its values)"}
+        readers = [r for r in before.read_by.get(name, []) if r not in folded]
+        uses = len(graph.initializers[name].uses()) if name in direct else 0
+        if uses < len(readers):
+            return {"why": f"the optimizer took weight {name!r} out of {len(readers) - uses} of its places in "
+                           "the graph (equal weights merged into one, or an operation on it removed for its values)"}
     return {}
 
 
