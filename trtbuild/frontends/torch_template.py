@@ -92,21 +92,29 @@ def reweight(template: Path, exported: Path, state: dict[str, torch.Tensor], out
     proof = torch_direct.read(proto)
     why = proof.get("why", "")
     if not why:
-        from torch.onnx._internal.exporter._core import TorchTensor
-
-        try:
-            torch_direct.swap(proto, proof, exported, {n: TorchTensor(t).numpy() for n, t in new.items()}, out)
+        try:  # the exporter's modules (onnxscript, onnx_ir) are not even imported on this path
+            torch_direct.swap(proto, proof, exported, {n: _array(t) for n, t in new.items()}, out)
             return {"weights": len(new), "swap": "direct"}
         except (torch_direct.NotExact, NotWeightsOnly) as exc:
             why = str(exc)
+        except Exception as exc:  # whatever failed there, the optimizer's way remains
+            why = f"the copy by name failed ({type(exc).__name__}: {exc})"
     _optimized(proto, new, exported, out)
     return {"weights": len(new), "swap": f"optimizer: {why}"}
 
 
+# torch dtype -> ONNX TensorProto data type, and the ml_dtypes name of those numpy lacks
+_ONNX_TYPES = {torch.float32: 1, torch.uint8: 2, torch.int8: 3, torch.uint16: 4, torch.int16: 5, torch.int32: 6,
+               torch.int64: 7, torch.bool: 9, torch.float16: 10, torch.float64: 11, torch.uint32: 12, torch.uint64: 13,
+               torch.complex64: 14, torch.complex128: 15, torch.bfloat16: 16, torch.float8_e4m3fn: 17,
+               torch.float8_e4m3fnuz: 18, torch.float8_e5m2: 19, torch.float8_e5m2fnuz: 20}
+_ML_DTYPES = {torch.bfloat16: "bfloat16", torch.float8_e4m3fn: "float8_e4m3fn", torch.float8_e4m3fnuz: "float8_e4m3fnuz",
+              torch.float8_e5m2: "float8_e5m2", torch.float8_e5m2fnuz: "float8_e5m2fnuz"}
+
+
 def _new_weights(proto, state: dict) -> dict:
     """The template's weights (name -> tensor) from `state`, each of the shape and dtype the graph has."""
-    import onnx_ir as ir
-    from torch.onnx._internal.exporter._core import TorchTensor
+    import onnx
 
     new = {}
     for init in proto.graph.initializer:
@@ -115,12 +123,24 @@ def _new_weights(proto, state: dict) -> dict:
         tensor = state.get(init.name)
         if tensor is None:
             raise NotWeightsOnly(f"the model has no weight {init.name!r} now (the last export had one)")
-        dtype = ir.DataType(init.data_type)
-        if list(tensor.shape) != list(init.dims) or TorchTensor(tensor).dtype != dtype:
-            raise NotWeightsOnly(f"weight {init.name!r} is {_described(tensor.shape, TorchTensor(tensor).dtype)} now, "
-                                 f"{_described(init.dims, dtype)} in the last export")
+        dtype = _ONNX_TYPES.get(tensor.dtype)
+        if list(tensor.shape) != list(init.dims) or dtype != init.data_type:
+            now = onnx.TensorProto.DataType.Name(dtype) if dtype else str(tensor.dtype)
+            raise NotWeightsOnly(f"weight {init.name!r} is {_described(tensor.shape, now)} now, "
+                                 f"{_described(init.dims, onnx.TensorProto.DataType.Name(init.data_type))} in the "
+                                 "last export")
         new[init.name] = tensor.detach().contiguous()
     return new
+
+
+def _array(tensor: torch.Tensor):
+    """The tensor's values as a numpy array (ml_dtypes for bfloat16 and float8), sharing its memory."""
+    name = _ML_DTYPES.get(tensor.dtype)
+    if name is None:
+        return tensor.numpy()
+    import ml_dtypes
+
+    return tensor.reshape(-1).view(torch.uint8).numpy().view(getattr(ml_dtypes, name)).reshape(tuple(tensor.shape))
 
 
 def _optimized(proto, new: dict, exported: Path, out: Path) -> None:
