@@ -75,7 +75,8 @@ def build(recipe: Path, cache: Path, repo: Path = REPO) -> tuple[float, dict]:
     report = recipe.parent / "report.json"
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "trtbuild", str(recipe), "--cache-dir", str(cache), "--report",
-                           str(report)], capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(repo)})
+                           str(report)], capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(repo)},
+                          cwd=recipe.parent)  # not the current folder: `-m` would import trtbuild from there first
     wall = time.perf_counter() - started
     if done.returncode:
         sys.exit(done.stderr)
