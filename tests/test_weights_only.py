@@ -233,6 +233,9 @@ assert done["weights"] == len(new.state_dict()) - 1  # all but BatchNorm's num_b
 # the BatchNorm fused into the Conv changes the Conv's weight: no copy by name, the optimizer again
 assert done["swap"].startswith("optimizer: the optimizer changed weight 'conv.weight'"), done
 np.testing.assert_array_equal(run(TMP / "new.onnx"), run(TMP / "full.onnx"))
+import onnx  # what a full export of the new weights writes, bit for bit
+assert [i.raw_data for i in onnx.load(TMP / "new.onnx").graph.initializer] == [
+    i.raw_data for i in onnx.load(TMP / "full.onnx").graph.initializer]
 
 fresh = Two().eval()  # two equal biases (as fresh zeros are): the optimizer keeps one initializer for both
 with torch.no_grad():

@@ -172,25 +172,31 @@ def _into(optimized, exported: Path, out: Path) -> None:
     from trtbuild.models.onnx_io import save_onnx
 
     final = onnx.load(str(exported))
-    new = ir.serde.serialize_model(optimized)
+    values = list(optimized.graph.initializers.values())  # read from the graph: no second serialization
     old_names = [init.name for init in final.graph.initializer]
-    new_names = [init.name for init in new.graph.initializer]
+    new_names = [value.name for value in values]
     named = [(a, b) for a, b in zip(old_names, new_names) if a != b and not (_generated(a) and _generated(b))]
     if len(old_names) != len(new_names) or named:
         extra, missing = sorted(set(new_names) - set(old_names)), sorted(set(old_names) - set(new_names))
         raise NotWeightsOnly("the optimizer made other initializers from the new weights than from the last ones "
                              f"({_few(extra, 'new')}{'; ' if extra and missing else ''}{_few(missing, 'gone')}): "
                              "weights it merged or folded differ")
-    if [n.op_type for n in final.graph.node] != [n.op_type for n in new.graph.node]:
+    if [n.op_type for n in final.graph.node] != [n.op_type for n in optimized.graph]:
         raise NotWeightsOnly("the optimizer made another graph from the new weights than from the last ones")
-    if _constants(final) != _constants(new):
+    constants = [ir.serde.serialize_node(n) for n in optimized.graph if n.op_type == "Constant"]
+    if _constants(final.graph.node) != _constants(constants):
         raise NotWeightsOnly("the optimizer folded other values into Constant nodes than in the last export")
-    for i, (init, tensor) in enumerate(zip(final.graph.initializer, new.graph.initializer)):
-        if list(tensor.dims) != list(init.dims) or tensor.data_type != init.data_type:
-            raise NotWeightsOnly(f"initializer {init.name!r} is {list(tensor.dims)} now, {list(init.dims)} in the "
+    for init, value in zip(final.graph.initializer, values):
+        tensor = value.const_value
+        if list(tensor.shape) != list(init.dims) or tensor.dtype != init.data_type:
+            raise NotWeightsOnly(f"initializer {init.name!r} is {list(tensor.shape)} now, {list(init.dims)} in the "
                                  "last export")
-        tensor.name = init.name
-        final.graph.initializer[i].CopyFrom(tensor)
+        if init.HasField("raw_data"):
+            init.raw_data = tensor.tobytes()
+        else:  # values kept in typed fields: the tensor as the optimizer wrote it, under the last name
+            name = init.name
+            init.CopyFrom(ir.serde.serialize_tensor(tensor))
+            init.name = name
     save_onnx(final, out)
 
 
@@ -199,8 +205,8 @@ def _generated(name: str) -> bool:
     return name.startswith("val_") and name[4:].isdigit()
 
 
-def _constants(model) -> list[bytes]:
-    return [b"".join(a.SerializeToString() for a in n.attribute) for n in model.graph.node if n.op_type == "Constant"]
+def _constants(nodes) -> list[bytes]:
+    return [b"".join(a.SerializeToString() for a in n.attribute) for n in nodes if n.op_type == "Constant"]
 
 
 def _few(names: list[str], what: str) -> str:
