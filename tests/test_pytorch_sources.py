@@ -261,6 +261,28 @@ def test_the_torchscript_trace_gives_the_parity_reference_without_running_the_mo
     assert runs == [1]  # other inputs: the model runs
 
 
+def test_the_run_that_learns_the_outputs_gives_the_reference_on_the_same_inputs(nets):
+    """Loading runs the model once (at opt here); predict() on those inputs takes that run's outputs,
+    bit for bit what a forward pass gives, instead of running the model again."""
+    from trtbuild.frontends import ModelSpec, pytorch
+    from trtbuild.models.tensors import example_inputs
+
+    inputs = {"x": {"dtype": "float32", "shape": [-1, 3, 16, 16], "opt": [1, 3, 16, 16]}}
+    spec = ModelSpec(framework="pytorch", opset=18, inputs=inputs, entrypoint="nets:TwoHeads", python_path=[str(nets)])
+    model = pytorch.load(spec)
+    runs = []
+    model.register_forward_hook(lambda *_: runs.append(1))
+    feeds = example_inputs(inputs, seed=0)
+    reference = pytorch.predict(model, spec, feeds)
+    assert runs == []
+    with torch.no_grad():
+        eager = model(torch.from_numpy(feeds["x"]))
+    assert all(np.array_equal(reference[n], t.numpy()) for n, t in zip(model.names, eager))
+    runs.clear()
+    pytorch.predict(model, spec, example_inputs(inputs, seed=1))
+    assert runs == [1]
+
+
 @pytest.mark.slow
 def test_with_parity_off_the_export_spends_no_forward_pass_on_a_reference(nets):
     recipe = write_recipe(nets, entrypoint="nets:TwoHeads", outputs=["cls", "seg"])

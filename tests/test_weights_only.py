@@ -38,7 +38,7 @@ def plan_digest(steps: dict) -> str:
     return record["outputs"]["model.plan"]["digest"]
 
 
-def assert_weights_only(first: dict, second: dict) -> None:
+def assert_weights_only(first: dict, second: dict, swap: str) -> None:
     export = second["export"]
     assert export["status"] == "built"
     assert export["reason"].startswith("weights changed: "), export["reason"]
@@ -46,6 +46,7 @@ def assert_weights_only(first: dict, second: dict) -> None:
     done = export["meta"]["weights_only"]
     assert done["from"] == first["export"]["key"] and done["weights"] > 0
     assert done["max_relative_error"] <= 1e-5
+    assert done["swap"].startswith(swap), done["swap"]
     assert second["parity"]["status"] == "built"  # ONNX Runtime on the swapped graph agrees with the framework
     assert second["engine"]["status"] == "built" and second["engine"]["key"] != first["engine"]["key"]
     assert plan_digest(second) != plan_digest(first)
@@ -73,7 +74,9 @@ def test_a_retrained_bert_checkpoint_takes_the_last_graph_without_a_new_export(t
     assert dry["export"]["reason"] == "weights changed: ckpt/model.safetensors"
     code, second, err = cli(tmp_path / "net.yaml")
     assert code == 0, err
-    assert_weights_only(first, second)
+    # weights as they are or moved by exact ops (transposed, sliced): copied in, no optimizer
+    assert_weights_only(first, second, "direct")
+    assert "copied in by name, no new export" in second["export"]["reason"]
 
     # the config moved too (a graph input): a full export, as before
     config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
@@ -142,7 +145,9 @@ def test_a_new_checkpoint_state_dict_takes_the_last_graph_and_a_new_shape_export
     code, second, err = cli(tmp_path / "net.yaml")
     assert code == 0, err
     assert second["export"]["reason"].startswith("weights changed: net.pt (source.checkpoint)")
-    assert_weights_only(first, second)
+    # the BatchNorm fused into the Conv changes the Conv's weight: the optimizer runs again
+    assert_weights_only(first, second, "optimizer: the optimizer changed weight 'model.conv.weight'")
+    assert "through the exporter's optimizer, no new export" in second["export"]["reason"]
 
     save_state(tmp_path, 2, classes=12)  # a new head: the graph does not take it
     code, third, err = cli(tmp_path / "net.yaml")
@@ -223,9 +228,14 @@ run = lambda path: onnxruntime.InferenceSession(str(path)).run(None, {"x": x})[0
 export(trained(0), TMP / "last.onnx", TMP / "template.onnx")
 new = trained(1)
 export(new, TMP / "full.onnx")
-assert reweight(TMP / "template.onnx", TMP / "last.onnx", new.state_dict(), TMP / "new.onnx") == {
-    "weights": len(new.state_dict()) - 1}  # all but BatchNorm's num_batches_tracked, which the graph lacks
+done = reweight(TMP / "template.onnx", TMP / "last.onnx", new.state_dict(), TMP / "new.onnx")
+assert done["weights"] == len(new.state_dict()) - 1  # all but BatchNorm's num_batches_tracked, which the graph lacks
+# the BatchNorm fused into the Conv changes the Conv's weight: no copy by name, the optimizer again
+assert done["swap"].startswith("optimizer: the optimizer changed weight 'conv.weight'"), done
 np.testing.assert_array_equal(run(TMP / "new.onnx"), run(TMP / "full.onnx"))
+import onnx  # what a full export of the new weights writes, bit for bit
+assert [i.raw_data for i in onnx.load(TMP / "new.onnx").graph.initializer] == [
+    i.raw_data for i in onnx.load(TMP / "full.onnx").graph.initializer]
 
 fresh = Two().eval()  # two equal biases (as fresh zeros are): the optimizer keeps one initializer for both
 with torch.no_grad():
@@ -247,3 +257,88 @@ def test_the_template_refilled_computes_what_a_full_export_does_and_merged_weigh
     done = subprocess.run([sys.executable, "-c", TEMPLATE_SCRIPT, str(tmp_path)], capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+DIRECT_SCRIPT = """
+import sys
+from pathlib import Path
+
+TMP = Path(sys.argv[1])
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+
+from trtbuild.frontends import torch_direct
+from trtbuild.frontends.torch_template import NotWeightsOnly, capture, reweight
+
+class Tokens(torch.nn.Module):  # what a transformer's weights go through: no BatchNorm to fuse
+    def __init__(self, scaled=False):
+        super().__init__()
+        self.pos = torch.nn.Embedding(16, 8)
+        self.inner = torch.nn.Linear(8, 8)  # on [batch, seq, 8]: MatMul with the weight transposed, folded
+        self.norm = torch.nn.LayerNorm(8)
+        self.head = torch.nn.Linear(8, 4)  # on [batch, 8]: Gemm, the weight as it is
+        self.scaled = scaled
+
+    def forward(self, x):
+        h = x + self.pos.weight[: x.shape[1]]  # a slice of the table, folded
+        w = self.inner.weight * 2 if self.scaled else self.inner.weight  # arithmetic on a weight, folded
+        h = self.norm(torch.nn.functional.linear(h, w, self.inner.bias))
+        return self.head(h.mean(1))
+
+def export(model, path, template=None):
+    with capture(template) if template else torch.no_grad():
+        torch.onnx.export(model.eval(), (torch.randn(2, 6, 8),), str(path), dynamo=True, opset_version=18,
+                          input_names=["x"], output_names=["y"], external_data=False)
+
+def trained(seed, **kw):
+    torch.manual_seed(seed)
+    model = Tokens(**kw)
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            t.add_(torch.rand_like(t))
+    return model.eval()
+
+x = np.random.default_rng(0).standard_normal((2, 6, 8)).astype(np.float32)
+run = lambda path: onnxruntime.InferenceSession(str(path)).run(None, {"x": x})[0]
+for scaled in (False, True):
+    tag = "scaled" if scaled else "plain"
+    export(trained(0, scaled=scaled), TMP / f"{tag}-last.onnx", TMP / f"{tag}-template.onnx")
+    new = trained(1, scaled=scaled)
+    export(new, TMP / f"{tag}-full.onnx")
+    done = reweight(TMP / f"{tag}-template.onnx", TMP / f"{tag}-last.onnx", new.state_dict(), TMP / f"{tag}-new.onnx")
+    assert done["weights"] == len(new.state_dict()), done
+    swapped, full = onnx.load(TMP / f"{tag}-new.onnx"), onnx.load(TMP / f"{tag}-full.onnx")
+    # what a full export of the new weights writes, bit for bit, initializer by initializer
+    assert [i.raw_data for i in swapped.graph.initializer] == [i.raw_data for i in full.graph.initializer]
+    np.testing.assert_array_equal(run(TMP / f"{tag}-new.onnx"), run(TMP / f"{tag}-full.onnx"))
+    print(tag, done["swap"])
+
+merged = trained(0)  # equal biases at export time: the optimizer keeps one initializer for both
+with torch.no_grad():
+    merged.inner.bias.copy_(merged.norm.bias)
+export(merged, TMP / "merged-last.onnx", TMP / "merged-template.onnx")
+proof = torch_direct.read(onnx.load(TMP / "merged-template.onnx", load_external_data=False))
+assert "took weight" in proof["why"] and "merged" in proof["why"], proof
+try:
+    reweight(TMP / "merged-template.onnx", TMP / "merged-last.onnx", trained(1).state_dict(), TMP / "x.onnx")
+except NotWeightsOnly as exc:
+    assert "weights it merged or folded differ" in str(exc), exc
+else:
+    raise AssertionError("merged weights were swapped")
+print("ok")
+"""
+
+
+def test_weights_a_graph_keeps_or_only_moves_are_copied_in_and_arithmetic_on_them_runs_the_optimizer(tmp_path):
+    """A Linear's weight transposed and a slice of a position table are recomputed exactly, the rest copied
+    by name; a weight the model's code multiplies is folded by arithmetic: the optimizer runs again; weights
+    the optimizer merged (equal at export time) are no proof, and the rebuild exports again."""
+    needs("torch")
+    done = subprocess.run([sys.executable, "-c", DIRECT_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines() if line.startswith(("plain ", "scaled ")))
+    assert lines["plain"] == "direct", lines
+    assert lines["scaled"].startswith("optimizer: ") and "Mul, which computes" in lines["scaled"], lines

@@ -76,5 +76,6 @@ def outcome(why: str, meta: dict) -> str:
     if "fallback" in done:
         return f"{why}; exported again: {done['fallback']}"
     if "from" in done:
-        return f"{why}; the last exported graph took the new weights ({done['weights']} replaced, no new export)"
+        how = "copied in by name" if done.get("swap") == "direct" else "through the exporter's optimizer"
+        return f"{why}; the last exported graph took the new weights ({done['weights']} replaced, {how}, no new export)"
     return why

@@ -62,7 +62,10 @@ def flatten(model, spec: ModelSpec, example: tuple, program=None, keywords: list
     order, final = _apply_recipe_names(result, names, spec)
     # an ExportedProgram is exported with all its outputs, then those not picked are dropped
     program_names = [final[order.index(i)] if i in order else names[i] for i in range(len(paths))]
-    return Flat(model, [paths[i] for i in order], final, program, program_names, keywords)
+    flat = Flat(model, [paths[i] for i in order], final, program, program_names, keywords)
+    # this run's outputs, for predict() on the same inputs (the parity reference at opt, often these)
+    flat.traced = ([a.detach().cpu().numpy() for a in example], [_pick(result, p).detach().cpu().numpy() for p in flat.paths])
+    return flat
 
 
 def _leaves(value, path: KeyPath = ()) -> list[KeyPath]:
