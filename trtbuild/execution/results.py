@@ -25,7 +25,7 @@ class StepResult:
     error: str | None = None
     user_error: bool = False
     log: str | None = None
-    repro: str | None = None  # a standalone script that makes the failed step's library calls again
+    repro: str | None = None  # a script that runs the failed step again on the same job (execution.repro)
     node: dict | None = None  # where a cluster executor ran it: {"id", "address"}
 
     def to_json(self) -> dict:

@@ -141,7 +141,7 @@ class StepBuild:
                           repro=self._repro(job, step, key, workdir), node=node)
 
     def _repro(self, job: dict, step: Step, key: str, workdir) -> str | None:
-        """A standalone script reproducing the failed step (trtbuild.execution.repro); a failure to write
+        """A script reproducing the failed step (trtbuild.execution.repro); a failure to write
         one is only a warning: the step's own error is what matters."""
         try:
             return self.disk.repro(job, step, key, workdir)
