@@ -19,12 +19,13 @@ class Publisher:
         self.report = report  # an error line about out/
         self._states: dict[str, dict] = {}  # recipe -> {step id: [key, status]} of its state, read once per run
         self.undelivered: list[StepResult] = []  # built or cached, but not in out/ (a publish that failed)
-        self.replaced: set = set()  # (step, name) of files a later step replaces in out/ (shown.replaced)
+        self.replaced: set = set()  # (recipe, step id, name) of files a later step replaces in out/ (shown.replaced)
 
     def paths(self, step: Step, outputs: dict) -> dict[str, str]:
         """Where the outputs appear once the run publishes."""
         folder = f"{self.disk.out}/{step.publish_dir}"  # strings: a no-op build asks once per hit
-        return {name: str(self.disk.object_path(obj["digest"])) if (step, name) in self.replaced
+        recipe = step.recipe.recipe.name
+        return {name: str(self.disk.object_path(obj["digest"])) if (recipe, step.id, name) in self.replaced
                 else f"{folder}/{name}" for name, obj in outputs.items()}  # plain file names (store.validate)
 
     def commit(self, step: Step, key: str, components: dict, outputs: dict, meta: dict, seconds: float,

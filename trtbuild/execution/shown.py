@@ -20,18 +20,21 @@ DELIVERED = ("built", "cached")  # the runner's statuses of a step whose outputs
 Lookup = Callable[[Step, str], "dict | None"]  # (step, key) -> its verified action record, or None
 
 
-def replaced(steps: list[Step]) -> set[tuple[Step, str]]:
-    """(step, output name) of each file a later step of its recipe replaces in the same out/ folder (an
-    export's model.onnx under the simplified one): a report names the cached file for those, not out/."""
+def replaced(steps: list[Step]) -> set[tuple[str, str, str]]:
+    """(recipe, step id, output name) of each file a later step of its recipe replaces in the same out/
+    folder (an export's model.onnx under the simplified one), in the order publish_current shows them: a
+    report names the cached file for those, not out/."""
     from trtbuild.steps import outputs_of
 
+    shown: dict[tuple[str, str], Step] = {}  # each step once, first seen first, as publish_current takes them
+    for step in steps:
+        shown.setdefault((step.recipe.recipe.name, step.id), step)
     later: dict[tuple[str, object], set[str]] = {}  # (recipe, folder) -> names a later step writes there
     gone = set()
-    for step in reversed(steps):
-        where = (step.recipe.recipe.name, step.publish_dir)
+    for (recipe, sid), step in reversed(shown.items()):
+        where = (recipe, step.publish_dir)
         always, maybe, _ = outputs_of(step.kind)
-        names = {*always, *maybe}
-        gone |= {(step, name) for name in names if name in later.get(where, ())}
+        gone |= {(recipe, sid, name) for name in (*always, *maybe) if name in later.get(where, ())}
         later.setdefault(where, set()).update({*always, f"{step.kind.MAIN_OUTPUT}.data"})
     return gone
 
