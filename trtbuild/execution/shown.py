@@ -29,13 +29,18 @@ def replaced(steps: list[Step]) -> set[tuple[str, str, str]]:
     shown: dict[tuple[str, str], Step] = {}  # each step once, first seen first, as publish_current takes them
     for step in steps:
         shown.setdefault((step.recipe.recipe.name, step.id), step)
+    names: dict = {}  # kind -> (the names it may write, the names it replaces): asked once per kind, not per step
     later: dict[tuple[str, object], set[str]] = {}  # (recipe, folder) -> names a later step writes there
     gone = set()
     for (recipe, sid), step in reversed(shown.items()):
-        where = (recipe, step.publish_dir)
-        always, maybe, _ = outputs_of(step.kind)
-        gone |= {(recipe, sid, name) for name in (*always, *maybe) if name in later.get(where, ())}
-        later.setdefault(where, set()).update({*always, f"{step.kind.MAIN_OUTPUT}.data"})
+        kind = id(step.kind)  # a kind module lives as long as the run
+        if kind not in names:
+            always, maybe, _ = outputs_of(step.kind)
+            names[kind] = ((*always, *maybe), {*always, f"{step.kind.MAIN_OUTPUT}.data"})
+        writes, replaces = names[kind]
+        there = later.setdefault((recipe, step.publish_dir), set())
+        gone.update((recipe, sid, name) for name in writes if name in there)
+        there |= replaces
     return gone
 
 
