@@ -37,11 +37,12 @@ import sys
 from types import ModuleType
 
 REGISTRY = {"tensorrt": "trtbuild.backends.tensorrt", "tensorrt-rtx": "trtbuild.backends.tensorrt_rtx"}
+BUILT_IN = frozenset(REGISTRY)
 CONVENTION = "trtbuild_backend_"
 
 
 def register(name: str, module: str) -> None:
-    """Name a backend module (in this process; a module named by the convention is found everywhere)."""
+    """Name a backend module (a build from this process carries it to its workers: trtbuild.execution.registered)."""
     REGISTRY[name] = module
 
 

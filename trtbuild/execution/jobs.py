@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trtbuild.planning.graph import Pick, SourceFiles, Step, producer, upstream_outputs
+from trtbuild.execution.registered import registered
 from trtbuild.planning.keys import source_digests, source_labels
 from trtbuild.steps.action import expectations
 from trtbuild.store.cache import Cache
@@ -25,6 +26,9 @@ def make_job(step: Step, records: dict[Step, dict], workdir: Path, components: d
         "env": components["env"],
         "expect": expectations(step.kind.NAME, components),
     }
+    found = registered()  # what register() calls named, which a worker's fresh process has not seen
+    if found:
+        job["registered"] = found
     if checks_sources:
         sources = {name: {label: str(path) for label, path in source_labels(step, source).items()}
                    for name, source in step.inputs.items() if isinstance(source, SourceFiles)}

@@ -36,10 +36,10 @@ def _environment() -> dict[str, str]:
     """A worker's environment: no variable that could change a step's output unless some kind keys it
     (each step then keeps only its own kind's: trtbuild.steps.action)."""
     from trtbuild.frontends.registry import REGISTRY  # a plugin framework's too, once planning found it
-    from trtbuild.steps import KINDS, load_kind
+    from trtbuild.steps import loaded_kinds
     from trtbuild.steps.action import worker_environment
 
-    declared = {v for kind in KINDS for v in load_kind(kind).READS.env} | {v for f in REGISTRY.values() for v in f.env}
+    declared = {v for kind in loaded_kinds() for v in kind.READS.env} | {v for f in REGISTRY.values() for v in f.env}
     return worker_environment(tuple(sorted(declared)))
 
 

@@ -61,7 +61,7 @@ def write_repro(job: dict, folder: Path, label: str, scratch: Path | None = None
     kind = load_kind(job["kind"])
     kept_job = {k: v for k, v in job.items() if k not in ("expect", "sources", "outdir")} | {"inputs": inputs}
     text = _SCRIPT.format(what=_summary(kind), label=label, version=__version__, module=kind.__name__,
-                          paths=json.dumps(_paths(kind)), job=json.dumps(kept_job))
+                          paths=json.dumps(_paths(kind, job.get("registered", {}))), job=json.dumps(kept_job))
     script = folder / "repro.py"
     script.write_text(text)
     script.chmod(0o755)
@@ -91,11 +91,14 @@ def _summary(kind) -> str:
     return doc.split("\n\n")[0].replace('"""', "'''")
 
 
-def _paths(kind) -> list[str]:
+def _paths(kind, registered: dict) -> list[str]:
     """The folder holding this trtbuild, and those the plug-ins in use were found in (the step kind's
-    module, a backend's: trtbuild_step_NAME, trtbuild_backend_NAME)."""
+    module, a backend's or framework's: trtbuild_step_NAME, trtbuild_backend_NAME, trtbuild_framework_NAME,
+    or what the job's `registered` names)."""
     paths = [str(Path(trtbuild.__file__).resolve().parent.parent)]
-    plugins = [kind.__name__] + [name for name in sys.modules if name.startswith(("trtbuild_step_", "trtbuild_backend_"))]
+    plugins = [kind.__name__, *registered.get("kinds", {}).values(), *registered.get("backends", {}).values(),
+               *(f["module"] for f in registered.get("frameworks", []))]
+    plugins += [name for name in sys.modules if name.startswith(("trtbuild_step_", "trtbuild_backend_", "trtbuild_framework_"))]
     for module in dict.fromkeys(m for m in plugins if not m.startswith("trtbuild.")):
         spec = importlib.util.find_spec(module)
         if spec is None or not spec.origin:

@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 
 from trtbuild.errors import StepError, plain
+from trtbuild.execution.registered import register_all
 from trtbuild.steps import Job, load_kind
 from trtbuild.steps.action import differences, step_environment
 from trtbuild.store import discovered, hashing
@@ -57,6 +58,7 @@ def run_job(spec: dict, last: bool = False) -> dict:
         context=spec["context"],
     )
     hashing.written.clear()
+    register_all(spec.get("registered", {}))
     step_environment(spec.get("env", {}))
     wrong = _not_the_action(spec)
     if wrong:

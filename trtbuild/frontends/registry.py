@@ -4,7 +4,8 @@ A framework's code is a module with load(spec), export(model, spec, out_path) ->
 predict(model, spec, feeds) (trtbuild.frontends); its facts are one `Framework`. The built-in ones are
 in BUILT_IN. Any other NAME is the module `trtbuild_framework_<NAME with - as _>` wherever Python finds
 it (worker processes find it on the same path), which defines `FRAMEWORK = Framework(...)` beside its
-load / export / predict; or one `register(Framework(...))` names (in this process only).
+load / export / predict; or one `register(Framework(...))` names (from Python: trtbuild.execution.registered
+carries it to the workers).
 
 Nothing here imports a framework: a missing one is found with importlib.util.find_spec.
 """
@@ -84,7 +85,7 @@ REGISTRY: dict[str, Framework] = dict(BUILT_IN)
 
 
 def register(framework: Framework) -> None:
-    """Add a framework (in this process; one whose module follows the convention is found everywhere)."""
+    """Add a framework (a build from this process carries it to its workers: trtbuild.execution.registered)."""
     if framework.name == ONNX:
         raise ValueError("onnx is a source without a framework: choose another name")
     REGISTRY[framework.name] = framework

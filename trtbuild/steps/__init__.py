@@ -127,11 +127,11 @@ def outputs_of(kind: ModuleType) -> tuple[tuple[str, ...], tuple[str, ...], bool
             getattr(kind, "EXTERNAL_DATA", False))
 
 
-PLUGINS: dict[str, str] = {}  # plug-in kinds named by register_kind (in this process)
+PLUGINS: dict[str, str] = {}  # plug-in kinds named by register_kind (jobs carry them: execution.registered)
 
 
 def register_kind(name: str, module: str) -> None:
-    """Name a plug-in step kind's module (in this process; a module named by the convention is found everywhere)."""
+    """Name a plug-in step kind's module (a build from this process carries it to its workers: execution.registered)."""
     PLUGINS[name] = module
 
 
@@ -143,6 +143,12 @@ def plugin_kinds() -> dict[str, str]:
     prefix = "trtbuild_step_"
     found = {m.name[len(prefix):]: m.name for m in pkgutil.iter_modules() if m.name.startswith(prefix)}
     return found | PLUGINS
+
+
+def loaded_kinds() -> list[ModuleType]:
+    """Every built-in kind and each plug-in kind this process has loaded (planning loads those recipes ask for)."""
+    plugins = [m for name, m in list(sys.modules.items()) if name.startswith("trtbuild_step_") or name in PLUGINS.values()]
+    return [load_kind(kind) for kind in KINDS] + plugins
 
 
 def module_name(name: str) -> str | None:

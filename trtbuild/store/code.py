@@ -107,6 +107,12 @@ def _files_of(module: str, roots: tuple[str, ...]) -> list[Path]:
 
 
 def module_path(module: str) -> Path:
+    """The file of a trtbuild module; of a plug-in's (a step kind outside trtbuild), where Python finds it."""
+    if module.partition(".")[0] != "trtbuild":
+        import importlib.util
+
+        spec = importlib.util.find_spec(module)
+        return Path(spec.origin) if spec is not None and spec.origin else PACKAGE_ROOT / "(not found)"
     base = PACKAGE_ROOT.joinpath(*module.split("."))
     return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
 
