@@ -157,8 +157,12 @@ def shared():
 
     if os.geteuid() != 0:
         pytest.skip("running as several users needs root (to run processes as other uids)")
-    folder = Path(tempfile.mkdtemp(prefix="trtbuild-users-", dir="/tmp"))  # pytest's tmp_path is root-only
     closed = [d for d in Path(os.path.realpath(sys.executable)).parents if not d.stat().st_mode & 0o001]
+    beyond = [str(d) for path in (Path(sys.executable).absolute(), REPO) for d in path.parents
+              if not d.stat().st_mode & 0o001 and d not in closed]
+    if beyond:  # a venv (or checkout) under /root: opening /root to every user is not a test's to do
+        pytest.skip(f"other users cannot reach this Python or trtbuild ({', '.join(sorted(set(beyond)))} is closed to them)")
+    folder = Path(tempfile.mkdtemp(prefix="trtbuild-users-", dir="/tmp"))  # pytest's tmp_path is root-only
     modes = {d: d.stat().st_mode for d in closed}
     try:
         for path, mode in modes.items():  # let other users traverse (not list) the interpreter's folders

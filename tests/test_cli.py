@@ -71,6 +71,16 @@ def test_bad_jobs_is_a_usage_error(project):
     assert done.returncode == 2 and "'0': expected a whole number, 1 or more" in done.stderr
 
 
+def test_the_ray_executor_without_ray_installed_is_a_usage_error_that_names_the_install(project, monkeypatch, capsys):
+    from trtbuild.commands.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as where Ray is not installed: `import ray` fails
+    assert main(["build", str(project.recipe), "--cache-dir", str(project.cache), "--executor", "ray"]) == 2
+    err = capsys.readouterr().err
+    assert "--executor ray needs Ray, which is not installed: pip install 'trtbuild[ray]'" in err
+    assert "Traceback" not in err and not (project.cache / "actions").exists()
+
+
 def test_path_with_a_target_works_without_a_gpu(project):
     assert trtbuild(project, str(project.recipe)).returncode == 0
     done = trtbuild(project, "path", "conv", "--target", "tensorrt-rtx")

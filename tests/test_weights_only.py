@@ -336,6 +336,12 @@ def test_weights_a_graph_keeps_or_only_moves_are_copied_in_and_arithmetic_on_the
     by name; a weight the model's code multiplies is folded by arithmetic: the optimizer runs again; weights
     the optimizer merged (equal at export time) are no proof, and the rebuild exports again."""
     needs("torch")
+    import importlib.metadata
+
+    torch_version = tuple(int(p) for p in importlib.metadata.version("torch").split("+")[0].split(".")[:2])
+    if torch_version < (2, 13):  # trtbuild's own floor (pyproject: torch>=2.13)
+        pytest.skip(f"torch {importlib.metadata.version('torch')} is older than trtbuild supports (2.13): its dynamo "
+                    "exporter fails on a weight times a scalar (\"Expected same OpOverload packet, got prim.device\")")
     done = subprocess.run([sys.executable, "-c", DIRECT_SCRIPT, str(tmp_path)], capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

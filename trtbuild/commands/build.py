@@ -154,7 +154,9 @@ def executor_for(args, cache, warn):
     if args.executor != "ray":
         return None
     try:
-        from trtbuild.execution.farm_executor import RayExecutor
-    except ImportError as exc:
-        raise UsageError(f"--executor ray: {exc}; pip install 'trtbuild[ray]'") from None
+        import ray  # noqa: F401  (the executor's own import: a missing Ray is the user's to install)
+    except ImportError:
+        raise UsageError("--executor ray needs Ray, which is not installed: pip install 'trtbuild[ray]'") from None
+    from trtbuild.execution.farm_executor import RayExecutor
+
     return RayExecutor(args.ray_address, args.remote, cache, warn)
