@@ -224,3 +224,26 @@ def test_the_built_in_descriptors_keep_the_export_keys_components():
         "keras": (("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "numpy", "protobuf"), ("keras", "tf2onnx"),
                   ("KERAS_BACKEND", "TF_", "TORCH_", "PYTORCH_"))}
     assert set(export.READS.env) == {"KERAS_BACKEND", "TF_", "TORCH_", "PYTORCH_"}
+
+
+def test_a_framework_older_than_trtbuild_supports_is_said_by_env_and_by_each_build(project, monkeypatch, capsys):
+    """The GPU image's torch below trtbuild's floor, say: `trtbuild env` and every build that exports with it say so
+    (the build goes on: most models still export)."""
+    import numpy
+
+    from trtbuild.commands.cli import main
+    from trtbuild.frontends import registry
+
+    monkeypatch.setattr(registry, "REGISTRY", dict(registry.REGISTRY))
+    registry.register(registry.Framework("aged", "trtbuild_framework_aged", oldest=(("numpy", "999.1"), ("onnx", "1.0"))))
+    said = (f"aged: numpy {numpy.__version__} is older than trtbuild supports (numpy >= 999.1); its exports may fail "
+            "or differ: pip install 'numpy>=999.1'")
+    assert registry.framework("aged").too_old() == [said]
+    assert registry.framework("pytorch").too_old() == []  # the pinned torch is supported
+    (project.root / "weights.npz").write_bytes(b"")
+    project.write_recipe({"name": "aged", "source": {"framework": "aged", "path": "weights.npz"},
+                          "inputs": {"x": {"shape": [1, 8]}}, "engine": {"backend": "tensorrt-rtx"}})
+    assert main(["build", str(project.recipe), "--cache-dir", str(project.cache), "--dry-run"]) == 0
+    assert said in capsys.readouterr().err
+    assert main(["env"]) == 0
+    assert "numpy >= 999.1" in capsys.readouterr().out

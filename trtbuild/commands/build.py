@@ -53,6 +53,14 @@ def compile_recipes(args, cache, machine=None) -> tuple[list, list[str]]:
     return steps, problems
 
 
+def _too_old(steps) -> list[str]:
+    """A framework the exports use installed older than trtbuild supports (the GPU image's torch, say)."""
+    from trtbuild.frontends.registry import framework
+
+    used = dict.fromkeys(s.params["framework"] for s in steps if s.kind.NAME == "export")
+    return [line for name in used for line in framework(name).too_old()]
+
+
 def cmd_build(args) -> int:
     return build_outcome(args).exit_code
 
@@ -113,6 +121,8 @@ def _build(args, run: _Run, started: float):
         run.steps, run.problems = compile_recipes(args, cache, machine)
         for problem in run.problems:
             print(problem, file=sys.stderr)
+        for line in _too_old(run.steps):
+            progress.warn(line)
         # A run of other targets than the recipes' (--target, --backend) leaves theirs in out/: the
         # runner publishes the current outputs of both.
         declared = compile_recipes(argparse.Namespace(**vars(args) | {"target": None, "backend": None}), cache,

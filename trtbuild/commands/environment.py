@@ -74,6 +74,7 @@ def render(info: dict) -> str:
     for fw, dists in info["frameworks"].items():
         found = ", ".join(f"{d} {v}" for d, v in dists.items() if v != "not installed") or "not installed"
         lines.append(f"  {fw:<14} {found}")
+        lines += [f"  {'':<14} {line.split(': ', 1)[1]}" for line in framework(fw).too_old()]
     lines.append("Tools:")
     lines.append("  " + ", ".join(f"{d} {v}" for d, v in info["tools"].items()))
     lines.append("Precisions:")

@@ -42,6 +42,7 @@ class Framework:
     exporters: tuple[str, ...] = ()  # the choices of source.exporter, when it has more than one exporter
     weights_only: bool = False  # new weights can go into the last exported graph (steps.reweight)
     traced_at_opt: bool = False  # an export may fix dims at the opt shapes (a trace), said when a shape fails
+    oldest: tuple[tuple[str, str], ...] = ()  # (distribution, the oldest version trtbuild is tested with)
 
     @property
     def install_hint(self) -> str:
@@ -58,6 +59,15 @@ class Framework:
             raise UsageError(f"source.framework {self.name!r} needs {', '.join(missing)}, which is not installed: "
                              f"{self.install_hint}")
 
+    def too_old(self) -> list[str]:
+        """What is installed older than trtbuild supports (each a sentence): exports may fail or differ."""
+        from trtbuild.store.versions import version
+
+        found = [(dist, oldest, version(dist)) for dist, oldest in self.oldest]
+        return [f"{self.name}: {dist} {v} is older than trtbuild supports ({dist} >= {oldest}); its exports may fail "
+                f"or differ: pip install '{dist}>={oldest}'" for dist, oldest, v in found
+                if v is not None and _release(v) < _release(oldest)]
+
     def load(self) -> ModuleType:
         """The module with load / export / predict (in a worker: it may import the framework)."""
         return importlib.import_module(self.module)
@@ -68,7 +78,7 @@ BUILT_IN = {f.name: f for f in (
         "pytorch", "trtbuild.frontends.pytorch", requirements=("torch",), extra="torch",
         tools=("torch", "onnx", "numpy"), preload=("torch", "torch.onnx"), default_opset=18,
         env=("TORCH_", "PYTORCH_"), distributions=("torch", "torchvision"), input_dtype="float32",
-        exporters=("auto", "dynamo", "torchscript"), weights_only=True, traced_at_opt=True),
+        exporters=("auto", "dynamo", "torchscript"), weights_only=True, traced_at_opt=True, oldest=(("torch", "2.13"),)),
     Framework(
         "tensorflow", "trtbuild.frontends.tensorflow", requirements=("tensorflow", "tf2onnx"), extra="tensorflow",
         tools=("tensorflow", "tensorflow-cpu", "tf2onnx", "onnx", "numpy", "protobuf"),
@@ -82,6 +92,13 @@ BUILT_IN = {f.name: f for f in (
         distributions=("keras",), model_folder=True),
 )}
 REGISTRY: dict[str, Framework] = dict(BUILT_IN)
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """2.11.0+cu130 -> (2, 11, 0): the release numbers a floor compares (a pre-release counts as its release)."""
+    import re
+
+    return tuple(int(n) for n in re.findall(r"\d+", version.split("+")[0])[:3])
 
 
 def register(framework: Framework) -> None:
