@@ -25,6 +25,9 @@ class Task:
     objects: dict[str, dict[str, str]] = field(default_factory=dict)
     target: object = None
     precision: str = "fp32"
+    # Set when the step is no longer wanted (a gate it ran ahead of failed): an executor with cancel()
+    # starts no job for it, or stops the one running.
+    cancelled: object = None  # threading.Event | None
 
 
 class Executor:
@@ -36,6 +39,9 @@ class Executor:
 
     def kill_all(self) -> None:
         """Stop every running job now (the run was interrupted)."""
+
+    # Optional: cancel(task), stop that task's job now (its `cancelled` is set first). The runner starts
+    # steps ahead of their gates (trtbuild.execution.ahead) only on an executor that has it.
 
     def close(self) -> None:
         """Release idle resources after the last step."""

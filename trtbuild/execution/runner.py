@@ -58,7 +58,10 @@ class Runner:
         stopping = threading.Event()
         build = StepBuild(self.disk, executor, staleness, self.publisher, self.progress, stopping,
                           lambda: scheduler.unfinished, self.step_timeout)
-        scheduler = Scheduler(staleness.settle, build.build, self.progress, self.jobs, stop, stopping)
+        # A step may build ahead of its gates where a job can be cancelled, and never in a dry run
+        ahead = not self.dry_run and self.jobs > 1 and hasattr(executor, "cancel")
+        scheduler = Scheduler(staleness.settle, build.build, self.progress, self.jobs, stop, stopping,
+                              staleness.stale if ahead else None, build.cancel)
         with self.disk.using():
             scheduler.run(steps, results)
         self.interrupted = scheduler.interrupted

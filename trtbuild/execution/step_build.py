@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 from trtbuild.execution import weights_only
+from trtbuild.execution.ahead import Ahead
 from trtbuild.execution.disk import Disk
 from trtbuild.execution.executor import Executor, Task
 from trtbuild.execution.jobs import needs_own_process, upstream_objects
@@ -27,13 +28,34 @@ class StepBuild:
         self.step_timeout = step_timeout  # seconds; beats each recipe's step_timeout
         self.checks_sources = getattr(executor, "checks_sources", False)  # a farm: its nodes digest user files
         self._seen: set[str] = set()  # keys this run's own threads have locked (built, or found built)
+        self._ahead: dict[Step, tuple[Ahead, Task | None]] = {}  # steps building ahead of their gates
+        self._ahead_lock = threading.Lock()
 
-    def build(self, step: Step, key: str, components: dict, deps: dict[Step, StepResult]) -> StepResult:
-        """The step's result; an exception of trtbuild's own fails this step alone."""
+    def build(self, step: Step, key: str, components: dict, deps: dict[Step, StepResult],
+              ahead: Ahead | None = None) -> StepResult:
+        """The step's result; an exception of trtbuild's own fails this step alone. `ahead`: the step started
+        before gates it waits on ended (trtbuild.execution.ahead): nothing is recorded until they pass."""
+        if ahead is not None:
+            with self._ahead_lock:
+                self._ahead[step] = (ahead, None)
         try:
-            return self._build(step, key, components, deps)
+            result = self._build(step, key, components, deps, ahead)
         except Exception as exc:
-            return self.crashed(step, exc)
+            result = self.crashed(step, exc)
+        finally:
+            with self._ahead_lock:
+                self._ahead.pop(step, None)
+        return (ahead and ahead.verdict()) or result
+
+    def cancel(self, step: Step) -> None:
+        """A gate of `step`, which builds ahead of it, did not pass: its job does not start, or is killed."""
+        with self._ahead_lock:
+            ahead, task = self._ahead.get(step, (None, None))
+            if ahead is None:
+                return
+            ahead.cancelled.set()
+        if task is not None and hasattr(self.executor, "cancel"):
+            self.executor.cancel(task)
 
     def crashed(self, step: Step, exc: Exception) -> StepResult:
         """The result of a step whose build raised: interrupted when the run is stopping (its worker was
@@ -47,7 +69,8 @@ class StepBuild:
         traceback.print_exc()  # a bug of trtbuild's: the report and the other steps go on
         return StepResult(step, FAILED, "internal error", error=f"{type(exc).__name__}: {exc}")
 
-    def _build(self, step: Step, key: str, components: dict, deps: dict[Step, StepResult]) -> StepResult:
+    def _build(self, step: Step, key: str, components: dict, deps: dict[Step, StepResult],
+               ahead: Ahead | None = None) -> StepResult:
         state = self.disk.state(step.recipe.recipe.name)
         forced = self.staleness.forced(step)
         reason = self.staleness.why(step, components, state)
@@ -70,11 +93,13 @@ class StepBuild:
                 return cached
             if not forced and self.disk.pull(key):
                 pulled = self.staleness.cached(step, key, "pulled from the remote cache")
+                if pulled and ahead and ahead.verdict():  # its state says built only once the gates passed
+                    return ahead.verdict()
                 if pulled:  # else what it read while it ran differs here: build it
                     self.publisher.state(step, key, components, "built")
                     return pulled
                 reason = self.staleness.moved(step, reason)
-            result = self._execute(step, key, components, reason, deps, reuse)
+            result = self._execute(step, key, components, reason, deps, reuse, ahead)
             if result.status == BUILT:  # pushed where the remote lacks it; --force replaces it
                 self.disk.share(key, result.record, replace=forced)
             return result
@@ -101,10 +126,12 @@ class StepBuild:
                     return False
 
     def _execute(self, step: Step, key: str, components: dict, reason: str, deps: dict[Step, StepResult],
-                 reuse: dict | None = None) -> StepResult:
+                 reuse: dict | None = None, ahead: Ahead | None = None) -> StepResult:
         if self.stopping.is_set():  # interrupted while it waited (on the remote, say): start nothing
             return StepResult(step, INTERRUPTED, "the run was interrupted before it started", key=key)
-        self.progress.started(step, reason)
+        if ahead and ahead.cancelled.is_set():  # a gate failed before it started: its verdict says so
+            return ahead.verdict()
+        self.progress.started(step, f"{reason}; ahead of {ahead.names}" if ahead else reason)
         workdir, log = self.disk.scratch(step, key)
         started = time.perf_counter()
         try:
@@ -113,8 +140,13 @@ class StepBuild:
             task = Task(job, log, isolated=needs_own_process(step), spare=self._spare_imports(step),
                         timeout=self.step_timeout or step.recipe.recipe.step_timeout, label=step.label,
                         objects=upstream_objects(step, components), target=step.target,
-                        precision=step.params.get("precision", "fp32"))
+                        precision=step.params.get("precision", "fp32"), cancelled=ahead and ahead.cancelled)
+            if ahead:
+                with self._ahead_lock:
+                    self._ahead[step] = (ahead, task)
             result = self.executor.run(task)
+            if ahead and ahead.verdict():  # a gate did not pass: nothing of what it made is kept
+                return ahead.verdict()
             node = result.get("node")
             seconds = time.perf_counter() - started
             if self.stopping.is_set():  # its worker was killed by the interruption: not a failure of the step
@@ -155,4 +187,13 @@ class StepBuild:
         coming = [s for s in list(self.coming()) if s is not running]
         if not coming:
             return None
-        return tuple(sorted({m for s in coming for m in getattr(s.kind, "IMPORTS", ())}))
+        # A step like this one (another recipe's check of the same model) will find its output in the cache
+        coming = [s for s in coming if not (s.kind is running.kind and s.params == running.params
+                                            and s.inputs == running.inputs)] or coming
+        return tuple(sorted({m for s in coming for m in _imports(s)}))
+
+
+def _imports(step: Step) -> tuple[str, ...]:
+    """The heavy modules `step`'s run() imports: its kind's imports(params), or IMPORTS."""
+    imports = getattr(step.kind, "imports", None)
+    return imports(step.params) if imports else getattr(step.kind, "IMPORTS", ())
