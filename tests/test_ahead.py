@@ -171,3 +171,32 @@ def test_steps_of_one_key_build_once_and_the_others_wait_without_a_build_thread(
     assert statuses(report) == {**dict.fromkeys(["check1", "check2"], "cached"),
                                      **dict.fromkeys(["check0", "engine0", "engine1", "engine2"], "built")}
     assert executor.most == 2  # the check and the first engine met: built at the same time
+
+
+def test_a_real_check_that_fails_leaves_no_engine_of_the_build_that_ran_ahead(project, capsys):
+    """TensorRT-RTX builds this engine (the builder ignores the recipe's dtype); the check refuses the recipe.
+    Whether the engine's job was killed or had finished, nothing of it is recorded or published."""
+    from conftest import recipe_dict
+
+    data = recipe_dict("conv.onnx")
+    data["inputs"]["x"]["dtype"] = "float16"  # the model's input is float32
+    data["onnx"]["simplify"] = False  # the engine's only gate is the check
+    project.write_recipe(data)
+    code, report = project.build("-j", "2")
+    err = capsys.readouterr().err
+    assert "ahead of check" in err  # the engine started while the check ran
+    assert code == 2 and statuses_of(report) == {"check": "failed", "engine": "skipped"}
+    assert "inputs.x.dtype: recipe says float16, the model has float32" in report["steps"][0]["error"]
+    engine = next(s for s in report["steps"] if s["step"] == "engine")
+    assert engine["reason"] == "check did not complete" and not engine.get("error")
+    assert project.actions() == []  # no record: never served from the cache as good
+    assert not list((project.cache / "out").rglob("*.plan"))
+    data["inputs"]["x"]["dtype"] = "float32"  # fixed: both build, and the engine is kept
+    project.write_recipe(data)
+    code, report = project.build("-j", "2")
+    assert code == 0 and statuses_of(report) == {"check": "built", "engine": "built"}
+    assert {a["step"].split("@")[0] for a in project.actions()} == {"check", "engine"}
+
+
+def statuses_of(report: dict) -> dict[str, str]:
+    return {s["step"]: s["status"] for s in report["steps"] if s["step"] != "verify"}
