@@ -123,11 +123,12 @@ class WorkerPool:
             if worker is not None:
                 worker.proc.kill()
 
-    def prestart(self) -> None:
-        """Have one idle worker starting, if none is idle: the next step need not wait for a process."""
+    def prestart(self, preload: tuple[str, ...] = ()) -> None:
+        """Have one idle worker starting (importing `preload`), if none is idle: the next step need not wait
+        for a process."""
         with self._lock:
             if not self._idle and not self._closed:
-                self._idle.append(self._spawn())
+                self._idle.append(self._spawn(preload))
 
     def _take(self, spare: tuple[str, ...] | None, isolated: bool = False) -> Worker:
         with self._lock:

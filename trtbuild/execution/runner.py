@@ -33,6 +33,7 @@ class Runner:
         self.step_timeout = step_timeout  # seconds; beats each recipe's step_timeout
         self.force = force  # "all" or a step kind: run those steps even when cached
         self._given_executor = executor
+        self._pool: WorkerPool | None = None  # started ahead of the run by warm_up()
         self.interrupted = False
         self.results: dict[Step, StepResult] = {}  # as steps finish: what an interrupted run reports
         self.publisher = Publisher(self.disk, lambda text: progress.message(text, "bold red"))
@@ -42,13 +43,32 @@ class Runner:
         """Built or cached, but not in out/ (a publish that failed)."""
         return self.publisher.undelivered
 
+    def warm_up(self) -> None:
+        """Start a worker now, loading what the first steps of an ONNX model import (onnx, a backend that
+        loads without a GPU), while this process still reads and plans the recipes: for a first build,
+        where steps will run. Nothing for a cluster executor or a dry run."""
+        if self._given_executor is None and self._pool is None and not self.dry_run:
+            from trtbuild.backends import REGISTRY, backend
+            from trtbuild.steps import load_kind
+
+            preload = [*load_kind("check").IMPORTS, *(backend(b).MODULE for b in REGISTRY if backend(b).PRELOAD)]
+            self._pool = WorkerPool(self.jobs)
+            self._pool.prestart(tuple(dict.fromkeys(preload)))
+
+    def close(self) -> None:
+        """Stop a worker warm_up() started for a run that did not come (no valid recipe)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
     def run(self, steps: list[Step], declared: list[Step] | None = None) -> list[StepResult]:
         """Run every step once its dependencies are done; results in the order of `steps`.
         `declared`: the recipes' own steps, when `steps` builds other targets (--target, --backend):
         out/ shows the current outputs of both."""
         results = self.results = {}
         self.publisher.replaced = replaced([*(declared or []), *steps])
-        executor = self._given_executor or WorkerPool(self.jobs)
+        executor = self._given_executor or self._pool or WorkerPool(self.jobs)
+        self._pool = None
         staleness = Staleness(self.disk, self.publisher, self.progress.warn, self.dry_run, self.force)
 
         def stop() -> None:

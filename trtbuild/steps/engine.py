@@ -31,9 +31,11 @@ AHEAD_OF_GATES = True
 
 
 def imports(params: dict) -> tuple[str, ...]:
-    """What a spare worker loads before this step comes: its target's backend (its libraries take a tenth
-    of a second to load: the first engine of a worker no longer waits for them)."""
-    return (backend(params["target"]["backend"]).MODULE,)
+    """What a spare worker loads before this step comes: its target's backend where importing it touches no
+    GPU (PRELOAD: a worker may later run a step pinned to a GPU). TensorRT-RTX takes a tenth of a second to
+    load: the first engine of a worker no longer waits for it."""
+    kind = backend(params["target"]["backend"])
+    return (kind.MODULE,) if kind.PRELOAD else ()
 
 
 def tools(params: dict) -> tuple[str, ...]:
