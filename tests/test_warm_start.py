@@ -32,7 +32,8 @@ def test_a_first_build_warms_a_worker_early_and_a_no_op_starts_none(project, mon
     spawned = _spawned(monkeypatch)
     code, report = project.build("-j", "2")
     assert code == 0 and statuses(report) == {"check": "built", "engine": "built"}
-    assert spawned[0][1] == ("onnx", "tensorrt_rtx")  # the first worker, started before any step was planned
+    # started before any step was planned: one for the check, one for an engine beside it
+    assert [preload for _, preload in spawned[:2]] == [("tensorrt_rtx",), ("onnx", "tensorrt_rtx")]
     assert all(_gone(w) for w, _ in spawned)  # each stopped when the run ended
     spawned.clear()
     code, report = project.build("-j", "2")
@@ -49,4 +50,4 @@ def test_a_first_build_of_an_invalid_recipe_stops_the_worker_it_warmed(project, 
     spawned = _spawned(monkeypatch)
     code, _ = project.build()
     assert code == 2 and "engine.workspce: unknown key" in capsys.readouterr().err
-    assert len(spawned) == 1 and _gone(spawned[0][0])  # started while the recipe was read, stopped after
+    assert len(spawned) == 1 and _gone(spawned[0][0])  # started while the recipe was read (-j 1), stopped after

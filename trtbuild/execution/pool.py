@@ -123,11 +123,11 @@ class WorkerPool:
             if worker is not None:
                 worker.proc.kill()
 
-    def prestart(self, preload: tuple[str, ...] = ()) -> None:
-        """Have one idle worker starting (importing `preload`), if none is idle: the next step need not wait
-        for a process."""
+    def prestart(self, preload: tuple[str, ...] = (), count: int = 1) -> None:
+        """Have a worker starting (importing `preload`) unless `count` are idle: the next step need not wait
+        for a process. The last one started is the first one taken."""
         with self._lock:
-            if not self._idle and not self._closed:
+            if len(self._idle) < count and not self._closed:
                 self._idle.append(self._spawn(preload))
 
     def _take(self, spare: tuple[str, ...] | None, isolated: bool = False) -> Worker:

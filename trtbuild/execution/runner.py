@@ -44,16 +44,20 @@ class Runner:
         return self.publisher.undelivered
 
     def warm_up(self) -> None:
-        """Start a worker now, loading what the first steps of an ONNX model import (onnx, a backend that
-        loads without a GPU), while this process still reads and plans the recipes: for a first build,
-        where steps will run. Nothing for a cluster executor or a dry run."""
-        if self._given_executor is None and self._pool is None and not self.dry_run:
-            from trtbuild.backends import REGISTRY, backend
-            from trtbuild.steps import load_kind
+        """Start workers now, while this process still reads and plans the recipes (for a first build, where
+        steps will run): one loading what an ONNX model's first step imports (onnx, and a backend that loads
+        without a GPU), and at -j 2 or more a second loading the backend, for an engine that may start
+        beside it (trtbuild.execution.ahead). Nothing for a cluster executor or a dry run."""
+        if self._given_executor is not None or self._pool is not None or self.dry_run:
+            return
+        from trtbuild.backends import REGISTRY, backend
+        from trtbuild.steps import load_kind
 
-            preload = [*load_kind("check").IMPORTS, *(backend(b).MODULE for b in REGISTRY if backend(b).PRELOAD)]
-            self._pool = WorkerPool(self.jobs)
-            self._pool.prestart(tuple(dict.fromkeys(preload)))
+        backends = tuple(backend(b).MODULE for b in REGISTRY if backend(b).PRELOAD)
+        self._pool = WorkerPool(self.jobs)
+        if self.jobs > 1:
+            self._pool.prestart(backends)
+        self._pool.prestart(tuple(dict.fromkeys([*load_kind("check").IMPORTS, *backends])), min(self.jobs, 2))
 
     def close(self) -> None:
         """Stop a worker warm_up() started for a run that did not come (no valid recipe)."""
