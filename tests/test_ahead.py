@@ -200,3 +200,31 @@ def test_a_real_check_that_fails_leaves_no_engine_of_the_build_that_ran_ahead(pr
 
 def statuses_of(report: dict) -> dict[str, str]:
     return {s["step"]: s["status"] for s in report["steps"] if s["step"] != "verify"}
+
+
+def test_the_next_job_starts_while_a_step_commits_and_jobs_stay_within_j():
+    """A build thread storing what its step made (hashing, fsync) holds no job slot: at -j 1 the next step's
+    job runs meanwhile, and never two jobs at once."""
+    disk = MemoryDisk()
+    first, second = FakeStep("first"), FakeStep("second")
+    second_ran = threading.Event()
+    real_put = disk.put_action
+
+    def slow_commit(key, record):
+        if record["step"] == "first":
+            assert second_ran.wait(2), "the second job waited for the first step's commit"
+        real_put(key, record)
+
+    disk.put_action = slow_commit
+    executor = MemoryExecutor(disk)
+    real_run = executor.run
+
+    def observed(task):
+        result = real_run(task)
+        if task.job["step"] == "second":
+            second_ran.set()
+        return result
+
+    executor.run = observed
+    report, executor, _ = run(disk, [first, second], jobs=1, executor=executor)
+    assert statuses(report) == {"first": "built", "second": "built"} and executor.most == 1

@@ -51,3 +51,16 @@ def test_a_first_build_of_an_invalid_recipe_stops_the_worker_it_warmed(project, 
     code, _ = project.build()
     assert code == 2 and "engine.workspce: unknown key" in capsys.readouterr().err
     assert len(spawned) == 1 and _gone(spawned[0][0])  # started while the recipe was read (-j 1), stopped after
+
+
+def test_a_step_takes_the_idle_worker_that_loaded_its_modules_and_least_else():
+    def idle(*preload):
+        worker = object.__new__(pool.Worker)  # no process: only what the choice reads
+        worker.preload = set(preload)
+        return worker
+
+    workers = pool.WorkerPool(2)
+    workers._idle = [idle("tensorrt_rtx"), idle("onnx", "tensorrt_rtx"), idle()]
+    assert workers._best(("onnx",)) == 1  # the check: the worker that loaded onnx
+    assert workers._best(("tensorrt_rtx",)) == 0  # an engine: not the one the check wants
+    assert workers._best(()) == workers._best(("torch",)) == -1  # else the last one to go idle

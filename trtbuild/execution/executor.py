@@ -18,6 +18,7 @@ class Task:
     log: Path  # where the step's output goes
     isolated: bool = False  # a process of its own (user code, a pinned GPU)
     spare: tuple[str, ...] | None = ()  # modules the steps still to come import; None: none follow
+    imports: tuple[str, ...] = ()  # modules this step imports: a worker that loaded them is taken first
     timeout: float | None = None  # seconds
     label: str = ""  # recipe/step, for messages
     # Cluster executors: upstream inputs by content, {input name: {file name: digest}} (the job's paths

@@ -45,6 +45,7 @@ def _environment() -> dict[str, str]:
 
 class Worker:
     def __init__(self, preload: tuple[str, ...] = ()):
+        self.preload = set(preload)
         command = [sys.executable, "-c", _BOOT, _worker_path()] + (["--preload", *preload] if preload else [])
         import subprocess  # here: a no-op build starts no worker
 
@@ -93,7 +94,7 @@ class WorkerPool:
         """Run the task's job in a worker. `task.spare`: more steps will follow, so warm up a worker for
         them, importing these modules (what those steps import); None: no spare."""
         isolated, timeout, log = task.isolated, task.timeout, task.log
-        worker = self._take(task.spare, isolated)
+        worker = self._take(task.spare, isolated, task.imports)
         with self._lock:
             if task.cancelled is not None and task.cancelled.is_set():  # cancelled before it began
                 self._idle.append(worker)
@@ -130,16 +131,24 @@ class WorkerPool:
             if len(self._idle) < count and not self._closed:
                 self._idle.append(self._spawn(preload))
 
-    def _take(self, spare: tuple[str, ...] | None, isolated: bool = False) -> Worker:
+    def _take(self, spare: tuple[str, ...] | None, isolated: bool = False, imports: tuple[str, ...] = ()) -> Worker:
         with self._lock:
             if self._closed:
                 raise RuntimeError("worker pool is closed")
-            worker = self._idle.pop() if self._idle else self._spawn()
+            worker = self._idle.pop(self._best(imports)) if self._idle else self._spawn()
             # A spare warms up while this step runs: within -j processes, or one more where this worker
             # exits after its step (the spare takes its place); more would only take CPU from the steps.
             if spare is not None and not self._idle and len(self._live) < self.size + isolated:
                 self._idle.append(self._spawn(spare))
             return worker
+
+    def _best(self, imports: tuple[str, ...]) -> int:
+        """The idle worker for a step that imports `imports`: one that loaded them, and of those the one that
+        loaded least besides (the others may be what the next steps need); else the last one to go idle."""
+        fits = [i for i, w in enumerate(self._idle) if w.preload.issuperset(imports)]
+        if not imports or not fits:
+            return -1
+        return min(reversed(fits), key=lambda i: len(self._idle[i].preload))
 
     def _spawn(self, preload: tuple[str, ...] = ()) -> Worker:
         worker = Worker(preload)

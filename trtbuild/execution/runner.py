@@ -81,7 +81,7 @@ class Runner:
 
         stopping = threading.Event()
         build = StepBuild(self.disk, executor, staleness, self.publisher, self.progress, stopping,
-                          lambda: scheduler.unfinished, self.step_timeout)
+                          lambda: scheduler.unfinished, self.step_timeout, self.jobs)
         # A step may build ahead of its gates where a job can be cancelled, and never in a dry run
         ahead = not self.dry_run and self.jobs > 1 and hasattr(executor, "cancel")
         scheduler = Scheduler(staleness.settle, build.build, self.progress, self.jobs, stop, stopping,

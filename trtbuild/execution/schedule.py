@@ -48,6 +48,7 @@ class Scheduler:
                  cancel: Callable[[Step], None] = lambda step: None):
         self.settle, self.build, self.progress = settle, build, progress
         self.jobs = max(1, jobs)
+        self.threads = 2 * self.jobs
         self.stop = stop  # kills what runs (the executor's workers), ends waits on the remote
         self.stopping = stopping or threading.Event()  # set first when the run stops; builds look at it
         # Steps ahead of their gates: `stale` says whether one must build (no cache hit; None: never ahead),
@@ -76,7 +77,9 @@ class Scheduler:
         # Build threads block SIGINT / SIGTERM, and so do the workers they start (a blocked signal stays
         # blocked across exec): Ctrl-C reaches the whole process group, and a worker dying of it would
         # look like a failed step. The main thread handles the signal and kills the workers itself.
-        with BuildThreads(self.jobs) as threads:
+        # Twice -j build threads: the step build holds -j job slots (trtbuild.execution.step_build), so a thread
+        # that commits what its step made, or waits for the verdict of a gate, leaves its slot to the next step.
+        with BuildThreads(self.threads) as threads:
             try:
                 self._loop(steps, results, threads)
             except BaseException as exc:
@@ -168,7 +171,7 @@ class Scheduler:
         done = {d: self._results[d] for d in step.deps if d in self._results}
         if len(done) + len(gates) < len(set(step.deps)) or from_dependencies(step, done):
             return  # an input is not made yet, or one did not complete (its own start says so)
-        if len(self._running) >= self.jobs:
+        if len(self._running) >= self.threads:
             self._parked.append(step)  # every build thread is taken: when one frees
             return
         settled = self.stale(step, done)

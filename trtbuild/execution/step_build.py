@@ -20,7 +20,8 @@ from trtbuild.planning.graph import Step
 
 class StepBuild:
     def __init__(self, disk: Disk, executor: Executor, staleness: Staleness, publisher: Publisher, progress,
-                 stopping: threading.Event, coming: Callable[[], set], step_timeout: float | None = None):
+                 stopping: threading.Event, coming: Callable[[], set], step_timeout: float | None = None,
+                 jobs: int = 1):
         self.disk, self.executor, self.staleness, self.publisher = disk, executor, staleness, publisher
         self.progress = progress
         self.stopping = stopping  # set when the run is interrupted
@@ -30,6 +31,9 @@ class StepBuild:
         self._seen: set[str] = set()  # keys this run's own threads have locked (built, or found built)
         self._ahead: dict[Step, tuple[Ahead, Task | None]] = {}  # steps building ahead of their gates
         self._ahead_lock = threading.Lock()
+        # -j jobs on the executor at a time; a build thread committing what its step made (hashing, fsync)
+        # holds none, so the next step's job starts meanwhile (the scheduler has more threads than -j).
+        self._slots = threading.Semaphore(max(1, jobs))
 
     def build(self, step: Step, key: str, components: dict, deps: dict[Step, StepResult],
               ahead: Ahead | None = None) -> StepResult:
@@ -127,17 +131,19 @@ class StepBuild:
 
     def _execute(self, step: Step, key: str, components: dict, reason: str, deps: dict[Step, StepResult],
                  reuse: dict | None = None, ahead: Ahead | None = None) -> StepResult:
-        if self.stopping.is_set():  # interrupted while it waited (on the remote, say): start nothing
+        if not self._slot():  # interrupted while it waited (on the remote, for a job slot): start nothing
             return StepResult(step, INTERRUPTED, "the run was interrupted before it started", key=key)
-        if ahead and ahead.cancelled.is_set():  # a gate failed before it started: its verdict says so
-            return ahead.verdict()
-        self.progress.started(step, f"{reason}; ahead of {ahead.names}" if ahead else reason)
-        workdir, log = self.disk.scratch(step, key)
-        started = time.perf_counter()
+        slot, workdir = True, None
         try:
+            if ahead and ahead.cancelled.is_set():  # a gate failed before it started: its verdict says so
+                return ahead.verdict()
+            self.progress.started(step, f"{reason}; ahead of {ahead.names}" if ahead else reason)
+            workdir, log = self.disk.scratch(step, key)
+            started = time.perf_counter()
             job = self.disk.job(step, {d: r.record for d, r in deps.items()}, workdir, components,
                                 self.checks_sources, reuse)
             task = Task(job, log, isolated=needs_own_process(step), spare=self._spare_imports(step),
+                        imports=_imports(step),
                         timeout=self.step_timeout or step.recipe.recipe.step_timeout, label=step.label,
                         objects=upstream_objects(step, components), target=step.target,
                         precision=step.params.get("precision", "fp32"), cancelled=ahead and ahead.cancelled)
@@ -145,10 +151,12 @@ class StepBuild:
                 with self._ahead_lock:
                     self._ahead[step] = (ahead, task)
             result = self.executor.run(task)
+            seconds = time.perf_counter() - started
+            self._slots.release()
+            slot = False
             if ahead and ahead.verdict():  # a gate did not pass: nothing of what it made is kept
                 return ahead.verdict()
             node = result.get("node")
-            seconds = time.perf_counter() - started
             if self.stopping.is_set():  # its worker was killed by the interruption: not a failure of the step
                 return StepResult(step, INTERRUPTED, "the run was interrupted while it ran", seconds, key=key,
                                   log=str(log), node=node)
@@ -162,7 +170,20 @@ class StepBuild:
             return StepResult(step, BUILT, reason, seconds, self.publisher.paths(step, outputs), key, record,
                               log=str(log), node=node)
         finally:
-            self.disk.discard(workdir)
+            if slot:
+                self._slots.release()
+            if workdir is not None:
+                self.disk.discard(workdir)
+
+    def _slot(self) -> bool:
+        """Wait for one of the -j job slots; False when the run is interrupted meanwhile."""
+        while not self._slots.acquire(timeout=0.2):
+            if self.stopping.is_set():
+                return False
+        if self.stopping.is_set():
+            self._slots.release()
+            return False
+        return True
 
     def _failed(self, step: Step, key: str, components: dict, reason: str, result: dict, seconds: float,
                 job: dict, log, workdir, node: dict | None) -> StepResult:
