@@ -1,6 +1,7 @@
-"""The order of a run: each step starts once its dependencies are done, up to -j at a time; a step after
-one that failed or was skipped is skipped, its siblings go on; a stop (Ctrl-C, SIGTERM) ends the run and
-says what each step got to. Pure logic over the steps: settling a step (a cache lookup) and building it
+"""The order of a run: each step starts once its dependencies are done, up to -j jobs at a time (job slots:
+trtbuild.execution.step_build; twice as many build threads, so one storing what its step made lets the
+next job start); a step after one that failed or was skipped is skipped, its siblings go on; a stop
+(Ctrl-C, SIGTERM) ends the run and says what each step got to. Pure logic over the steps: settling a step (a cache lookup) and building it
 are handed in (trtbuild.execution.staleness, step_build).
 
 Two steps of a run with one key (eight recipes of one model share their check) build once: the second
