@@ -228,3 +228,25 @@ def test_the_next_job_starts_while_a_step_commits_and_jobs_stay_within_j():
     executor.run = observed
     report, executor, _ = run(disk, [first, second], jobs=1, executor=executor)
     assert statuses(report) == {"first": "built", "second": "built"} and executor.most == 1
+
+
+def test_when_the_build_of_a_shared_key_fails_the_steps_waiting_for_it_build_it_again():
+    """Steps of one key wait for the first; if it failed, each tries again (as it did waiting on its lock),
+    and the engines ahead of them learn each verdict."""
+    disk = MemoryDisk()
+    steps = []
+    for i in range(2):
+        check = FakeStep("check")
+        check.id = f"check{i}"
+        disk.sources[check.id] = "the model"
+        engine = FakeStep(f"engine{i}", [check])
+        engine.after = [check]
+        engine.kind.AHEAD_OF_GATES = True
+        steps += [check, engine]
+    real_key = disk.key
+    disk.key = lambda step, upstream: real_key(step, {}) if step.name == "check" else real_key(step, upstream)
+    report, executor, _ = run(disk, steps, jobs=2, executor=CancellingExecutor(disk, fail={"check0", "check1"}))
+    assert report["check0"][0] == report["check1"][0] == "failed" and executor.ran.count("check0") == 1
+    assert "check1" in executor.ran  # the second tried it again instead of taking a failure as a result
+    assert report["engine0"] == ("skipped", "check did not complete") == report["engine1"]
+    assert not {r["step"] for r in disk.actions.values()}
