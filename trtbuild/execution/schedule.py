@@ -74,7 +74,7 @@ class Scheduler:
         self._in_flight: set[Step] = set()  # building, or waiting for a build of the same key
         self._done: dict[Step, threading.Event] = {}  # gates a step ahead waits on: set once they have a result
         self._ahead: dict[Step, list[Step]] = {}  # gate -> the steps building ahead of it
-        self._parked: list[Step] = []  # could start ahead of their gates when a build thread frees
+        self._parked: dict[Step, None] = {}  # could start ahead of their gates when a build thread frees
         # Build threads block SIGINT / SIGTERM, and so do the workers they start (a blocked signal stays
         # blocked across exec): Ctrl-C reaches the whole process group, and a worker dying of it would
         # look like a failed step. The main thread handles the signal and kills the workers itself.
@@ -111,8 +111,7 @@ class Scheduler:
                     self._start(after, results, threads)
                 elif self.stale and after not in self._started:
                     self._consider(after, threads)
-            for parked in self._unpark():
-                self._consider(parked, threads)
+            self._unpark(threads)
 
     def _next(self) -> tuple[Step, StepResult]:
         """The next step to finish: one settled on this thread first, else the next build to end."""
@@ -173,7 +172,7 @@ class Scheduler:
         if len(done) + len(gates) < len(set(step.deps)) or from_dependencies(step, done):
             return  # an input is not made yet, or one did not complete (its own start says so)
         if len(self._running) >= self.threads:
-            self._parked.append(step)  # every build thread is taken: when one frees
+            self._parked[step] = None  # every build thread is taken: when one frees
             return
         settled = self.stale(step, done)
         if settled is None or settled[0] in self._building:
@@ -211,9 +210,13 @@ class Scheduler:
             for follower, settled, deps in self._followers.pop(key, []):
                 self._submit(follower, settled, deps, None, threads)
 
-    def _unpark(self) -> list[Step]:
-        parked, self._parked = self._parked, []
-        return [s for s in parked if s not in self._started]
+    def _unpark(self, threads: BuildThreads) -> None:
+        """Build threads are free: consider the steps parked for one, in order, while some are (each once:
+        one that no longer qualifies is considered again by what changes that)."""
+        while self._parked and len(self._running) < self.threads:
+            step = next(iter(self._parked))
+            del self._parked[step]
+            self._consider(step, threads)
 
     def _halt(self, threads: BuildThreads) -> None:
         """Stop: steps still waiting start nothing, running ones end at once (their workers are killed)."""

@@ -31,6 +31,7 @@ class StepBuild:
         self._seen: set[str] = set()  # keys this run's own threads have locked (built, or found built)
         self._ahead: dict[Step, tuple[Ahead, Task | None]] = {}  # steps building ahead of their gates
         self._ahead_lock = threading.Lock()
+        self._modules: dict[Step, tuple[str, ...]] = {}  # what each step imports (_imports), asked once
         # -j jobs on the executor at a time; a build thread committing what its step made (hashing, fsync)
         # holds none, so the next step's job starts meanwhile (the scheduler has more threads than -j).
         self._slots = threading.Semaphore(max(1, jobs))
@@ -204,14 +205,23 @@ class StepBuild:
 
     def _spare_imports(self, running: Step) -> tuple[str, ...] | None:
         """What a spare worker should import while `running` runs: the libraries of the steps still to
-        come (eight engines need no ONNX Runtime); None when no step follows."""
-        coming = [s for s in list(self.coming()) if s is not running]
-        if not coming:
-            return None
-        # A step like this one (another recipe's check of the same model) will find its output in the cache
-        coming = [s for s in coming if not (s.kind is running.kind and s.params == running.params
-                                            and s.inputs == running.inputs)] or coming
-        return tuple(sorted({m for s in coming for m in _imports(s)}))
+        come (eight engines need no ONNX Runtime); None when no step follows. A step like this one (another
+        recipe's check of the same model) will find its output in the cache: counted only if all are."""
+        found, alike, others = set(), set(), False
+        for step in list(self.coming()):
+            if step is running:
+                continue
+            others = True
+            modules = self._modules.get(step)
+            if modules is None:
+                modules = self._modules[step] = _imports(step)
+            if not modules or found.issuperset(modules):
+                continue
+            if step.kind is running.kind and step.params == running.params and step.inputs == running.inputs:
+                alike.update(modules)
+            else:
+                found.update(modules)
+        return tuple(sorted(found or alike)) if others else None
 
 
 def _imports(step: Step) -> tuple[str, ...]:
