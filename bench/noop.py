@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, compile_bytecode
+from common import REPO, checkout, compile_bytecode
 
 HEAVY = ("torch", "tensorflow", "tensorrt", "tensorrt_rtx", "onnxruntime", "onnx")
 # What a no-op build of recipes validated before, on the same GPUs, no longer needs.
@@ -56,17 +56,6 @@ def imported(target: Path, cache: Path, env: dict, modules: tuple[str, ...]) -> 
     out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, env=env,
                          cwd=cache.parent).stdout
     return json.loads(out.strip().splitlines()[-1])
-
-
-def checkout(against: str, folder: Path) -> Path:
-    """`against` as a folder holding a trtbuild package: itself, or a commit's package written to `folder`."""
-    if Path(against).is_dir():
-        return Path(against)
-    folder.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", against, "trtbuild"], check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    return folder
 
 
 def main() -> None:

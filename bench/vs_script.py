@@ -10,12 +10,16 @@ does not.
 Eight engines: one small ONNX model at eight opt shapes (simplify off): a shell loop of
 `polygraphy convert` against trtbuild at -j 1 and -j 2, from an empty cache.
 
-    python bench/vs_script.py [--repeat 5] [--only resnet50|engines] [--opset 17|default]
+    python bench/vs_script.py [--repeat 5] [--only resnet50|engines] [--opset 17|default] [--against DIR_OR_COMMIT]
+
+--against times another checkout's trtbuild (a folder holding the package, or a commit of this repository,
+taken with `git archive`) beside this one, in the same rounds: before / after on the same load.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import resource
 import shutil
@@ -28,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from common import REPO, compile_bytecode
+from common import REPO, checkout, compile_bytecode
 
 TUTORIAL = REPO / "bench" / "tutorial"
 SMALL_SHAPE = [3, 16, 16]
@@ -100,10 +104,12 @@ def polygraphy_loop(work: Path, model: Path) -> tuple[float, float]:
     return timed(["bash", "-c", loop], work, os.environ | {"POLYGRAPHY_USE_TENSORRT_RTX": "1"})
 
 
-def trtbuild(work: Path, target: Path, *args: str) -> tuple[float, float]:
+def trtbuild(work: Path, target: Path, *args: str, source: Path = REPO) -> tuple[float, float]:
+    """trtbuild from `source` (a folder holding the package) on `target`, from an empty cache."""
     cache = work / "cache"
     shutil.rmtree(cache, ignore_errors=True)
-    return timed([sys.executable, "-m", "trtbuild", str(target), "--cache-dir", str(cache), "-q", *args], work)
+    env = os.environ | {"PYTHONPATH": str(source.resolve())}
+    return timed([sys.executable, "-m", "trtbuild", str(target), "--cache-dir", str(cache), "-q", *args], work, env)
 
 
 def compare(cases: dict, repeat: int) -> dict[str, list[tuple[float, float]]]:
@@ -135,9 +141,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--only", choices=["resnet50", "engines"])
     parser.add_argument("--opset", choices=["17", "default"], help="ResNet-50 at this opset only")
+    parser.add_argument("--against", help="another checkout (a folder) or a commit of this repository to time "
+                        "beside this one, eight engines only")
     args = parser.parse_args()
     compile_bytecode()
     work = Path(tempfile.mkdtemp(prefix="trtbuild-vs-script-"))
+    against = checkout(args.against, work / "against") if args.against else None
+    if against:
+        compileall.compile_dir(against / "trtbuild", quiet=1)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
     print(f"trtbuild {commit.strip()}, python {sys.version.split()[0]}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
     try:
@@ -150,9 +161,13 @@ def main() -> None:
         if args.only in (None, "engines"):
             model = small_model(work)
             recipes = engine_recipes(work, model)
-            runs = compare({"polygraphy convert loop": lambda: polygraphy_loop(work, model),
-                            "trtbuild -j 1": lambda: trtbuild(work, recipes, "-j", "1"),
-                            "trtbuild -j 2": lambda: trtbuild(work, recipes, "-j", "2")}, args.repeat)
+            cases = {"polygraphy convert loop": lambda: polygraphy_loop(work, model),
+                     "trtbuild -j 1": lambda: trtbuild(work, recipes, "-j", "1"),
+                     "trtbuild -j 2": lambda: trtbuild(work, recipes, "-j", "2")}
+            if against:
+                cases |= {f"{args.against} -j 1": lambda: trtbuild(work, recipes, "-j", "1", source=against),
+                          f"{args.against} -j 2": lambda: trtbuild(work, recipes, "-j", "2", source=against)}
+            runs = compare(cases, args.repeat)
             print("\nEight engines of one small model, cold:\n" + table(runs, "polygraphy convert loop"))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -9,6 +9,7 @@ A backend module defines:
     BUILDS_ON_GPU                True when building needs the GPU the plan is for (full TensorRT)
     TIMING_CACHE                 whether the builder's timing cache does anything
     PORTABLE_BY_DEFAULT          whether a target naming no compute capability is a portable plan
+    PRELOAD                      True when importing MODULE touches no GPU: a worker may load it ahead
     TRITON_PLATFORM              how Triton serves its plans: "tensorrt_plan", or "python" (a Python-backend model)
     POLYGRAPHY_RTX               the value of POLYGRAPHY_USE_TENSORRT_RTX for Polygraphy's runners
     FARM_OFFER                   the pattern of the Ray resource a farm node offers for it (execution.farm)
@@ -89,6 +90,7 @@ def backend(name: str) -> ModuleType:
 _DEFAULTS = {
     "TITLE": lambda b: b.NAME,
     "PORTABLE_BY_DEFAULT": lambda b: False,
+    "PRELOAD": lambda b: False,
     "TRITON_PLATFORM": lambda b: {"tensorrt": "tensorrt_plan", "tensorrt_rtx": "python"}.get(b.MODULE),
     "POLYGRAPHY_RTX": lambda b: b.MODULE == "tensorrt_rtx",
     "FARM_OFFER": lambda b: rf"^trtbuild-build-{b.NAME}-(?P<version>.+)$",

@@ -11,6 +11,7 @@ INSTALL_HINT = "pip install 'trtbuild[rtx]'  (TensorRT-RTX builds engines even w
 BUILDS_ON_GPU = False
 TIMING_CACHE = False  # the API exists and does nothing
 PORTABLE_BY_DEFAULT = True  # a target naming no compute capability is a portable plan
+PRELOAD = True  # importing it touches no GPU: a worker may load it before its engine step comes
 TRITON_PLATFORM = "python"  # Triton's TensorRT backend is full TensorRT: a Python-backend model runs these
 POLYGRAPHY_RTX = True
 FARM_OFFER = r"^trtbuild-build-tensorrt-rtx-(?P<version>.+)$"

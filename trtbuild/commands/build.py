@@ -118,6 +118,11 @@ def _build(args, run: _Run, started: float):
     try:
         executor = executor_for(args, cache, progress.warn)
         machine = executor and executor.machine
+        jobs = args.jobs or (executor.cpus if executor else 1)
+        run.runner = Runner(cache, progress, jobs=jobs, dry_run=args.dry_run, remote=remote,
+                            step_timeout=args.step_timeout, force=args.force, executor=executor)
+        if cache.log is not None and not cache.log.path.exists():  # a first build of these recipes here:
+            run.runner.warm_up()  # a worker starts while the recipes are read and planned
         run.steps, run.problems = compile_recipes(args, cache, machine)
         for problem in run.problems:
             print(problem, file=sys.stderr)
@@ -127,11 +132,10 @@ def _build(args, run: _Run, started: float):
         # runner publishes the current outputs of both.
         declared = compile_recipes(argparse.Namespace(**vars(args) | {"target": None, "backend": None}), cache,
                             machine)[0] if (args.target or args.backend) and run.steps and not args.dry_run else None
-        jobs = args.jobs or (executor.cpus if executor else 1)
-        run.runner = Runner(cache, progress, jobs=jobs, dry_run=args.dry_run, remote=remote,
-                            step_timeout=args.step_timeout, force=args.force, executor=executor)
         run.results = run.runner.run(run.steps, declared) if run.steps else []
     finally:
+        if run.runner is not None:
+            run.runner.close()
         progress.close()
         if executor:
             executor.close()

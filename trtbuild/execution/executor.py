@@ -18,6 +18,7 @@ class Task:
     log: Path  # where the step's output goes
     isolated: bool = False  # a process of its own (user code, a pinned GPU)
     spare: tuple[str, ...] | None = ()  # modules the steps still to come import; None: none follow
+    imports: tuple[str, ...] = ()  # modules this step imports: a worker that loaded them is taken first
     timeout: float | None = None  # seconds
     label: str = ""  # recipe/step, for messages
     # Cluster executors: upstream inputs by content, {input name: {file name: digest}} (the job's paths
@@ -25,6 +26,9 @@ class Task:
     objects: dict[str, dict[str, str]] = field(default_factory=dict)
     target: object = None
     precision: str = "fp32"
+    # Set when the step is no longer wanted (a gate it ran ahead of failed): an executor with cancel()
+    # starts no job for it, or stops the one running.
+    cancelled: object = None  # threading.Event | None
 
 
 class Executor:
@@ -36,6 +40,9 @@ class Executor:
 
     def kill_all(self) -> None:
         """Stop every running job now (the run was interrupted)."""
+
+    # Optional: cancel(task), stop that task's job now (its `cancelled` is set first). The runner starts
+    # steps ahead of their gates (trtbuild.execution.ahead) only on an executor that has it.
 
     def close(self) -> None:
         """Release idle resources after the last step."""

@@ -45,6 +45,7 @@ def _environment() -> dict[str, str]:
 
 class Worker:
     def __init__(self, preload: tuple[str, ...] = ()):
+        self.preload = set(preload)
         command = [sys.executable, "-c", _BOOT, _worker_path()] + (["--preload", *preload] if preload else [])
         import subprocess  # here: a no-op build starts no worker
 
@@ -85,6 +86,7 @@ class WorkerPool:
         self.size = size  # concurrent steps; one more process may be warming up
         self._idle: list[Worker] = []
         self._live: set[Worker] = set()
+        self._running: dict[int, Worker] = {}  # id(task) -> the worker running it
         self._lock = threading.Lock()
         self._closed = False
 
@@ -92,9 +94,15 @@ class WorkerPool:
         """Run the task's job in a worker. `task.spare`: more steps will follow, so warm up a worker for
         them, importing these modules (what those steps import); None: no spare."""
         isolated, timeout, log = task.isolated, task.timeout, task.log
-        worker = self._take(task.spare)
+        worker = self._take(task.spare, isolated, task.imports)
+        with self._lock:
+            if task.cancelled is not None and task.cancelled.is_set():  # cancelled before it began
+                self._idle.append(worker)
+                return {"ok": False, "error": "cancelled before it started"}
+            self._running[id(task)] = worker
         result = worker.run(task.job, log, last=isolated, timeout=timeout)
         with self._lock:
+            self._running.pop(id(task), None)
             if result is None or isolated or self._closed:
                 self._live.discard(worker)
             else:
@@ -109,20 +117,38 @@ class WorkerPool:
             worker.proc.wait()  # it is exiting: reap it
         return result
 
-    def prestart(self) -> None:
-        """Have one idle worker starting, if none is idle: the next step need not wait for a process."""
+    def cancel(self, task: Task) -> None:
+        """Stop `task`'s job now (its `cancelled` is set): its worker is killed, the others go on."""
         with self._lock:
-            if not self._idle and not self._closed:
-                self._idle.append(self._spawn())
+            worker = self._running.get(id(task))
+            if worker is not None:
+                worker.proc.kill()
 
-    def _take(self, spare: tuple[str, ...] | None) -> Worker:
+    def prestart(self, preload: tuple[str, ...] = (), count: int = 1) -> None:
+        """Have a worker starting (importing `preload`) unless `count` are idle: the next step need not wait
+        for a process. The last one started is the first one taken."""
+        with self._lock:
+            if len(self._idle) < count and not self._closed:
+                self._idle.append(self._spawn(preload))
+
+    def _take(self, spare: tuple[str, ...] | None, isolated: bool = False, imports: tuple[str, ...] = ()) -> Worker:
         with self._lock:
             if self._closed:
                 raise RuntimeError("worker pool is closed")
-            worker = self._idle.pop() if self._idle else self._spawn()
-            if spare is not None and not self._idle and len(self._live) <= self.size:
-                self._idle.append(self._spawn(spare))  # warms up while this step runs
+            worker = self._idle.pop(self._best(imports)) if self._idle else self._spawn()
+            # A spare warms up while this step runs: within -j processes, or one more where this worker
+            # exits after its step (the spare takes its place); more would only take CPU from the steps.
+            if spare is not None and not self._idle and len(self._live) < self.size + isolated:
+                self._idle.append(self._spawn(spare))
             return worker
+
+    def _best(self, imports: tuple[str, ...]) -> int:
+        """The idle worker for a step that imports `imports`: one that loaded them, and of those the one that
+        loaded least besides (the others may be what the next steps need); else the last one to go idle."""
+        fits = [i for i, w in enumerate(self._idle) if w.preload.issuperset(imports)]
+        if not imports or not fits:
+            return -1
+        return min(reversed(fits), key=lambda i: len(self._idle[i].preload))
 
     def _spawn(self, preload: tuple[str, ...] = ()) -> Worker:
         worker = Worker(preload)

@@ -34,6 +34,17 @@ class Staleness:
                 return StepResult(step, WOULD_PULL, "on the remote cache", key=key, record=record)
         return cached or (key, components)
 
+    def stale(self, step: Step, deps: dict[Step, StepResult]) -> tuple[str, dict] | None:
+        """The step's (key, key components) when it must build: no result in the cache holds (nor --dry-run,
+        which builds nothing). Unlike settle, records nothing: for a step that may start before gates it
+        waits on have passed, whose cache hit must wait for them (trtbuild.execution.ahead)."""
+        if self.dry_run:
+            return None
+        key, components = self.disk.key(step, {d: r.record for d, r in deps.items() if r.record})
+        if self.forced(step) or self.disk.action(step, key) is None:
+            return key, components
+        return None  # a record: settle checks it once the gates passed (and builds if it does not hold)
+
     def cached(self, step: Step, key: str, reason: str) -> StepResult | None:
         """The step's result under `key` when the cache has one that still holds: a hit is a claim,
         and the files its code read while it ran (not in its key) are checked too."""

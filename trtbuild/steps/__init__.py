@@ -18,7 +18,10 @@
                        of the recipe's `steps`, validated by its PARAMS (a pydantic model)
     GATE               optional, True: an engine waits for it to pass
     FRESH_PROCESS      optional, True: run in a worker process of its own (see trtbuild.execution.pool)
-    IMPORTS            optional: the heavy modules run() imports, which a spare worker loads ahead
+    IMPORTS            optional: the heavy modules run() imports, which a spare worker loads ahead;
+                       imports(params), optional, instead: those of one step (an engine's backend)
+    AHEAD_OF_GATES     optional, True: may build while its gates still run, kept only once they pass
+                       (trtbuild.execution.ahead); its key must hold nothing a gate makes
 
 Modules import heavy libraries inside run(), which executes in a worker process. A step's code
 version, in its key, is a digest of its module and the trtbuild modules it imports (steps.action).

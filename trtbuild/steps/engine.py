@@ -16,15 +16,26 @@ MAIN_OUTPUT = "model.plan"
 OUTPUTS = (MAIN_OUTPUT, "model.json")  # exactly these: a record naming others is not this step's
 READS = Reads(params=("inputs", "precision", "workspace", "optimization_level", "target", "profiles"),
               files=("model",), context=("timing_cache", "cuda_device"))
-IMPORTS = ()  # a spare worker loads these before this step comes
 # Its input model's external data is hard-linked from the cache, not copied: the engine step maps it (see
 # backends/weight_maps.py; TensorRT's parser reads what is not mapped) and, unlike onnx's loader, takes
 # hard links. A large model's weights are not copied once more for the build.
 LINKED_DATA = True
+# It may build while its gates (check, parity, accuracy) still run, on a build thread that is free: its plan
+# is recorded only once they pass, and a gate that fails cancels it (trtbuild.execution.ahead). Its key
+# holds nothing a gate makes.
+AHEAD_OF_GATES = True
 # Engines build in warm workers (TensorRT loads once per worker, not once per engine). Plans are
 # keyed by their inputs, not their bytes: a second build in one process may differ by a few bytes.
 # A step pinned to a GPU (full TensorRT, cuda_device) gets a fresh worker: CUDA reads
 # CUDA_VISIBLE_DEVICES once per process.
+
+
+def imports(params: dict) -> tuple[str, ...]:
+    """What a spare worker loads before this step comes: its target's backend where importing it touches no
+    GPU (PRELOAD: a worker may later run a step pinned to a GPU). TensorRT-RTX takes a tenth of a second to
+    load: the first engine of a worker no longer waits for it."""
+    kind = backend(params["target"]["backend"])
+    return (kind.MODULE,) if kind.PRELOAD else ()
 
 
 def tools(params: dict) -> tuple[str, ...]:
