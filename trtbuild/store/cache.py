@@ -75,10 +75,10 @@ class Cache:
         versions.keep_in(self.mine and self.mine / "versions.json")  # tools' versions, per sys.path state
         self._have_locks = False
         self._real_folders: set[str] = set()  # objects/ab/ folders checked this run (not links)
-        # Hits served this run, (key, outputs asked) -> record, its objects verified: recipes sharing a step
-        # (one model, many engines) check it once. Forgotten when a record is written and whenever an
-        # object fails its check; a Cache lives for one command.
-        self._hits: dict[tuple, dict] = {}
+        # Action records read this run, (key, outputs asked) -> record: recipes sharing a step (one model,
+        # many engines) read its record once; its objects are verified at every hit. Forgotten when the
+        # record is written or a hit fails; a Cache lives for one command.
+        self._records: dict[tuple, dict] = {}
         self._noted: set[str] = set()  # keys whose use note_used has dated this run
 
     def keep_log(self, scope: list[str]) -> BuildLog | None:
@@ -123,12 +123,6 @@ class Cache:
         """Whether objects/<digest> exists (with `size` bytes, the size a record says) and holds those bytes.
         Its stat is compared with the one recorded at ingest; a file whose stat moved (an edit, even as root) is re-hashed, and one whose
         bytes no longer match is reported and removed, so it is rebuilt or pulled, never served."""
-        if self._object_ok(digest, size, key):
-            return True
-        self._hits.clear()  # an object gone or wrong: every hit of this run is checked again
-        return False
-
-    def _object_ok(self, digest: str, size: int | None, key: str) -> bool:
         path = f"{self._objects}/{digest[:2]}/{digest}"  # a string: every hit checks its objects
         if digest[:2] not in self._real_folders:  # objects/ab/ a link: removed, never followed
             no_links(self.objects, [digest[:2]], self.warn)
@@ -168,13 +162,11 @@ class Cache:
         object it names exists with the size it says and holds its bytes. Any other record (edited, copied
         over another key's, cut short) is a miss with a warning: the step runs again and its new record
         replaces it."""
-        hit = self._hits.get((key, outputs))
-        if hit is not None:
-            return hit
-        record = self.read_action(key, outputs)
+        record = self._records.get((key, outputs)) or self.read_action(key, outputs)
         if record is not None and all(self.verified(o["digest"], o["size"], key) for o in record["outputs"].values()):
-            self._hits[(key, outputs)] = record
+            self._records[(key, outputs)] = record
             return record
+        self._records.pop((key, outputs), None)
         return None
 
     def read_action(self, key: str, outputs: tuple | None = None) -> dict | None:
@@ -220,7 +212,7 @@ class Cache:
                 os.utime(self._action_path(key))
 
     def put_action(self, key: str, record: dict) -> None:
-        self._hits = {hit: r for hit, r in self._hits.items() if hit[0] != key}
+        self._records = {read: r for read, r in self._records.items() if read[0] != key}
         atomic_write(self._action_path(key), canonical_json(record), over_folder=True)
 
     def iter_actions(self) -> Iterator[tuple[Path, dict]]:
