@@ -84,7 +84,7 @@ def load_recipe(file: str | Path, records: Path | None = None, log=None) -> Load
     st = stat_or_none(file) if log is not None and records is not None else None
     logged = log.recipe(str(file), st, validated.validator()) if st is not None else None
     if logged is not None:
-        record = logged[1]  # the log's: _sections copies what it makes Sections of
+        record = json.loads(logged[1])
     else:
         data = read_bytes(file)  # a regular file of bounded size, or a RecipeError
         key = validated.key(data) if records is not None else None
@@ -98,7 +98,7 @@ def load_recipe(file: str | Path, records: Path | None = None, log=None) -> Load
                 if key:
                     validated.write(records, key, text)
         if st is not None and key and text is not None:
-            log.learn_recipe(str(file), st, validated.validator(), key, json.loads(text))  # the log's own copy
+            log.learn_recipe(str(file), st, validated.validator(), key, text)
     loaded = LoadedRecipe(_sections(record["recipe"]), file, {tuple(path): n for path, n in record["lines"]})
     _check_files(loaded)
     return loaded
@@ -130,25 +130,14 @@ def _validate(data: bytes, file: Path) -> dict:
 
 
 def _sections(data: dict) -> Section:
-    """The normalized data (trtbuild.recipes.validation.normalized) with each model's dict made a Section.
-    `data` stays as it was (a build log serves it again): each dict on a section's path is copied once."""
+    """The normalized data (trtbuild.recipes.validation.normalized) with each model's dict made a Section."""
     top = {"": data["values"]}
-    copied: set[int] = set()
     for path, kind, given in sorted(data["sections"], key=lambda s: len(s[0]), reverse=True):  # innermost first
         holder, key = top, ""
         for part in path:
-            holder, key = _copied(holder, key, copied), part
+            holder, key = holder[key], part
         holder[key] = SECTIONS.get(kind, Section)(holder[key], given)
     return top[""]
-
-
-def _copied(holder: dict, key, copied: set[int]) -> dict:
-    """holder[key], replaced by a copy of it the first time (a Section copies its own values)."""
-    value = holder[key]
-    if id(value) not in copied:
-        value = holder[key] = dict(value)
-        copied.add(id(value))
-    return value
 
 
 def _check_files(loaded: LoadedRecipe) -> None:

@@ -8,8 +8,7 @@ earlier runs:
 - states:  recipe -> (the stat of state/<recipe>.json, {step id: [key, status]});
 - shown:   recipe -> (the stat of out/<recipe>/'s manifest, the manifest);
 - keys:    a digest of a step's key components (marshal format 2: equal bytes are equal values) -> the key;
-- recipes: recipe file -> (its stat, [the validator's digest, its record's key, the record]): the record
-  as JSON values, parsed with the log (one parse, not one more per recipe).
+- recipes: recipe file -> (its stat, [the validator's digest, its record's key, the record's text]).
 
 An entry is served only while the file it stands for has the same stat (size, mtime, ctime, inode)
 as the file that was read, so an edited, replaced or removed file is read again; files modified in
@@ -32,7 +31,7 @@ from pathlib import Path
 from trtbuild.store.fsutil import atomic_write, read_record
 from trtbuild.store.validate import is_key, record_problem
 
-FORMAT = f"trtbuild-buildlog 2 marshal-{marshal.version}"
+FORMAT = f"trtbuild-buildlog 1 marshal-{marshal.version}"
 SECTIONS = ("records", "states", "shown", "keys", "recipes")
 _RACY_SECONDS = 2.0  # as the stat cache: a file this fresh may change again within its mtime tick
 _LIMIT = 200_000  # entries kept per section: the ones used last
@@ -159,18 +158,17 @@ class BuildLog:
     def learn_manifest(self, recipe: str, st: os.stat_result, manifest: dict) -> None:
         self._learn("shown", recipe, st, manifest)
 
-    def recipe(self, file: str, st: os.stat_result | None, validator: str) -> tuple[str, dict] | None:
-        """(record key, record) of the validated recipe `file`, as read when it had the stat `st` and
-        validated by the same code (trtbuild.recipes.records). The record is the log's own: not to be
-        modified (the loader copies what it changes)."""
+    def recipe(self, file: str, st: os.stat_result | None, validator: str) -> tuple[str, str] | None:
+        """(record key, record text) of the validated recipe `file`, as read when it had the stat `st`
+        and validated by the same code (trtbuild.recipes.records)."""
         found = self._entry("recipes", file, st)
         if (isinstance(found, list) and len(found) == 3 and found[0] == validator and is_key(found[1])
-                and isinstance(found[2], dict) and found[2].keys() == {"recipe", "lines"}):
+                and isinstance(found[2], str)):
             return found[1], found[2]
         return None
 
-    def learn_recipe(self, file: str, st: os.stat_result | None, validator: str, key: str, record: dict) -> None:
-        self._learn("recipes", file, st, [validator, key, record])
+    def learn_recipe(self, file: str, st: os.stat_result | None, validator: str, key: str, text: str) -> None:
+        self._learn("recipes", file, st, [validator, key, text])
 
     def key(self, digest: str) -> str | None:
         """The step key of the key components with this digest (components_digest)."""
