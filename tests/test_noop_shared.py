@@ -1,7 +1,7 @@
 """A no-op build of many recipes does per folder, per target and per step key what is the same for all
 of them, and still sees every change: the project root per folder, the machine's answers per target, a
-shared step's action record read once per run (its objects verified at every hit), recipe records kept
-in the build log as values. Real files, a real cache, real TensorRT-RTX builds."""
+shared step's action record read once per run (its objects verified at every hit). Real files, a real
+cache, real TensorRT-RTX builds."""
 
 from __future__ import annotations
 
@@ -11,15 +11,13 @@ import time
 from types import SimpleNamespace
 
 import yaml
-
 from conftest import conv_model, recipe_dict, statuses
+
 from trtbuild.commands.build import compile_recipes, recipe_files
 from trtbuild.commands.cli import main
 from trtbuild.planning import keys
 from trtbuild.planning.graph import Remembered, ThisMachine
-from trtbuild.recipes import records
-from trtbuild.recipes.loader import Section, load_recipe
-from trtbuild.store import buildlog
+from trtbuild.recipes.loader import load_recipe
 from trtbuild.store.cache import Cache
 from trtbuild.store.hashing import digest_json
 
@@ -145,33 +143,6 @@ def test_a_shared_record_is_read_once_and_its_objects_are_checked_at_every_hit(t
     cache.put_action(key, {"key": key, "components": components, "outputs": {"model.plan": {"digest": digest,
                                                                                             "size": size}}})
     assert cache.get_action(key)["outputs"]["model.plan"]["digest"] == digest  # the record written this run
-
-
-def test_recipe_records_are_values_of_the_build_log_and_loading_leaves_them_as_they_were(tmp_path):
-    import onnx
-
-    (tmp_path / "models").mkdir()
-    onnx.save(conv_model(), tmp_path / "models" / "conv.onnx")
-    (a,) = write_recipes(tmp_path / "recipes", ["a"])
-    os.utime(a, (HOUR_AGO, HOUR_AGO))
-    cache = Cache(tmp_path / "cache", make=True)
-    log = cache.keep_log(["scope"])
-    first = load_recipe(a, cache.recipes, log)
-    log.save()
-    head, _, body = log.path.read_bytes().partition(b"\n")
-    assert head.startswith(b"trtbuild-buildlog 2 ")
-    (entry,) = json.loads(body)["recipes"].values()
-    assert isinstance(entry[1][2], dict) and entry[1][2]["recipe"]["values"]["name"] == "a"
-    again = buildlog.BuildLog(log.path, log.lock)  # a later run: the record comes from the log
-    served = again.recipe(str(a), os.stat(a), records.validator())
-    before = json.dumps(served[1], sort_keys=True)
-    second, third = load_recipe(a, cache.recipes, again), load_recipe(a, cache.recipes, again)
-    assert json.dumps(served[1], sort_keys=True) == before  # Sections were made of copies
-    for made in (second, third):
-        assert isinstance(made.recipe.source, Section) and made.recipe.source.path == "../models/conv.onnx"
-        assert isinstance(made.recipe.inputs["x"], Section) and made.recipe.inputs["x"].profile()[1] == [2, 3, 16, 16]
-        assert repr(made.recipe) == repr(first.recipe) and made.lines == first.lines
-    assert second.recipe is not third.recipe and second.recipe.inputs is not third.recipe.inputs
 
 
 def test_recipes_sharing_steps_see_an_edited_object_and_never_publish_it(tmp_path):
