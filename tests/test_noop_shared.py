@@ -72,6 +72,7 @@ def test_a_folder_lists_its_recipes_as_before(tmp_path):
     os.mkfifo(folder / "pipe.yaml")
     os.symlink(folder / "b.yaml", folder / "link.yaml")
     os.symlink(folder / "missing.yaml", folder / "dangling.yaml")
+    os.symlink("loop.yaml", folder / "loop.yaml")  # a link loop: no recipe, as before
     found = [p.name for p in recipe_files([str(folder)])]
     assert found == sorted(p.name for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
     assert found == [".hidden.yaml", "a.yml", "b.yaml", "link.yaml"]

@@ -21,7 +21,7 @@ def recipe_files(paths: list[str]) -> list[Path]:
         if path.is_dir():
             with os.scandir(path) as entries:  # a folder's entries tell files apart without a stat each
                 names = sorted(e.name for e in entries if e.name.endswith((".yaml", ".yml"))
-                               and e.name not in (".yaml", ".yml") and e.is_file())
+                               and e.name not in (".yaml", ".yml") and _is_file(e))
             found = [path / name for name in names]
             if not found:
                 raise UsageError(f"{path}: no *.yaml recipes in this directory")
@@ -31,6 +31,14 @@ def recipe_files(paths: list[str]) -> list[Path]:
         else:
             raise UsageError(f"{path}: no such recipe file or directory")
     return files
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    """entry.is_file(), as Path.is_file answers where the entry raises (a link loop is no recipe)."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return Path(entry.path).is_file()
 
 
 def compile_recipes(args, cache, machine=None) -> tuple[list, list[str]]:
