@@ -4,6 +4,7 @@ trtbuild.commands.cli for the command line)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,10 @@ def recipe_files(paths: list[str]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+            with os.scandir(path) as entries:  # a folder's entries tell files apart without a stat each
+                names = sorted(e.name for e in entries if e.name.endswith((".yaml", ".yml"))
+                               and e.name not in (".yaml", ".yml") and _is_file(e))
+            found = [path / name for name in names]
             if not found:
                 raise UsageError(f"{path}: no *.yaml recipes in this directory")
             files += found
@@ -29,13 +33,22 @@ def recipe_files(paths: list[str]) -> list[Path]:
     return files
 
 
+def _is_file(entry: os.DirEntry) -> bool:
+    """entry.is_file(), as Path.is_file answers where the entry raises (a link loop is no recipe)."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return Path(entry.path).is_file()
+
+
 def compile_recipes(args, cache, machine=None) -> tuple[list, list[str]]:
     """Steps of every valid recipe, plus the problems of the invalid ones."""
-    from trtbuild.planning.graph import compile_recipe, no_collection
+    from trtbuild.planning.graph import Remembered, ThisMachine, compile_recipe, no_collection
     from trtbuild.recipes.loader import load_recipe
     from trtbuild.recipes.paths import resolving_once
 
     steps, problems, names = [], [], {}
+    remembered = Remembered(machine or ThisMachine)
     with no_collection(), resolving_once():
         for file in recipe_files(args.recipes):
             try:
@@ -44,8 +57,7 @@ def compile_recipes(args, cache, machine=None) -> tuple[list, list[str]]:
                 if name in names:
                     raise RecipeError([f"{loaded.where('name')}: name: {name!r} is also the name of {names[name]}"])
                 names[name] = file
-                steps += compile_recipe(loaded, cache, args.backend, args.target,
-                                        **({"machine": machine} if machine else {}))
+                steps += compile_recipe(loaded, cache, args.backend, args.target, remembered)
             except RecipeError as exc:
                 problems += exc.problems
             except UsageError as exc:

@@ -60,15 +60,14 @@ def decide(results: list, problems: list[str], seconds: float, *, requested: str
     machines. `unpublished`: results built or cached but not delivered to out/."""
     failures = [Failure(RECIPE, problem.split(": ")[0], problem) for problem in problems]
     unpublished_ids = {id(r) for r in unpublished or ()}
-    for r in results:
-        label = r.step.label + (f" [{r.step.target.title}]" if r.step.target else "")
+    for r in results:  # a label only for a failure: a no-op of a thousand recipes has none
         if r.status == "failed":
-            failures.append(Failure(STEP, label, headline(r.error or r.reason), r.error or "", r))
+            failures.append(Failure(STEP, _label(r), headline(r.error or r.reason), r.error or "", r))
         elif id(r) in unpublished_ids:
-            failures.append(Failure(UNPUBLISHED, label, first_line(r.error or "not delivered to out/"),
+            failures.append(Failure(UNPUBLISHED, _label(r), first_line(r.error or "not delivered to out/"),
                                     r.error or "", r))
         elif requested and r.step.name == "engine" and r.status == "skipped" and r.step.skip_reason:
-            failures.append(Failure(UNBUILDABLE, label,
+            failures.append(Failure(UNBUILDABLE, _label(r),
                                     f"asked for with {requested} and cannot be built here: {r.reason}", "", r))
     if interrupted:
         code = EXIT_INTERRUPTED
@@ -77,6 +76,10 @@ def decide(results: list, problems: list[str], seconds: float, *, requested: str
     else:
         code = EXIT_BUILD_FAILED if failures else EXIT_OK
     return Outcome(results, problems, seconds, code, failures, dry_run)
+
+
+def _label(r) -> str:
+    return r.step.label + (f" [{r.step.target.title}]" if r.step.target else "")
 
 
 def headline(error: str) -> str:

@@ -17,20 +17,21 @@ def print_results(outcome, stream=None) -> None:
     stream = stream or sys.stdout
     results = outcome.results
     by_step = {r.step: r for r in results}
+    lines = []  # written at once: a build of a thousand recipes prints a thousand
     for r in results:
         if r.step.name != "engine":
             continue
-        failed = _failed_upstream(r.step, by_step)
         failure = outcome.failure_of(r)
         if failure is not None and failure.result.status == "skipped":  # asked for, and not buildable here
             outcome_text = f"failed: {failure.message}"
         elif "model.plan" in r.outputs:
             outcome_text = r.outputs["model.plan"]
-        elif failed and r.status == "skipped":  # name the step that failed, not the one between
+        elif r.status == "skipped" and (failed := _failed_upstream(r.step, by_step)):  # name the step that failed
             outcome_text = f"skipped: {failed.step.name} failed: {headline(failed.error or failed.reason)}"
         else:
             outcome_text = f"{r.status}: {headline(r.error) if r.error else r.reason}"
-        print(f"{r.step.recipe.recipe.name}\t{r.step.target.id}\t{outcome_text}", file=stream)
+        lines.append(f"{r.step.recipe.recipe.name}\t{r.step.target.id}\t{outcome_text}\n")
+    stream.write("".join(lines))
     print(totals(outcome), file=stream, flush=True)
 
 

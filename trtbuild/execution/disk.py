@@ -12,7 +12,6 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
-from typing import Protocol
 
 from trtbuild.execution import weights_only
 from trtbuild.execution.jobs import make_job, sources_moved
@@ -25,7 +24,7 @@ from trtbuild.store.cache import Cache
 from trtbuild.store.fsutil import create_new, write_new
 
 
-class Disk(Protocol):
+class Disk:  # the methods any Disk has (a protocol in effect: typing is not imported on a no-op build)
     """The seam. Keys and records: what scheduling reads (key, action, moved_reads, state, state_keys,
     reuse) and writes (note_used, record_state, put_action, publish). A step's files: its lock, scratch
     folder, job, outputs. The shared cache: pull, share, remote_record, stop. `out`: the out/ folder."""

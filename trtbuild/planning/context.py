@@ -13,6 +13,7 @@ from trtbuild.planning.profiles import engine_profiles, profile_opts, warn_uncal
 from trtbuild.planning.profiles import ranges as shape_ranges
 from trtbuild.steps import load_kind
 from trtbuild.frontends.registry import framework as framework_of
+from trtbuild.recipes.shared import line_for
 
 DEFAULT_MAX_RELATIVE_ERROR = {"tf32": 0.01, "fp16": 0.01, "bf16": 0.05, "int8": 0.1, "fp8": 0.15}
 
@@ -78,7 +79,8 @@ class Planning:
         loaded, recipe = self.loaded, self.recipe
         keys = [("source",), *(("source", k) for k in recipe.source.given), ("inputs",),
                 *(("inputs", n) for n in recipe.inputs), *(("inputs", n, "dtype") for n in recipe.inputs)]
-        return {".".join(k): loaded.where(*k) for k in keys} | {"recipe": str(loaded.file)}
+        file, lines = str(loaded.file), loaded.lines  # as loaded.where says, once per recipe
+        return {".".join(k): f"{file}:{line_for(lines, k)}" for k in keys} | {"recipe": file}
 
     def recipe_error(self, key: tuple, message: str) -> RecipeError:
         """A recipe mistake at the line of `key` (a key path): raise it."""

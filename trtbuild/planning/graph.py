@@ -36,6 +36,34 @@ class ThisMachine:
         return cuda_device(target, precision), cannot_run_here(target, precision)
 
 
+class Remembered:
+    """A machine's answers (ThisMachine's, a cluster's) asked once per target, not once per recipe, while
+    recipes compile: they depend on the target alone (GPUs and backends are found once per process)."""
+
+    def __init__(self, machine):
+        self.machine = machine
+        self._answers: dict[tuple, object] = {}
+
+    def _ask(self, question: str, *args):
+        found = self._answers.get((question, *args))
+        if found is None:
+            found = self._answers[(question, *args)] = getattr(self.machine, question)(*args)
+        return found
+
+    def resolve(self, spec: str):
+        return self._ask("resolve", spec)
+
+    def builder(self, target: Target) -> dict:
+        return dict(self._ask("builder", target))  # a step's own context
+
+    def runner(self, target: Target, precision: str) -> tuple[dict, str | None]:
+        context, why = self._ask("runner", target, precision)
+        return dict(context), why
+
+    def __getattr__(self, name: str):
+        return getattr(self.machine, name)
+
+
 @contextlib.contextmanager
 def no_collection():
     """While recipes compile: the plan is many small objects that all live on, which the cyclic

@@ -158,16 +158,23 @@ def project_root(loaded) -> Path:
     source, calibration = recipe.source, recipe.precision.calibration
     named = [source.path, source.checkpoint, recipe.parity.data, *source.python_path, *source.deps,
              calibration.data if calibration else None]
-    return _project_root(loaded.file, tuple(p for p in named if p and not os.path.isabs(p)))
+    return _project_root(stable_root(loaded.file), tuple(p for p in named if p and not os.path.isabs(p)))
 
 
 @functools.lru_cache(maxsize=4096)
-def _project_root(recipe_file: Path, relative: tuple[str, ...]) -> Path:
-    root = stable_root(recipe_file)
-    if (root / ".git").exists() or not relative:
+def _project_root(root: Path, relative: tuple[str, ...]) -> Path:
+    """Per stable root and relative paths, not per recipe: a folder of recipes naming the same files
+    (../models/x.onnx) is looked up once. Outside a repository the root is the recipe's own folder,
+    which the relative paths start from."""
+    if not relative or _has_git(root):
         return root
     reached = [os.path.normpath(root / _fixed_part(p)) for p in relative]
     return Path(os.path.commonpath([str(root), *reached]))
+
+
+@functools.cache
+def _has_git(folder: Path) -> bool:
+    return (folder / ".git").exists()
 
 
 def _fixed_part(pattern: str) -> str:
@@ -177,25 +184,30 @@ def _fixed_part(pattern: str) -> str:
     return os.path.join(*parts[:fixed]) if fixed else "."
 
 
-@functools.cache
 def stable_root(recipe_file: Path) -> Path:
     """What paths of a recipe's files are recorded relative to: the git repository holding the recipe,
-    else the recipe's folder (the same in every checkout, wherever it lies)."""
-    if os.path.islink(recipe_file):
-        return _root_of(recipe_file.resolve().parent)
-    folder = recipe_file.parent
-    return _root_of(_real_folder(folder) if folder.is_absolute() else folder.resolve())  # shared: resolved once
+    else the recipe's folder (the same in every checkout, wherever it lies). A relative name is taken
+    from the working directory of the moment; each folder is resolved and searched once."""
+    return _stable_root(os.getcwd(), str(recipe_file))
 
 
 @functools.cache
-def _real_folder(folder: Path) -> Path:
-    return folder.resolve()
+def _stable_root(cwd: str, recipe_file: str) -> Path:
+    file = os.path.join(cwd, recipe_file)
+    if os.path.islink(file):
+        return _root_of(Path(file).resolve().parent)
+    return _root_of(_real_folder(os.path.dirname(file)))
+
+
+@functools.cache
+def _real_folder(folder: str) -> Path:
+    return Path(folder).resolve()
 
 
 @functools.cache
 def _root_of(folder: Path) -> Path:
     for candidate in (folder, *folder.parents):
-        if (candidate / ".git").exists():
+        if _has_git(candidate):
             return candidate
     return folder
 

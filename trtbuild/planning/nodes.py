@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a no-op build imports none of it)
 if TYPE_CHECKING:  # annotations only
     from trtbuild.backends.target import Target
     from trtbuild.recipes.loader import LoadedRecipe

@@ -21,6 +21,8 @@ def onnx_files(model: Path, stat_cache: StatCache, where: str = "", outside: boo
     once links are followed: a model's data never brings in a file from elsewhere (a link to /etc, to
     another user's folder) or blocks (a FIFO). `where`: the recipe's file:line of source.path."""
     relative = stat_cache.memo(model, "onnx_external_data", _external_data_locations)
+    if not relative:  # most models: no external data, no folder to resolve
+        return [model]
     folder = real_path(model.parent)
     files = [model]
     for name in relative:

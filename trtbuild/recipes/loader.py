@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import io
 import json
+import os
 from pathlib import Path
 
 from trtbuild.recipes import paths, records as validated
@@ -62,7 +63,7 @@ class LoadedRecipe(collections.namedtuple("LoadedRecipe", "recipe file lines")):
     __slots__ = ()
 
     def resolve(self, relative: str) -> Path:
-        return paths.real_path(self.file.parent / relative)
+        return paths.real_path_in(os.path.dirname(self.file) or ".", relative)
 
     def source_path(self) -> Path | None:
         return self.resolve(self.recipe.source.path) if self.recipe.source.path else None
@@ -79,7 +80,7 @@ def load_recipe(file: str | Path, records: Path | None = None, log=None) -> Load
     schema and libraries) were validated before is read from there; any other is validated in full,
     and recorded when valid. Errors are never recorded. The files a recipe names are checked every time.
     `log`: a build log (trtbuild.store.buildlog) that spares reading a file whose stat it knows."""
-    file = Path(file)
+    file = file if isinstance(file, Path) else Path(file)
     st = stat_or_none(file) if log is not None and records is not None else None
     logged = log.recipe(str(file), st, validated.validator()) if st is not None else None
     if logged is not None:

@@ -44,13 +44,26 @@ def real_path(path: Path) -> Path:
     return found
 
 
+def real_path_in(folder: str, relative: str) -> Path:
+    """(folder / relative).resolve(), remembered by the joined name while recipes compile: a thousand
+    recipes naming one model make no Path of it each."""
+    if _resolved is None:
+        return Path(folder, relative).resolve()
+    name = os.path.join(folder, relative)
+    found = _resolved.get(name)
+    if found is None:
+        found = _resolved[name] = Path(name).resolve()
+    return found
+
+
 def path_problem(base: Path, value: str, expect: str = FILE) -> str | None:
     """What is wrong with `value` (relative to `base`) as `expect`, or None."""
     if not value:
         return "empty path: name a file relative to the recipe"
     if "\0" in value:
         return "the path contains a NUL byte"
-    path = base / value
+    # A string: every load checks every path its recipe names ("x/" as pathlib reads it: "x").
+    path = os.path.join(base, value) if not value.endswith("/") else base / value
     try:
         st = os.stat(path)  # follows links, as opening it would
         mode = st.st_mode
@@ -107,8 +120,8 @@ def _regular(path: Path) -> bool:
         return False
 
 
-def _shown(path: Path) -> str:
+def _shown(path: Path | str) -> str:
     try:
-        return str(path.resolve())
+        return str(Path(path).resolve())
     except (OSError, RuntimeError):  # a link loop
         return str(path)

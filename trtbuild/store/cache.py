@@ -75,6 +75,11 @@ class Cache:
         versions.keep_in(self.mine and self.mine / "versions.json")  # tools' versions, per sys.path state
         self._have_locks = False
         self._real_folders: set[str] = set()  # objects/ab/ folders checked this run (not links)
+        # Action records read this run, (key, outputs asked) -> record: recipes sharing a step (one model,
+        # many engines) read its record once; its objects are verified at every hit. Forgotten when the
+        # record is written or a hit fails; a Cache lives for one command.
+        self._records: dict[tuple, dict] = {}
+        self._noted: set[str] = set()  # keys whose use note_used has dated this run
 
     def keep_log(self, scope: list[str]) -> BuildLog | None:
         """Read records, states and out/ manifests through a build log (a build: one file instead of
@@ -157,9 +162,11 @@ class Cache:
         object it names exists with the size it says and holds its bytes. Any other record (edited, copied
         over another key's, cut short) is a miss with a warning: the step runs again and its new record
         replaces it."""
-        record = self.read_action(key, outputs)
+        record = self._records.get((key, outputs)) or self.read_action(key, outputs)
         if record is not None and all(self.verified(o["digest"], o["size"], key) for o in record["outputs"].values()):
+            self._records[(key, outputs)] = record
             return record
+        self._records.pop((key, outputs), None)
         return None
 
     def read_action(self, key: str, outputs: tuple | None = None) -> dict | None:
@@ -194,6 +201,9 @@ class Cache:
     def note_used(self, key: str) -> None:
         """A hit was served: its record's mtime says when it was last used (what gc --older-than and
         --max-size go by). At most once a day per record, so a no-op build rarely writes anything."""
+        if key in self._noted:  # a step shared by many recipes: dated once
+            return
+        self._noted.add(key)
         mtime = self._record_mtimes.pop(key, None)  # taken when the record was read
         with contextlib.suppress(OSError):  # a read-only cache: the record stays dated by its build
             if mtime is None:
@@ -202,6 +212,7 @@ class Cache:
                 os.utime(self._action_path(key))
 
     def put_action(self, key: str, record: dict) -> None:
+        self._records = {read: r for read, r in self._records.items() if read[0] != key}
         atomic_write(self._action_path(key), canonical_json(record), over_folder=True)
 
     def iter_actions(self) -> Iterator[tuple[Path, dict]]:

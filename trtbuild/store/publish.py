@@ -32,11 +32,13 @@ def publish_recipe(cache, recipe: str, files: dict[str, dict], steps: dict[str, 
     `steps` (step id -> status and key) goes into the manifest, so readers can tell what is current, and
     so does `source`, the recipe file. Returns the other recipe file out/<recipe> was published from
     when that file is still there (two recipes of one name share out/<recipe>), else None."""
-    link = cache.out / recipe
     # A no-op build finds nothing to do without the lock: the link swaps in one rename, so a check
-    # that races a publish reads "not intact" and waits for the lock below.
-    if _intact(link, _shown_manifest(link, getattr(cache, "log", None)), files, steps, source):
+    # that races a publish reads "not intact" and waits for the lock below. (A string: a no-op checks
+    # every recipe's.)
+    shown_at = os.path.join(cache.out, recipe)
+    if _intact(shown_at, _shown_manifest(shown_at, getattr(cache, "log", None)), files, steps, source):
         return None
+    link = cache.out / recipe
     from filelock import FileLock  # here: a no-op build publishes nothing
 
     with FileLock(str(cache.locks_dir() / f"publish-{recipe}.lock")):
@@ -77,11 +79,11 @@ def read_manifest(folder: Path) -> dict | None:
         return None
 
 
-def _shown_manifest(link: Path, log) -> dict | None:
+def _shown_manifest(link: Path | str, log) -> dict | None:
     """The manifest out/<recipe> shows, through the build log when it has the manifest's stat."""
     path = os.path.join(link, MANIFEST)
     if log is not None:
-        logged = log.manifest(link.name, path)
+        logged = log.manifest(os.path.basename(link), path)
         if logged is not None:
             return logged
     try:
@@ -89,21 +91,27 @@ def _shown_manifest(link: Path, log) -> dict | None:
     except (OSError, ValueError):
         return None
     if log is not None and isinstance(manifest, dict):
-        log.learn_manifest(link.name, st, manifest)
+        log.learn_manifest(os.path.basename(link), st, manifest)
     return manifest
 
 
-def _intact(link: Path, manifest, files: dict[str, dict], steps: dict[str, dict], source: str | None) -> bool:
+def _intact(link: Path | str, manifest, files: dict[str, dict], steps: dict[str, dict], source: str | None) -> bool:
     """Whether out/<recipe> (showing `manifest`, as read back) holds exactly these files, steps and source."""
     if not isinstance(manifest, dict) or manifest.get("steps") != steps or not isinstance(manifest.get("files"), dict) \
             or not _same_source(manifest.get("source"), source):
         return False
     shown = manifest["files"]
+    if shown.keys() != files.keys():
+        return False
     try:
-        if {rel: f["digest"] for rel, f in shown.items()} != {rel: o["digest"] for rel, o in files.items()}:
-            return False
+        for rel, f in shown.items():
+            if f["digest"] != files[rel]["digest"]:
+                return False
         # an edited copy (its mtime or ctime moved) is replaced by a fresh one
-        return all(stat_signature(os.path.join(link, rel)) == f["stat"] for rel, f in shown.items())
+        for rel, f in shown.items():
+            if stat_signature(os.path.join(link, rel)) != f["stat"]:
+                return False
+        return True
     except (OSError, TypeError, KeyError):  # a file gone; a manifest not as written: published afresh
         return False
 
