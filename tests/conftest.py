@@ -175,3 +175,21 @@ def shared():
         for path, mode in modes.items():
             path.chmod(mode)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_berts(tmp_path_factory) -> Path:
+    """The tiny BERT checkpoints of helpers.TINY_BERT_SEEDS, made once for the whole run (all xdist workers:
+    under their shared base folder, behind a lock); helpers.save_tiny_bert copies one into a test's folder."""
+    from filelock import FileLock
+
+    from helpers import make_tiny_berts
+
+    needs("transformers")
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "tiny-berts"
+    with FileLock(f"{folder}.lock"):
+        if not (folder / "made").exists():
+            make_tiny_berts(folder)
+            (folder / "made").touch()
+    return folder
