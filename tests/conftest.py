@@ -15,6 +15,8 @@ import pytest
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
+from scheduling import pytest_collection_modifyitems  # noqa: F401  (the longest tests start first)
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "recipes" / "models"))
 # The suite assumes no machine: no GPU is visible to it or the processes it starts, as on a CPU-only
