@@ -102,7 +102,8 @@ def trtbuild(project: Project, cache: Path, home: Path) -> subprocess.CompletedP
         return None
 
 
-def run_cases(root: Path, rng) -> list[dict]:
+def run_cases(root: Path, rng=None) -> list[dict]:
+    """The cases of sample(), or with no `rng` every kind in every form (as bench/fuzz.py runs them)."""
     project = Project(root)
     project.write_model(conv_model())
     project.write_recipe(recipe_dict("conv.onnx"))
@@ -114,7 +115,8 @@ def run_cases(root: Path, rng) -> list[dict]:
             os.utime(path, (HOUR_AGO, HOUR_AGO), follow_symlinks=False)
     (project.cache / "users" / str(os.geteuid()) / "gpus.json").touch()  # made only where pynvml is: a stand-in
     results = []
-    for kind, form in sample(list(kinds(project.cache, base_home)), rng):
+    names = list(kinds(project.cache, base_home))
+    for kind, form in sample(names, rng) if rng else [(k, f) for k in names for f in forms_of(k)]:
         cache, home = root / "case" / "cache", root / "case" / "home"
         shutil.rmtree(root / "case", ignore_errors=True)
         shutil.copytree(project.cache, cache, symlinks=True)

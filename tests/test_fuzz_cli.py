@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, conv_model, recipe_dict
-from fuzz_seed import cover, seeded
+from fuzz_seed import cover as pairs
+from fuzz_seed import seeded
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,12 @@ PATHS = ["afile", "null", "fifo", "folder", "/proc/x.md", "/nonexistent/x/y", ""
 RUNNABLE = [p for p in PATHS if "\0" not in p]  # no process can be given a NUL byte: those lines are left out
 
 
-def command_lines(root: Path, rng) -> list[list[str]]:
+def command_lines(root: Path, rng=None) -> list[list[str]]:
+    """Every line; where an option takes any of several values, each value on one option drawn with `rng`
+    (None: on every option, as bench/fuzz.py runs them)."""
+    def cover(options, values, rng):
+        return pairs(options, values, rng) if rng else [(o, v) for o in options for v in values]
+
     recipe, cache = str(root / "conv.yaml"), ["--cache-dir", str(root / "cache")]
     lines = [[recipe, "--target", t, *cache] for t in TARGETS]
     lines += [[cmd, recipe, "--target", "tensorrt-rtx:sm0", *cache] for cmd in ("status", "dag")]
@@ -54,7 +60,7 @@ def command_lines(root: Path, rng) -> list[list[str]]:
     return lines
 
 
-def run_lines(root: Path, rng) -> list[dict]:
+def run_lines(root: Path, rng=None) -> list[dict]:
     import onnx
     import yaml
 
