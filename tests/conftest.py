@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import onnx
 import pytest
 import yaml
 from onnx import TensorProto, helper, numpy_helper
+
+from scheduling import pytest_collection_modifyitems  # noqa: F401  (the longest tests start first)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "recipes" / "models"))
@@ -150,7 +153,6 @@ def full_tensorrt(site: Path, bindings: bytes, monkeypatch, request, gpu_name: s
 @pytest.fixture
 def shared():
     """A project under /tmp that other users can reach, with a setgid cache directory of group GROUP."""
-    import shutil
     import tempfile
 
     from helpers import GROUP
@@ -179,3 +181,51 @@ def shared():
         for path, mode in modes.items():
             path.chmod(mode)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_wide(tmp_path_factory) -> Path:
+    """A folder all of this run's xdist workers share (their base folders' parent), or this process's own."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def built_once(tmp_path_factory):
+    """built_once(name, make) -> a folder that make(folder) filled once for the whole run (all xdist workers,
+    behind a lock): a project and the cache a first build left, for tests that start from one. Copy it
+    (copy_built) before changing anything: the folder is shared."""
+    from filelock import FileLock
+
+    def get(name: str, make) -> Path:
+        folder = _run_wide(tmp_path_factory) / "built-once" / name
+        with FileLock(f"{folder}.lock"):
+            if not (folder.parent / f"{name}.made").exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir(parents=True)
+                make(folder)
+                (folder.parent / f"{name}.made").touch()
+        return folder
+    return get
+
+
+def copy_built(built: Path, into: Path) -> Path:
+    """A copy of a built_once folder, links kept as they are (out/ links are relative): `into`."""
+    shutil.copytree(built, into, symlinks=True, dirs_exist_ok=True)
+    return into
+
+
+@pytest.fixture(scope="session")
+def tiny_berts(tmp_path_factory) -> Path:
+    """The tiny BERT checkpoints of helpers.TINY_BERT_SEEDS, made once for the whole run (all xdist workers:
+    under their shared base folder, behind a lock); helpers.save_tiny_bert copies one into a test's folder."""
+    from filelock import FileLock
+
+    from helpers import make_tiny_berts
+
+    needs("transformers")
+    folder = _run_wide(tmp_path_factory) / "tiny-berts"
+    with FileLock(f"{folder}.lock"):
+        if not (folder / "made").exists():
+            make_tiny_berts(folder)
+            (folder / "made").touch()
+    return folder

@@ -128,22 +128,33 @@ def run_as(project: Project, uid: int, *args: str, umask: int = 0o022, groups=(G
 TINY_BERT = """
 import sys, torch
 from transformers import BertConfig, BertModel
-torch.manual_seed(int(sys.argv[1]))
-config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                    intermediate_size=64, max_position_embeddings=64)
-model = BertModel(config)
-with torch.no_grad():  # trained: no two weights alike (fresh biases are all zero)
-    for p in model.parameters():
-        p.add_(torch.randn_like(p) * 0.05)
-model.save_pretrained(sys.argv[2])
+for seed in sys.argv[2:]:
+    torch.manual_seed(int(seed))
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    model = BertModel(config)
+    with torch.no_grad():  # trained: no two weights alike (fresh biases are all zero)
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.save_pretrained(f"{sys.argv[1]}/{seed}")
 """
+TINY_BERT_SEEDS = (0, 1)
 FROM_PRETRAINED = ("from pathlib import Path\nfrom transformers import BertModel\n\n\n"
                    "def build():\n    return BertModel.from_pretrained(Path(__file__).with_name('ckpt'))\n")
 
 
-def save_tiny_bert(folder: Path, seed: int) -> None:
-    """A checkpoint in `folder`/ckpt: the same seed writes the same bytes, another seed retrains it."""
-    subprocess.run([sys.executable, "-c", TINY_BERT, str(seed), str(folder / "ckpt")], check=True, capture_output=True)
+def make_tiny_berts(folder: Path) -> None:
+    """The checkpoints of TINY_BERT_SEEDS, in `folder`/SEED (one process: torch and transformers load once)."""
+    subprocess.run([sys.executable, "-c", TINY_BERT, str(folder), *map(str, TINY_BERT_SEEDS)], check=True,
+                   capture_output=True)
+
+
+def save_tiny_bert(folder: Path, seed: int, made: Path) -> None:
+    """The checkpoint of `seed` (made once per test run, in `made`: the tiny_berts fixture) written into
+    `folder`/ckpt, each file afresh: the same seed writes the same bytes, another seed retrains it."""
+    (folder / "ckpt").mkdir(exist_ok=True)
+    for file in (made / str(seed)).iterdir():
+        shutil.copyfile(file, folder / "ckpt" / file.name)
 
 
 def tiny_bert_recipe(folder: Path, inputs: dict, **more) -> Path:

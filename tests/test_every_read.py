@@ -51,9 +51,9 @@ def export_record(cache: Path, steps: dict) -> dict:
 
 
 
-def test_a_retrained_hugging_face_checkpoint_rebuilds_and_an_identical_one_does_not(tmp_path):
+def test_a_retrained_hugging_face_checkpoint_rebuilds_and_an_identical_one_does_not(tmp_path, tiny_berts):
     needs("transformers")
-    save = functools.partial(save_tiny_bert, tmp_path)
+    save = functools.partial(save_tiny_bert, tmp_path, made=tiny_berts)
     save(0)
     tiny_bert_recipe(tmp_path, {"input_ids": {"dtype": "int64", "shape": [2, 16]},
                                 "attention_mask": {"dtype": "int64", "shape": [2, 16]}}, onnx={"opset": 17})

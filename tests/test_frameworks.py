@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, statuses
+from conftest import REPO, copy_built, statuses
 from trtbuild.commands.cli import main
 
 pytest.importorskip("torch")
@@ -78,6 +78,20 @@ ALL_BUILT = {"export": "built", "check": "built", "parity": "built", "simplify":
 ALL_CACHED = {step: "cached" for step in ALL_BUILT}
 
 
+def _first_build(folder: Path) -> None:
+    (folder / "mynet.py").write_text(NET)
+    (folder / "net.yaml").write_text(json.dumps(torch_recipe()))
+    code, report = build(folder / "net.yaml", folder / "cache")
+    assert code == 0 and statuses(report) == ALL_BUILT, report
+
+
+@pytest.fixture
+def built_torch_project(built_once, tmp_path):
+    """torch_project after its first build, every step built (done once per run and copied here): its recipe."""
+    copy_built(built_once("frameworks-torch-net", _first_build), tmp_path)
+    return tmp_path / "net.yaml"
+
+
 def test_resnet50_example_exports_checks_parity_and_builds(tmp_path):
     shutil.copytree(REPO / "recipes", tmp_path / "recipes")
     code, report = build(tmp_path / "recipes" / "resnet50.yaml", tmp_path / "cache")
@@ -92,8 +106,8 @@ def test_resnet50_example_exports_checks_parity_and_builds(tmp_path):
     assert code == 0 and statuses(again) == ALL_CACHED
 
 
-def test_opset_change_reruns_export_and_everything_after(torch_project, tmp_path):
-    assert build(torch_project, tmp_path / "cache")[0] == 0
+def test_opset_change_reruns_export_and_everything_after(built_torch_project, tmp_path):
+    torch_project = built_torch_project
     data = torch_recipe()
     data["onnx"]["opset"] = 18
     torch_project.write_text(json.dumps(data))
@@ -103,8 +117,8 @@ def test_opset_change_reruns_export_and_everything_after(torch_project, tmp_path
     assert code == 0 and statuses(report) == ALL_BUILT
 
 
-def test_editing_the_model_file_reruns_export_and_after(torch_project, tmp_path):
-    assert build(torch_project, tmp_path / "cache")[0] == 0
+def test_editing_the_model_file_reruns_export_and_after(built_torch_project, tmp_path):
+    torch_project = built_torch_project
     net = tmp_path / "mynet.py"
     net.write_text(net.read_text().replace("torch.relu(y)", "torch.sigmoid(y)"))
     code, report = build(torch_project, tmp_path / "cache")
@@ -112,8 +126,8 @@ def test_editing_the_model_file_reruns_export_and_after(torch_project, tmp_path)
     assert report["steps"][0]["reason"].startswith("inputs.code.(main) changed")
 
 
-def test_comment_edit_reruns_export_only(torch_project, tmp_path):
-    assert build(torch_project, tmp_path / "cache")[0] == 0
+def test_comment_edit_reruns_export_only(built_torch_project, tmp_path):
+    torch_project = built_torch_project
     net = tmp_path / "mynet.py"
     net.write_text("# a comment\n" + net.read_text())
     code, report = build(torch_project, tmp_path / "cache")

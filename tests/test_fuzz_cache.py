@@ -4,7 +4,8 @@ index in the cache and under HOME, an object, the cache lock, the objects/ and l
 by a FIFO, a device, a link to /dev/zero, a link loop, a folder, a file past its size bound and JSON nested
 100,000 deep; a build of the recipe then ends in exit 0 with the right outputs, never a hang or a
 traceback, and so does the build after it (a folder where a file belongs is replaced, not a failure of
-every later run). bench/README.md records the figures."""
+every later run). Each run tries every kind of file and every form, each kind in two forms drawn with the
+printed seed (tests/fuzz_seed.py): all the pairs over runs. bench/README.md records the figures."""
 
 from __future__ import annotations
 
@@ -20,12 +21,33 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, Project, conv_model, recipe_dict
+from fuzz_seed import cover, seeded
 
 pytestmark = pytest.mark.slow
 
 FORMS = ("fifo", "device", "zero-link", "loop", "folder", "huge", "deep")
 FOLDERS = ("objects", "locks", "users-mine")  # kinds that are folders: replaced by a link elsewhere
 HOUR_AGO = 1_700_000_000
+PER_KIND = 2  # forms tried on each kind of file per run
+
+
+def forms_of(kind: str) -> tuple[str, ...]:
+    if kind in FOLDERS:
+        return ("link-elsewhere",)
+    if kind in ("object", "cache-lock"):  # not read as JSON: a huge object is hashed (and found wrong), a lock never read
+        return tuple(f for f in FORMS if f not in ("huge", "deep"))
+    return FORMS
+
+
+def sample(names: list[str], rng) -> list[tuple[str, str]]:
+    """(kind, form) cases: every kind of file in PER_KIND of its forms, every form on some kind."""
+    files = [k for k in names if k not in FOLDERS]
+    while True:  # each file kind one form, every form dealt out: drawn again where a kind cannot take its form
+        first = [(kind, form) for form, kind in cover(list(FORMS), files, rng)]
+        if all(form in forms_of(kind) for kind, form in first):
+            break
+    more = [(kind, f) for kind, form in first for f in rng.sample([f for f in forms_of(kind) if f != form], PER_KIND - 1)]
+    return first + more + [(kind, "link-elsewhere") for kind in names if kind in FOLDERS]
 
 
 def kinds(cache: Path, home: Path) -> dict[str, Path]:
@@ -80,7 +102,8 @@ def trtbuild(project: Project, cache: Path, home: Path) -> subprocess.CompletedP
         return None
 
 
-def run_cases(root: Path) -> list[dict]:
+def run_cases(root: Path, rng=None) -> list[dict]:
+    """The cases of sample(), or with no `rng` every kind in every form (as bench/fuzz.py runs them)."""
     project = Project(root)
     project.write_model(conv_model())
     project.write_recipe(recipe_dict("conv.onnx"))
@@ -92,35 +115,37 @@ def run_cases(root: Path) -> list[dict]:
             os.utime(path, (HOUR_AGO, HOUR_AGO), follow_symlinks=False)
     (project.cache / "users" / str(os.geteuid()) / "gpus.json").touch()  # made only where pynvml is: a stand-in
     results = []
-    for kind in kinds(project.cache, base_home):
-        for form in (("link-elsewhere",) if kind in FOLDERS else FORMS):
-            if form in ("huge", "deep") and kind in ("object", "cache-lock"):
-                continue  # not read as JSON: a huge object is hashed (and found wrong), a lock never read
-            cache, home = root / "case" / "cache", root / "case" / "home"
-            shutil.rmtree(root / "case", ignore_errors=True)
-            shutil.copytree(project.cache, cache, symlinks=True)
-            shutil.copytree(base_home, home, symlinks=True)
-            for out in (cache / "out").iterdir():  # out/conv points into its own cache
-                if out.is_symlink():
-                    out.unlink()
-                    out.symlink_to(os.readlink(project.cache / "out" / out.name))
-            damage(kinds(cache, home)[kind], form, root / "case" / "elsewhere")
-            runs = [trtbuild(project, cache, home) for _ in range(2)]
-            outcome = ("hang" if any(r is None for r in runs) else
-                       "traceback" if any("Traceback (most recent call last)" in r.stderr for r in runs) else
-                       f"exit {runs[0].returncode}/{runs[1].returncode}")
-            plan = next(cache.glob("out/conv/*/model.plan"), None)
-            elsewhere = root / "case" / "elsewhere"
-            results.append({"kind": kind, "form": form, "outcome": outcome, "plan": bool(plan and plan.stat().st_size),
-                            "untouched": not elsewhere.exists() or not any(elsewhere.iterdir()),
-                            "stderr": "" if runs[0] is None else runs[0].stderr[-800:]})
+    names = list(kinds(project.cache, base_home))
+    for kind, form in sample(names, rng) if rng else [(k, f) for k in names for f in forms_of(k)]:
+        cache, home = root / "case" / "cache", root / "case" / "home"
+        shutil.rmtree(root / "case", ignore_errors=True)
+        shutil.copytree(project.cache, cache, symlinks=True)
+        shutil.copytree(base_home, home, symlinks=True)
+        for out in (cache / "out").iterdir():  # out/conv points into its own cache
+            if out.is_symlink():
+                out.unlink()
+                out.symlink_to(os.readlink(project.cache / "out" / out.name))
+        damage(kinds(cache, home)[kind], form, root / "case" / "elsewhere")
+        runs = [trtbuild(project, cache, home) for _ in range(2)]
+        outcome = ("hang" if any(r is None for r in runs) else
+                   "traceback" if any("Traceback (most recent call last)" in r.stderr for r in runs) else
+                   f"exit {runs[0].returncode}/{runs[1].returncode}")
+        plan = next(cache.glob("out/conv/*/model.plan"), None)
+        elsewhere = root / "case" / "elsewhere"
+        results.append({"kind": kind, "form": form, "outcome": outcome, "plan": bool(plan and plan.stat().st_size),
+                        "untouched": not elsewhere.exists() or not any(elsewhere.iterdir()),
+                        "stderr": "" if runs[0] is None else runs[0].stderr[-800:]})
     return results
 
 
 def test_hostile_cache_files_are_a_miss_never_a_hang_or_a_traceback(tmp_path):
-    results = run_cases(tmp_path)
+    rng, told = seeded("hostile-cache-files")
+    results = run_cases(tmp_path, rng)
     print(json.dumps(Counter(r["outcome"] for r in results)))
     bad = [f"{r['kind']} as {r['form']}: {r['outcome']}, plan shown: {r['plan']}: {r['stderr']}" for r in results
            if r["outcome"] != "exit 0/0" or not r["plan"] or not r["untouched"]]
-    assert bad == []
-    assert len(results) >= 80
+    assert bad == [], told
+    names = set(kinds(tmp_path / "cache", tmp_path / "home"))
+    assert {r["kind"] for r in results} == names and len(names) == 15, told
+    assert {r["form"] for r in results} == {*FORMS, "link-elsewhere"}, told
+    assert len(results) == (len(names) - len(FOLDERS)) * PER_KIND + len(FOLDERS)

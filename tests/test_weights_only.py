@@ -57,9 +57,9 @@ def assert_weights_only(first: dict, second: dict, swap: str) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(bool(syscall_filter.unavailable()),
                     reason=f"system calls not watched here: {syscall_filter.unavailable()}")
-def test_a_retrained_bert_checkpoint_takes_the_last_graph_without_a_new_export(tmp_path):
+def test_a_retrained_bert_checkpoint_takes_the_last_graph_without_a_new_export(tmp_path, tiny_berts):
     needs("transformers")
-    save = functools.partial(save_tiny_bert, tmp_path)
+    save = functools.partial(save_tiny_bert, tmp_path, made=tiny_berts)
     save(0)
     tiny_bert_recipe(tmp_path, {
         "input_ids": {"dtype": "int64", "shape": [-1, 16], "min": [1, 16], "opt": [2, 16], "max": [4, 16]},
