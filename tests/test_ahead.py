@@ -93,19 +93,24 @@ def test_a_check_that_fails_cancels_the_engine_building_ahead_and_nothing_of_it_
     assert engine.error is None and engine.key is None  # its worker's death is not reported as its failure
 
 
-def test_an_engine_that_finished_ahead_of_a_failed_check_is_discarded():
-    disk = MemoryDisk()
-    engine_done = threading.Event()
-    executor = CancellingExecutor(disk, fail={"check"}, wait_for={"check": engine_done})
+def set_when_done(executor, step: str, event: threading.Event) -> None:
+    """`event` is set once the executor has run `step`'s job."""
     real_run = executor.run
 
     def observed(task):
         result = real_run(task)
-        if task.job["step"] == "engine":
-            engine_done.set()
+        if task.job["step"] == step:
+            event.set()
         return result
 
     executor.run = observed
+
+
+def test_an_engine_that_finished_ahead_of_a_failed_check_is_discarded():
+    disk = MemoryDisk()
+    engine_done = threading.Event()
+    executor = CancellingExecutor(disk, fail={"check"}, wait_for={"check": engine_done})
+    set_when_done(executor, "engine", engine_done)
     report, executor, _ = run(disk, gated(), jobs=2, executor=executor)
     assert executor.events.index(("end", "engine")) < executor.events.index(("end", "check"))
     assert report["engine"] == ("skipped", "check did not complete")
@@ -217,15 +222,7 @@ def test_the_next_job_starts_while_a_step_commits_and_jobs_stay_within_j():
 
     disk.put_action = slow_commit
     executor = MemoryExecutor(disk)
-    real_run = executor.run
-
-    def observed(task):
-        result = real_run(task)
-        if task.job["step"] == "second":
-            second_ran.set()
-        return result
-
-    executor.run = observed
+    set_when_done(executor, "second", second_ran)
     report, executor, _ = run(disk, [first, second], jobs=1, executor=executor)
     assert statuses(report) == {"first": "built", "second": "built"} and executor.most == 1
 
