@@ -128,7 +128,7 @@ class Planning:
             at = targets.index(spec)
             raise RecipeError([f"{self.loaded.where('targets', at)}: targets[{at}]: {exc}"]) from None
 
-    def _planned(self, kind: str, made) -> None:
+    def record(self, kind: str, made) -> None:
         """Record what `kind`'s plan() made (a Step, a list of them, or None) and the model after it."""
         if made is not None:
             self.planned[kind] = [made] if isinstance(made, Step) else list(made)

@@ -94,7 +94,7 @@ def compile_recipe(loaded: LoadedRecipe, cache: Cache, backend: str | None = Non
     p = Planning(loaded, cache, backend, targets, machine)
     for kind in kind_order(tuple(plugins)):
         made = kind.plan(p, _plugin_params(loaded, kind, plugins[kind.NAME])) if kind.NAME in plugins else kind.plan(p)
-        p._planned(kind.NAME, made)
+        p.record(kind.NAME, made)
     steps = [s for made in p.planned.values() for s in made]
     if len(p.targets) < 2:
         return steps
