@@ -30,5 +30,10 @@ def register_all(found: dict) -> None:
         register_kind(name, module)
     for name, module in found.get("backends", {}).items():
         backends.register(name, module)
-    for fields in found.get("frameworks", []):  # JSON made the tuples lists
-        registry.register(registry.Framework(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}))
+    for fields in found.get("frameworks", []):
+        registry.register(registry.Framework(**{k: _tuples(v) for k, v in fields.items()}))
+
+
+def _tuples(value):
+    """JSON made the descriptor's tuples (and tuples of tuples) lists."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
