@@ -165,3 +165,15 @@ def tiny_bert_recipe(folder: Path, inputs: dict, **more) -> Path:
                                    "outputs": ["last_hidden_state", "pooler_output"]},
         "inputs": inputs, "engine": {"backend": "tensorrt-rtx", "optimization_level": 0}, **more}))
     return folder / "net.yaml"
+
+
+def run_in_a_worker(job: dict, log: Path) -> dict:
+    """`job` run by a real worker process, as a build's runner hands it one: the worker's reply."""
+    from trtbuild.execution.executor import Task
+    from trtbuild.execution.pool import WorkerPool
+
+    pool = WorkerPool(1)
+    try:
+        return pool.run(Task(job, log))
+    finally:
+        pool.close()

@@ -152,13 +152,12 @@ def test_an_executor_that_cannot_cancel_gets_nothing_ahead():
     assert executor.events.index(("end", "check")) < executor.events.index(("start", "engine"))
 
 
-def test_steps_of_one_key_build_once_and_the_others_wait_without_a_build_thread():
-    """Eight recipes of one model: one check builds, seven wait for it without taking a build thread, so at
-    -j 2 the second thread builds the first engine meanwhile."""
+def recipes_of_one_model(count: int) -> tuple[MemoryDisk, list]:
+    """`count` recipes of one model: each a check (one key for all) and an engine that may build ahead of it."""
     disk = MemoryDisk()
     steps = []
-    for i in range(3):
-        check = FakeStep("check")  # one model, one check key for every recipe
+    for i in range(count):
+        check = FakeStep("check")
         check.id = f"check{i}"
         disk.sources[check.id] = "the model"
         engine = FakeStep(f"engine{i}", [check])
@@ -167,6 +166,13 @@ def test_steps_of_one_key_build_once_and_the_others_wait_without_a_build_thread(
         steps += [check, engine]
     real_key = disk.key
     disk.key = lambda step, upstream: real_key(step, {}) if step.name == "check" else real_key(step, upstream)
+    return disk, steps
+
+
+def test_steps_of_one_key_build_once_and_the_others_wait_without_a_build_thread():
+    """Eight recipes of one model: one check builds, seven wait for it without taking a build thread, so at
+    -j 2 the second thread builds the first engine meanwhile."""
+    disk, steps = recipes_of_one_model(3)
     all_settled = threading.Event()  # the check ends once every check was looked at
     disk.on_key = lambda step: step.id == "check2" and all_settled.set()
     executor = CancellingExecutor(disk, meet={"check0", "engine0"}, wait_for={"check0": all_settled}, pause=0.005)
@@ -230,18 +236,7 @@ def test_the_next_job_starts_while_a_step_commits_and_jobs_stay_within_j():
 def test_when_the_build_of_a_shared_key_fails_the_steps_waiting_for_it_build_it_again():
     """Steps of one key wait for the first; if it failed, each tries again (as it did waiting on its lock),
     and the engines ahead of them learn each verdict."""
-    disk = MemoryDisk()
-    steps = []
-    for i in range(2):
-        check = FakeStep("check")
-        check.id = f"check{i}"
-        disk.sources[check.id] = "the model"
-        engine = FakeStep(f"engine{i}", [check])
-        engine.after = [check]
-        engine.kind.AHEAD_OF_GATES = True
-        steps += [check, engine]
-    real_key = disk.key
-    disk.key = lambda step, upstream: real_key(step, {}) if step.name == "check" else real_key(step, upstream)
+    disk, steps = recipes_of_one_model(2)
     report, executor, _ = run(disk, steps, jobs=2, executor=CancellingExecutor(disk, fail={"check0", "check1"}))
     assert report["check0"][0] == report["check1"][0] == "failed" and executor.ran.count("check0") == 1
     assert "check1" in executor.ran  # the second tried it again instead of taking a failure as a result

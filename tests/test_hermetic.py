@@ -285,8 +285,7 @@ def test_a_malformed_discovered_record_is_a_miss_with_a_warning(built_once, tmp_
 def test_a_worker_refuses_an_action_whose_code_tools_or_files_differ_from_its_key(project, tmp_path):
     """The check every worker makes (a farm node included) before it runs a step: here a real worker
     process gets a job whose key says other code, another onnx and another model file."""
-    from trtbuild.execution.executor import Task
-    from trtbuild.execution.pool import WorkerPool
+    from helpers import run_in_a_worker
     from trtbuild.steps.action import code_modules, code_version, expectations
 
     components = {"version": code_version("check"), "tools": {"onnx": "0.0.1"}}
@@ -298,11 +297,7 @@ def test_a_worker_refuses_an_action_whose_code_tools_or_files_differ_from_its_ke
     job = {"kind": "check", "params": {"inputs": {}}, "inputs": {"model": str(project.model)},
            "outdir": str(tmp_path / "out"), "context": {"where": {}}, "env": {}, "expect": expect,
            "sources": {"model": {"(main)": str(project.model)}}}
-    pool = WorkerPool(1)
-    try:
-        result = pool.run(Task(job, tmp_path / "log"))
-    finally:
-        pool.close()
+    result = run_in_a_worker(job, tmp_path / "log")
     assert not result["ok"]
     assert result["error"].startswith("not built here: this worker would build another action than its key describes")
     assert f"trtbuild's code of the check step (trtbuild.steps.check): code version {code_version('check')} here" \

@@ -158,8 +158,7 @@ def test_a_registered_framework_exports_checks_and_builds_a_plan(project, regist
 
 
 def test_a_plugin_kind_edited_after_its_key_was_taken_is_refused_by_the_worker(project, registered, tmp_path):
-    from trtbuild.execution.executor import Task
-    from trtbuild.execution.pool import WorkerPool
+    from helpers import run_in_a_worker
     from trtbuild.execution.registered import registered as names_registered
     from trtbuild.steps.action import code_version, expectations
 
@@ -169,11 +168,7 @@ def test_a_plugin_kind_edited_after_its_key_was_taken_is_refused_by_the_worker(p
     (tmp_path / "out").mkdir()
     job = {"kind": "stamp", "params": {"label": "x"}, "inputs": {"model": str(project.model)},
            "outdir": str(tmp_path / "out"), "context": {}, "env": {}, "expect": expect, "registered": names_registered()}
-    pool = WorkerPool(1)
-    try:
-        result = pool.run(Task(job, tmp_path / "log"))
-    finally:
-        pool.close()
+    result = run_in_a_worker(job, tmp_path / "log")
     assert not result["ok"]
     assert "trtbuild's code of the stamp step (stamp_kind)" in result["error"]
     assert not list((tmp_path / "out").iterdir())
